@@ -1,1 +1,1 @@
-"""scheduler."""
+"""Scheduling engine: priority queue with aging, resource placement, deadlines, retries."""

@@ -102,6 +102,8 @@ class TaskType:
     batch_handler: Callable[[list[TaskContext]], list[Any]] | None = None
     batch_key: tuple[str, ...] = ()
     plugin: str = "builtin"
+    # What a task of this type needs when its spec gives no ``resources``.
+    default_resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def param_fields(self) -> frozenset[str]:
@@ -116,5 +118,6 @@ class TaskType:
             "requires_input": self.requires_input,
             "mode": self.mode.value,
             "batched": self.batch_handler is not None,
+            "default_resources": dict(self.default_resources),
             "params_schema": self.params_model.model_json_schema(),
         }

@@ -1,0 +1,119 @@
+"""Typed settings, one class per area, from ``AUTOGLM_*`` env vars and an optional TOML file.
+
+Precedence: explicit arguments > environment > TOML file (``AUTOGLM_CONFIG`` or ``--config``)
+> defaults. Nested areas use ``__`` in env names, e.g. ``AUTOGLM_EXECUTOR__CPU=4``; the most
+used ones also have flat aliases (``AUTOGLM_STORAGE_URL``, ``AUTOGLM_DATA_DIR``).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "ApiSettings",
+    "ExecutorSettings",
+    "PluginSettings",
+    "SchedulerSettings",
+    "Settings",
+    "StorageSettings",
+    "load_settings",
+]
+
+
+class StorageSettings(BaseModel):
+    url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; default sqlite:///<data_dir>/autoglm.db (WAL).",
+    )
+    commit_batch: int = Field(default=512, ge=1, description="max writes per group commit")
+
+
+class ExecutorSettings(BaseModel):
+    backend: str = "local"
+    cpu: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
+    memory_mb: int = Field(default=16_384, gt=0)
+    gpu: int = Field(default=0, ge=0)
+    threads: int = Field(default=8, ge=1, description="worker threads for in-process tasks")
+
+
+class SchedulerSettings(BaseModel):
+    max_queued: int = Field(default=100_000, ge=1, description="admission bound on queued tasks")
+    aging_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="seconds of waiting worth one priority level (no task starves)",
+    )
+    retry_base_s: float = Field(default=0.5, ge=0)
+    retry_max_s: float = Field(default=60.0, ge=0)
+    default_timeout_s: float | None = Field(default=None, gt=0)
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    api_keys: list[str] = Field(default_factory=list, description="empty: no auth")
+    max_input_depth: int = Field(default=32, ge=1)
+
+
+class PluginSettings(BaseModel):
+    dirs: list[Path] = Field(default_factory=list, description="directories to load plugins from")
+    entry_points: bool = True
+    config: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Settings(BaseSettings):
+    """All settings. Construct with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AUTOGLM_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    data_dir: Path = Path(".autoglm")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
+    plugins: PluginSettings = Field(default_factory=PluginSettings)
+    register_bundled_models: bool = False
+    admission_ruleset: str | None = None
+
+    @model_validator(mode="after")
+    def _flat_aliases(self) -> Settings:
+        if url := os.environ.get("AUTOGLM_STORAGE_URL"):
+            self.storage.url = url
+        return self
+
+    def storage_url(self) -> str:
+        if self.storage.url:
+            return self.storage.url
+        return f"sqlite:///{(self.data_dir / 'autoglm.db').resolve()}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from defaults, the TOML file, the environment and ``overrides``."""
+    path = config_file or os.environ.get("AUTOGLM_CONFIG")
+    file_values: dict[str, Any] = {}
+    if path:
+        with open(path, "rb") as f:
+            file_values = tomllib.load(f)
+    env = Settings()  # environment over defaults
+    merged = _deep_merge(file_values, env.model_dump(exclude_unset=True))
+    merged = _deep_merge(merged, overrides)
+    return Settings.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out

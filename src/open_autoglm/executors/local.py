@@ -1,0 +1,141 @@
+"""The ``local`` executor: worker threads for in-process work, subprocesses for killable work."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
+from open_autoglm.executors.context import ThreadContext
+from open_autoglm.executors.outcome import run_handler
+from open_autoglm.executors.subprocess_runner import ProcessJob
+from open_autoglm.scheduler.resources import Capacity
+from open_autoglm.tasks.base import ExecutionMode
+
+__all__ = ["LocalExecutor"]
+
+log = logging.getLogger(__name__)
+
+
+class _ThreadHandle:
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: ThreadContext) -> None:
+        self.ctx = ctx
+
+    def cancel(self, reason: str) -> None:
+        self.ctx.cancel_reason = reason
+        self.ctx.cancel_event.set()
+
+
+class LocalExecutor:
+    """Runs jobs on this machine.
+
+    Thread jobs share a fixed pool of worker threads; process jobs each get a fresh spawned
+    interpreter that can be killed at a deadline. Capacity is what the scheduler places
+    against; the thread count only bounds concurrency of in-process work.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str = "local",
+        capacity: Capacity,
+        threads: int,
+        save_artifact: Callable[..., dict[str, Any]],
+        load_artifact: Callable[[str], bytes],
+        record_artifact: Callable[..., dict[str, Any]],
+        artifact_root: str,
+        services: Mapping[str, Any],
+        process_env: Mapping[str, Any],
+    ) -> None:
+        self.name = name
+        self.capacity = capacity
+        self._threads = threads
+        self._queue: queue.SimpleQueue[tuple[Job, ResultSink, ThreadContext] | None] = (
+            queue.SimpleQueue()
+        )
+        self._workers: list[threading.Thread] = []
+        self._save = save_artifact
+        self._load = load_artifact
+        self._record = record_artifact
+        self._artifact_root = artifact_root
+        self._services = services
+        self._process_env = dict(process_env)
+
+    def start(self) -> None:
+        for i in range(self._threads):
+            t = threading.Thread(target=self._work, name=f"autoglm-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+
+    def submit(self, job: Job, sink: ResultSink) -> Any:
+        if job.task_type.mode is ExecutionMode.PROCESS:
+            pj = ProcessJob(
+                job,
+                sink,
+                artifact_root=self._artifact_root,
+                record_artifact=self._record,
+                env=self._process_env,
+            )
+            pj.start()
+            return pj
+        tid = job.task_id
+
+        def emit(kind: str, data: dict[str, Any]) -> None:
+            sink.event(tid, kind, data)
+
+        ctx = ThreadContext(
+            task_id=tid,
+            task_type=job.task_type.name,
+            model=job.model,
+            input=job.input,
+            params=job.params,
+            metadata=job.metadata,
+            cpu_threads=job.cpu_threads,
+            emit=emit,
+            save_artifact=self._save,
+            load_artifact=self._load,
+            services=self._services,
+        )
+        self._queue.put((job, sink, ctx))
+        return _ThreadHandle(ctx)
+
+    def shutdown(self, wait: bool = True) -> None:
+        for _ in self._workers:
+            self._queue.put(None)
+        if wait:
+            for t in self._workers:
+                t.join(timeout=5)
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            job, sink, ctx = item
+            if ctx.is_cancelled():
+                outcome = (
+                    Outcome(
+                        OutcomeStatus.FAILED,
+                        error={"code": "timeout", "message": "task exceeded its timeout"},
+                    )
+                    if ctx.cancel_reason == "timeout"
+                    else Outcome(
+                        OutcomeStatus.CANCELLED,
+                        error={"code": "cancelled", "message": "cancelled before start"},
+                    )
+                )
+            else:
+                outcome = run_handler(job.task_type.handler, ctx)
+            if ctx.artifacts:
+                outcome = Outcome(
+                    outcome.status, outcome.result, outcome.error, outcome.retryable, ctx.artifacts
+                )
+            try:
+                sink.done(job.task_id, outcome)
+            except Exception:  # the sink must never kill a worker
+                log.exception("result sink failed for task %s", job.task_id)

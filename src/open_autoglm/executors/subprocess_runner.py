@@ -1,0 +1,228 @@
+"""Killable jobs: each runs in a fresh spawned interpreter that reports over a pipe.
+
+Messages are JSON (orjson), never pickle. The child rebuilds the task-type registry from the
+same plugin settings as the server, so plugin task types run here too. On cancel or
+deadline the parent sends SIGTERM and, after a grace period, SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import threading
+from collections.abc import Callable, Mapping
+from multiprocessing.connection import Connection
+from typing import Any
+
+import orjson
+
+from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
+
+__all__ = ["ProcessJob"]
+
+log = logging.getLogger(__name__)
+
+_GRACE_S = 2.0
+
+
+class ProcessJob:
+    def __init__(
+        self,
+        job: Job,
+        sink: ResultSink,
+        *,
+        artifact_root: str,
+        record_artifact: Callable[..., dict[str, Any]],
+        env: Mapping[str, Any],
+    ) -> None:
+        self.job = job
+        self._sink = sink
+        self._artifact_root = artifact_root
+        self._record = record_artifact
+        self._env = dict(env)
+        self._reason = ""
+        self._lock = threading.Lock()
+        self._proc: Any = None
+
+    def start(self) -> None:
+        threading.Thread(
+            target=self._supervise, name=f"autoglm-proc-{self.job.task_id[:8]}", daemon=True
+        ).start()
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            self._reason = reason
+            proc = self._proc
+        if proc is not None and proc.is_alive():
+            proc.terminate()
+            threading.Timer(_GRACE_S, lambda: proc.is_alive() and proc.kill()).start()
+
+    def _supervise(self) -> None:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe(duplex=False)
+        payload = {
+            "task_id": self.job.task_id,
+            "task_type": self.job.task_type.name,
+            "model": self.job.model,
+            "input": self.job.input,
+            "params": self.job.params.model_dump(mode="json"),
+            "metadata": dict(self.job.metadata),
+            "cpu_threads": self.job.cpu_threads,
+            "artifact_root": self._artifact_root,
+            "env": self._env,
+        }
+        proc = ctx.Process(target=_child_main, args=(child, orjson.dumps(payload)), daemon=True)
+        with self._lock:
+            if self._reason:
+                self._finish(self._cancelled_outcome([]))
+                return
+            proc.start()
+            self._proc = proc
+        child.close()
+        outcome: Outcome | None = None
+        artifacts: list[dict[str, Any]] = []
+        try:
+            while True:
+                try:
+                    raw = parent.recv_bytes()
+                except (EOFError, OSError):
+                    break
+                msg = orjson.loads(raw)
+                kind = msg.pop("type")
+                if kind == "event":
+                    self._sink.event(self.job.task_id, msg["kind"], msg["data"])
+                elif kind == "artifact":
+                    meta = self._record(
+                        msg["sha256"],
+                        msg["size"],
+                        media_type=msg["media_type"],
+                        name=msg.get("name", ""),
+                        task_id=self.job.task_id,
+                    )
+                    artifacts.append(meta)
+                elif kind == "done":
+                    outcome = Outcome(
+                        OutcomeStatus(msg["status"]),
+                        msg.get("result"),
+                        msg.get("error"),
+                        bool(msg.get("retryable")),
+                        artifacts,
+                    )
+        finally:
+            parent.close()
+            proc.join()
+        if self._reason:
+            outcome = self._cancelled_outcome(artifacts)
+        elif outcome is None:
+            outcome = Outcome(
+                OutcomeStatus.FAILED,
+                error={
+                    "code": "worker_died",
+                    "message": f"worker process exited with code {proc.exitcode}",
+                },
+                retryable=True,
+                artifacts=artifacts,
+            )
+        self._finish(outcome)
+
+    def _cancelled_outcome(self, artifacts: list[dict[str, Any]]) -> Outcome:
+        if self._reason == "timeout":
+            return Outcome(
+                OutcomeStatus.FAILED,
+                error={"code": "timeout", "message": "task exceeded its timeout"},
+                artifacts=artifacts,
+            )
+        return Outcome(
+            OutcomeStatus.CANCELLED,
+            error={"code": "cancelled", "message": self._reason},
+            artifacts=artifacts,
+        )
+
+    def _finish(self, outcome: Outcome) -> None:
+        try:
+            self._sink.done(self.job.task_id, outcome)
+        except Exception:
+            log.exception("result sink failed for task %s", self.job.task_id)
+
+
+class _ChildContext:
+    """TaskContext inside the child process; everything goes back over the pipe."""
+
+    def __init__(self, conn: Connection, payload: dict[str, Any], params: Any) -> None:
+        from open_autoglm.storage.artifacts import ArtifactFiles
+
+        self._conn = conn
+        self.task_id = payload["task_id"]
+        self.task_type = payload["task_type"]
+        self.model = payload["model"]
+        self.input = payload["input"]
+        self.params = params
+        self.metadata = payload["metadata"]
+        self.cpu_threads = payload["cpu_threads"]
+        self._files = ArtifactFiles(payload["artifact_root"])
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        self._conn.send_bytes(orjson.dumps(msg, option=orjson.OPT_SERIALIZE_NUMPY))
+
+    def progress(self, fraction: float, message: str = "", **data: Any) -> None:
+        self._send(
+            {
+                "type": "event",
+                "kind": "progress",
+                "data": {
+                    "fraction": max(0.0, min(1.0, float(fraction))),
+                    "message": message,
+                    **data,
+                },
+            }
+        )
+
+    def log(self, message: str, level: str = "info") -> None:
+        self._send({"type": "event", "kind": "log", "data": {"level": level, "message": message}})
+
+    def is_cancelled(self) -> bool:
+        return False  # the parent terminates the process instead
+
+    def check_cancelled(self) -> None:
+        return None
+
+    def save_artifact(self, data: bytes, *, media_type: str, name: str = "") -> dict[str, Any]:
+        sha, size = self._files.put(data)
+        meta = {"id": sha, "sha256": sha, "size": size, "media_type": media_type, "name": name}
+        self._send({"type": "artifact", **meta})
+        return meta
+
+    def load_artifact(self, artifact_id: str) -> bytes:
+        return self._files.get(artifact_id)
+
+    def service(self, name: str) -> Any:
+        raise KeyError(f"service {name!r} is not available in a subprocess worker")
+
+
+def _child_main(conn: Connection, raw: bytes) -> None:
+    payload = orjson.loads(raw)
+    for key, value in payload["env"].get("environ", {}).items():
+        os.environ[key] = str(value)
+    threads = max(1, int(payload["cpu_threads"]))
+    # Set before anything imports torch: one torch thread per allotted CPU, never more.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    os.environ["MKL_NUM_THREADS"] = str(threads)
+    from open_autoglm.executors.outcome import run_handler
+    from open_autoglm.plugins.registry import PluginRegistry
+
+    registry = PluginRegistry.from_env(payload["env"].get("plugins", {}))
+    task_type = registry.task_type(payload["task_type"])
+    params = task_type.params_model.model_validate(payload["params"])
+    ctx = _ChildContext(conn, payload, params)
+    outcome = run_handler(task_type.handler, ctx)
+    ctx._send(
+        {
+            "type": "done",
+            "status": outcome.status.value,
+            "result": outcome.result,
+            "error": outcome.error,
+            "retryable": outcome.retryable,
+        }
+    )
+    conn.close()

@@ -1,0 +1,171 @@
+"""The composition root: storage hub + plugins + executors + scheduler, wired from Settings.
+
+``Runtime`` is also the in-process Python API: ``submit`` takes a spec (dict or TaskSpec)
+and returns a future without any HTTP in between.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import Future
+from typing import Any
+
+from open_autoglm.config import Settings, load_settings
+from open_autoglm.executors.base import Job
+from open_autoglm.executors.local import LocalExecutor
+from open_autoglm.plugins.registry import PluginRegistry
+from open_autoglm.scheduler.live_task import LiveTask
+from open_autoglm.scheduler.observer import EventBus, PlatformMetrics, SchedulerWatch
+from open_autoglm.scheduler.resources import Capacity
+from open_autoglm.scheduler.service import Scheduler
+from open_autoglm.spec.task import TaskSpec, parse_task_spec
+from open_autoglm.storage.hub import StorageHub, TaskWrite
+
+__all__ = ["Runtime"]
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        self.storage = StorageHub(s.storage_url(), s.data_dir, commit_batch=s.storage.commit_batch)
+        self.plugins = PluginRegistry()
+        self.bus = EventBus()
+        self.services: dict[str, Any] = {"storage": self.storage}
+        self.scheduler = Scheduler(
+            self.storage,
+            resolve_type=self.plugins.task_type,
+            make_job=self._make_job,
+            max_queued=s.scheduler.max_queued,
+            aging_s=s.scheduler.aging_s,
+            retry_base_s=s.scheduler.retry_base_s,
+            retry_max_s=s.scheduler.retry_max_s,
+            default_timeout_s=s.scheduler.default_timeout_s,
+            task_write=TaskWrite,
+        )
+        self.metrics = PlatformMetrics(self.scheduler.stats)
+        self.scheduler._observer = SchedulerWatch(self.metrics, self.bus)
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Runtime:
+        if self._started:
+            return self
+        s = self.settings
+        self.storage.open()
+        self.plugins.discover(
+            dirs=s.plugins.dirs, entry_points=s.plugins.entry_points, config=s.plugins.config
+        )
+        executor = LocalExecutor(
+            name="local",
+            capacity=Capacity(
+                cpu=s.executor.cpu, memory_mb=s.executor.memory_mb, gpu=s.executor.gpu
+            ),
+            threads=s.executor.threads,
+            save_artifact=self.storage.put_artifact,
+            load_artifact=self.storage.read_artifact,
+            record_artifact=self.storage.record_artifact,
+            artifact_root=str(self.storage.files.root),
+            services=self.services,
+            process_env={
+                "plugins": s.plugins.model_dump(mode="json"),
+                "environ": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+            },
+        )
+        executor.start()
+        self.scheduler.add_executor(executor)
+        self._executor = executor
+        self.scheduler.start()
+        self.plugins.call_hooks("on_startup")
+        self._started = True
+        return self
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self.plugins.call_hooks("on_shutdown")
+        self.scheduler.stop()
+        self._executor.shutdown(wait=False)
+        self.storage.close()
+        self._started = False
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- the Python API ----------------------------------------------------------------------
+
+    def parse(self, raw: Any) -> TaskSpec:
+        return parse_task_spec(
+            raw, self.plugins.param_fields, max_depth=self.settings.api.max_input_depth
+        )
+
+    def submit(
+        self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
+    ) -> Future[tuple[dict[str, Any], bool]]:
+        """Accept a task; the future gives ``(task, created)`` once it is durable."""
+        if not isinstance(spec, TaskSpec):
+            spec = self.parse(spec)
+        return self.scheduler.submit(spec, durable=durable)
+
+    def run(self, spec: TaskSpec | dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
+        """Submit and wait: the finished task with its ``result``."""
+        task, _ = self.submit(spec).result(timeout)
+        return self.wait(task["id"], timeout)
+
+    def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        lt = self.scheduler.live_task(task_id)
+        if lt is not None:
+            return lt.done.result(timeout)
+        return self.get_task(task_id)
+
+    def get_task(self, task_id: str, *, with_result: bool = True) -> dict[str, Any]:
+        lt = self.scheduler.live_task(task_id)
+        if lt is not None and not lt.done.done():
+            return lt.as_dict()
+        row = self.storage.get_task(task_id)
+        task = _public(row)
+        if with_result and task["status"] == "succeeded":
+            _, task["result"] = self.storage.get_result(task_id)
+        return task
+
+    def _make_job(self, lt: LiveTask) -> Job:
+        spec = lt.spec
+        return Job(
+            task_id=lt.id,
+            task_type=lt.task_type,
+            model=spec.model,
+            input=spec.payload(),
+            params=lt.params,
+            metadata=spec.metadata,
+            cpu_threads=max(1, math.ceil(lt.shape[0])),
+            attempt=lt.attempts,
+        )
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored task row in the API's shape."""
+    return {
+        "id": row["id"],
+        "task_type": row["task_type"],
+        "model": row["model"],
+        "status": row["status"],
+        "priority": row["priority"],
+        "attempts": row["attempts"],
+        "max_retries": row["max_retries"],
+        "idempotency_key": row["idempotency_key"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "finished_at": row["finished_at"],
+        "error": row["error"],
+        "progress": None,
+        "spec": row["spec"],
+        "seq": row.get("seq"),
+    }

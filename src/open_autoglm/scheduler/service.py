@@ -1,0 +1,637 @@
+"""The Scheduler: admission, priority dispatch with aging, placement, deadlines, retries.
+
+A single lock guards the in-memory state; one dispatcher thread starts work and fires
+timers; executor callbacks (``done``/``event``) finish work. Every state change is written
+through the storage hub's group-commit writer. A task is pushed into the queue only after
+its row is committed, so nothing runs that a crash could forget.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+from open_autoglm.errors import (
+    AdmissionError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
+from open_autoglm.scheduler.live_task import LiveTask
+from open_autoglm.scheduler.priority_queue import AgingPriorityQueue
+from open_autoglm.scheduler.resources import Capacity, ResourcePool
+from open_autoglm.scheduler.transitions import check_transition
+from open_autoglm.spec.task import TaskSpec, TaskStatus
+from open_autoglm.tasks.base import TaskType
+
+__all__ = ["Scheduler", "SchedulerObserver", "StorageLike"]
+
+log = logging.getLogger(__name__)
+
+_FORCE_TIMEOUT_GRACE_S = 2.0
+
+
+class StorageLike(Protocol):
+    def write(self, w: Any) -> Future[Any]: ...
+
+    def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]: ...
+
+    def get_task(self, task_id: str) -> dict[str, Any]: ...
+
+
+class SchedulerObserver(Protocol):
+    """Receives what metrics and event streams need; all calls are cheap and non-blocking."""
+
+    def on_transition(
+        self, task: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float
+    ) -> None: ...
+
+    def on_event(self, task_id: str, kind: str, data: dict[str, Any]) -> None: ...
+
+
+class Scheduler:
+    def __init__(
+        self,
+        storage: StorageLike,
+        *,
+        resolve_type: Callable[[str], TaskType],
+        make_job: Callable[[LiveTask], Any],
+        max_queued: int = 100_000,
+        aging_s: float = 30.0,
+        retry_base_s: float = 0.5,
+        retry_max_s: float = 60.0,
+        default_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.time,
+        observer: SchedulerObserver | None = None,
+        task_write: Callable[..., Any],
+    ) -> None:
+        self._storage = storage
+        self._resolve_type = resolve_type
+        self._make_job = make_job
+        self._write = (
+            task_write  # TaskWrite constructor, injected so scheduler/ needs no storage import
+        )
+        self.max_queued = max_queued
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.default_timeout_s = default_timeout_s
+        self._clock = clock
+        self._observer = observer
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self.queue: AgingPriorityQueue[LiveTask] = AgingPriorityQueue(
+            aging_s=aging_s, reserve_after_s=max(aging_s, 1.0)
+        )
+        self.pool = ResourcePool()
+        self._executors: dict[str, Any] = {}
+        self.live: dict[str, LiveTask] = {}
+        self._keys: dict[str, str] = {}
+        self._timers: list[tuple[float, int, str, str]] = []  # (at, n, kind, task_id)
+        self._timer_n = 0
+        self._running = False
+        self._thread: threading.Thread | None = None
+        self.started_total = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def add_executor(self, executor: Any) -> None:
+        self._executors[executor.name] = executor
+        cap: Capacity = executor.capacity
+        self.pool.add(executor.name, cap)
+
+    def start(self) -> None:
+        self.recover()
+        self._running = True
+        self._thread = threading.Thread(
+            target=self._dispatch_loop, name="autoglm-scheduler", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._running = False
+            self._wake.notify_all()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def recover(self) -> dict[str, int]:
+        """Re-queue tasks a dead process left queued or running (at-least-once)."""
+        now = self._clock()
+        counts = {"requeued": 0, "failed": 0, "queued": 0}
+        rows = self._storage.tasks_in_status([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value])
+        futures = []
+        for row in rows:
+            try:
+                spec = TaskSpec.model_validate(row["spec"])
+                ttype = self._resolve_type(spec.task_type)
+                params = ttype.params_model.model_validate(spec.params)
+            except Exception as exc:  # type gone (plugin removed) or spec no longer valid
+                futures.append(
+                    self._storage.write(
+                        self._write(
+                            task_id=row["id"],
+                            fields={
+                                "status": "failed",
+                                "finished_at": now,
+                                "error": {"code": "unrecoverable", "message": str(exc)},
+                            },
+                            terminal=True,
+                            events=[
+                                (
+                                    now,
+                                    "status",
+                                    {"status": "failed", "reason": "unrecoverable after restart"},
+                                )
+                            ],
+                        )
+                    )
+                )
+                counts["failed"] += 1
+                continue
+            attempts = int(row["attempts"])
+            if not row.get("durable", True):
+                error = {
+                    "code": "not_replayed",
+                    "message": "online inference is not replayed after a restart",
+                }
+                futures.append(
+                    self._storage.write(
+                        self._write(
+                            task_id=row["id"],
+                            fields={"status": "failed", "finished_at": now, "error": error},
+                            terminal=True,
+                            events=[
+                                (now, "status", {"status": "failed", "reason": "not_replayed"})
+                            ],
+                        )
+                    )
+                )
+                counts["failed"] += 1
+                continue
+            if row["status"] == TaskStatus.RUNNING.value:
+                # A crash re-runs a task once for free; beyond that it spends retries.
+                if attempts > spec.max_retries + 1:
+                    error = {
+                        "code": "worker_lost",
+                        "message": "the server died while the task ran; retries spent",
+                    }
+                    futures.append(
+                        self._storage.write(
+                            self._write(
+                                task_id=row["id"],
+                                fields={"status": "failed", "finished_at": now, "error": error},
+                                terminal=True,
+                                events=[
+                                    (now, "status", {"status": "failed", "reason": "worker_lost"})
+                                ],
+                            )
+                        )
+                    )
+                    counts["failed"] += 1
+                    continue
+                futures.append(
+                    self._storage.write(
+                        self._write(
+                            task_id=row["id"],
+                            fields={"status": "queued"},
+                            events=[
+                                (
+                                    now,
+                                    "status",
+                                    {"status": "queued", "reason": "requeued after restart"},
+                                )
+                            ],
+                        )
+                    )
+                )
+                counts["requeued"] += 1
+            else:
+                counts["queued"] += 1
+            lt = LiveTask(
+                id=row["id"],
+                seq_hint=float(row["seq"]),
+                spec=spec,
+                task_type=ttype,
+                params=params,
+                status=TaskStatus.QUEUED,
+                attempts=attempts,
+                created_at=float(row["created_at"]),
+                shape=_shape(spec, ttype),
+            )
+            with self._lock:
+                self.live[lt.id] = lt
+                if spec.idempotency_key:
+                    self._keys[spec.idempotency_key] = lt.id
+                self.queue.push(lt.id, spec.priority, lt.shape, lt, lt.created_at)
+        for f in futures:
+            f.result()
+        if rows:
+            log.info("recovery: %s", counts)
+        return counts
+
+    # -- submission --------------------------------------------------------------------------
+
+    def prepare(self, spec: TaskSpec) -> tuple[TaskType, Any]:
+        """Resolve the task type and validate params; raises ValidationError."""
+        try:
+            ttype = self._resolve_type(spec.task_type)
+        except NotFoundError as exc:
+            raise ValidationError(
+                exc.message, details=[{"loc": ["task_type"], "msg": exc.message}]
+            ) from None
+        from pydantic import ValidationError as PydanticError
+
+        from open_autoglm.spec.task import pydantic_details
+
+        try:
+            params = ttype.params_model.model_validate(spec.params)
+        except PydanticError as exc:
+            details = pydantic_details(exc, ("params",))
+            raise ValidationError("invalid params for " + spec.task_type, details=details) from None
+        problems = []
+        if ttype.requires_model and not spec.model:
+            problems.append(
+                {"loc": ["model"], "msg": f"task type {spec.task_type!r} needs a model"}
+            )
+        if ttype.requires_input and spec.payload() is None:
+            problems.append(
+                {"loc": ["input"], "msg": f"task type {spec.task_type!r} needs an input"}
+            )
+        shape = _shape(spec, ttype)
+        if self.pool.names() and not self.pool.could_ever_fit(shape):
+            want = {"cpu": shape[0], "memory_mb": shape[1], "gpu": shape[2]}
+            problems.append({"loc": ["resources"], "msg": f"no executor can ever fit {want}"})
+        if problems:
+            raise ValidationError(
+                "invalid task spec: " + ", ".join(".".join(map(str, p["loc"])) for p in problems),
+                details=problems,
+            )
+        return ttype, params
+
+    def submit(
+        self,
+        spec: TaskSpec,
+        *,
+        events: list[tuple[float, str, Any]] | None = None,
+        durable: bool = True,
+    ) -> Future[tuple[dict[str, Any], bool]]:
+        """Accept a task. The future resolves to ``(task, created)`` once the row is committed.
+
+        ``created`` is False when an idempotency key matched an existing task. With
+        ``durable=False`` (online inference) the task is queued at once and its row is
+        written off the hot path; it is never replayed after a crash.
+        """
+        ttype, params = self.prepare(spec)
+        out: Future[tuple[dict[str, Any], bool]] = Future()
+        with self._lock:
+            if spec.idempotency_key and (tid := self._keys.get(spec.idempotency_key)):
+                existing = self.live.get(tid)
+                if existing is not None:
+                    out.set_result((existing.as_dict(), False))
+                    return out
+            if len(self.queue) >= self.max_queued:
+                raise AdmissionError(
+                    f"queue is full ({self.max_queued} tasks waiting)",
+                    retry_after=self._retry_after(),
+                )
+        now = self._clock()
+        tid = uuid.uuid4().hex
+        lt = LiveTask(
+            id=tid,
+            seq_hint=now,
+            spec=spec,
+            task_type=ttype,
+            params=params,
+            status=TaskStatus.QUEUED,
+            attempts=0,
+            created_at=now,
+            shape=_shape(spec, ttype),
+        )
+        row = {
+            "id": tid,
+            "task_type": spec.task_type,
+            "model": spec.model,
+            "status": "queued",
+            "priority": spec.priority,
+            "spec": spec.model_dump(mode="json"),
+            "idempotency_key": spec.idempotency_key,
+            "attempts": 0,
+            "max_retries": spec.max_retries,
+            "created_at": now,
+            "durable": durable,
+        }
+        evs = [(now, "status", {"status": "queued"}), *(events or [])]
+        if not durable:
+            # Not waited on: the row is a log entry, not a promise. It is queued to the
+            # writer before the task can start, so the writer sees insert before updates.
+            self._storage.write(self._write(task_id=tid, row=row, events=evs))
+            with self._lock:
+                self.live[tid] = lt
+                self.queue.push(tid, spec.priority, lt.shape, lt, now)
+                self._observe(lt, None, TaskStatus.QUEUED, now)
+                self._wake.notify()
+            out.set_result((lt.as_dict(), True))
+            return out
+        fut = self._storage.write(self._write(task_id=tid, row=row, events=evs))
+
+        def committed(f: Future[Any]) -> None:
+            try:
+                existing_id, created = f.result()
+            except BaseException as exc:
+                out.set_exception(exc)
+                return
+            if not created:
+                try:
+                    out.set_result((self._storage.get_task(existing_id), False))
+                except BaseException as exc:
+                    out.set_exception(exc)
+                return
+            with self._lock:
+                self.live[tid] = lt
+                if spec.idempotency_key:
+                    self._keys[spec.idempotency_key] = tid
+                self.queue.push(tid, spec.priority, lt.shape, lt, now)
+                self._observe(lt, None, TaskStatus.QUEUED, now)
+                self._wake.notify()
+            out.set_result((lt.as_dict(), True))
+
+        fut.add_done_callback(committed)
+        return out
+
+    def _retry_after(self) -> float:
+        rate = max(1.0, self.started_total / max(1.0, time.monotonic() - _T0))
+        return max(1.0, round(len(self.queue) / rate, 1))
+
+    # -- cancellation ------------------------------------------------------------------------
+
+    def cancel(self, task_id: str, reason: str = "cancelled by request") -> dict[str, Any]:
+        with self._lock:
+            lt = self.live.get(task_id)
+            if lt is None or lt.status.terminal:
+                pass
+            elif lt.status is TaskStatus.QUEUED:
+                self.queue.remove(task_id)
+                self._drop_timer_task(task_id)
+                self._finish_locked(
+                    lt, TaskStatus.CANCELLED, error={"code": "cancelled", "message": reason}
+                )
+                return lt.as_dict()
+            else:  # running: ask the executor to stop it; the outcome finishes it
+                lt.cancel_requested = reason
+                if lt.handle is not None:
+                    lt.handle.cancel("cancelled")
+                return lt.as_dict()
+        row = self._storage.get_task(task_id)
+        raise ConflictError(f"task {task_id} is already {row['status']}")
+
+    def _drop_timer_task(self, task_id: str) -> None:
+        self._timers = [t for t in self._timers if t[3] != task_id]
+        heapq.heapify(self._timers)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        with self._lock:
+            while self._running:
+                now = self._clock()
+                self._fire_timers(now)
+                self._dispatch(now)
+                timeout = 1.0
+                if self._timers:
+                    timeout = max(0.0, min(timeout, self._timers[0][0] - self._clock()))
+                self._wake.wait(timeout)
+
+    def _dispatch(self, now: float) -> None:
+        pool = self.pool
+        while len(self.queue):
+            entry = self.queue.pop_fitting(lambda s: pool.place(s) is not None, now)
+            if entry is None:
+                return
+            lt = entry.item
+            name = pool.place(lt.shape)
+            assert name is not None
+            pool.acquire(name, lt.shape)
+            self._start_locked(lt, name, now)
+
+    def _start_locked(self, lt: LiveTask, executor: str, now: float) -> None:
+        check_transition(lt.status, TaskStatus.RUNNING)
+        lt.status = TaskStatus.RUNNING
+        lt.attempts += 1
+        lt.started_at = now
+        lt.executor = executor
+        self.started_total += 1
+        timeout = lt.spec.timeout_s or self.default_timeout_s
+        if timeout:
+            lt.deadline = now + timeout
+            self._add_timer(lt.deadline, "deadline", lt.id)
+        self._storage.write(
+            self._write(
+                task_id=lt.id,
+                fields={"status": "running", "started_at": now, "attempts": lt.attempts},
+                events=[
+                    (
+                        now,
+                        "status",
+                        {"status": "running", "attempt": lt.attempts, "executor": executor},
+                    )
+                ],
+            )
+        )
+        self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
+        lt.handle = self._executors[executor].submit(self._make_job(lt), self)
+
+    def _add_timer(self, at: float, kind: str, task_id: str) -> None:
+        self._timer_n += 1
+        heapq.heappush(self._timers, (at, self._timer_n, kind, task_id))
+
+    def _fire_timers(self, now: float) -> None:
+        while self._timers and self._timers[0][0] <= now:
+            _, _, kind, tid = heapq.heappop(self._timers)
+            lt = self.live.get(tid)
+            if lt is None:
+                continue
+            if kind == "retry" and lt.status is TaskStatus.QUEUED and tid not in self.queue:
+                self.queue.push(tid, lt.spec.priority, lt.shape, lt, lt.created_at)
+            elif (
+                kind == "deadline"
+                and lt.status is TaskStatus.RUNNING
+                and lt.deadline
+                and lt.deadline <= now
+            ):
+                lt.cancel_requested = "timeout"
+                if lt.handle is not None:
+                    lt.handle.cancel("timeout")
+                self._add_timer(now + _FORCE_TIMEOUT_GRACE_S, "force_timeout", tid)
+            elif kind == "force_timeout" and lt.status is TaskStatus.RUNNING:
+                # The handler ignored cancellation: the task fails now; its slot stays held
+                # until the thread really ends (honest accounting).
+                lt.zombie = True
+                self._finish_locked(
+                    lt,
+                    TaskStatus.FAILED,
+                    error={"code": "timeout", "message": "task exceeded its timeout"},
+                )
+
+    # -- executor callbacks (ResultSink) -----------------------------------------------------
+
+    def event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
+        now = self._clock()
+        lt = self.live.get(task_id)
+        if lt is not None and kind == "progress":
+            lt.progress = data
+        self._storage.write(self._write(task_id=task_id, events=[(now, kind, data)]))
+        if self._observer is not None:
+            self._observer.on_event(task_id, kind, data)
+
+    def done(self, task_id: str, outcome: Any) -> None:
+        from open_autoglm.executors.base import OutcomeStatus
+
+        with self._lock:
+            lt = self.live.get(task_id)
+            if lt is None:
+                return
+            if lt.executor:
+                self.pool.release(lt.executor, lt.shape)
+            if lt.zombie or lt.status is not TaskStatus.RUNNING:
+                self._wake.notify()
+                return
+            now = self._clock()
+            if lt.deadline is not None:
+                lt.deadline = None
+            status = outcome.status
+            if status is OutcomeStatus.SUCCEEDED:
+                self._finish_locked(
+                    lt,
+                    TaskStatus.SUCCEEDED,
+                    result=outcome.result,
+                    has_result=True,
+                    artifacts=outcome.artifacts,
+                )
+            elif status is OutcomeStatus.CANCELLED or (
+                lt.cancel_requested and lt.cancel_requested != "timeout"
+            ):
+                self._finish_locked(
+                    lt,
+                    TaskStatus.CANCELLED,
+                    error={"code": "cancelled", "message": lt.cancel_requested or "cancelled"},
+                    artifacts=outcome.artifacts,
+                )
+            elif outcome.retryable and lt.attempts <= lt.spec.max_retries:
+                delay = min(self.retry_max_s, self.retry_base_s * (2 ** (lt.attempts - 1)))
+                check_transition(lt.status, TaskStatus.QUEUED)
+                lt.status = TaskStatus.QUEUED
+                lt.error = outcome.error
+                lt.executor = None
+                lt.handle = None
+                self._storage.write(
+                    self._write(
+                        task_id=lt.id,
+                        fields={"status": "queued", "error": outcome.error},
+                        events=[
+                            (
+                                now,
+                                "status",
+                                {
+                                    "status": "queued",
+                                    "reason": "retry",
+                                    "retry_in_s": delay,
+                                    "error": outcome.error,
+                                },
+                            )
+                        ],
+                    )
+                )
+                self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, now)
+                self._add_timer(now + delay, "retry", lt.id)
+            else:
+                self._finish_locked(
+                    lt, TaskStatus.FAILED, error=outcome.error, artifacts=outcome.artifacts
+                )
+            self._wake.notify()
+
+    def _finish_locked(
+        self,
+        lt: LiveTask,
+        status: TaskStatus,
+        *,
+        result: Any = None,
+        has_result: bool = False,
+        error: dict[str, Any] | None = None,
+        artifacts: list[dict[str, Any]] | None = None,
+    ) -> None:
+        check_transition(lt.status, status)
+        old = lt.status
+        now = self._clock()
+        lt.status = status
+        lt.finished_at = now
+        lt.error = error
+        lt.result = result
+        data: dict[str, Any] = {"status": status.value}
+        if error:
+            data["error"] = error
+        if artifacts:
+            data["artifacts"] = [a.get("id") for a in artifacts]
+        fut = self._storage.write(
+            self._write(
+                task_id=lt.id,
+                fields={"status": status.value, "finished_at": now, "error": error},
+                terminal=True,
+                events=[(now, "status", data)],
+                result=result,
+                has_result=has_result,
+            )
+        )
+        self._observe(lt, old, status, now)
+
+        def committed(f: Future[Any]) -> None:
+            exc = f.exception()
+            with self._lock:
+                if self.live.get(lt.id) is lt:
+                    del self.live[lt.id]
+                key = lt.spec.idempotency_key
+                if key and self._keys.get(key) == lt.id:
+                    del self._keys[key]
+            if exc is not None:
+                lt.done.set_exception(exc)
+            else:
+                lt.done.set_result({**lt.as_dict(), "result": result})
+
+        fut.add_done_callback(committed)
+
+    def _observe(self, lt: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float) -> None:
+        if self._observer is not None:
+            self._observer.on_transition(lt, old, new, now)
+
+    # -- reads -------------------------------------------------------------------------------
+
+    def live_task(self, task_id: str) -> LiveTask | None:
+        return self.live.get(task_id)
+
+    def stats(self) -> dict[str, Any]:
+        with self._lock:
+            running = sum(1 for t in self.live.values() if t.status is TaskStatus.RUNNING)
+            return {
+                "queued": len(self.queue),
+                "running": running,
+                "queue_by_priority": self.queue.depth_by_priority(),
+                "utilization": self.pool.utilization(),
+                "max_queued": self.max_queued,
+            }
+
+
+_T0 = time.monotonic()
+
+
+def _shape(spec: TaskSpec, ttype: TaskType) -> tuple[float, int, int]:
+    """The (cpu, memory_mb, gpu) a task asks for: its spec's, else its type's default."""
+    if spec.resources is not None:
+        r = spec.resources
+        return (r.cpu, r.memory_mb, r.gpu)
+    d = ttype.default_resources
+    return (float(d.get("cpu", 1.0)), int(d.get("memory_mb", 0)), int(d.get("gpu", 0)))

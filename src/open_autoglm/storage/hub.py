@@ -1,0 +1,211 @@
+"""StorageHub: the one object the rest of the platform uses to persist and read state.
+
+Writes of task state go through the group-commit :class:`WriteBatcher`; reads use pooled
+connections directly. Sessions and connections never leave this module.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from open_autoglm.errors import ConflictError, NotFoundError
+from open_autoglm.storage.artifacts import ArtifactFiles
+from open_autoglm.storage.engine import create_storage_engine, migrate
+from open_autoglm.storage.tables import artifacts, models, results, task_events, tasks
+from open_autoglm.storage.writer import TaskWrite, WriteBatcher
+
+__all__ = ["StorageHub", "TaskWrite"]
+
+_TASK_COLUMNS = (
+    tasks.c.seq,
+    tasks.c.id,
+    tasks.c.task_type,
+    tasks.c.model,
+    tasks.c.status,
+    tasks.c.priority,
+    tasks.c.spec,
+    tasks.c.idempotency_key,
+    tasks.c.attempts,
+    tasks.c.max_retries,
+    tasks.c.durable,
+    tasks.c.error,
+    tasks.c.created_at,
+    tasks.c.started_at,
+    tasks.c.finished_at,
+)
+
+
+class StorageHub:
+    def __init__(self, url: str, data_dir: Path, *, commit_batch: int = 512) -> None:
+        self.url = url
+        self.engine: Engine = create_storage_engine(url)
+        self.files = ArtifactFiles(Path(data_dir) / "artifacts")
+        self.writer = WriteBatcher(self.engine, max_batch=commit_batch)
+
+    def open(self) -> StorageHub:
+        migrate(self.engine)
+        self.writer.start()
+        return self
+
+    def close(self) -> None:
+        self.writer.close()
+        self.engine.dispose()
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def write(self, w: TaskWrite) -> Future[Any]:
+        return self.writer.submit(w)
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(*_TASK_COLUMNS).where(tasks.c.id == task_id)).first()
+        if row is None:
+            raise NotFoundError(f"task {task_id} not found")
+        return dict(row._mapping)
+
+    def find_task_by_key(self, key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(*_TASK_COLUMNS).where(tasks.c.idempotency_key == key)
+            ).first()
+        return dict(row._mapping) if row else None
+
+    def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+        after_seq: int | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Tasks newest first; ``after_seq`` is the cursor (seq of the last row seen)."""
+        stmt = sa.select(*_TASK_COLUMNS).order_by(tasks.c.seq.desc()).limit(limit)
+        if status:
+            stmt = stmt.where(tasks.c.status == status)
+        if task_type:
+            stmt = stmt.where(tasks.c.task_type == task_type)
+        if after_seq is not None:
+            stmt = stmt.where(tasks.c.seq < after_seq)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
+        stmt = (
+            sa.select(*_TASK_COLUMNS)
+            .where(tasks.c.status.in_(list(statuses)))
+            .order_by(tasks.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def count_by_status(self) -> dict[str, int]:
+        stmt = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
+        with self.engine.connect() as conn:
+            return {s: int(n) for s, n in conn.execute(stmt)}
+
+    def get_result(self, task_id: str) -> tuple[bool, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(results.c.result).where(results.c.task_id == task_id)
+            ).first()
+        return (False, None) if row is None else (True, row[0])
+
+    def events(self, task_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        stmt = (
+            sa.select(task_events.c.seq, task_events.c.ts, task_events.c.kind, task_events.c.data)
+            .where(task_events.c.task_id == task_id, task_events.c.seq > after_seq)
+            .order_by(task_events.c.seq)
+        )
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    # -- artifacts ---------------------------------------------------------------------------
+
+    def put_artifact(
+        self, data: bytes, *, media_type: str, name: str = "", task_id: str | None = None
+    ) -> dict[str, Any]:
+        sha, size = self.files.put(data)
+        return self.record_artifact(sha, size, media_type=media_type, name=name, task_id=task_id)
+
+    def record_artifact(
+        self, sha: str, size: int, *, media_type: str, name: str = "", task_id: str | None = None
+    ) -> dict[str, Any]:
+        row = {
+            "id": sha,
+            "size": size,
+            "media_type": media_type,
+            "name": name,
+            "task_id": task_id,
+            "created_at": time.time(),
+        }
+        with self.engine.begin() as conn:
+            exists = conn.execute(sa.select(artifacts.c.id).where(artifacts.c.id == sha)).first()
+            if exists is None:
+                conn.execute(artifacts.insert().values(row))
+        return {**row, "sha256": sha}
+
+    def get_artifact(self, artifact_id: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).first()
+        if row is None:
+            raise NotFoundError(f"artifact {artifact_id} not found")
+        return {**dict(row._mapping), "sha256": artifact_id}
+
+    def read_artifact(self, artifact_id: str) -> bytes:
+        self.get_artifact(artifact_id)
+        return self.files.get(artifact_id)
+
+    def list_artifacts(self, limit: int = 100) -> list[dict[str, Any]]:
+        stmt = sa.select(artifacts).order_by(artifacts.c.created_at.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    # -- model registry ----------------------------------------------------------------------
+
+    def put_model(self, entry: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        now = time.time()
+        with self.engine.begin() as conn:
+            found = conn.execute(
+                sa.select(models.c.created_at).where(models.c.name == entry["name"])
+            ).first()
+            if found is not None and not replace:
+                raise ConflictError(f"model {entry['name']!r} is already registered")
+            row = {
+                "name": entry["name"],
+                "backend": entry["backend"],
+                "source": entry.get("source", {}),
+                "task_types": entry.get("task_types", []),
+                "config": entry.get("config", {}),
+                "updated_at": now,
+            }
+            if found is None:
+                conn.execute(models.insert().values(created_at=now, **row))
+            else:
+                conn.execute(models.update().where(models.c.name == entry["name"]).values(row))
+        return self.get_model(entry["name"])
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(models).where(models.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"model {name!r} is not registered")
+        return dict(row._mapping)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [
+                dict(r._mapping) for r in conn.execute(sa.select(models).order_by(models.c.name))
+            ]
+
+    def delete_model(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            n = conn.execute(models.delete().where(models.c.name == name)).rowcount
+        if not n:
+            raise NotFoundError(f"model {name!r} is not registered")
