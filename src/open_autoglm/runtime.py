@@ -22,7 +22,7 @@ from open_autoglm.scheduler.service import Scheduler
 from open_autoglm.spec.task import TaskSpec, parse_task_spec
 from open_autoglm.storage.hub import StorageHub, TaskWrite
 
-__all__ = ["Runtime"]
+__all__ = ["Runtime", "public_task"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,10 @@ class Runtime:
         self.metrics = PlatformMetrics(self.scheduler.stats)
         self.scheduler._observer = SchedulerWatch(self.metrics, self.bus)
         self._started = False
+        # Routers that later areas (models, rules, workflows) add to the API.
+        self.extra_routers: list[Any] = []
+        # Admission policies: ``async policy(spec, client) -> spec`` (may raise to block).
+        self.admission_policies: list[Any] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -107,6 +111,12 @@ class Runtime:
             raw, self.plugins.param_fields, max_depth=self.settings.api.max_input_depth
         )
 
+    async def admit(self, spec: TaskSpec, *, client: str) -> TaskSpec:
+        """Run the configured admission policies; each may block, rewrite or tag the spec."""
+        for policy in self.admission_policies:
+            spec = await policy(spec, client)
+        return spec
+
     def submit(
         self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
     ) -> Future[tuple[dict[str, Any], bool]]:
@@ -131,7 +141,7 @@ class Runtime:
         if lt is not None and not lt.done.done():
             return lt.as_dict()
         row = self.storage.get_task(task_id)
-        task = _public(row)
+        task = public_task(row)
         if with_result and task["status"] == "succeeded":
             _, task["result"] = self.storage.get_result(task_id)
         return task
@@ -150,7 +160,7 @@ class Runtime:
         )
 
 
-def _public(row: dict[str, Any]) -> dict[str, Any]:
+def public_task(row: dict[str, Any]) -> dict[str, Any]:
     """A stored task row in the API's shape."""
     return {
         "id": row["id"],

@@ -34,7 +34,7 @@ class Plugin:
     name: str = ""
     version: str = "0.0.0"
 
-    def initialize(self, config: Mapping[str, Any]) -> None:  # noqa: B027 - optional hook
+    def initialize(self, config: Mapping[str, Any]) -> None:
         """Prepare the plugin; ``config`` is its own config section."""
 
     def task_types(self) -> list[TaskType]:

@@ -186,8 +186,10 @@ def parse_task_spec(
     body = dict(raw)
     extra = [k for k in body if k not in _TOP_LEVEL]
     problems: list[errors.ErrorDetail] = []
+    task_type = body.get("task_type")
+    if param_fields is not None and isinstance(task_type, str) and param_fields(task_type) is None:
+        problems.append({"loc": ["task_type"], "msg": f"unknown task type {task_type!r}"})
     if extra:
-        task_type = body.get("task_type")
         declared = param_fields(task_type) if param_fields and isinstance(task_type, str) else None
         params = body.get("params")
         if params is None:

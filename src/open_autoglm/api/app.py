@@ -1,0 +1,48 @@
+"""The FastAPI app factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from open_autoglm import __version__
+from open_autoglm.api.errors import install_error_handlers
+from open_autoglm.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from open_autoglm.api.responses import JSONResponse
+from open_autoglm.api.routes import system, tasks
+from open_autoglm.config import Settings, load_settings
+from open_autoglm.runtime import Runtime
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
+    """Build the app; the runtime starts with the app's lifespan and stops with it."""
+    runtime = runtime or Runtime(settings or load_settings())
+    s = runtime.settings
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = FastAPI(
+        title="Open-AutoGLM",
+        version=__version__,
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    app.include_router(system.router)
+    app.include_router(tasks.router)
+    for extra in runtime.extra_routers:
+        app.include_router(extra)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, keys=s.api.api_keys)
+    return app

@@ -1,0 +1,42 @@
+"""What routes declare they need (FastAPI dependencies)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+
+from open_autoglm.errors import ValidationError
+from open_autoglm.runtime import Runtime
+
+__all__ = ["client_id", "get_runtime", "json_body"]
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def client_id(request: Request) -> str:
+    state = request.scope.get("state", {})
+    if "client_id" in state:
+        return str(state["client_id"])
+    host = request.client.host if request.client else "unknown"
+    return f"ip:{host}"
+
+
+async def json_body(request: Request) -> Any:
+    """The request body decoded as JSON, with a clear 422 when it is empty or malformed."""
+    raw = await request.body()
+    if not raw.strip():
+        raise ValidationError(
+            "request body is empty", details=[{"loc": ["body"], "msg": "expected a JSON object"}]
+        )
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(
+            "request body is not valid JSON",
+            details=[{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
+        ) from None

@@ -1,0 +1,69 @@
+"""One table from error class to HTTP status, and the handlers that render ``{"error": ...}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from open_autoglm import errors
+from open_autoglm.api.responses import JSONResponse
+
+__all__ = ["STATUS_BY_ERROR", "error_response", "install_error_handlers", "status_for"]
+
+STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
+    errors.ValidationError: 422,
+    errors.NotFoundError: 404,
+    errors.ConflictError: 409,
+    errors.AuthenticationError: 401,
+    errors.PolicyBlockedError: 403,
+    errors.PayloadTooLargeError: 413,
+    errors.AdmissionError: 429,
+    errors.RateLimitedError: 429,
+    errors.UnavailableError: 503,
+    errors.TaskFailedError: 500,
+    errors.TaskCancelledError: 409,
+    errors.PluginError: 500,
+    errors.StorageError: 500,
+}
+
+
+def status_for(exc: errors.AutoGLMError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+    return 500
+
+
+def error_response(exc: errors.AutoGLMError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(retry_after)))
+    body: dict[str, Any] = {"error": exc.to_dict()}
+    if isinstance(exc, errors.PolicyBlockedError):
+        body["error"]["rule"] = exc.rule
+    return JSONResponse(body, status_code=status_for(exc), headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.AutoGLMError)
+    async def _ours(_: Request, exc: errors.AutoGLMError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _fastapi(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [
+            {"loc": [p for p in e["loc"] if p != "body"], "msg": e["msg"]} for e in exc.errors()
+        ]
+        return error_response(errors.ValidationError("invalid request", details=details))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(
+            {"error": {"code": code, "message": str(exc.detail), "details": []}},
+            status_code=exc.status_code,
+        )

@@ -1,0 +1,115 @@
+"""ASGI middleware: request body bound and API-key authentication."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware"]
+
+
+async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": []}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over ``max_bytes``, by Content-Length or as they stream in."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    await _reject(
+                        send,
+                        413,
+                        "payload_too_large",
+                        f"request body exceeds {self.max_bytes} bytes",
+                    )
+                    return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge()
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _reject(
+                    send, 413, "payload_too_large", f"request body exceeds {self.max_bytes} bytes"
+                )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ApiKeyMiddleware:
+    """Require ``Authorization: Bearer <key>`` or ``X-API-Key`` when keys are configured."""
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.keys or scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        given = b""
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                given = value[7:].strip()
+            elif name == b"x-api-key":
+                given = value.strip()
+        if not any(hmac.compare_digest(given, k) for k in self.keys):
+            await _reject(send, 401, "unauthorized", "missing or invalid API key")
+            return
+        scope.setdefault("state", {})["client_id"] = "key:" + _fingerprint(given)
+        await self.app(scope, receive, send)
+
+
+def _fingerprint(key: bytes) -> Any:
+    import hashlib
+
+    return hashlib.sha256(key).hexdigest()[:12]

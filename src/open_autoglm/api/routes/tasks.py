@@ -1,0 +1,188 @@
+"""Task routes: submit, read, list, cancel, events (JSON or SSE), and online inference."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from open_autoglm import errors
+from open_autoglm.api.deps import client_id, get_runtime, json_body
+from open_autoglm.api.responses import JSONResponse
+from open_autoglm.runtime import Runtime
+from open_autoglm.spec.task import TaskSpec, TaskStatus
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1", tags=["tasks"])
+
+Rt = Annotated[Runtime, Depends(get_runtime)]
+_SPEC_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": TaskSpec.model_json_schema()}},
+    }
+}
+
+
+async def _accept(runtime: Rt, request: Request, *, durable: bool) -> tuple[dict[str, Any], bool]:
+    raw = await json_body(request)
+    spec = runtime.parse(raw)
+    spec = await runtime.admit(spec, client=client_id(request))
+    fut = runtime.submit(spec, durable=durable)
+    return await asyncio.wrap_future(fut)
+
+
+@router.post("/tasks", status_code=202, openapi_extra=_SPEC_BODY, summary="Submit a task")
+async def submit_task(request: Request, runtime: Rt) -> JSONResponse:
+    """Accept a task; the 202 is sent only after the task is committed to storage."""
+    task, created = await _accept(runtime, request, durable=True)
+    return JSONResponse(
+        {**task, "created": created},
+        status_code=202 if created else 200,
+        headers={"Location": f"/v1/tasks/{task['id']}"},
+    )
+
+
+@router.post("/infer", openapi_extra=_SPEC_BODY, summary="Run a task and wait for its result")
+async def infer(request: Request, runtime: Rt) -> JSONResponse:
+    """Online inference: the result comes back in the response (not replayed after a crash)."""
+    task, _ = await _accept(runtime, request, durable=False)
+    lt = runtime.scheduler.live_task(task["id"])
+    final = (
+        await asyncio.wrap_future(lt.done)
+        if lt is not None
+        else await run_in_threadpool(runtime.get_task, task["id"])
+    )
+    if final["status"] == TaskStatus.SUCCEEDED:
+        return JSONResponse(
+            {"id": final["id"], "status": final["status"], "result": final.get("result")}
+        )
+    err = final.get("error") or {}
+    status = {"timeout": 504, "cancelled": 409}.get(err.get("code", ""), 500)
+    if err.get("code") in ("validation_error",):
+        status = 422
+    return JSONResponse(
+        {
+            "error": {
+                "code": err.get("code", "task_failed"),
+                "message": err.get("message", final["status"]),
+                "details": err.get("details", []),
+                "task_id": final["id"],
+            }
+        },
+        status_code=status,
+    )
+
+
+@router.get("/tasks/{task_id}", summary="Get a task (with its result once finished)")
+async def get_task(task_id: str, runtime: Rt) -> JSONResponse:
+    return JSONResponse(await run_in_threadpool(runtime.get_task, task_id))
+
+
+def _decode_cursor(cursor: str | None) -> int | None:
+    if not cursor:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+    except Exception:
+        raise errors.ValidationError(
+            "invalid cursor",
+            details=[{"loc": ["query", "cursor"], "msg": "not a cursor returned by this API"}],
+        ) from None
+
+
+@router.get("/tasks", summary="List tasks, newest first")
+async def list_tasks(
+    runtime: Rt,
+    status: TaskStatus | None = None,
+    task_type: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> JSONResponse:
+    after = _decode_cursor(cursor)
+    rows = await run_in_threadpool(
+        runtime.storage.list_tasks,
+        status=status.value if status else None,
+        task_type=task_type,
+        after_seq=after,
+        limit=limit + 1,
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    from open_autoglm.runtime import public_task
+
+    tasks = [public_task(r) for r in rows]
+    next_cursor = (
+        base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode().rstrip("=")
+        if more
+        else None
+    )
+    return JSONResponse({"tasks": tasks, "next_cursor": next_cursor})
+
+
+@router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
+async def cancel_task(task_id: str, runtime: Rt) -> JSONResponse:
+    return JSONResponse(await run_in_threadpool(runtime.scheduler.cancel, task_id))
+
+
+@router.get(
+    "/tasks/{task_id}/events", summary="Task events (JSON, or SSE with Accept: text/event-stream)"
+)
+async def task_events(task_id: str, request: Request, runtime: Rt, after: int = 0) -> Any:
+    task = await run_in_threadpool(runtime.get_task, task_id, with_result=False)
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        events = await run_in_threadpool(runtime.storage.events, task_id, after)
+        return JSONResponse({"task_id": task_id, "status": task["status"], "events": events})
+    return StreamingResponse(
+        _sse(runtime, task_id, after),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _sse_frame(kind: str, data: dict[str, Any], seq: int | None = None) -> bytes:
+    head = f"id: {seq}\n" if seq is not None else ""
+    return (head + f"event: {kind}\ndata: ").encode() + orjson.dumps(data) + b"\n\n"
+
+
+async def _sse(runtime: Runtime, task_id: str, after: int) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    live: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+    unsubscribe = runtime.bus.subscribe(
+        task_id, lambda k, d: loop.call_soon_threadsafe(live.put_nowait, (k, d))
+    )
+    try:
+        history = await run_in_threadpool(runtime.storage.events, task_id, after)
+        terminal = False
+        for ev in history:
+            yield _sse_frame(ev["kind"], {**ev["data"], "ts": ev["ts"]}, ev["seq"])
+            if ev["kind"] == "status" and ev["data"].get("status") in _TERMINAL:
+                terminal = True
+        if not terminal:
+            task = await run_in_threadpool(runtime.get_task, task_id, with_result=False)
+            terminal = task["status"] in _TERMINAL
+        while not terminal:
+            try:
+                kind, data = await asyncio.wait_for(live.get(), timeout=15)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                task = await run_in_threadpool(runtime.get_task, task_id, with_result=False)
+                if task["status"] in _TERMINAL:
+                    yield _sse_frame("status", {"status": task["status"], "error": task["error"]})
+                    break
+                continue
+            yield _sse_frame(kind, data)
+            terminal = kind == "status" and data.get("status") in _TERMINAL
+        yield _sse_frame("end", {"task_id": task_id})
+    finally:
+        unsubscribe()
+
+
+_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})

@@ -1,0 +1,283 @@
+"""The ``autoglm`` command. It talks to a server through the SDK, or starts one (``serve``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from open_autoglm import errors
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Open-AutoGLM: automate language-model and graph-learning work.", no_args_is_help=True
+)
+console = Console()
+err_console = Console(stderr=True)
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+
+# Sub-commands that other areas contribute: (module, attribute, name).
+_SUBAPPS = [
+    ("open_autoglm.cli.rules", "app", "rules"),
+    ("open_autoglm.cli.graph", "app", "graph"),
+    ("open_autoglm.cli.workflow", "app", "workflow"),
+    ("open_autoglm.cli.models", "app", "models"),
+]
+for _mod, _attr, _name in _SUBAPPS:
+    try:
+        app.add_typer(getattr(importlib.import_module(_mod), _attr), name=_name)
+    except ImportError:
+        pass
+
+
+def _client(url: str | None, key: str | None) -> Any:
+    from open_autoglm.client import Client
+
+    return Client(url, api_key=key)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _fail(exc: errors.AutoGLMError) -> None:
+    err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
+    for d in exc.details:
+        loc = ".".join(str(p) for p in d.get("loc", [])) or "body"
+        err_console.print(f"  - {loc}: {d.get('msg')}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data directory")] = None,
+    bundled_models: Annotated[bool, typer.Option(help="register the bundled models")] = False,
+) -> None:
+    """Start the server (embedded SQLite and local executor by default)."""
+    import uvicorn
+
+    from open_autoglm.api.app import create_app
+    from open_autoglm.config import load_settings
+
+    overrides: dict[str, Any] = {}
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    if bundled_models:
+        overrides["register_bundled_models"] = True
+    settings = load_settings(config, **overrides)
+    host = host or settings.api.host
+    port = port if port is not None else settings.api.port
+    console.print(f"Open-AutoGLM on http://{host}:{port}  (storage: {settings.storage_url()})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def submit(
+    file: Annotated[str, typer.Argument(help="task spec JSON file, or - for stdin")],
+    wait: Annotated[bool, typer.Option("--wait", help="wait for the result")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Submit a task spec."""
+    raw = sys.stdin.read() if file == "-" else Path(file).read_text()
+    try:
+        spec = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        err_console.print(f"[red]error[/red]: {file} is not valid JSON: {exc}")
+        raise typer.Exit(1) from None
+    with _client(url, api_key) as c:
+        try:
+            task = c.submit(spec)
+            if wait:
+                task = _wait_live(c, task["id"])
+        except errors.AutoGLMError as exc:
+            _fail(exc)
+    if json_out:
+        _print_json(task)
+    else:
+        console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
+        if "result" in task:
+            _print_json(task["result"])
+
+
+@app.command()
+def status(
+    task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Show a task."""
+    with _client(url, api_key) as c:
+        try:
+            task = c.get(task_id)
+        except errors.AutoGLMError as exc:
+            _fail(exc)
+    if json_out:
+        _print_json(task)
+        return
+    table = Table(show_header=False)
+    for key in (
+        "id",
+        "task_type",
+        "model",
+        "status",
+        "priority",
+        "attempts",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ):
+        table.add_row(key, str(task.get(key)))
+    if task.get("error"):
+        table.add_row("error", f"{task['error'].get('code')}: {task['error'].get('message')}")
+    if "result" in task:
+        table.add_row("result", orjson.dumps(task["result"]).decode()[:2000])
+    console.print(table)
+
+
+def _wait_live(c: Any, task_id: str) -> dict[str, Any]:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    ) as bar:
+        job = bar.add_task(f"task {task_id[:8]} queued", total=1.0)
+        try:
+            for kind, data in c.stream_events(task_id, timeout=3600):
+                if kind == "progress":
+                    bar.update(
+                        job,
+                        completed=data.get("fraction", 0.0),
+                        description=f"task {task_id[:8]} {data.get('message') or 'running'}",
+                    )
+                elif kind == "status":
+                    bar.update(job, description=f"task {task_id[:8]} {data.get('status')}")
+                    if data.get("status") in ("succeeded", "failed", "cancelled"):
+                        bar.update(job, completed=1.0)
+                        break
+        except Exception:
+            pass
+    return c.wait(task_id, raise_on_failure=False)  # type: ignore[no-any-return]
+
+
+@app.command()
+def wait(
+    task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Wait for a task, with live progress; exits 1 if it did not succeed."""
+    with _client(url, api_key) as c:
+        try:
+            task = _wait_live(c, task_id)
+        except errors.AutoGLMError as exc:
+            _fail(exc)
+    if json_out:
+        _print_json(task)
+    else:
+        console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
+        if task.get("error"):
+            console.print(f"[red]{task['error'].get('code')}[/red]: {task['error'].get('message')}")
+        if "result" in task:
+            _print_json(task["result"])
+    if task["status"] != "succeeded":
+        raise typer.Exit(1)
+
+
+@app.command()
+def cancel(
+    task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
+) -> None:
+    """Cancel a queued or running task."""
+    with _client(url, api_key) as c:
+        try:
+            task = c.cancel(task_id)
+        except errors.AutoGLMError as exc:
+            _fail(exc)
+    if json_out:
+        _print_json(task)
+    else:
+        console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
+
+
+@app.command("list")
+def list_(
+    status_: Annotated[str | None, typer.Option("--status", help="filter by status")] = None,
+    task_type: Annotated[str | None, typer.Option(help="filter by task type")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List tasks, newest first."""
+    with _client(url, api_key) as c:
+        try:
+            tasks = list(c.list(status=status_, task_type=task_type, limit=limit))
+        except errors.AutoGLMError as exc:
+            _fail(exc)
+    if json_out:
+        _print_json(tasks)
+        return
+    table = Table("id", "type", "model", "status", "priority", "attempts")
+    for t in tasks:
+        table.add_row(
+            t["id"],
+            t["task_type"],
+            t.get("model") or "",
+            t["status"],
+            str(t["priority"]),
+            str(t["attempts"]),
+        )
+    console.print(table)
+
+
+@app.command("task-types")
+def task_types(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List the task types the server knows."""
+    with _client(url, api_key) as c:
+        types = c.task_types()
+    if json_out:
+        _print_json(types)
+        return
+    table = Table("name", "plugin", "model?", "mode", "description")
+    for t in types:
+        table.add_row(
+            t["name"],
+            t["plugin"],
+            "yes" if t["requires_model"] else "",
+            t["mode"],
+            t["description"],
+        )
+    console.print(table)
+
+
+@app.command()
+def plugins(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List plugins and their status."""
+    with _client(url, api_key) as c:
+        items = c.plugins()
+    if json_out:
+        _print_json(items)
+        return
+    table = Table("name", "version", "status", "task types", "reason")
+    for p in items:
+        table.add_row(p["name"], p["version"], p["status"], ", ".join(p["task_types"]), p["reason"])
+    console.print(table)
+
+
+def main() -> None:
+    app()

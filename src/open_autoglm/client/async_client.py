@@ -1,0 +1,140 @@
+"""The asyncio SDK client (same methods as :class:`Client`, awaitable)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from open_autoglm.client.base import TERMINAL, BaseClient, raise_for_error
+
+__all__ = ["AsyncClient"]
+
+
+class AsyncClient(BaseClient):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = await self._http.request(method, path, **kwargs)
+        raise_for_error(resp)
+        return resp.json() if resp.content else None
+
+    async def submit(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        return await self.request(
+            "POST",
+            "/v1/tasks",
+            content=orjson.dumps(self._spec(spec, kwargs)),
+            headers={"content-type": "application/json"},
+        )  # type: ignore[no-any-return]
+
+    async def get(self, task_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/v1/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+
+    async def infer(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        out = await self.request(
+            "POST",
+            "/v1/infer",
+            content=orjson.dumps(self._spec(spec, kwargs)),
+            headers={"content-type": "application/json"},
+        )
+        return out["result"]
+
+    async def list(
+        self,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        n = 0
+        while True:
+            page = await self.request(
+                "GET", "/v1/tasks", params=self._list_params(status, task_type, page_size, cursor)
+            )
+            for task in page["tasks"]:
+                yield task
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    async def stream_events(
+        self, task_id: str, timeout: float | None = None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async with self._http.stream(
+            "GET",
+            f"/v1/tasks/{task_id}/events",
+            headers={"accept": "text/event-stream"},
+            timeout=httpx.Timeout(self.timeout, read=timeout or 60.0),
+        ) as resp:
+            if resp.status_code >= 400:
+                await resp.aread()
+                raise_for_error(resp)
+            kind = "message"
+            async for line in resp.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    if kind == "end":
+                        return
+                    yield kind, orjson.loads(line[6:])
+
+    async def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 0.5,
+        raise_on_failure: bool = True,
+    ) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            async for kind, data in self.stream_events(task_id, timeout=timeout):
+                if kind == "status" and data.get("status") in TERMINAL:
+                    break
+        except (httpx.HTTPError, ValueError):
+            pass
+        while True:
+            task = await self.get(task_id)
+            if task["status"] in TERMINAL:
+                return self._finished(task) if raise_on_failure else task
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {task['status']} after {timeout}s")
+            await asyncio.sleep(poll_s)
+
+    async def run(
+        self, spec: dict[str, Any] | None = None, *, timeout: float | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        task = await self.submit(spec, **kwargs)
+        return await self.wait(task["id"], timeout=timeout)

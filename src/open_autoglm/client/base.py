@@ -1,0 +1,95 @@
+"""What the sync and async clients share: URLs, headers and error mapping."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from open_autoglm import errors
+
+__all__ = ["TERMINAL", "BaseClient", "raise_for_error"]
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+_BY_CODE: dict[str, type[errors.AutoGLMError]] = {
+    "validation_error": errors.ValidationError,
+    "not_found": errors.NotFoundError,
+    "conflict": errors.ConflictError,
+    "unauthorized": errors.AuthenticationError,
+    "payload_too_large": errors.PayloadTooLargeError,
+    "unavailable": errors.UnavailableError,
+    "plugin_error": errors.PluginError,
+    "storage_error": errors.StorageError,
+    "timeout": errors.TaskTimeoutError,
+    "cancelled": errors.TaskCancelledError,
+}
+
+
+def raise_for_error(resp: httpx.Response) -> None:
+    """Raise the typed error the server described; no-op for 2xx."""
+    if resp.status_code < 400:
+        return
+    try:
+        err = resp.json().get("error", {})
+    except Exception:
+        err = {}
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    code = err.get("code", "")
+    message = err.get("message") or f"HTTP {resp.status_code}"
+    details = err.get("details") or []
+    retry_after = float(resp.headers.get("Retry-After", "1") or 1)
+    if resp.status_code == 429:
+        cls: type[errors.AutoGLMError] = (
+            errors.AdmissionError if code == "queue_full" else errors.RateLimitedError
+        )
+        raise cls(message, retry_after=retry_after)  # type: ignore[call-arg]
+    if resp.status_code == 403 and code == "blocked":
+        raise errors.PolicyBlockedError(message, rule=err.get("rule", ""), details=details)
+    cls = _BY_CODE.get(code, errors.AutoGLMError)
+    if cls is errors.AutoGLMError and resp.status_code >= 500:
+        cls = errors.TaskFailedError if code else errors.AutoGLMError
+    raise cls(message, details=details)
+
+
+class BaseClient:
+    def __init__(self, base_url: str | None, api_key: str | None, timeout: float) -> None:
+        self.base_url = (
+            base_url or os.environ.get("AUTOGLM_URL") or "http://127.0.0.1:8000"
+        ).rstrip("/")
+        key = api_key or os.environ.get("AUTOGLM_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.timeout = timeout
+
+    @staticmethod
+    def _spec(spec: dict[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        body = dict(spec or {})
+        body.update(kwargs)
+        return body
+
+    @staticmethod
+    def _list_params(
+        status: str | None, task_type: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if task_type:
+            params["task_type"] = task_type
+        if cursor:
+            params["cursor"] = cursor
+        return params
+
+    @staticmethod
+    def _finished(task: dict[str, Any]) -> dict[str, Any]:
+        if task["status"] == "failed":
+            err = task.get("error") or {}
+            cls = (
+                errors.TaskTimeoutError if err.get("code") == "timeout" else errors.TaskFailedError
+            )
+            raise cls(f"task {task['id']} failed: {err.get('message', '')}", details=[err])
+        if task["status"] == "cancelled":
+            raise errors.TaskCancelledError(f"task {task['id']} was cancelled")
+        return task

@@ -1,0 +1,160 @@
+"""The blocking SDK client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+
+from open_autoglm.client.base import TERMINAL, BaseClient, raise_for_error
+
+__all__ = ["Client"]
+
+
+class Client(BaseClient):
+    """``Client(base_url, api_key=None)``: submit, get, wait, cancel, list, infer, events."""
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._http.request(method, path, **kwargs)
+        raise_for_error(resp)
+        return resp.json() if resp.content else None
+
+    def submit(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+        """Submit a task; returns it as accepted (status ``queued``)."""
+        return self.request(
+            "POST",
+            "/v1/tasks",
+            content=orjson.dumps(self._spec(spec, kwargs)),
+            headers={"content-type": "application/json"},
+        )  # type: ignore[no-any-return]
+
+    def get(self, task_id: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+
+    def infer(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Run a task and return its result (raises on failure)."""
+        out = self.request(
+            "POST",
+            "/v1/infer",
+            content=orjson.dumps(self._spec(spec, kwargs)),
+            headers={"content-type": "application/json"},
+        )
+        return out["result"]
+
+    def list(
+        self,
+        *,
+        status: str | None = None,
+        task_type: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Iterate over tasks, newest first, following cursors page by page."""
+        cursor: str | None = None
+        n = 0
+        while True:
+            page = self.request(
+                "GET", "/v1/tasks", params=self._list_params(status, task_type, page_size, cursor)
+            )
+            for task in page["tasks"]:
+                yield task
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        return self.request("GET", f"/v1/tasks/{task_id}/events")["events"]  # type: ignore[no-any-return]
+
+    def stream_events(
+        self, task_id: str, timeout: float | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(kind, data)`` from the server-sent event stream until the task ends."""
+        with self._http.stream(
+            "GET",
+            f"/v1/tasks/{task_id}/events",
+            headers={"accept": "text/event-stream"},
+            timeout=httpx.Timeout(self.timeout, read=timeout or 60.0),
+        ) as resp:
+            if resp.status_code >= 400:
+                resp.read()
+                raise_for_error(resp)
+            kind = "message"
+            for line in resp.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: "):
+                    data = orjson.loads(line[6:])
+                    if kind == "end":
+                        return
+                    yield kind, data
+
+    def wait(
+        self,
+        task_id: str,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 0.5,
+        raise_on_failure: bool = True,
+    ) -> dict[str, Any]:
+        """Wait for a task to finish (streams events; falls back to polling)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            for kind, data in self.stream_events(task_id, timeout=timeout):
+                if kind == "status" and data.get("status") in TERMINAL:
+                    break
+        except (httpx.HTTPError, ValueError):
+            pass  # fall back to polling below
+        while True:
+            task = self.get(task_id)
+            if task["status"] in TERMINAL:
+                return self._finished(task) if raise_on_failure else task
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} still {task['status']} after {timeout}s")
+            time.sleep(poll_s)
+
+    def run(
+        self, spec: dict[str, Any] | None = None, *, timeout: float | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Submit and wait; returns the finished task with its ``result``."""
+        task = self.submit(spec, **kwargs)
+        return self.wait(task["id"], timeout=timeout)
+
+    def task_types(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/task-types")["task_types"]  # type: ignore[no-any-return]
+
+    def plugins(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/v1/plugins")["plugins"]  # type: ignore[no-any-return]
+
+    def health(self) -> dict[str, Any]:
+        return self.request("GET", "/healthz")  # type: ignore[no-any-return]
