@@ -164,9 +164,9 @@ class LocalRunner:
                     pool.submit(self._execute, ins, flag, events)
             elif isinstance(ins, CancelStep):
                 result.cancellations.append(ins)
-                flag = cancel_flags.pop((ins.step_id, ins.attempt), None)
-                if flag is not None:
-                    flag.set()
+                stop = cancel_flags.pop((ins.step_id, ins.attempt), None)
+                if stop is not None:
+                    stop.set()
             elif isinstance(ins, SendCallback):
                 result.callbacks.append(ins)
                 if self.on_callback is not None:
