@@ -139,7 +139,10 @@ class Runtime:
     def get_task(self, task_id: str, *, with_result: bool = True) -> dict[str, Any]:
         lt = self.scheduler.live_task(task_id)
         if lt is not None and not lt.done.done():
-            return lt.as_dict()
+            task = lt.as_dict()
+            if with_result and task["status"] == "succeeded":
+                task["result"] = lt.result  # finished, its commit still in flight
+            return task
         row = self.storage.get_task(task_id)
         task = public_task(row)
         if with_result and task["status"] == "succeeded":

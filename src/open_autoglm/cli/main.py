@@ -281,3 +281,7 @@ def plugins(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = Fals
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

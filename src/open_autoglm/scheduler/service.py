@@ -429,7 +429,7 @@ class Scheduler:
         if timeout:
             lt.deadline = now + timeout
             self._add_timer(lt.deadline, "deadline", lt.id)
-        self._storage.write(
+        fut = self._storage.write(
             self._write(
                 task_id=lt.id,
                 fields={"status": "running", "started_at": now, "attempts": lt.attempts},
@@ -443,7 +443,19 @@ class Scheduler:
             )
         )
         self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
-        lt.handle = self._executors[executor].submit(self._make_job(lt), self)
+        job = self._make_job(lt)
+        runner = self._executors[executor]
+
+        def recorded(f: Future[Any]) -> None:
+            # The handler starts only once "running" is durable: after a crash, a task the
+            # database calls queued has never had side effects.
+            if f.exception() is not None:
+                log.error("could not record start of %s: %s", lt.id, f.exception())
+            lt.handle = runner.submit(job, self)
+            if lt.cancel_requested:
+                lt.handle.cancel(lt.cancel_requested)
+
+        fut.add_done_callback(recorded)
 
     def _add_timer(self, at: float, kind: str, task_id: str) -> None:
         self._timer_n += 1

@@ -152,6 +152,7 @@ class StorageHub:
         return {**row, "sha256": sha}
 
     def get_artifact(self, artifact_id: str) -> dict[str, Any]:
+        self.files.path(artifact_id)  # validates the id before it reaches SQL or the disk
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).first()
         if row is None:

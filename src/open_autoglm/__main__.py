@@ -1,0 +1,5 @@
+"""``python -m open_autoglm`` runs the CLI."""
+
+from open_autoglm.cli.main import main
+
+main()

@@ -1,0 +1,139 @@
+"""The storage hub on SQLite and on a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from open_autoglm.errors import ConflictError, NotFoundError, ValidationError
+from open_autoglm.storage.hub import StorageHub, TaskWrite
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def hub(request, tmp_path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    else:
+        url = request.getfixturevalue("pg_db")
+    h = StorageHub(url, tmp_path).open()
+    yield h
+    h.close()
+
+
+def row(tid: str, key: str | None = None) -> dict:
+    return {
+        "id": tid,
+        "task_type": "echo",
+        "model": None,
+        "status": "queued",
+        "priority": 5,
+        "spec": {"task_type": "echo"},
+        "idempotency_key": key,
+        "attempts": 0,
+        "max_retries": 0,
+        "created_at": time.time(),
+    }
+
+
+def test_insert_update_result_events(hub):
+    futs = [
+        hub.write(
+            TaskWrite(
+                task_id=f"t{i}", row=row(f"t{i}"), events=[(1.0, "status", {"status": "queued"})]
+            )
+        )
+        for i in range(50)
+    ]
+    assert [f.result(10) for f in futs][3] == ("t3", True)
+    hub.write(TaskWrite(task_id="t3", fields={"status": "running", "attempts": 1})).result(10)
+    hub.write(
+        TaskWrite(
+            task_id="t3",
+            fields={"status": "succeeded", "finished_at": 2.0},
+            terminal=True,
+            result={"x": [1, 2]},
+            has_result=True,
+        )
+    ).result(10)
+    task = hub.get_task("t3")
+    assert task["status"] == "succeeded" and task["attempts"] == 1
+    assert hub.get_result("t3") == (True, {"x": [1, 2]})
+    assert hub.count_by_status() == {"queued": 49, "succeeded": 1}
+    assert [e["data"]["status"] for e in hub.events("t3")] == ["queued"]
+
+
+def test_terminal_state_written_once(hub):
+    hub.write(TaskWrite(task_id="a", row=row("a"))).result(10)
+    hub.write(
+        TaskWrite(
+            task_id="a", fields={"status": "succeeded"}, terminal=True, result=1, has_result=True
+        )
+    ).result(10)
+    hub.write(
+        TaskWrite(
+            task_id="a", fields={"status": "failed"}, terminal=True, result=2, has_result=True
+        )
+    ).result(10)
+    assert hub.get_task("a")["status"] == "succeeded"
+    assert hub.get_result("a") == (True, 1)
+
+
+def test_idempotency_key_resolves_to_existing(hub):
+    first = hub.write(TaskWrite(task_id="a", row=row("a", key="k"))).result(10)
+    second = hub.write(TaskWrite(task_id="b", row=row("b", key="k"))).result(10)
+    assert first == ("a", True) and second == ("a", False)
+    with pytest.raises(NotFoundError):
+        hub.get_task("b")
+
+
+def test_one_bad_write_fails_alone(hub):
+    good = hub.write(TaskWrite(task_id="g", row=row("g")))
+    bad = hub.write(TaskWrite(task_id="x", row={**row("x"), "priority": None}))  # NOT NULL
+    assert good.result(10) == ("g", True)
+    with pytest.raises(Exception):  # noqa: B017 - the driver's integrity error, wrapped
+        bad.result(10)
+    assert hub.get_task("g")["status"] == "queued"
+
+
+def test_pagination_cursor(hub):
+    for i in range(5):
+        hub.write(TaskWrite(task_id=f"p{i}", row=row(f"p{i}"))).result(10)
+    page1 = hub.list_tasks(limit=2)
+    page2 = hub.list_tasks(limit=2, after_seq=page1[-1]["seq"])
+    assert [t["id"] for t in page1 + page2] == ["p4", "p3", "p2", "p1"]
+
+
+def test_artifacts_content_addressed(hub):
+    a = hub.put_artifact(b"weights", media_type="application/octet-stream", name="w.bin")
+    b = hub.put_artifact(b"weights", media_type="application/octet-stream", name="w.bin")
+    assert a["id"] == b["id"] and a["size"] == 7
+    assert hub.read_artifact(a["id"]) == b"weights"
+    assert hub.files.path(a["id"]).read_bytes() == b"weights"
+    with pytest.raises(ValidationError):
+        hub.read_artifact("../../etc/passwd")
+    with pytest.raises(NotFoundError):
+        hub.read_artifact("0" * 64)
+
+
+def test_model_registry_crud(hub):
+    hub.put_model(
+        {
+            "name": "m",
+            "backend": "hf",
+            "source": {"path": "/x"},
+            "task_types": ["embedding"],
+            "config": {},
+        }
+    )
+    with pytest.raises(ConflictError):
+        hub.put_model({"name": "m", "backend": "hf"})
+    hub.put_model(
+        {"name": "m", "backend": "openai", "source": {"base_url": "http://127.0.0.1:1"}},
+        replace=True,
+    )
+    assert hub.get_model("m")["backend"] == "openai"
+    assert [m["name"] for m in hub.list_models()] == ["m"]
+    hub.delete_model("m")
+    with pytest.raises(NotFoundError):
+        hub.delete_model("m")
