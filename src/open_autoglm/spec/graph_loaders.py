@@ -9,7 +9,7 @@ import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -110,15 +110,16 @@ def _number(text: str | None) -> float | str | None:
 
 
 def load_graph_npz(
-    path: str | Path,
+    path: str | Path | BinaryIO,
     *,
-    directed: bool = False,
+    directed: bool | None = None,
     policy: GraphPolicy | None = None,
     limits: GraphLimits | None = None,
 ) -> GraphData:
     """Load an ``.npz`` graph (``edge_index``; ``x`` dense or CSR ``x_data/x_indices/...``).
 
-    Optional arrays: ``y``, ``node_ids``, ``label_names``, ``{train,val,test}_mask``. The
+    Optional arrays: ``y``, ``node_ids``, ``label_names``, ``{train,val,test}_mask`` and a
+    scalar ``directed`` (used when the ``directed`` argument is None; default undirected). The
     default policy merges reverse pairs, so files that list undirected edges both ways (as
     Planetoid does) load as one edge each.
     """
@@ -137,6 +138,8 @@ def load_graph_npz(
         row_of = np.repeat(np.arange(rows), np.diff(indptr))  # (nnz,)
         x[row_of, arrays["x_indices"]] = arrays["x_data"]
     y = arrays.get("y")
+    if directed is None:
+        directed = bool(arrays["directed"]) if "directed" in arrays else False
     if "node_ids" in arrays:
         ids: Sequence[NodeId] | int = [
             v.item() if isinstance(v, np.generic) else v for v in arrays["node_ids"].tolist()
