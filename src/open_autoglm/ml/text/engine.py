@@ -1,0 +1,122 @@
+"""A background thread that drives one :class:`DecodeBatch` for many concurrent callers.
+
+Callers ``submit`` requests from any thread and get a ``Future``; between decode steps the
+thread admits waiting requests into the running batch (continuous batching), so a newcomer
+never waits for the whole batch to finish. The decode logic itself is the pure
+:class:`~open_autoglm.ml.text.decode_batch.DecodeBatch`; this module only adds the thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from open_autoglm.errors import UnavailableError
+from open_autoglm.ml.text.decode_batch import GenerationRequest, GenerationResult
+
+if TYPE_CHECKING:
+    from open_autoglm.ml.text.generation import Generator
+
+__all__ = ["GenerationEngine"]
+
+
+class GenerationEngine:
+    """Continuous-batching front for a :class:`Generator`; the thread starts on first submit."""
+
+    def __init__(self, generator: Generator, *, max_batch_size: int | None = None) -> None:
+        self._generator = generator
+        self._max_batch_size = max_batch_size or generator.max_batch_size
+        self._pending: deque[tuple[GenerationRequest, Future[GenerationResult]]] = deque()
+        self._wakeup = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self.steps = 0  # decode steps run; with prefills, what tests and metrics look at
+        self.max_active = 0  # largest batch seen
+
+    def submit(self, request: GenerationRequest) -> Future[GenerationResult]:
+        future: Future[GenerationResult] = Future()
+        with self._wakeup:
+            if self._closed:
+                raise UnavailableError("generation engine is closed")
+            self._pending.append((request, future))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="autoglm-generation", daemon=True
+                )
+                self._thread.start()
+            self._wakeup.notify()
+        return future
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop admitting, finish nothing further, fail what is waiting, join the thread."""
+        with self._wakeup:
+            self._closed = True
+            self._wakeup.notify()
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        batch = self._generator.new_batch()
+        batch.max_batch_size = self._max_batch_size
+        futures: dict[int, Future[GenerationResult]] = {}
+        while True:
+            with self._wakeup:
+                while not self._pending and not batch.active and not self._closed:
+                    self._wakeup.wait()
+                if self._closed:
+                    self._fail_all(list(futures.values()) + [f for _, f in self._pending])
+                    self._pending.clear()
+                    return
+                joining = [
+                    self._pending.popleft()
+                    for _ in range(min(batch.free_slots, len(self._pending)))
+                ]
+            try:
+                if joining:
+                    self._admit(batch, joining, futures)
+                else:
+                    batch.step()
+                    self.steps += 1
+            except Exception as exc:  # a failed forward fails every request in the batch
+                self._fail_all(list(futures.values()), exc)
+                futures.clear()
+                batch = self._generator.new_batch()
+                batch.max_batch_size = self._max_batch_size
+                continue
+            self.max_active = max(self.max_active, batch.active)
+            for seq_id, result in batch.pop_finished():
+                futures.pop(seq_id).set_result(result)
+
+    def _admit(
+        self,
+        batch: Any,
+        joining: list[tuple[GenerationRequest, Future[GenerationResult]]],
+        futures: dict[int, Future[GenerationResult]],
+    ) -> None:
+        # Validate one by one so a bad request (too long, ...) fails alone, then prefill the
+        # valid ones together.
+        valid: list[tuple[GenerationRequest, Future[GenerationResult]]] = []
+        for request, future in joining:
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                batch.validate(request)
+            except Exception as exc:
+                future.set_exception(exc)
+                continue
+            valid.append((request, future))
+        if valid:
+            seq_ids = batch.add([r for r, _ in valid])
+            futures.update(zip(seq_ids, (f for _, f in valid), strict=True))
+
+    @staticmethod
+    def _fail_all(
+        futures: list[Future[GenerationResult]], exc: BaseException | None = None
+    ) -> None:
+        error = exc or UnavailableError("generation engine closed")
+        for future in futures:
+            if not future.done():
+                future.set_exception(error)

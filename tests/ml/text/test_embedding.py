@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from open_autoglm.errors import ValidationError
+from open_autoglm.ml.text.embedding import Embedder, Pooling, read_pooling_config
+from open_autoglm.ml.text.loading import bundled_minilm_dir
+from open_autoglm.ml.text.tiny import build_tiny_bert_embedder
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a graph neural network passes messages between nodes and edges of a large graph",
+    "hello",
+    "embeddings map sentences to vectors",
+    "one two three four five six seven eight nine ten one two three",
+]
+
+
+def test_reads_sentence_transformers_pooling(tmp_path: Path) -> None:
+    assert read_pooling_config(bundled_minilm_dir()) == (Pooling.MEAN, True)
+    cls_dir = build_tiny_bert_embedder(tmp_path / "cls", pooling="cls")
+    assert read_pooling_config(cls_dir) == (Pooling.CLS, True)
+    assert read_pooling_config(tmp_path) == (Pooling.MEAN, True)  # no config: defaults
+
+
+def test_bucketing_keeps_order_and_values(tiny_embedder_dir: Path) -> None:
+    emb = Embedder.from_path(tiny_embedder_dir, batch_size=2)
+    bucketed = emb.embed(TEXTS)
+    plain = emb.embed(TEXTS, bucket=False)
+    one_by_one = torch.cat([emb.embed([t]) for t in TEXTS])
+    assert bucketed.shape == (len(TEXTS), 64)
+    torch.testing.assert_close(bucketed, one_by_one, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(bucketed, plain, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(bucketed.norm(dim=1), torch.ones(len(TEXTS)))
+
+
+def test_pooling_override_and_no_normalize(tiny_embedder_dir: Path) -> None:
+    emb = Embedder.from_path(tiny_embedder_dir)
+    raw = emb.embed(TEXTS, normalize=False)
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(len(TEXTS)))
+    cls = emb.embed(TEXTS, pooling="cls", normalize=False)
+    batch = emb.tokenizer(TEXTS[:1], return_tensors="pt")
+    with torch.inference_mode():
+        first_token = emb.model(**batch).last_hidden_state[0, 0]
+    torch.testing.assert_close(cls[0], first_token, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(emb.embed(TEXTS, pooling="max"), emb.embed(TEXTS))
+    vectors, counts = emb.embed_with_usage(["hello world"])
+    assert vectors.shape == (1, 64)
+    assert counts == [len(emb.tokenizer("hello world")["input_ids"])]
+    with pytest.raises(ValidationError):
+        emb.embed("not a list")  # type: ignore[arg-type]
+
+
+def test_minilm_matches_reference_mean_pooling() -> None:
+    from transformers import AutoModel, AutoTokenizer
+
+    path = bundled_minilm_dir()
+    emb = Embedder.from_path(path, batch_size=2)
+    ours = emb.embed(TEXTS)
+    # The sentence-transformers recipe written out directly: mean over real tokens, L2 norm.
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    batch = tok(TEXTS, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    ref = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+    cosine = torch.nn.functional.cosine_similarity(ours, ref, dim=1)
+    assert ours.shape == (len(TEXTS), 384)
+    assert bool((cosine > 0.999).all()), cosine
+    # Sanity: related sentences are closer than unrelated ones.
+    a, b, c = emb.embed(["a cat sits on a mat", "the cat sat on the mat", "stock prices fell"])
+    assert float(a @ b) > float(a @ c)
