@@ -94,7 +94,8 @@ class Agenda:
         spec = -act.rule.specificity
         if s is Strategy.LEX:
             return (-act.salience, lex, spec, -act.seq, act)
-        first = -act.token[0].tag if act.token else 0
+        token = act.terminal.declared(act.token)
+        first = -token[0].tag if token else 0
         return (-act.salience, first, lex, spec, -act.seq, act)
 
     def push(self, act: Activation) -> None:

@@ -13,7 +13,18 @@ from typing import Any
 
 from open_autoglm.errors import ValidationError
 from open_autoglm.rules.facts import Fact
-from open_autoglm.rules.model import OPS, Exists, Not, Op, Pattern, Rule, Test, Var, expand_or
+from open_autoglm.rules.model import (
+    OPS,
+    Exists,
+    Not,
+    Op,
+    Pattern,
+    Rule,
+    Test,
+    Var,
+    expand_or,
+    pattern_variables,
+)
 from open_autoglm.rules.network import (
     AlphaMemory,
     BetaMemory,
@@ -94,6 +105,7 @@ class Network:
         return out
 
     def _add_chain(self, rule: Rule, variant: int, conditions: tuple[Any, ...]) -> TerminalNode:
+        conditions, order = _control_patterns_last(conditions)
         node: Producer = self.root
         locs: dict[str, Loc] = {}
         n = 0  # token length so far
@@ -156,7 +168,7 @@ class Network:
                 node = tnode
             else:
                 raise ValidationError(f"rule {rule.name!r}: unsupported condition {cond!r}")
-        terminal = TerminalNode(rule, variant, locs, self.sink)
+        terminal = TerminalNode(rule, variant, locs, self.sink, order)
         node.children.append(terminal)
         node.replay(terminal)
         return terminal
@@ -249,6 +261,45 @@ class Network:
             if ok:
                 am.facts[f] = None
         return am
+
+
+def _variables(cond: Any) -> set[str]:
+    if isinstance(cond, Pattern):
+        return set(pattern_variables(cond))
+    if isinstance(cond, Not | Exists):
+        return set(pattern_variables(cond.pattern))
+    if isinstance(cond, Test):
+        return set(cond.variables)
+    return set()
+
+
+def _control_patterns_last(
+    conditions: tuple[Any, ...],
+) -> tuple[tuple[Any, ...], tuple[int, ...] | None]:
+    """Move positive patterns that share no variable with any other condition to the end.
+
+    Such patterns (a ``context`` or ``count`` fact) only form a cross product with the rest, and
+    they are the facts that change most often; joined last, a change to one re-joins only the
+    final step instead of discarding and rebuilding every partial match below it. The match set
+    is unchanged; ``order`` maps token positions back to the declared pattern order.
+    """
+    uses = [_variables(c) for c in conditions]
+    control = []
+    for i, c in enumerate(conditions):
+        if isinstance(c, Pattern):
+            others = set().union(*(u for j, u in enumerate(uses) if j != i))
+            if not (uses[i] & others):
+                control.append(i)
+    if not control or len(control) == len(conditions):
+        return conditions, None
+    moved = [i for i in range(len(conditions)) if i not in control] + control
+    positives = [i for i in range(len(conditions)) if isinstance(conditions[i], Pattern)]
+    new_positions = [i for i in moved if isinstance(conditions[i], Pattern)]
+    # order[k] = token index of the k-th declared positive pattern
+    order = tuple(new_positions.index(p) for p in positives)
+    if order == tuple(range(len(order))):
+        return conditions, None
+    return tuple(conditions[i] for i in moved), order
 
 
 def _all(checks: list[JoinTest]) -> JoinTest | None:

@@ -364,7 +364,7 @@ class Engine:
                         act.rule.name,
                         act.salience,
                         act.group,
-                        tuple(f.id for f in act.token),
+                        tuple(f.id for f in terminal.declared(act.token)),
                         {k: (tuple(v) if isinstance(v, list) else v) for k, v in bindings.items()},
                     )
                 )
@@ -385,7 +385,7 @@ class Engine:
     def matches(self) -> set[tuple[str, int, tuple[int, ...]]]:
         """Every current match ``(rule, variant, fact ids)``, fired or not (for checks)."""
         return {
-            (t.rule.name, t.variant, tuple(f.id for f in tok))
+            (t.rule.name, t.variant, tuple(f.id for f in t.declared(tok)))
             for t in self.network.terminals
             for tok in t.activations
         }

@@ -110,6 +110,8 @@ class Exists:
 class Test:
     """A predicate over bound variables: ``fn(*values_of(variables)) -> bool``."""
 
+    __test__ = False  # not a pytest test class
+
     fn: Callable[..., bool]
     variables: tuple[str, ...]
     source: str = ""

@@ -431,9 +431,18 @@ class _Filter:
 class TerminalNode:
     """End of a rule's chain: every token reaching it is an activation of ``rule``."""
 
-    __slots__ = ("activations", "locs", "rule", "sink", "variant")
+    __slots__ = ("activations", "locs", "order", "rule", "sink", "variant")
 
-    def __init__(self, rule: Rule, variant: int, locs: dict[str, Loc], sink: TerminalSink) -> None:
+    def __init__(
+        self,
+        rule: Rule,
+        variant: int,
+        locs: dict[str, Loc],
+        sink: TerminalSink,
+        order: tuple[int, ...] | None = None,
+    ) -> None:
+        # token index of each declared positive pattern, when the compiler reordered joins
+        self.order = order
         # token -> its activation (kept after firing, for refraction and truth maintenance)
         self.activations: dict[Token, Any] = {}
         self.rule = rule
@@ -447,6 +456,11 @@ class TerminalNode:
     def left_remove(self, t: Token) -> None:
         self.sink.deactivate(self, t)
 
+    def declared(self, t: Token) -> Token:
+        """Return the token's facts in the rule's declared pattern order."""
+        order = self.order
+        return t if order is None else tuple([t[i] for i in order])
+
     def bindings(self, t: Token) -> dict[str, Any]:
         """Return the variable values of one token of this rule."""
         return {name: (t[i] if fld is None else t[i][fld]) for name, (i, fld) in self.locs.items()}
@@ -458,8 +472,14 @@ def _token_key(spec: tuple[Loc, ...]) -> Callable[[Token], Any]:
         if fld is None:
             return operator.itemgetter(i)
         return lambda t: t[i][fld]
+    if len(spec) == 2 and all(fld is not None for _, fld in spec):
+        (i1, f1), (i2, f2) = spec
+        return lambda t: (t[i1][f1], t[i2][f2])
+    if len(spec) == 3 and all(fld is not None for _, fld in spec):
+        (i1, f1), (i2, f2), (i3, f3) = spec
+        return lambda t: (t[i1][f1], t[i2][f2], t[i3][f3])
     getters = [_token_getter(i, fld) for i, fld in spec]
-    return lambda t: tuple(g(t) for g in getters)
+    return lambda t: tuple([g(t) for g in getters])
 
 
 def _token_getter(i: int, fld: str | None) -> Callable[[Token], Any]:
