@@ -154,7 +154,8 @@ def build_tiny_bert_embedder(out_dir: str | Path, *, pooling: str = "mean", seed
     out = Path(out_dir)
     tokenizer = _wordpiece_tokenizer(vocab_size=400)
     torch.manual_seed(seed)
-    model = BertModel(_tiny_bert_config(len(tokenizer)), add_pooling_layer=False).eval()
+    # Keep the pooler so AutoModel finds every weight it expects (no "missing keys" report).
+    model = BertModel(_tiny_bert_config(len(tokenizer))).eval()
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "1_Pooling").mkdir(exist_ok=True)

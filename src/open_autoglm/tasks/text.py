@@ -1,0 +1,342 @@
+"""Text task types: ``text-generation``, ``text-classification`` and ``embedding``.
+
+Handlers get their model from the ``"models"`` service: ``ctx.service("models").lease(name)``
+is a context manager yielding the wrapper :class:`~open_autoglm.ml.text.model_loader.TextModelLoader`
+built (Embedder / Generator / Classifier). The model math lives in ``ml/text``; this module only
+validates params and input, calls the wrapper and shapes JSON results.
+
+Input is one string or a list of strings; ``text-generation`` also takes ``{"messages": [...]}``
+(chat) or a list of such objects.
+
+Batch handlers take contexts that share a model (and the ``batch_key`` params) and return one
+result per context, in order. An item whose own input is bad comes back as the exception
+instance in its place, so one bad request does not fail its batch mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ValidationError as PydanticValidationError
+
+from open_autoglm.errors import TaskFailedError, ValidationError
+from open_autoglm.tasks.base import TaskContext, TaskType
+
+__all__ = [
+    "ClassificationParams",
+    "EmbeddingParams",
+    "GenerationParams",
+    "classify_handler",
+    "embed_batch_handler",
+    "embed_handler",
+    "generate_batch_handler",
+    "generate_handler",
+    "text_task_types",
+]
+
+MAX_INPUTS = 256
+MAX_TOKENS = 4096
+
+
+class GenerationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(64, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0 = no top-k filter")
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    seed: int | None = None
+    chat: bool | None = Field(
+        None, description="apply the chat template; None = if the model has one"
+    )
+
+    @field_validator("stop", mode="before")
+    @classmethod
+    def _one_stop(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("stop")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if any(not s for s in value):
+            raise ValueError("stop strings must be non-empty")
+        return value
+
+
+class EmbeddingParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    normalize: bool = True
+    pooling: Literal["mean", "cls", "max"] | None = Field(
+        None, description="override the model's pooling config"
+    )
+
+
+class ClassificationParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int | None = Field(1, ge=1, description="labels per text; null = all")
+
+
+# -- input ---------------------------------------------------------------------------------
+
+
+def _texts(value: Any) -> tuple[list[str], bool]:
+    """Input as a list of strings, and whether it was a single string."""
+    if isinstance(value, str):
+        return [value], True
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if len(value) > MAX_INPUTS:
+            raise ValidationError(f"at most {MAX_INPUTS} inputs per task, got {len(value)}")
+        return list(value), False
+    raise ValidationError(
+        "input must be a string or a non-empty list of strings",
+        details=[{"loc": ["input"], "msg": "expected str or list[str]"}],
+    )
+
+
+def _prompts(value: Any) -> tuple[list[dict[str, Any]], bool]:
+    """Generation input as ``[{"prompt": str} | {"messages": [...]}]`` and whether single."""
+
+    def one(item: Any) -> dict[str, Any] | None:
+        if isinstance(item, str):
+            return {"prompt": item}
+        if isinstance(item, Mapping) and isinstance(item.get("messages"), list):
+            messages = item["messages"]
+            if messages and all(
+                isinstance(m, Mapping)
+                and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)
+                for m in messages
+            ):
+                return {
+                    "messages": [{"role": m["role"], "content": m["content"]} for m in messages]
+                }
+        return None
+
+    single = one(value)
+    if single is not None:
+        return [single], True
+    if isinstance(value, list) and value and len(value) <= MAX_INPUTS:
+        items = [one(v) for v in value]
+        if all(i is not None for i in items):
+            return items, False  # type: ignore[return-value]
+    raise ValidationError(
+        "input must be a prompt string, {'messages': [{'role', 'content'}, ...]} or a list of "
+        f"those (at most {MAX_INPUTS})",
+        details=[{"loc": ["input"], "msg": "bad generation input"}],
+    )
+
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def _params(ctx: TaskContext, model: type[P]) -> P:
+    """``ctx.params`` as ``model`` (the scheduler normally validated it with this model already)."""
+    params: Any = ctx.params
+    if isinstance(params, model):
+        return params
+    raw = params.model_dump() if isinstance(params, BaseModel) else (params or {})
+    try:
+        return model.model_validate(raw)
+    except PydanticValidationError as exc:
+        raise ValidationError(
+            "invalid params",
+            details=[{"loc": ["params", *e["loc"]], "msg": e["msg"]} for e in exc.errors()],
+        ) from exc
+
+
+def _lease(ctx: TaskContext) -> Any:
+    if not ctx.model:
+        raise ValidationError("this task type needs a model")
+    return ctx.service("models").lease(ctx.model)
+
+
+def _expect(model: Any, kind: str, ctx: TaskContext) -> None:
+    role = getattr(model, "role", None)
+    if getattr(role, "value", role) != kind:
+        raise ValidationError(f"model {ctx.model!r} is not loaded for {kind} (role {role})")
+
+
+# -- embedding -------------------------------------------------------------------------------
+
+
+def _embed(
+    model: Any, texts: list[str], params: EmbeddingParams
+) -> tuple[list[list[float]], list[int]]:
+    vectors, counts = model.embed_with_usage(
+        texts, normalize=params.normalize, pooling=params.pooling
+    )
+    return vectors.tolist(), counts
+
+
+def _embedding_result(vectors: list[list[float]], counts: list[int]) -> dict[str, Any]:
+    tokens = sum(counts)
+    return {
+        "embeddings": vectors,
+        "dimension": len(vectors[0]) if vectors else 0,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def embed_handler(ctx: TaskContext) -> dict[str, Any]:
+    texts, _ = _texts(ctx.input)
+    params = _params(ctx, EmbeddingParams)
+    with _lease(ctx) as model:
+        _expect(model, "embedding", ctx)
+        return _embedding_result(*_embed(model, texts, params))
+
+
+def embed_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
+    """Embed every context's texts in one bucketed pass (params equal by ``batch_key``)."""
+    results: list[Any] = [None] * len(ctxs)
+    spans: list[tuple[int, int, int]] = []  # (ctx index, start, end) into the joint list
+    joint: list[str] = []
+    for i, ctx in enumerate(ctxs):
+        try:
+            texts, _ = _texts(ctx.input)
+        except ValidationError as exc:
+            results[i] = exc
+            continue
+        spans.append((i, len(joint), len(joint) + len(texts)))
+        joint.extend(texts)
+    if spans:
+        first = ctxs[spans[0][0]]
+        with _lease(first) as model:
+            _expect(model, "embedding", first)
+            vectors, counts = _embed(model, joint, _params(first, EmbeddingParams))
+        for i, start, end in spans:
+            results[i] = _embedding_result(vectors[start:end], counts[start:end])
+    return results
+
+
+# -- generation ------------------------------------------------------------------------------
+
+
+def _requests(ctx: TaskContext) -> tuple[list[Any], bool]:
+    from open_autoglm.ml.text.decode_batch import GenerationRequest
+    from open_autoglm.ml.text.sampling import SamplingParams
+
+    items, single = _prompts(ctx.input)
+    p = _params(ctx, GenerationParams)
+    sampling = SamplingParams(
+        max_tokens=p.max_tokens,
+        temperature=p.temperature,
+        top_p=p.top_p,
+        top_k=p.top_k,
+        stop=tuple(p.stop),
+        seed=p.seed,
+    )
+    return [GenerationRequest(params=sampling, chat=p.chat, **item) for item in items], single
+
+
+def _generation_result(outcomes: list[Any]) -> dict[str, Any]:
+    generations = [o.to_dict() for o in outcomes]
+    prompt = sum(g["usage"]["prompt_tokens"] for g in generations)
+    completion = sum(g["usage"]["completion_tokens"] for g in generations)
+    result: dict[str, Any] = {
+        "generations": generations,
+        "usage": {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        },
+    }
+    if len(generations) == 1:
+        result["text"] = generations[0]["text"]
+        result["finish_reason"] = generations[0]["finish_reason"]
+    return result
+
+
+def _wait(futures: Sequence[Future[Any]]) -> list[Any]:
+    out = []
+    for future in futures:
+        exc = future.exception()
+        if exc is not None:
+            if isinstance(exc, ValidationError | TaskFailedError):
+                raise exc
+            raise TaskFailedError(f"generation failed: {exc}", retryable=True) from exc
+        out.append(future.result())
+    return out
+
+
+def generate_handler(ctx: TaskContext) -> dict[str, Any]:
+    """Generate through the model's shared engine, so concurrent tasks decode together."""
+    requests, _ = _requests(ctx)
+    with _lease(ctx) as model:
+        _expect(model, "text-generation", ctx)
+        engine = model.engine()
+        return _generation_result(_wait([engine.submit(r) for r in requests]))
+
+
+def generate_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
+    """Submit every context's requests at once; each keeps its own sampling params."""
+    results: list[Any] = [None] * len(ctxs)
+    planned: list[tuple[int, list[Any]]] = []
+    for i, ctx in enumerate(ctxs):
+        try:
+            planned.append((i, _requests(ctx)[0]))
+        except ValidationError as exc:
+            results[i] = exc
+    if planned:
+        first = ctxs[planned[0][0]]
+        with _lease(first) as model:
+            _expect(model, "text-generation", first)
+            engine = model.engine()
+            submitted = [(i, [engine.submit(r) for r in reqs]) for i, reqs in planned]
+            for i, futures in submitted:
+                try:
+                    results[i] = _generation_result(_wait(futures))
+                except (ValidationError, TaskFailedError) as exc:
+                    results[i] = exc
+    return results
+
+
+# -- classification --------------------------------------------------------------------------
+
+
+def classify_handler(ctx: TaskContext) -> dict[str, Any]:
+    texts, _ = _texts(ctx.input)
+    params = _params(ctx, ClassificationParams)
+    with _lease(ctx) as model:
+        _expect(model, "text-classification", ctx)
+        return {"predictions": model.classify(texts, top_k=params.top_k)}
+
+
+def text_task_types() -> list[TaskType]:
+    """The built-in text task types, for the builtin plugin to register."""
+    return [
+        TaskType(
+            name="text-generation",
+            handler=generate_handler,
+            params_model=GenerationParams,
+            description="Generate text with a causal language model (greedy or sampled).",
+            requires_model=True,
+            requires_input=True,
+            batch_handler=generate_batch_handler,
+            # Sampling params are per request inside a decode batch, so any two may share one.
+            batch_key=(),
+        ),
+        TaskType(
+            name="text-classification",
+            handler=classify_handler,
+            params_model=ClassificationParams,
+            description="Classify texts; labels with softmax scores, best first.",
+            requires_model=True,
+            requires_input=True,
+        ),
+        TaskType(
+            name="embedding",
+            handler=embed_handler,
+            params_model=EmbeddingParams,
+            description="Embed texts into vectors (pooled, normalised by default).",
+            requires_model=True,
+            requires_input=True,
+            batch_handler=embed_batch_handler,
+            batch_key=("normalize", "pooling"),
+        ),
+    ]
