@@ -36,7 +36,8 @@ def experta_python() -> Path | None:
         except (subprocess.SubprocessError, OSError) as exc:
             print(f"experta unavailable: {exc}", file=sys.stderr)
             return None
-    ok = subprocess.run([str(py), "-c", "import experta"], capture_output=True)
+    probe = "import collections, collections.abc; collections.Mapping = collections.abc.Mapping; import experta"
+    ok = subprocess.run([str(py), "-c", probe], capture_output=True)
     return py if ok.returncode == 0 else None
 
 

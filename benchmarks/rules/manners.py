@@ -48,7 +48,7 @@ def check_seating(facts: list[dict[str, Any]], result: list[tuple[str, int]]) ->
         if f["type"] == "guest":
             guests.setdefault(f["name"], (f["sex"], set()))[1].add(f["hobby"])
     n = len(guests)
-    by_seat = dict((s, name) for name, s in result)
+    by_seat = {s: name for name, s in result}
     if sorted(by_seat) != list(range(1, n + 1)) or sorted(by_seat.values()) != sorted(guests):
         return False
     for s in range(1, n):
@@ -87,9 +87,15 @@ def manners_rules() -> list[Rule]:
         b = ctx.bindings
         c, s2 = b["c"], b["seat2"]
         ctx.assert_fact(
-            "seating", seat1=s2, name1=b["n2"], name2=b["g2"], seat2=s2 + 1, id=c,
-            pid=b["id"], path_done="no",
-        )  # fmt: skip
+            "seating",
+            seat1=s2,
+            name1=b["n2"],
+            name2=b["g2"],
+            seat2=s2 + 1,
+            id=c,
+            pid=b["id"],
+            path_done="no",
+        )
         ctx.assert_fact("path", id=c, name=b["g2"], seat=s2 + 1)
         ctx.assert_fact("chosen", id=b["id"], name=b["g2"], hobby=b["h1"])
         ctx.modify(b["f5"], c=c + 1)
@@ -118,37 +124,77 @@ def manners_rules() -> list[Rule]:
         ctx.halt()
 
     return [
-        Rule("assign_first_seat", (
-            _p("context", "f1", state="start"), _p("guest", name="?n"), _p("count", "f3", c="?c"),
-        ), (assign_first_seat,)),  # fmt: skip
-        Rule("find_seating", (
-            _p("context", "f1", state="assign_seats"),
-            _p("seating", seat1="?seat1", seat2="?seat2", name2="?n2", id="?id", pid="?pid",
-               path_done="yes"),
-            _p("guest", name="?n2", sex="?s1", hobby="?h1"),
-            _p("guest", name="?g2", sex=(Op.NE, "?s1"), hobby="?h1"),
-            _p("count", "f5", c="?c"),
-            Not(_p("path", id="?id", name="?g2")),
-            Not(_p("chosen", id="?id", name="?g2", hobby="?h1")),
-        ), (find_seating,)),  # fmt: skip
-        Rule("make_path", (
-            _p("context", state="make_path"),
-            _p("seating", id="?id", pid="?pid", path_done="no"),
-            _p("path", id="?pid", name="?n1", seat="?s"),
-            Not(_p("path", id="?id", name="?n1")),
-        ), (make_path,), salience=1),  # fmt: skip
-        Rule("path_done", (
-            _p("context", "f1", state="make_path"), _p("seating", "f2", path_done="no"),
-        ), (path_done,)),  # fmt: skip
-        Rule("are_we_done", (
-            _p("context", "f1", state="check_done"), _p("last_seat", seat="?l_seat"),
-            _p("seating", seat2="?l_seat"),
-        ), (are_we_done,), salience=1),  # fmt: skip
+        Rule(
+            "assign_first_seat",
+            (
+                _p("context", "f1", state="start"),
+                _p("guest", name="?n"),
+                _p("count", "f3", c="?c"),
+            ),
+            (assign_first_seat,),
+        ),
+        Rule(
+            "find_seating",
+            (
+                _p("context", "f1", state="assign_seats"),
+                _p(
+                    "seating",
+                    seat1="?seat1",
+                    seat2="?seat2",
+                    name2="?n2",
+                    id="?id",
+                    pid="?pid",
+                    path_done="yes",
+                ),
+                _p("guest", name="?n2", sex="?s1", hobby="?h1"),
+                _p("guest", name="?g2", sex=(Op.NE, "?s1"), hobby="?h1"),
+                _p("count", "f5", c="?c"),
+                Not(_p("path", id="?id", name="?g2")),
+                Not(_p("chosen", id="?id", name="?g2", hobby="?h1")),
+            ),
+            (find_seating,),
+        ),
+        Rule(
+            "make_path",
+            (
+                _p("context", state="make_path"),
+                _p("seating", id="?id", pid="?pid", path_done="no"),
+                _p("path", id="?pid", name="?n1", seat="?s"),
+                Not(_p("path", id="?id", name="?n1")),
+            ),
+            (make_path,),
+            salience=1,
+        ),
+        Rule(
+            "path_done",
+            (
+                _p("context", "f1", state="make_path"),
+                _p("seating", "f2", path_done="no"),
+            ),
+            (path_done,),
+        ),
+        Rule(
+            "are_we_done",
+            (
+                _p("context", "f1", state="check_done"),
+                _p("last_seat", seat="?l_seat"),
+                _p("seating", seat2="?l_seat"),
+            ),
+            (are_we_done,),
+            salience=1,
+        ),
         Rule("continue", (_p("context", "f1", state="check_done"),), (cont,)),
-        Rule("print_results", (
-            _p("context", state="print_results"), _p("seating", id="?id", seat2="?s2"),
-            _p("last_seat", seat="?s2"), _p("path", "f4", id="?id", name="?n", seat="?s"),
-        ), (print_results,), salience=1),  # fmt: skip
+        Rule(
+            "print_results",
+            (
+                _p("context", state="print_results"),
+                _p("seating", id="?id", seat2="?s2"),
+                _p("last_seat", seat="?s2"),
+                _p("path", "f4", id="?id", name="?n", seat="?s"),
+            ),
+            (print_results,),
+            salience=1,
+        ),
         Rule("all_done", (_p("context", state="print_results"),), (all_done,)),
     ]
 
@@ -251,11 +297,7 @@ def run_clips(facts: list[dict[str, Any]]) -> dict[str, Any] | None:
         env.reset()
         env.load_facts(text)
         fired = env.run()
-        res = [
-            (str(f["name"]), int(f["seat"]))
-            for f in env.facts()
-            if f.template.name == "result"
-        ]
+        res = [(str(f["name"]), int(f["seat"])) for f in env.facts() if f.template.name == "result"]
         return fired, res
 
     seconds, (fired, result) = timed(go)
@@ -287,18 +329,41 @@ def main(sizes: list[int]) -> list[dict[str, Any]]:
             exp["valid"] = check_seating(facts, [tuple(x) for x in exp.pop("result")])
         ratio = ours["seconds"] / clp["seconds"] if clp else None
         exp_ratio = exp["seconds"] / ours["seconds"] if exp else None
-        records.append({"n": n, "ours": ours, "clips": clp, "experta": exp, "ours_over_clips": ratio})
-        rows.append([
-            n, ours["seconds"], ours["fired"], ours["valid"],
-            clp and clp["seconds"], clp and clp["fired"], clp and clp["valid"],
-            exp and exp["seconds"], exp and exp["valid"], ratio, exp_ratio,
-        ])  # fmt: skip
+        records.append(
+            {"n": n, "ours": ours, "clips": clp, "experta": exp, "ours_over_clips": ratio}
+        )
+        rows.append(
+            [
+                n,
+                ours["seconds"],
+                ours["fired"],
+                ours["valid"],
+                clp and clp["seconds"],
+                clp and clp["fired"],
+                clp and clp["valid"],
+                exp and exp["seconds"],
+                exp and exp["valid"],
+                ratio,
+                exp_ratio,
+            ]
+        )
     print_table(
         "Miss Manners (seconds, wall; firings)",
-        ["guests", "ours s", "ours fired", "ours ok", "clips s", "clips fired", "clips ok",
-         "experta s", "experta ok", "ours/clips", "experta/ours"],
+        [
+            "guests",
+            "ours s",
+            "ours fired",
+            "ours ok",
+            "clips s",
+            "clips fired",
+            "clips ok",
+            "experta s",
+            "experta ok",
+            "ours/clips",
+            "experta/ours",
+        ],
         rows,
-    )  # fmt: skip
+    )
     write_results("manners", records)
     return records
 
