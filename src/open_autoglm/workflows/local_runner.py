@@ -159,7 +159,10 @@ class LocalRunner:
                     self._execute(ins, flag, events)
                     # Inline mode: feed the outcome straight back, in submission order.
                     while not events.empty():
-                        pending.extend(run.handle(events.get(), self.clock()))
+                        more = run.handle(events.get(), self.clock())
+                        if self.on_instructions is not None and more:
+                            self.on_instructions(run, more)
+                        pending.extend(more)
                 else:
                     pool.submit(self._execute, ins, flag, events)
             elif isinstance(ins, CancelStep):
