@@ -125,6 +125,28 @@ class Runtime:
             spec = self.parse(spec)
         return self.scheduler.submit(spec, durable=durable)
 
+    def submit_tracked(
+        self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
+    ) -> Future[dict[str, Any]]:
+        """Submit; the future gives the finished task (with ``result``) once it is stored."""
+        done: Future[dict[str, Any]] = Future()
+
+        def accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
+            try:
+                task, _ = f.result()
+            except BaseException as exc:
+                done.set_exception(exc)
+                return
+            # Runs right after acceptance, before the task can finish and leave `live`.
+            lt = self.scheduler.live_task(task["id"])
+            if lt is None:
+                done.set_result(self.get_task(task["id"]))
+                return
+            lt.done.add_done_callback(lambda d: _relay(d, done))
+
+        self.submit(spec, durable=durable).add_done_callback(accepted)
+        return done
+
     def run(self, spec: TaskSpec | dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         """Submit and wait: the finished task with its ``result``."""
         task, _ = self.submit(spec).result(timeout)
@@ -161,6 +183,14 @@ class Runtime:
             cpu_threads=max(1, math.ceil(lt.shape[0])),
             attempt=lt.attempts,
         )
+
+
+def _relay(src: Future[dict[str, Any]], dst: Future[dict[str, Any]]) -> None:
+    exc = src.exception()
+    if exc is not None:
+        dst.set_exception(exc)
+    else:
+        dst.set_result(src.result())
 
 
 def public_task(row: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ class LiveTask:
     handle: Any = None
     deadline: float | None = None
     cancel_requested: str = ""
+    durable: bool = True
     zombie: bool = False  # marked terminal while its thread still runs (ignored timeout)
     progress: dict[str, Any] | None = None
     error: dict[str, Any] | None = None

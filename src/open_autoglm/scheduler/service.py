@@ -311,6 +311,7 @@ class Scheduler:
             attempts=0,
             created_at=now,
             shape=_shape(spec, ttype),
+            durable=durable,
         )
         row = {
             "id": tid,
@@ -455,7 +456,10 @@ class Scheduler:
             if lt.cancel_requested:
                 lt.handle.cancel(lt.cancel_requested)
 
-        fut.add_done_callback(recorded)
+        if lt.durable:
+            fut.add_done_callback(recorded)
+        else:  # online inference is never replayed, so it need not wait for the record
+            lt.handle = runner.submit(job, self)
 
     def _add_timer(self, at: float, kind: str, task_id: str) -> None:
         self._timer_n += 1
