@@ -14,8 +14,12 @@ __all__ = ["GraphTensors", "row_normalize"]
 
 
 def row_normalize(x: Tensor) -> Tensor:
-    """Scale each row to sum 1 (rows of zeros stay zero), as GCN and GAT preprocess features."""
-    s = x.sum(dim=1, keepdim=True)  # (nodes, 1)
+    """Scale each row to unit L1 norm (zero rows stay zero), as GCN and GAT preprocess features.
+
+    For the non-negative bag-of-words features of the papers this is "divide by the row sum";
+    the absolute value keeps signed features from dividing by a near-zero sum.
+    """
+    s = x.abs().sum(dim=1, keepdim=True)  # (nodes, 1)
     return x / torch.where(s == 0, torch.ones_like(s), s)
 
 

@@ -149,6 +149,17 @@ def _run_worker(
     out.put(("done", rank, seen, busy, stopper.best_epoch))
 
 
+def _context() -> Any:
+    """A forkserver that has torch and PyG imported: workers start in well under a second.
+
+    Fork from a server (not from the caller, which may hold threads and locks) and preload
+    this module so every worker skips the multi-second torch/PyG import.
+    """
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["open_autoglm.ml.graph.parallel", "open_autoglm.ml.graph.models"])
+    return ctx
+
+
 def train_parallel(
     model: nn.Module,
     data: GraphTensors,
@@ -163,7 +174,7 @@ def train_parallel(
     """
     if cfg.mode not in (TrainMode.SYNC, TrainMode.ASYNC):
         raise ValueError(f"train_parallel runs sync or async, not {cfg.mode}")
-    ctx = mp.get_context("spawn")
+    ctx = _context()
     torch.manual_seed(cfg.seed)
     for param in model.parameters():
         param.grad = None  # a shared grad buffer would let workers clobber each other's gradients
