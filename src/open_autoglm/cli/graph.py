@@ -21,6 +21,11 @@ __all__ = ["app"]
 app = typer.Typer(help="Graph inputs: validate files before training.", no_args_is_help=True)
 
 
+@app.callback()
+def _group() -> None:
+    """Graph inputs: validate files before training."""  # keeps `validate` a sub-command
+
+
 class SelfLoops(enum.StrEnum):
     ERROR = "error"
     DROP = "drop"
