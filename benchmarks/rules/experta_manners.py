@@ -97,8 +97,8 @@ class Manners(KnowledgeEngine):
 
     @Rule(
         AS.f1 << Context(state="check_done"),
-        LastSeat(seat=MATCH.l),
-        Seating(seat2=MATCH.l),
+        LastSeat(seat=MATCH.last),
+        Seating(seat2=MATCH.last),
         salience=1,
     )
     def are_we_done(self, f1, last):
