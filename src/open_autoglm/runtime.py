@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -54,6 +55,10 @@ class Runtime:
         self.extra_routers: list[Any] = []
         # Admission policies: ``async policy(spec, client) -> spec`` (may raise to block).
         self.admission_policies: list[Any] = []
+        # Called after storage and scheduler are up (in order) / before they go down
+        # (in reverse): areas start their own workers here.
+        self.on_start: list[Callable[[], None]] = []
+        self.on_stop: list[Callable[[], None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -85,6 +90,8 @@ class Runtime:
         self.scheduler.add_executor(executor)
         self._executor = executor
         self.scheduler.start()
+        for fn in self.on_start:
+            fn()
         self.plugins.call_hooks("on_startup")
         self._started = True
         return self
@@ -93,6 +100,11 @@ class Runtime:
         if not self._started:
             return
         self.plugins.call_hooks("on_shutdown")
+        for fn in reversed(self.on_stop):
+            try:
+                fn()
+            except Exception:
+                log.exception("shutdown hook failed")
         self.scheduler.stop()
         self._executor.shutdown(wait=False)
         self.storage.close()

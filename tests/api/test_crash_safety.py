@@ -87,9 +87,7 @@ def run_crash_scenario(tmp_path, storage_url: str | None) -> None:
     by_state = collections.defaultdict(set)
     for tid in accepted:
         by_state[at_kill[tid]].add(tid)
-    assert by_state["succeeded"] and by_state["queued"], {
-        k: len(v) for k, v in by_state.items()
-    }
+    assert by_state["succeeded"] and by_state["queued"], {k: len(v) for k, v in by_state.items()}
 
     server = ServerProcess(data, env=env, port=server.port).start()
     try:

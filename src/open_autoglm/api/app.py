@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +16,17 @@ from open_autoglm.api.routes import system, tasks
 from open_autoglm.config import Settings, load_settings
 from open_autoglm.runtime import Runtime
 
-__all__ = ["create_app"]
+__all__ = ["AREA_ROUTES", "create_app"]
+
+# Route modules of the areas built on the core. Each exposes ``router`` and may define
+# ``setup(runtime)`` to register services, admission policies or start/stop hooks.
+AREA_ROUTES = (
+    "open_autoglm.api.routes.artifacts",
+    "open_autoglm.api.routes.models",
+    "open_autoglm.api.routes.openai",
+    "open_autoglm.api.routes.rulesets",
+    "open_autoglm.api.routes.workflows",
+)
 
 
 def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> FastAPI:
@@ -41,6 +52,16 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(tasks.router)
+    for name in AREA_ROUTES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:  # a real import failure inside the module
+                raise
+            continue  # that area is not part of this build
+        if hasattr(module, "setup"):
+            module.setup(runtime)
+        app.include_router(module.router)
     for extra in runtime.extra_routers:
         app.include_router(extra)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)

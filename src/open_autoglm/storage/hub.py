@@ -68,14 +68,14 @@ class StorageHub:
             row = conn.execute(sa.select(*_TASK_COLUMNS).where(tasks.c.id == task_id)).first()
         if row is None:
             raise NotFoundError(f"task {task_id} not found")
-        return dict(row._mapping)
+        return _row(row)
 
     def find_task_by_key(self, key: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(
                 sa.select(*_TASK_COLUMNS).where(tasks.c.idempotency_key == key)
             ).first()
-        return dict(row._mapping) if row else None
+        return _row(row) if row else None
 
     def list_tasks(
         self,
@@ -94,7 +94,7 @@ class StorageHub:
         if after_seq is not None:
             stmt = stmt.where(tasks.c.seq < after_seq)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+            return [_row(r) for r in conn.execute(stmt)]
 
     def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
         stmt = (
@@ -103,7 +103,7 @@ class StorageHub:
             .order_by(tasks.c.seq)
         )
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+            return [_row(r) for r in conn.execute(stmt)]
 
     def count_by_status(self) -> dict[str, int]:
         stmt = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
@@ -124,7 +124,7 @@ class StorageHub:
             .order_by(task_events.c.seq)
         )
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+            return [_row(r) for r in conn.execute(stmt)]
 
     # -- artifacts ---------------------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class StorageHub:
             row = conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).first()
         if row is None:
             raise NotFoundError(f"artifact {artifact_id} not found")
-        return {**dict(row._mapping), "sha256": artifact_id}
+        return {**_row(row), "sha256": artifact_id}
 
     def read_artifact(self, artifact_id: str) -> bytes:
         self.get_artifact(artifact_id)
@@ -166,7 +166,7 @@ class StorageHub:
     def list_artifacts(self, limit: int = 100) -> list[dict[str, Any]]:
         stmt = sa.select(artifacts).order_by(artifacts.c.created_at.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(stmt)]
+            return [_row(r) for r in conn.execute(stmt)]
 
     # -- model registry ----------------------------------------------------------------------
 
@@ -197,16 +197,19 @@ class StorageHub:
             row = conn.execute(sa.select(models).where(models.c.name == name)).first()
         if row is None:
             raise NotFoundError(f"model {name!r} is not registered")
-        return dict(row._mapping)
+        return _row(row)
 
     def list_models(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [
-                dict(r._mapping) for r in conn.execute(sa.select(models).order_by(models.c.name))
-            ]
+            return [_row(r) for r in conn.execute(sa.select(models).order_by(models.c.name))]
 
     def delete_model(self, name: str) -> None:
         with self.engine.begin() as conn:
             n = conn.execute(models.delete().where(models.c.name == name)).rowcount
         if not n:
             raise NotFoundError(f"model {name!r} is not registered")
+
+
+def _row(row: Any) -> dict[str, Any]:
+    # Column keys are sqlalchemy ``quoted_name`` (a str subclass); orjson wants plain str.
+    return {str(k): v for k, v in row._mapping.items()}

@@ -6,7 +6,7 @@ from open_autoglm import __version__
 from open_autoglm.plugins.base import Plugin
 from open_autoglm.tasks.base import TaskType
 
-__all__ = ["BuiltinPlugin"]
+__all__ = ["BuiltinPlugin", "GraphPlugin", "RulesPlugin", "TextPlugin"]
 
 
 class BuiltinPlugin(Plugin):
@@ -19,3 +19,39 @@ class BuiltinPlugin(Plugin):
         from open_autoglm.tasks.diagnostics import diagnostic_task_types
 
         return diagnostic_task_types()
+
+
+class TextPlugin(Plugin):
+    """text-generation, text-classification, embedding (needs the ``ml`` extra)."""
+
+    name = "text"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.text import text_task_types
+
+        return text_task_types()
+
+
+class GraphPlugin(Plugin):
+    """graph-train, graph-predict (needs the ``ml`` extra)."""
+
+    name = "graph"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.graph import graph_task_types
+
+        return graph_task_types()
+
+
+class RulesPlugin(Plugin):
+    """rule-inference on the Rete engine."""
+
+    name = "rules"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.rules import rule_task_types
+
+        return rule_task_types()
