@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Container, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -321,6 +321,13 @@ class _Checker:
         self.problems = problems
         self.known = known
         self.validate_task = validate_task
+        self._step_names: dict[int, frozenset[str]] = {}
+
+    def _names(self, spec: WorkflowSpec) -> frozenset[str]:
+        key = id(spec)
+        if key not in self._step_names:
+            self._step_names[key] = frozenset(s.name for s in spec.steps)
+        return self._step_names[key]
 
     def add(self, loc: Loc, msg: str) -> None:
         self.problems.append({"loc": list(loc), "msg": msg})
@@ -370,16 +377,18 @@ class _Checker:
             self.add((*loc, "steps"), "dependency cycle: " + " -> ".join(cycle))
         upstream = _ancestors(deps)
         for i, step in enumerate(spec.steps):
-            self._check_step(spec, step, (*loc, "steps", i), upstream.get(step.name, set()), depth)
+            self._check_step(spec, step, (*loc, "steps", i), upstream[step.name], depth)
         for oloc, src, t in iter_templates(spec.outputs, (*loc, "outputs")):
-            self._check_template(oloc, src, t, "workflow outputs", spec, set(index), mapped=False)
+            self._check_template(
+                oloc, src, t, "workflow outputs", spec, frozenset(index), mapped=False
+            )
 
     def _check_url(self, url: str | None, loc: Loc, owner: str) -> None:
         if url is not None and not re.match(r"^https?://[^\s/]+", url):
             self.add(loc, f"{owner} callback_url {url!r} must be an http(s) URL")
 
     def _check_step(
-        self, spec: WorkflowSpec, step: StepSpec, loc: Loc, upstream: set[str], depth: int
+        self, spec: WorkflowSpec, step: StepSpec, loc: Loc, upstream: Container[str], depth: int
     ) -> None:
         who = f"step {step.name!r}"
         if (step.task is None) == (step.workflow is None):
@@ -446,7 +455,9 @@ class _Checker:
                 else:
                     self.add((*loc, "task"), f"{who}: {problem}")
 
-    def _check_map(self, spec: WorkflowSpec, step: StepSpec, loc: Loc, upstream: set[str]) -> None:
+    def _check_map(
+        self, spec: WorkflowSpec, step: StepSpec, loc: Loc, upstream: Container[str]
+    ) -> None:
         who = f"step {step.name!r}"
         try:
             expr = parse_map(step.map)
@@ -466,7 +477,7 @@ class _Checker:
         t: Template | ExpressionError,
         who: str,
         spec: WorkflowSpec,
-        upstream: set[str],
+        upstream: Container[str],
         mapped: bool,
     ) -> None:
         if isinstance(t, ExpressionError):
@@ -476,9 +487,15 @@ class _Checker:
             self._check_refs(loc, expr, who, spec, upstream, mapped)
 
     def _check_refs(
-        self, loc: Loc, expr: Expr, who: str, spec: WorkflowSpec, upstream: set[str], mapped: bool
+        self,
+        loc: Loc,
+        expr: Expr,
+        who: str,
+        spec: WorkflowSpec,
+        upstream: Container[str],
+        mapped: bool,
     ) -> None:
-        step_names = {s.name for s in spec.steps}
+        step_names = self._names(spec)
         for path in references(expr):
             root = path[0]
             if root == "inputs":
@@ -542,16 +559,45 @@ def _cycles(deps: Mapping[str, list[str]]) -> Iterator[list[str]]:
                 path.append(child)
 
 
-def _ancestors(deps: Mapping[str, list[str]]) -> dict[str, set[str]]:
-    """Transitive upstream sets; safe on cyclic input (cycles are reported elsewhere)."""
-    out: dict[str, set[str]] = {}
-    for name in deps:
-        seen: set[str] = set()
-        todo = list(deps[name])
-        while todo:
-            d = todo.pop()
-            if d not in seen:
-                seen.add(d)
-                todo.extend(deps.get(d, ()))
-        out[name] = seen
-    return out
+class _Upstream(Container[str]):
+    """Membership in a step's transitive upstream, as a bitmask over step indexes.
+
+    Bitmasks keep the check linear-ish for long chains, where explicit ancestor sets would
+    be quadratic (a 1,000-step chain holds ~500k ancestor entries).
+    """
+
+    __slots__ = ("bits", "mask")
+
+    def __init__(self, mask: int, bits: Mapping[str, int]) -> None:
+        self.mask = mask
+        self.bits = bits
+
+    def __contains__(self, name: object) -> bool:
+        bit = self.bits.get(name) if isinstance(name, str) else None
+        return bit is not None and bool(self.mask & bit)
+
+
+def _ancestors(deps: Mapping[str, list[str]]) -> dict[str, _Upstream]:
+    """Transitive upstream of each step; safe on cyclic input (cycles are reported elsewhere)."""
+    bits = {name: 1 << i for i, name in enumerate(deps)}
+    masks: dict[str, int] = {}
+    for root in deps:
+        # Iterative post-order DFS; a node met again while on the stack is part of a cycle
+        # and contributes what is known so far.
+        stack: list[tuple[str, bool]] = [(root, False)]
+        on_stack: set[str] = set()
+        while stack:
+            node, expanded = stack.pop()
+            if node in masks:
+                continue
+            if expanded:
+                on_stack.discard(node)
+                m = 0
+                for d in deps[node]:
+                    m |= masks.get(d, 0) | bits[d]
+                masks[node] = m
+                continue
+            on_stack.add(node)
+            stack.append((node, True))
+            stack.extend((d, False) for d in deps[node] if d not in masks and d not in on_stack)
+    return {name: _Upstream(masks[name], bits) for name in deps}

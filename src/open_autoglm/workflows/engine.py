@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from open_autoglm.errors import ConflictError, NotFoundError
@@ -60,6 +60,14 @@ from open_autoglm.workflows.protocol import (
     SubmitStep,
     Tick,
 )
+from open_autoglm.workflows.step_state import (
+    ACTIVE,
+    INSTANCE_TRANSITIONS,
+    STEP_TRANSITIONS,
+    StepInstance,
+    StepRecord,
+    move,
+)
 from open_autoglm.workflows.templates import compile_value, render_value
 
 __all__ = [
@@ -82,101 +90,6 @@ OK, FAIL, TO, SKIP, CANC = (
     StepState.SKIPPED,
     StepState.CANCELLED,
 )
-
-INSTANCE_TRANSITIONS: Final = frozenset(
-    {
-        (P, SUB),
-        (P, RUN),  # a nested workflow starts at once, there is nothing to queue
-        (P, FAIL),  # its references could not be resolved
-        (P, CANC),
-        (SUB, RUN),
-        (SUB, OK),  # adapters may skip StepStarted
-        (SUB, FAIL),
-        (SUB, TO),
-        (SUB, RW),
-        (SUB, CANC),
-        (RUN, OK),
-        (RUN, FAIL),
-        (RUN, TO),
-        (RUN, RW),
-        (RUN, CANC),
-        (RW, SUB),
-        (RW, RUN),
-        (RW, FAIL),  # the retry's references could not be resolved
-        (RW, CANC),
-    }
-)
-
-STEP_TRANSITIONS: Final = frozenset(
-    {
-        (P, RUN),  # trigger rule and condition passed; instances created
-        (P, OK),  # map over an empty list
-        (P, SKIP),
-        (P, FAIL),  # condition or map expression failed to evaluate
-        (P, CANC),
-        (RUN, OK),
-        (RUN, FAIL),
-        (RUN, TO),
-        (RUN, CANC),
-    }
-)
-
-_ACTIVE: Final = frozenset({SUB, RUN, RW})
-
-
-def _move(
-    table: frozenset[tuple[StepState, StepState]], what: str, old: StepState, new: StepState
-) -> StepState:
-    if (old, new) not in table:
-        raise ConflictError(f"{what} cannot go from {old.value} to {new.value}")
-    return new
-
-
-@dataclass
-class StepInstance:
-    """One runnable unit: a whole step, or one item of a mapped step."""
-
-    id: str
-    step: str
-    index: int | None = None
-    item: Any = None
-    state: StepState = StepState.PENDING
-    attempt: int = 0
-    output: Any = None
-    error: str | None = None
-    retry_at: float | None = None
-    deadline: float | None = None
-    child: WorkflowRun | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "index": self.index,
-            "item": self.item,
-            "state": self.state.value,
-            "attempt": self.attempt,
-            "output": self.output,
-            "error": self.error,
-            "retry_at": self.retry_at,
-            "deadline": self.deadline,
-            "child": None if self.child is None else self.child.to_dict(),
-        }
-
-
-@dataclass
-class StepRecord:
-    """A step as a whole: its state, why it was skipped or failed, its gathered output."""
-
-    name: str
-    state: StepState = StepState.PENDING
-    reason: str | None = None
-    output: Any = None
-    upstream_failed: bool = False
-    instances: list[StepInstance] = field(default_factory=list)
-    finished: int = 0  # instances in a terminal state
-
-    def context(self) -> dict[str, Any]:
-        return {"output": self.output, "status": self.state.value, "error": self.reason}
 
 
 @dataclass(frozen=True)
@@ -356,16 +269,7 @@ class WorkflowRun:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "deadline": self.deadline,
-            "steps": {
-                name: {
-                    "state": rec.state.value,
-                    "reason": rec.reason,
-                    "output": rec.output,
-                    "upstream_failed": rec.upstream_failed,
-                    "instances": [i.to_dict() for i in rec.instances],
-                }
-                for name, rec in self.steps.items()
-            },
+            "steps": {name: rec.to_dict() for name, rec in self.steps.items()},
         }
 
     @classmethod
@@ -383,30 +287,10 @@ class WorkflowRun:
         run.finished_at = data["finished_at"]
         run.deadline = data["deadline"]
         for name, saved in data["steps"].items():
-            rec = run.steps[name]
-            rec.state = StepState(saved["state"])
-            rec.reason = saved["reason"]
-            rec.output = saved["output"]
-            rec.upstream_failed = bool(saved["upstream_failed"])
-            for d in saved["instances"]:
-                inst = StepInstance(
-                    id=d["id"],
-                    step=name,
-                    index=d["index"],
-                    item=d["item"],
-                    state=StepState(d["state"]),
-                    attempt=int(d["attempt"]),
-                    output=d["output"],
-                    error=d["error"],
-                    retry_at=d["retry_at"],
-                    deadline=d["deadline"],
-                    child=None if d["child"] is None else WorkflowRun.from_dict(d["child"]),
-                )
-                rec.instances.append(inst)
+            rec = run.steps[name] = StepRecord.from_dict(name, saved, WorkflowRun.from_dict)
+            for inst in rec.instances:
                 run._instances[inst.id] = inst
-                if inst.state.terminal:
-                    rec.finished += 1
-                elif inst.state is RW and inst.retry_at is not None:
+                if inst.state is RW and inst.retry_at is not None:
                     run._arm(inst.retry_at, inst, "retry")
                 elif inst.state in (SUB, RUN) and inst.deadline is not None:
                     run._arm(inst.deadline, inst, "deadline")
@@ -429,12 +313,12 @@ class WorkflowRun:
         heapq.heappush(self._timers, (at, self._seq, inst.id, inst.attempt, kind))
 
     def _set_step(self, rec: StepRecord, new: StepState, reason: str | None = None) -> None:
-        rec.state = _move(STEP_TRANSITIONS, f"step {rec.name!r}", rec.state, new)
+        rec.state = move(STEP_TRANSITIONS, f"step {rec.name!r}", rec.state, new)
         if reason is not None:
             rec.reason = reason
 
     def _set_instance(self, inst: StepInstance, new: StepState) -> None:
-        inst.state = _move(INSTANCE_TRANSITIONS, f"step {inst.id!r}", inst.state, new)
+        inst.state = move(INSTANCE_TRANSITIONS, f"step {inst.id!r}", inst.state, new)
 
     def _advance(self, candidates: list[str]) -> None:
         # A worklist, not a scan: each finished step only wakes its dependents, which keeps
@@ -540,7 +424,7 @@ class WorkflowRun:
                 self._out.append(ins)
             elif ins.status is RunStatus.SUCCEEDED:
                 self._succeed(inst, ins.outputs)
-            elif inst.state in _ACTIVE:
+            elif inst.state in ACTIVE:
                 timed_out = ins.status is RunStatus.TIMED_OUT
                 self._fail_attempt(
                     inst, ins.error or f"nested workflow {ins.status.value}", True, timed_out
@@ -634,7 +518,7 @@ class WorkflowRun:
             return
         # One instance failing for good fails the step: stop its siblings' work.
         for sib in rec.instances:
-            if sib.state in _ACTIVE or sib.state is P:
+            if sib.state in ACTIVE or sib.state is P:
                 self._cancel_instance(sib, f"sibling {inst.id} failed")
         what = "timed out" if timed_out else "failed"
         reason = f"{inst.id} {what}: {error}" if inst.index is not None else error

@@ -26,11 +26,12 @@ Type mismatches (``1 < "a"``, ``len(3)``) are errors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from open_autoglm.errors import ValidationError
+from open_autoglm.workflows.expression_functions import FUNCTIONS, is_number, type_name
 
 __all__ = [
     "FUNCTIONS",
@@ -419,26 +420,6 @@ def truthy(value: Any) -> bool:
     return bool(value)
 
 
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if _is_number(v):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, list):
-        return "list"
-    if isinstance(v, dict):
-        return "object"
-    return type(v).__name__
-
-
 def _bounded(value: Any, pos: int) -> Any:
     if isinstance(value, str | list) and len(value) > MAX_VALUE_SIZE:
         raise ExpressionError(f"value longer than {MAX_VALUE_SIZE} items", position=pos)
@@ -448,92 +429,6 @@ def _bounded(value: Any, pos: int) -> Any:
 def _need(cond: bool, message: str, pos: int) -> None:
     if not cond:
         raise ExpressionError(message, position=pos)
-
-
-def _fn_len(v: Any) -> int:
-    if not isinstance(v, str | list | dict):
-        raise TypeError(f"len() needs a string, list or object, not {_type_name(v)}")
-    return len(v)
-
-
-def _str_fn(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
-    def call(v: Any, *rest: Any) -> Any:
-        if not isinstance(v, str) or not all(isinstance(r, str) for r in rest):
-            raise TypeError(f"{name}() needs strings")
-        return f(v, *rest)
-
-    return call
-
-
-def _fn_minmax(name: str, pick: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        items = args[0] if len(args) == 1 and isinstance(args[0], list) else list(args)
-        if not items:
-            raise TypeError(f"{name}() of an empty list")
-        if not (all(_is_number(x) for x in items) or all(isinstance(x, str) for x in items)):
-            raise TypeError(f"{name}() needs all numbers or all strings")
-        return pick(items)
-
-    return call
-
-
-def _fn_num(name: str, f: Callable[..., Any]) -> Callable[..., Any]:
-    def call(*args: Any) -> Any:
-        if not all(_is_number(a) for a in args):
-            raise TypeError(f"{name}() needs numbers")
-        return f(*args)
-
-    return call
-
-
-def _fn_convert(name: str, f: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    def call(v: Any) -> Any:
-        if not (_is_number(v) or isinstance(v, str | bool)):
-            raise TypeError(f"{name}() cannot convert {_type_name(v)}")
-        try:
-            return f(v)
-        except (ValueError, OverflowError) as exc:
-            raise TypeError(f"{name}() cannot convert {v!r}") from exc
-
-    return call
-
-
-def _fn_str(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str | int | float):
-        return str(v)
-    raise TypeError(f"str() cannot convert {_type_name(v)}")
-
-
-def _fn_contains(container: Any, item: Any) -> bool:
-    if isinstance(container, str):
-        if not isinstance(item, str):
-            raise TypeError("contains() on a string needs a string")
-        return item in container
-    if isinstance(container, list | dict):
-        return item in container
-    raise TypeError(f"contains() needs a string, list or object, not {_type_name(container)}")
-
-
-# name -> (implementation, min args, max args)
-FUNCTIONS: Final[Mapping[str, tuple[Callable[..., Any], int, int]]] = {
-    "len": (_fn_len, 1, 1),
-    "lower": (_str_fn("lower", str.lower), 1, 1),
-    "upper": (_str_fn("upper", str.upper), 1, 1),
-    "startswith": (_str_fn("startswith", str.startswith), 2, 2),
-    "endswith": (_str_fn("endswith", str.endswith), 2, 2),
-    "min": (_fn_minmax("min", min), 1, 64),
-    "max": (_fn_minmax("max", max), 1, 64),
-    "abs": (_fn_num("abs", abs), 1, 1),
-    "round": (_fn_num("round", round), 1, 2),
-    "str": (_fn_str, 1, 1),
-    "int": (_fn_convert("int", int), 1, 1),
-    "float": (_fn_convert("float", float), 1, 1),
-    "contains": (_fn_contains, 2, 2),
-}
 
 
 def evaluate(node: Expr, context: Mapping[str, Any]) -> Any:
@@ -556,7 +451,7 @@ def evaluate(node: Expr, context: Mapping[str, Any]) -> Any:
         value = evaluate(node.operand, context)
         if node.op == "not":
             return not truthy(value)
-        _need(_is_number(value), f"cannot negate {_type_name(value)}", node.pos)
+        _need(is_number(value), f"cannot negate {type_name(value)}", node.pos)
         return -value
     return _binary(node, context)
 
@@ -565,17 +460,17 @@ def _lookup(obj: Any, key: Any, pos: int) -> Any:
     if obj is None:
         return None
     if isinstance(obj, dict):
-        _need(isinstance(key, str), f"object keys are strings, not {_type_name(key)}", pos)
+        _need(isinstance(key, str), f"object keys are strings, not {type_name(key)}", pos)
         return obj.get(key)
     if isinstance(obj, list | str):
         _need(
             isinstance(key, int) and not isinstance(key, bool),
-            f"{_type_name(obj)} index must be an integer, not {_type_name(key)}",
+            f"{type_name(obj)} index must be an integer, not {type_name(key)}",
             pos,
         )
         _need(-len(obj) <= key < len(obj), f"index {key} out of range (length {len(obj)})", pos)
         return obj[key]
-    raise ExpressionError(f"cannot access {key!r} on a {_type_name(obj)}", position=pos)
+    raise ExpressionError(f"cannot access {key!r} on a {type_name(obj)}", position=pos)
 
 
 def _call(node: Call, args: list[Any]) -> Any:
@@ -607,7 +502,7 @@ def _binary(node: Binary, context: Mapping[str, Any]) -> Any:
     if op in ("in", "not in"):
         _need(
             isinstance(right, list | dict | str),
-            f"'{op}' needs a list, object or string on the right, not {_type_name(right)}",
+            f"'{op}' needs a list, object or string on the right, not {type_name(right)}",
             pos,
         )
         _need(
@@ -619,9 +514,9 @@ def _binary(node: Binary, context: Mapping[str, Any]) -> Any:
         return found if op == "in" else not found
     if op in ("<", "<=", ">", ">="):
         _need(
-            (_is_number(left) and _is_number(right))
+            (is_number(left) and is_number(right))
             or (isinstance(left, str) and isinstance(right, str)),
-            f"cannot compare {_type_name(left)} {op} {_type_name(right)}",
+            f"cannot compare {type_name(left)} {op} {type_name(right)}",
             pos,
         )
         return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
@@ -631,8 +526,8 @@ def _binary(node: Binary, context: Mapping[str, Any]) -> Any:
         if isinstance(left, list) and isinstance(right, list):
             return _bounded(left + right, pos)
     _need(
-        _is_number(left) and _is_number(right),
-        f"cannot apply {op!r} to {_type_name(left)} and {_type_name(right)}",
+        is_number(left) and is_number(right),
+        f"cannot apply {op!r} to {type_name(left)} and {type_name(right)}",
         pos,
     )
     if op in ("/", "%"):
