@@ -124,6 +124,12 @@ def estimate_model_bytes(model: Any) -> int:
             continue
         seen.add(key)
         total += tensor.numel() * tensor.element_size()
+    # Dynamic int8 Linears keep packed weights outside parameters(); count them too.
+    for module in model.modules():
+        packed = getattr(module, "_packed_params", None)
+        if packed is not None and callable(getattr(module, "weight", None)):
+            weight = module.weight()
+            total += weight.numel() * weight.element_size()
     return total
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.ml.text.loading import (
+    LoadedModel,
     ModelRole,
     bundled_minilm_dir,
     bundled_smollm2_gguf,
@@ -91,12 +92,25 @@ class TextModelLoader:
         role = ModelRole(role) if role else self.role_of(entry)
         loaded = load_model(self.resolve_directory(entry), role, dtype=entry.get("dtype"))
         options = dict(entry.get("options") or {})
+        quantize = options.pop("quantize", None)
+        if quantize:
+            loaded = self._quantize(loaded, str(quantize))
         if role is ModelRole.EMBEDDING:
             return Embedder(loaded, **options)
         if role is ModelRole.TEXT_GENERATION:
             options.setdefault("max_batch_size", self.max_batch_size)
             return Generator(loaded, **options)
         return Classifier(loaded, **options)
+
+    @staticmethod
+    def _quantize(loaded: LoadedModel, mode: str) -> LoadedModel:
+        from open_autoglm.ml.text.quantize import attention_only, quantize_loaded
+
+        if mode == "int8":
+            return quantize_loaded(loaded)
+        if mode == "int8-attention":
+            return quantize_loaded(loaded, include=attention_only)
+        raise ValidationError(f"unknown quantize mode {mode!r}; expected int8 or int8-attention")
 
     def estimate_bytes(self, entry: Mapping[str, Any]) -> int:
         """Rough bytes a loaded entry will take, from its weight files (before loading)."""

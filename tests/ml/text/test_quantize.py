@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from open_autoglm.errors import ValidationError
+from open_autoglm.ml.text.embedding import Embedder
+from open_autoglm.ml.text.loading import ModelRole, load_model
+from open_autoglm.ml.text.model_loader import TextModelLoader
+from open_autoglm.ml.text.quantize import attention_only, quantize_loaded
+
+
+def test_int8_embeddings_stay_close_and_weights_shrink(tiny_embedder_dir: Path) -> None:
+    loaded = load_model(tiny_embedder_dir, ModelRole.EMBEDDING)
+    texts = ["the cat sat on the mat", "hello world", "one two three four five"]
+    base = Embedder(loaded).embed(texts)
+    for include in (None, attention_only):
+        quantized = quantize_loaded(loaded, include=include)
+        linear_left = [n for n, m in quantized.model.named_modules() if type(m) is torch.nn.Linear]
+        if include is None:
+            assert linear_left == []
+        else:
+            assert linear_left and all(".attention." not in f".{n}." for n in linear_left)
+        vectors = Embedder(quantized).embed(texts)
+        cosine = torch.nn.functional.cosine_similarity(base, vectors, dim=1)
+        assert bool((cosine > 0.95).all()), cosine
+        assert not torch.equal(base, vectors)  # it really ran in int8
+    assert quantize_loaded(loaded).memory_bytes < loaded.memory_bytes
+
+
+def test_loader_option_selects_quantization(tiny_embedder_dir: Path) -> None:
+    loader = TextModelLoader()
+    entry = {"source": str(tiny_embedder_dir), "task_types": ["embedding"]}
+    plain = loader(entry)
+    int8 = loader({**entry, "options": {"quantize": "int8", "batch_size": 4}})
+    assert int8.batch_size == 4 and int8.memory_bytes < plain.memory_bytes
+    with pytest.raises(ValidationError):
+        loader({**entry, "options": {"quantize": "int4"}})
