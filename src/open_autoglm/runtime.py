@@ -7,6 +7,7 @@ and returns a future without any HTTP in between.
 from __future__ import annotations
 
 import logging
+import time
 import math
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -53,7 +54,7 @@ class Runtime:
         self._started = False
         # Routers that later areas (models, rules, workflows) add to the API.
         self.extra_routers: list[Any] = []
-        # Admission policies: ``async policy(spec, client) -> spec`` (may raise to block).
+        # Admission policies, see ``admit``.
         self.admission_policies: list[Any] = []
         # Called after storage and scheduler are up (in order) / before they go down
         # (in reverse): areas start their own workers here.
@@ -123,19 +124,33 @@ class Runtime:
             raw, self.plugins.param_fields, max_depth=self.settings.api.max_input_depth
         )
 
-    async def admit(self, spec: TaskSpec, *, client: str) -> TaskSpec:
-        """Run the configured admission policies; each may block, rewrite or tag the spec."""
+    async def admit(
+        self, spec: TaskSpec, *, client: str
+    ) -> tuple[TaskSpec, list[tuple[float, str, Any]]]:
+        """Run the admission policies in order; returns the (possibly rewritten) spec and the
+        decision events to record on the task.
+
+        A policy is ``async policy(spec, client) -> (spec, [(kind, data), ...])``; it blocks
+        a task by raising :class:`~open_autoglm.errors.PolicyBlockedError`.
+        """
+        events: list[tuple[float, str, Any]] = []
         for policy in self.admission_policies:
-            spec = await policy(spec, client)
-        return spec
+            spec, decided = await policy(spec, client)
+            now = time.time()
+            events.extend((now, kind, data) for kind, data in decided)
+        return spec, events
 
     def submit(
-        self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
+        self,
+        spec: TaskSpec | dict[str, Any],
+        *,
+        durable: bool = True,
+        events: list[tuple[float, str, Any]] | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
         """Accept a task; the future gives ``(task, created)`` once it is durable."""
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
-        return self.scheduler.submit(spec, durable=durable)
+        return self.scheduler.submit(spec, durable=durable, events=events)
 
     def submit_tracked(
         self, spec: TaskSpec | dict[str, Any], *, durable: bool = True

@@ -34,8 +34,8 @@ _SPEC_BODY = {
 async def _accept(runtime: Rt, request: Request, *, durable: bool) -> tuple[dict[str, Any], bool]:
     raw = await json_body(request)
     spec = runtime.parse(raw)
-    spec = await runtime.admit(spec, client=client_id(request))
-    fut = runtime.submit(spec, durable=durable)
+    spec, events = await runtime.admit(spec, client=client_id(request))
+    fut = runtime.submit(spec, durable=durable, events=events)
     return await asyncio.wrap_future(fut)
 
 
