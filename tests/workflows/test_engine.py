@@ -592,3 +592,41 @@ def test_transition_tables_reject_illegal_moves() -> None:
     run.start(0.0)
     with pytest.raises(ConflictError, match="already started"):
         run.start(1.0)
+
+
+def test_nested_failure_fails_the_parent_step_and_retry_starts_a_fresh_child() -> None:
+    run = make(
+        {
+            "name": "outer",
+            "steps": [
+                {
+                    "name": "sub",
+                    "retries": 1,
+                    "workflow": {
+                        "name": "inner",
+                        "steps": [{"name": "x", "task": {"task_type": "echo"}}],
+                    },
+                }
+            ],
+        }
+    )
+    (sub,) = run.start(0.0)
+    assert isinstance(sub, SubmitStep) and sub.step_id == "sub/x"
+    out = run.handle(StepFailed("sub/x", "inner broke", retryable=False), 1.0)
+    (retry,) = out
+    assert isinstance(retry, ScheduleRetry) and retry.step_id == "sub" and retry.attempt == 2
+    (again,) = run.handle(Tick(retry.at))
+    assert isinstance(again, SubmitStep) and again.step_id == "sub/x" and again.attempt == 1
+    out = run.handle(StepFailed("sub/x", "inner broke again", retryable=False))
+    fin = out[-1]
+    assert isinstance(fin, RunFinished) and fin.status is RunStatus.FAILED
+    assert run.steps["sub"].reason == "step 'x' failed: inner broke again"
+
+
+def test_unknown_step_id_is_an_error() -> None:
+    from open_autoglm.errors import NotFoundError
+
+    run = make(RETRY_DOC)
+    run.start(0.0)
+    with pytest.raises(NotFoundError, match="no step instance 'ghost'"):
+        run.handle(StepSucceeded("ghost", 1))

@@ -109,6 +109,12 @@ def test_length_and_depth_are_bounded() -> None:
     with pytest.raises(ExpressionError, match="nested deeper"):
         parse_expression("not " * (MAX_DEPTH + 1) + "true")
     parse_expression("(" * 10 + "1" + ")" * 10)
+    # Long operator chains parse in a loop but would make evaluation recurse deeply.
+    with pytest.raises(ExpressionError, match="deeper than 120 operations"):
+        parse_expression("1+" * 150 + "1")
+    with pytest.raises(ExpressionError, match="deeper than 120 operations"):
+        parse_expression("a" + ".b" * 150)
+    assert evaluate(parse_expression("1+" * 100 + "1"), {}) == 101
 
 
 @pytest.mark.parametrize(

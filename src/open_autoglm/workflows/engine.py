@@ -156,6 +156,7 @@ class WorkflowRun:
                 priority=priority if isinstance(priority, int) else spec.priority,
                 timeout_s=float(timeout) if isinstance(timeout, int | float) else None,
             )
+        self._has_nested = any(s.workflow is not None for s in spec.steps)
         self._leaves = [s.name for s in spec.steps if not self._dependents[s.name]]
         self.steps: dict[str, StepRecord] = {s.name: StepRecord(s.name) for s in spec.steps}
         self._instances: dict[str, StepInstance] = {}
@@ -230,12 +231,19 @@ class WorkflowRun:
         times = [self._timers[0][0]] if self._timers else []
         if self.deadline is not None:
             times.append(self.deadline)
-        for inst in self._instances.values():
-            if inst.child is not None and inst.state is RUN:
+        for inst in self._running_children():
+            if inst.child is not None:
                 t = inst.child.next_wakeup()
                 if t is not None:
                     times.append(t)
         return min(times) if times else None
+
+    def _running_children(self) -> list[StepInstance]:
+        # Runs without nested workflows (the common case) skip the scan: next_wakeup is called
+        # after every event by adapters, and a scan would make long runs quadratic.
+        if not self._has_nested:
+            return []
+        return [i for i in self._instances.values() if i.child is not None and i.state is RUN]
 
     def step_states(self) -> dict[str, StepState]:
         return {name: rec.state for name, rec in self.steps.items()}
@@ -473,7 +481,7 @@ class WorkflowRun:
         if self.deadline is not None and now >= self.deadline:
             self._terminate(RunStatus.TIMED_OUT, f"workflow timed out after {self.spec.timeout_s}s")
             return
-        for inst in list(self._instances.values()):
+        for inst in self._running_children():
             if inst.child is not None and inst.state is RUN:
                 self._relay(inst, inst.child.handle(Tick(now)))
         while self._timers and self._timers[0][0] <= now and self.status is RunStatus.RUNNING:

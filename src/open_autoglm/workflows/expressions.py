@@ -37,6 +37,7 @@ __all__ = [
     "FUNCTIONS",
     "MAX_DEPTH",
     "MAX_LENGTH",
+    "MAX_TREE_HEIGHT",
     "Attr",
     "Binary",
     "Call",
@@ -55,6 +56,9 @@ __all__ = [
 
 MAX_LENGTH: Final = 2_000
 MAX_DEPTH: Final = 40
+# Operator chains (``a + b + c ...``, ``x.a.b.c ...``) parse in a loop but still make a deep
+# tree; evaluation recurses over it, so the tree's height is bounded too.
+MAX_TREE_HEIGHT: Final = 120
 # Strings and lists an expression builds (``+``, ``str()``) stay below this many items.
 MAX_VALUE_SIZE: Final = 100_000
 
@@ -364,7 +368,35 @@ def parse_expression(src: str) -> Expr:
     tail = parser.peek()
     if tail.kind != "end":
         raise ExpressionError(f"unexpected {_describe(tail)}", position=tail.pos)
+    _check_height(node)
     return node
+
+
+def _children(node: Expr) -> tuple[Expr, ...]:
+    if isinstance(node, Attr):
+        return (node.obj,)
+    if isinstance(node, Index):
+        return (node.obj, node.index)
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, ListExpr):
+        return node.items
+    if isinstance(node, Unary):
+        return (node.operand,)
+    if isinstance(node, Binary):
+        return (node.left, node.right)
+    return ()
+
+
+def _check_height(root: Expr) -> None:
+    stack = [(root, 1)]
+    while stack:  # iterative: the point is not to recurse over an unchecked tree
+        node, height = stack.pop()
+        if height > MAX_TREE_HEIGHT:
+            raise ExpressionError(
+                f"expression nested deeper than {MAX_TREE_HEIGHT} operations", position=node.pos
+            )
+        stack.extend((child, height + 1) for child in _children(node))
 
 
 # --------------------------------------------------------------------------- static analysis
