@@ -630,3 +630,35 @@ def test_unknown_step_id_is_an_error() -> None:
     run.start(0.0)
     with pytest.raises(NotFoundError, match="no step instance 'ghost'"):
         run.handle(StepSucceeded("ghost", 1))
+
+
+def test_nested_step_timeout_and_cancel_stop_the_child_without_retrying() -> None:
+    doc = {
+        "name": "outer",
+        "steps": [
+            {
+                "name": "sub",
+                "timeout_s": 10,
+                "workflow": {
+                    "name": "inner",
+                    "steps": [{"name": "x", "task": {"task_type": "sleep"}}],
+                },
+            }
+        ],
+    }
+    run = make(doc)
+    run.start(0.0)
+    run.handle(StepStarted("sub/x"), 1.0)
+    assert run.next_wakeup() == 10.0
+    out = run.handle(Tick(10.0))
+    assert [type(i) for i in out] == [CancelStep, RunFinished]  # only real tasks are cancelled
+    assert out[0].step_id == "sub/x"
+    assert run.steps["sub"].state is StepState.TIMED_OUT
+
+    run = make(doc)
+    run.start(0.0)
+    out = run.handle(Cancel("stop"))
+    assert not any(isinstance(i, ScheduleRetry) for i in out)
+    assert [i.step_id for i in out if isinstance(i, CancelStep)] == ["sub/x"]
+    assert run.instance("sub").state is StepState.CANCELLED
+    assert run.instance("sub/x").state is StepState.CANCELLED

@@ -425,11 +425,19 @@ class WorkflowRun:
             SubmitStep(sid, inst.step, inst.attempt, task, c.priority, c.timeout_s, inst.index)
         )
 
-    def _relay(self, inst: StepInstance, instructions: list[Instruction]) -> None:
-        """Pass a nested run's instructions up; its RunFinished ends the parent instance."""
+    def _relay(
+        self, inst: StepInstance, instructions: list[Instruction], *, stopping: bool = False
+    ) -> None:
+        """Pass a nested run's instructions up; its RunFinished ends the parent instance.
+
+        ``stopping``: the parent itself is cancelling the child (timeout, cancel), so the
+        child's "cancelled" finish must not count as a failure to retry.
+        """
         for ins in instructions:
             if not isinstance(ins, RunFinished):
                 self._out.append(ins)
+            elif stopping:
+                continue
             elif ins.status is RunStatus.SUCCEEDED:
                 self._succeed(inst, ins.outputs)
             elif inst.state in ACTIVE:
@@ -492,9 +500,7 @@ class WorkflowRun:
             if kind == "retry" and inst.state is RW:
                 self._submit(inst)
             elif kind == "deadline" and inst.state in (SUB, RUN):
-                self._out.append(CancelStep(self._sid(inst), inst.attempt, "step timed out"))
-                if inst.child is not None:
-                    self._relay(inst, inst.child.handle(Cancel("step timed out")))
+                self._stop(inst, "step timed out")
                 self._fail_attempt(inst, "step timed out", True, timed_out=True)
 
     def _succeed(self, inst: StepInstance, output: Any) -> None:
@@ -533,11 +539,16 @@ class WorkflowRun:
         if self._end_step(rec, TO if timed_out else FAIL, reason):
             self._advance(self._dependents[rec.name])
 
+    def _stop(self, inst: StepInstance, reason: str) -> None:
+        """Stop a submitted/running attempt: cancel its task, or its nested run's tasks."""
+        if inst.child is not None:
+            self._relay(inst, inst.child.handle(Cancel(reason)), stopping=True)
+        else:
+            self._out.append(CancelStep(self._sid(inst), inst.attempt, reason))
+
     def _cancel_instance(self, inst: StepInstance, reason: str) -> None:
         if inst.state in (SUB, RUN):
-            self._out.append(CancelStep(self._sid(inst), inst.attempt, reason))
-            if inst.child is not None:
-                self._relay(inst, inst.child.handle(Cancel(reason)))
+            self._stop(inst, reason)
         if not inst.state.terminal:
             self._set_instance(inst, CANC)
             inst.error = reason
