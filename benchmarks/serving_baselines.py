@@ -1,0 +1,223 @@
+"""Embedding-serving baselines for MiniLM, measured in one run under the same closed-loop load.
+
+    .venv/bin/python benchmarks/serving_baselines.py [--seconds 6] [--concurrency 1,8,32,64]
+                                                    [--targets flask-default,flask-1thread,loop]
+
+(a) ``flask-default``: Flask under gunicorn, 2 sync workers, one tokenize+forward per request,
+    torch threads left at their default (each worker uses every core: oversubscribed).
+(b) ``flask-1thread``: the same with 1 torch thread per worker.
+(d) ``loop``: no HTTP; a plain loop over the same sentences: one text per forward, then batches
+    of 32 without and with length bucketing (``Embedder``).
+Open-AutoGLM's ``/v1/embeddings`` (c) plugs in as another entry of ``TARGETS``: a context
+manager yielding a :class:`Target` (url, body factory, server pid).
+
+Load: :func:`benchmarks.loadgen.run_closed_loop` from a separate process on 127.0.0.1 with the
+same deterministic mixed-length sentences (6-40 words). Server CPU is the server process
+tree's user+system CPU seconds per wall second (cores busy). Ratios are against
+``flask-default`` at the same concurrency. Writes ``benchmarks/results/serving_baselines.json``.
+Needs ``flask`` and ``gunicorn`` in the venv (bench-only dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx
+import psutil
+
+from benchmarks.loadgen import run_closed_loop
+from benchmarks.sentences import mixed_sentences
+
+RESULTS = ROOT / "benchmarks" / "results"
+SENTENCES = mixed_sentences(512, seed=7)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    body_factory: Callable[[int], Any]
+    pid: int
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cpu_seconds(pid: int) -> float:
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@contextlib.contextmanager
+def gunicorn_target(name: str, torch_threads: int | None) -> Iterator[Target]:
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    env.pop("OMP_NUM_THREADS", None)
+    if torch_threads:
+        env["BENCH_TORCH_THREADS"] = str(torch_threads)
+    else:
+        env.pop("BENCH_TORCH_THREADS", None)
+    log = open(RESULTS / f"{name}.log", "wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-w", "2", "-b", f"127.0.0.1:{port}", "--timeout", "120", "--backlog", "256",
+            "benchmarks.flask_minilm_app:create_app()",
+        ],
+        cwd=ROOT, env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        deadline = time.monotonic() + 90
+        ready = 0
+        while ready < 4:  # both workers must have loaded the model
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} did not start; see {log.name}")
+            try:
+                ready += httpx.post(url, json={"text": "warm up"}, timeout=30).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        yield Target(name, url, lambda i: {"text": SENTENCES[i % len(SENTENCES)]}, proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+TARGETS: dict[str, Callable[[], contextlib.AbstractContextManager[Target]]] = {
+    "flask-default": lambda: gunicorn_target("flask-default", None),
+    "flask-1thread": lambda: gunicorn_target("flask-1thread", 1),
+}
+
+
+def measure_target(target: Target, concurrency: list[int], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    for c in concurrency:
+        cpu0, t0 = _cpu_seconds(target.pid), time.perf_counter()
+        stats = run_closed_loop(
+            target.url, target.body_factory, concurrency=c, duration=seconds, warmup=1.0
+        )
+        # CPU over the whole call includes the warm-up second; wall time covers it too.
+        cores = (_cpu_seconds(target.pid) - cpu0) / (time.perf_counter() - t0)
+        rows.append({"target": target.name, **stats, "server_cpu_cores": cores})
+        print(
+            f"  {target.name:<16} c={c:<3} qps={stats['qps']:7.1f} p50={stats['p50_ms']:7.1f}ms "
+            f"p99={stats['p99_ms']:7.1f}ms cpu={cores:4.2f} errors={stats['errors']}",
+            flush=True,
+        )
+    return rows
+
+
+def measure_loop(seconds: float) -> list[dict[str, Any]]:
+    """(d) no HTTP: per-text forward, then batches of 32 without / with length bucketing."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from open_autoglm.ml.text.embedding import Embedder
+    from open_autoglm.ml.text.loading import bundled_minilm_dir
+
+    path = bundled_minilm_dir()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    embedder = Embedder.from_path(path, batch_size=32)
+
+    def single(texts: list[str]) -> None:
+        for text in texts:
+            batch = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
+            with torch.inference_mode():
+                hidden = model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+
+    modes: dict[str, Callable[[list[str]], Any]] = {
+        "loop-single": single,
+        "loop-batch32": lambda texts: embedder.embed(texts, bucket=False),
+        "loop-batch32-bucketed": lambda texts: embedder.embed(texts, bucket=True),
+    }
+    rows = []
+    for name, fn in modes.items():
+        fn(SENTENCES[:32])  # warm-up
+        done, cpu0, start = 0, time.process_time(), time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            chunk = [SENTENCES[(done + i) % len(SENTENCES)] for i in range(128)]
+            fn(chunk)
+            done += len(chunk)
+        wall = time.perf_counter() - start
+        row = {
+            "target": name, "concurrency": None, "requests": done, "seconds": wall,
+            "qps": done / wall, "server_cpu_cores": (time.process_time() - cpu0) / wall,
+            "torch_threads": torch.get_num_threads(),
+        }  # fmt: skip
+        rows.append(row)
+        print(f"  {name:<22} qps={row['qps']:7.1f} cpu={row['server_cpu_cores']:4.2f}", flush=True)
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    base = {r["concurrency"]: r["qps"] for r in rows if r["target"] == "flask-default"}
+    print(
+        f"\n{'target':<22} {'conc':>4} {'qps':>8} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu':>5} {'x flask-default':>15}"
+    )
+    for r in rows:
+        ref = base.get(r["concurrency"])
+        ratio = f"{r['qps'] / ref:.2f}" if ref else "-"
+        conc = "-" if r["concurrency"] is None else str(r["concurrency"])
+        lat = [f"{r[k]:8.1f}" if k in r else f"{'-':>8}" for k in ("mean_ms", "p50_ms", "p99_ms")]
+        print(
+            f"{r['target']:<22} {conc:>4} {r['qps']:8.1f} {' '.join(lat)} "
+            f"{r['server_cpu_cores']:5.2f} {ratio:>15}"
+        )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--concurrency", default="1,8,32,64")
+    ap.add_argument("--targets", default="flask-default,flask-1thread,loop")
+    args = ap.parse_args()
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for name in args.targets.split(","):
+        print(f"{name}:", flush=True)
+        if name == "loop":
+            rows.extend(measure_loop(args.seconds))
+            continue
+        with TARGETS[name]() as target:
+            rows.extend(measure_target(target, concurrency, args.seconds))
+    print_table(rows)
+    out = RESULTS / "serving_baselines.json"
+    meta = {"seconds": args.seconds, "sentences": len(SENTENCES), "cpus": os.cpu_count()}
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
