@@ -16,6 +16,7 @@ MODULES = [
     "open_autoglm.workflows.expressions",
     "open_autoglm.workflows.graph",
     "open_autoglm.workflows.local_runner",
+    "open_autoglm.workflows.plan",
     "open_autoglm.workflows.protocol",
     "open_autoglm.workflows.step_state",
     "open_autoglm.workflows.templates",

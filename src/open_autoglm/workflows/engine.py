@@ -29,20 +29,16 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.spec.workflow import (
-    RetryPolicy,
-    StepSpec,
     TriggerRule,
     WorkflowSpec,
     bind_inputs,
-    parse_condition,
-    parse_map,
 )
-from open_autoglm.workflows.expressions import Expr, ExpressionError, evaluate, truthy
+from open_autoglm.workflows.expressions import ExpressionError, evaluate, truthy
+from open_autoglm.workflows.plan import StepPlan
 from open_autoglm.workflows.protocol import (
     Cancel,
     CancelStep,
@@ -92,21 +88,6 @@ OK, FAIL, TO, SKIP, CANC = (
 )
 
 
-@dataclass(frozen=True)
-class _Compiled:
-    """A step's precompiled expressions, so events never re-parse a spec."""
-
-    spec: StepSpec
-    task: Any
-    inputs: Any
-    when: Expr | None
-    map: Expr | None
-    rule: TriggerRule
-    retries: RetryPolicy
-    priority: int
-    timeout_s: float | None
-
-
 class WorkflowRun:
     """One run of a workflow. Build it from a spec that passed ``validate_workflow``.
 
@@ -137,25 +118,12 @@ class WorkflowRun:
         self.finished_at: float | None = None
         self.deadline: float | None = None
         self.ignored_events = 0  # late events for attempts already given up on
-        self._compiled: dict[str, _Compiled] = {}
+        self._compiled: dict[str, StepPlan] = {}
         self._dependents: dict[str, list[str]] = {s.name: [] for s in spec.steps}
         for s in spec.steps:
             for d in s.depends_on:
                 self._dependents[d].append(s.name)
-            task = s.task or {}
-            timeout = s.timeout_s if s.timeout_s is not None else task.get("timeout_s")
-            priority = s.priority if s.priority is not None else task.get("priority")
-            self._compiled[s.name] = _Compiled(
-                spec=s,
-                task=compile_value(task),
-                inputs=compile_value(s.inputs),
-                when=None if s.when is None else parse_condition(s.when),
-                map=None if s.map is None else parse_map(s.map),
-                rule=TriggerRule(s.trigger_rule),
-                retries=s.retries if s.retries is not None else spec.retries,
-                priority=priority if isinstance(priority, int) else spec.priority,
-                timeout_s=float(timeout) if isinstance(timeout, int | float) else None,
-            )
+            self._compiled[s.name] = StepPlan.compile(s, spec)
         self._has_nested = any(s.workflow is not None for s in spec.steps)
         self._leaves = [s.name for s in spec.steps if not self._dependents[s.name]]
         self.steps: dict[str, StepRecord] = {s.name: StepRecord(s.name) for s in spec.steps}
