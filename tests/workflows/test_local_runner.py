@@ -232,3 +232,37 @@ def test_example_pipeline_runs_both_branches() -> None:
     assert filed.task["input"] == "billing ticket for a gold customer"
     assert billing.outputs["escalation"] is None
     assert isinstance(billing.submissions[0], SubmitStep)
+
+
+def test_nested_moderation_example_fans_out_sub_workflows() -> None:
+    spec = validate_workflow(load_workflow(EXAMPLES / "batch_moderation.yaml"), KNOWN)
+
+    def fake_models(task: dict[str, Any]) -> Any:
+        if task["task_type"] == "text-classification":
+            return {"label": "toxic" if "idiot" in task["input"] else "ok", "score": 0.95}
+        if task["task_type"] == "rule-inference":
+            facts = task["input"]["facts"]
+            return {"blocked": facts["score"] >= facts["block_score"]}
+        return task["input"]
+
+    result = LocalRunner(fake_models).run(spec, {"comments": ["nice", "you idiot", "fine"]})
+    assert result.status is RunStatus.SUCCEEDED
+    assert sorted(s.step_id for s in result.submissions) == [
+        "per_comment[0]/classify",
+        "per_comment[1]/classify",
+        "per_comment[1]/rules",
+        "per_comment[2]/classify",
+        "report",
+    ]
+    assert result.outputs["report"] == {
+        "total": 3,
+        "results": [
+            {"label": "ok", "blocked": False},
+            {"label": "toxic", "blocked": True},
+            {"label": "ok", "blocked": False},
+        ],
+    }
+    child = result.run.instance("per_comment[0]").child
+    assert child is not None
+    assert child.steps["rules"].state is StepState.SKIPPED
+    assert child.steps["rules"].reason == 'condition false: steps.classify.output.label == "toxic"'
