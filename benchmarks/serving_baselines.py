@@ -7,7 +7,7 @@
     torch threads left at their default (each worker uses every core: oversubscribed).
 (b) ``flask-1thread``: the same with 1 torch thread per worker.
 (d) ``loop``: no HTTP; a plain loop over the same sentences: one text per forward, then batches
-    of 32 without and with length bucketing (``Embedder``).
+    of 32 without and with length bucketing (``Embedder``); 1 torch thread (``--loop-threads``).
 Open-AutoGLM's ``/v1/embeddings`` (c) plugs in as another entry of ``TARGETS``: a context
 manager yielding a :class:`Target` (url, body factory, server pid).
 
@@ -134,9 +134,12 @@ def measure_target(target: Target, concurrency: list[int], seconds: float) -> li
     return rows
 
 
-def measure_loop(seconds: float) -> list[dict[str, Any]]:
+def measure_loop(seconds: float, threads: int) -> list[dict[str, Any]]:
     """(d) no HTTP: per-text forward, then batches of 32 without / with length bucketing."""
     import torch
+
+    # Default threads oversubscribe a shared 2-core box (spinning OpenMP workers), like (a).
+    torch.set_num_threads(threads)
     from transformers import AutoModel, AutoTokenizer
 
     from open_autoglm.ml.text.embedding import Embedder
@@ -201,6 +204,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=6.0)
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--targets", default="flask-default,flask-1thread,loop")
+    ap.add_argument("--loop-threads", type=int, default=1, help="torch threads for (d)")
     args = ap.parse_args()
     concurrency = [int(c) for c in args.concurrency.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -208,7 +212,7 @@ def main() -> None:
     for name in args.targets.split(","):
         print(f"{name}:", flush=True)
         if name == "loop":
-            rows.extend(measure_loop(args.seconds))
+            rows.extend(measure_loop(args.seconds, args.loop_threads))
             continue
         with TARGETS[name]() as target:
             rows.extend(measure_target(target, concurrency, args.seconds))

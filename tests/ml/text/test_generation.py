@@ -129,3 +129,18 @@ def test_smollm2_batched_equals_single(smollm2_dir: Path) -> None:
     assert gen.generate(requests) == alone
     assert all(r.text.strip() for r in alone)
     assert alone[0].prompt_tokens > 10  # the chat template (system prompt) was applied
+
+
+def test_engine_streams_deltas_sync_and_async(generator: Generator) -> None:
+    import asyncio
+
+    request = GenerationRequest(prompt="one two", params=SamplingParams(max_tokens=10), chat=False)
+    expected = generator.generate([request])[0].text
+    engine = generator.engine()
+    assert "".join(engine.stream(request)) == expected
+
+    async def collect() -> list[str]:
+        return [d async for d in engine.astream(request)]
+
+    deltas = asyncio.run(collect())
+    assert "".join(deltas) == expected and len(deltas) > 1

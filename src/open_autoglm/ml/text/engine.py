@@ -8,9 +8,13 @@ never waits for the whole batch to finish. The decode logic itself is the pure
 
 from __future__ import annotations
 
+import asyncio
+import queue
 import threading
 from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from open_autoglm.errors import UnavailableError
@@ -48,6 +52,29 @@ class GenerationEngine:
                 self._thread.start()
             self._wakeup.notify()
         return future
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Submit ``request`` and yield its text deltas as they are decoded (blocking)."""
+        deltas: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        future = self.submit(replace(request, on_delta=_chain(request.on_delta, deltas.put)))
+        future.add_done_callback(lambda _: deltas.put(None))
+        while (delta := deltas.get()) is not None:
+            yield delta
+        future.result()  # re-raise a failure after the deltas that did arrive
+
+    async def astream(self, request: GenerationRequest) -> AsyncIterator[str]:
+        """Async version of :meth:`stream` for SSE handlers; never blocks the event loop."""
+        loop = asyncio.get_running_loop()
+        deltas: asyncio.Queue[str | None] = asyncio.Queue()
+
+        def put(item: str | None) -> None:
+            loop.call_soon_threadsafe(deltas.put_nowait, item)
+
+        future = self.submit(replace(request, on_delta=_chain(request.on_delta, put)))
+        future.add_done_callback(lambda _: put(None))
+        while (delta := await deltas.get()) is not None:
+            yield delta
+        await asyncio.wrap_future(future)
 
     def close(self, timeout: float = 10.0) -> None:
         """Stop admitting, finish nothing further, fail what is waiting, join the thread."""
@@ -120,3 +147,16 @@ class GenerationEngine:
         for future in futures:
             if not future.done():
                 future.set_exception(error)
+
+
+def _chain(
+    first: Callable[[str], None] | None, then: Callable[[str], None]
+) -> Callable[[str], None]:
+    if first is None:
+        return then
+
+    def both(delta: str) -> None:
+        first(delta)
+        then(delta)
+
+    return both

@@ -11,8 +11,9 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from open_autoglm.ml.text.decode_batch import DecodeBatch, GenerationRequest, GenerationResult
 from open_autoglm.ml.text.loading import LoadedModel, ModelRole, load_model
@@ -101,7 +102,7 @@ class Generator:
                 user_callback(delta)
 
         batch = self.new_batch()
-        batch.add([_with_callback(request, collect)])
+        batch.add([replace(request, on_delta=collect)])
         while True:
             yield from pieces
             pieces.clear()
@@ -124,13 +125,3 @@ class Generator:
             if self._engine is not None:
                 self._engine.close()
                 self._engine = None
-
-
-def _with_callback(request: GenerationRequest, callback: Any) -> GenerationRequest:
-    return GenerationRequest(
-        prompt=request.prompt,
-        messages=request.messages,
-        params=request.params,
-        chat=request.chat,
-        on_delta=callback,
-    )
