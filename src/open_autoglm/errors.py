@@ -15,7 +15,8 @@ and ``error.code`` back to the same classes.
     ├── RateLimitedError              429 rate_limited       (carries retry_after)
     ├── UnavailableError              503 unavailable        (circuit open, shutting down)
     ├── TaskFailedError               -   task_failed        (raised by handlers / SDK wait)
-    │   └── TaskTimeoutError          -   timeout
+    │   ├── TaskTimeoutError          -   timeout
+    │   └── MaxFiringsExceeded        -   max_firings_exceeded (a rule set that loops)
     ├── TaskCancelledError            -   cancelled
     ├── PluginError                   500 plugin_error
     └── StorageError                  500 storage_error
@@ -31,6 +32,7 @@ __all__ = [
     "AutoGLMError",
     "ConflictError",
     "ErrorDetail",
+    "MaxFiringsExceeded",
     "NotFoundError",
     "PayloadTooLargeError",
     "PluginError",
@@ -84,7 +86,9 @@ class PolicyBlockedError(AutoGLMError):
 
     code = "blocked"
 
-    def __init__(self, message: str, *, rule: str, details: list[ErrorDetail] | None = None) -> None:
+    def __init__(
+        self, message: str, *, rule: str, details: list[ErrorDetail] | None = None
+    ) -> None:
         super().__init__(message, details=details)
         self.rule = rule
 
@@ -129,6 +133,12 @@ class TaskFailedError(AutoGLMError):
 
 class TaskTimeoutError(TaskFailedError):
     code = "timeout"
+
+
+class MaxFiringsExceeded(TaskFailedError):
+    """A rule run hit its firing limit with activations still pending (likely a rule loop)."""
+
+    code = "max_firings_exceeded"
 
 
 class TaskCancelledError(AutoGLMError):

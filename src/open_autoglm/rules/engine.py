@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from open_autoglm.errors import ConflictError, NotFoundError, TaskFailedError
+from open_autoglm.errors import ConflictError, MaxFiringsExceeded, NotFoundError
 from open_autoglm.rules.agenda import Activation, Agenda, Strategy
 from open_autoglm.rules.compiler import Network
 from open_autoglm.rules.facts import DuplicatePolicy, Fact, content_key, freeze
@@ -16,12 +16,6 @@ from open_autoglm.rules.network import TerminalNode, Token
 __all__ = ["ActionContext", "Engine", "Firing", "MaxFiringsExceeded"]
 
 NamedAction = Callable[..., Any]
-
-
-class MaxFiringsExceeded(TaskFailedError):
-    """A run hit its firing limit with activations still pending (likely a rule loop)."""
-
-    code = "max_firings_exceeded"
 
 
 @dataclass(frozen=True)
