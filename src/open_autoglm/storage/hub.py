@@ -18,7 +18,14 @@ from sqlalchemy.engine import Engine
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.storage.artifacts import ArtifactFiles
 from open_autoglm.storage.engine import create_storage_engine, migrate
-from open_autoglm.storage.tables import artifacts, models, results, task_events, tasks
+from open_autoglm.storage.tables import (
+    artifacts,
+    models,
+    results,
+    rulesets,
+    task_events,
+    tasks,
+)
 from open_autoglm.storage.writer import TaskWrite, WriteBatcher
 
 __all__ = ["StorageHub", "TaskWrite"]
@@ -208,6 +215,50 @@ class StorageHub:
             n = conn.execute(models.delete().where(models.c.name == name)).rowcount
         if not n:
             raise NotFoundError(f"model {name!r} is not registered")
+
+    # -- rulesets ----------------------------------------------------------------------------
+
+    def put_ruleset(self, name: str, source: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a ruleset (``source`` already validated); the version counts up."""
+        now = time.time()
+        bump = (
+            rulesets.update()
+            .where(rulesets.c.name == name)
+            .values(source=source, version=rulesets.c.version + 1, updated_at=now)
+        )
+        for _ in range(2):
+            try:
+                with self.engine.begin() as conn:
+                    if conn.execute(bump).rowcount:
+                        break
+                    conn.execute(
+                        rulesets.insert().values(
+                            name=name, source=source, version=1, created_at=now, updated_at=now
+                        )
+                    )
+                    break
+            except sa.exc.IntegrityError:
+                continue  # a concurrent first PUT won the insert: bump its version instead
+        return self.get_ruleset(name)
+
+    def get_ruleset(self, name: str) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(rulesets).where(rulesets.c.name == name)).first()
+        if row is None:
+            raise NotFoundError(f"ruleset {name!r} not found")
+        return _row(row)
+
+    def list_rulesets(self) -> list[dict[str, Any]]:
+        """Every ruleset without its source (name, version, timestamps), by name."""
+        cols = (rulesets.c.name, rulesets.c.version, rulesets.c.created_at, rulesets.c.updated_at)
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(sa.select(*cols).order_by(rulesets.c.name))]
+
+    def delete_ruleset(self, name: str) -> None:
+        with self.engine.begin() as conn:
+            n = conn.execute(rulesets.delete().where(rulesets.c.name == name)).rowcount
+        if not n:
+            raise NotFoundError(f"ruleset {name!r} not found")
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ __all__ = [
     "metadata",
     "models",
     "results",
+    "rulesets",
     "task_events",
     "tasks",
 ]
@@ -102,4 +103,14 @@ artifacts = sa.Table(
     sa.Column("name", sa.String(500), nullable=False, default=""),
     sa.Column("task_id", sa.String(32)),
     sa.Column("created_at", sa.Float, nullable=False),
+)
+
+rulesets = sa.Table(
+    "rulesets",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("source", JSONText, nullable=False),  # the validated ruleset document
+    sa.Column("version", sa.Integer, nullable=False),  # 1 on create, +1 on every replace
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("updated_at", sa.Float, nullable=False),
 )
