@@ -8,7 +8,7 @@ actions (from plugins) may be passed in as well.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ def _tag(ctx: ActionContext, tag: str) -> None:
         d.tags.append(str(tag))
 
 
-POLICY_ACTIONS = {
+POLICY_ACTIONS: dict[str, Callable[..., Any]] = {
     "block": _block,
     "set_priority": _set_priority,
     "reroute": _reroute,

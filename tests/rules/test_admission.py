@@ -1,0 +1,99 @@
+"""The pure pieces behind ruleset admission: rate windows, the compiled-ruleset cache, decide()."""
+
+from __future__ import annotations
+
+import pytest
+
+from open_autoglm import errors
+from open_autoglm.rules.admission import RulesetAdmission, SubmitRates
+from open_autoglm.rules.catalog import RulesetCatalog
+from open_autoglm.rules.policy import POLICY_ACTIONS
+from open_autoglm.spec.task import TaskSpec
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_submit_rates_slide_per_client():
+    clock = Clock()
+    rates = SubmitRates(clock=clock, max_clients=2)
+    assert rates.hit("a") == {"per_second": 1.0, "per_minute": 1.0}
+    assert rates.hit("a")["per_minute"] == 2.0
+    clock.t = 1001.5  # half of the previous second still overlaps the window
+    assert rates.hit("a") == {"per_second": 2.0, "per_minute": 3.0}
+    assert rates.hit("b")["per_minute"] == 1.0  # clients are counted apart
+    clock.t = 1060.0  # second 1000 has left the minute (this one and the 59 before it)
+    assert rates.hit("a")["per_minute"] == 2.0
+    rates.hit("c")  # over max_clients: the least recently seen ("b") is forgotten
+    assert rates.hit("b")["per_minute"] == 1.0
+
+
+def _store() -> dict[str, dict[str, object]]:
+    rule = {
+        "name": "vip",
+        "when": [{"task": {"task_type": "echo"}}],
+        "then": [{"tag": {"tag": "v1"}}],
+    }
+    return {"p": {"name": "p", "version": 1, "source": {"rules": [rule]}}}
+
+
+def _load(store: dict[str, dict[str, object]]):
+    def load(name: str) -> dict[str, object]:
+        if name not in store:
+            raise errors.NotFoundError(f"ruleset {name!r} not found")
+        return store[name]
+
+    return load
+
+
+def test_catalog_caches_until_invalidated_or_stale():
+    clock, store = Clock(), _store()
+    catalog = RulesetCatalog(_load(store), POLICY_ACTIONS, ttl_s=5, clock=clock)
+    first = catalog.compiled("p")
+    assert catalog.is_fresh("p") and catalog.compiled("p") is first
+    store["p"] = {**store["p"], "version": 2}
+    assert catalog.compiled("p").version == 1  # cached
+    clock.t += 5
+    assert not catalog.is_fresh("p") and catalog.compiled("p").version == 2
+    store["p"] = {**store["p"], "version": 3}
+    catalog.invalidate("p")
+    assert catalog.compiled("p").version == 3
+    with pytest.raises(errors.NotFoundError):
+        catalog.get("missing")
+
+
+def test_decide_rewrites_a_copy_and_clamps_priority():
+    store = {
+        "p": {
+            "version": 4,
+            "source": {
+                "rules": [
+                    {"name": "up", "when": [{"task": {}}], "then": [{"set_priority": {"priority": 42}}]}
+                ]
+            },
+        }
+    }  # fmt: skip
+    admission = RulesetAdmission(RulesetCatalog(_load(store), POLICY_ACTIONS), "p")
+    spec = TaskSpec(task_type="echo", priority=3)
+    new, [(kind, event)] = admission.decide(spec, "ip:10.0.0.1")
+    assert spec.priority == 3 and new.priority == 9
+    assert kind == "policy" and event["priority"] == {"from": 3, "to": 9}
+    assert event["version"] == 4
+
+
+def test_decide_fails_closed_when_the_ruleset_loops():
+    loop = {
+        "name": "loop",
+        "when": [{"counter": {"n": "?n"}, "bind": "?c"}],
+        "then": [{"modify": "?c", "set": {"n": {"expr": "?n + 1"}}}],
+    }
+    start = {"name": "start", "when": [{"task": {}}], "then": [{"assert": {"counter": {"n": 0}}}]}
+    store = {"p": {"version": 1, "source": {"rules": [start, loop]}}}
+    admission = RulesetAdmission(RulesetCatalog(_load(store), POLICY_ACTIONS), "p", max_firings=20)
+    with pytest.raises(errors.UnavailableError, match="'p' failed"):
+        admission.decide(TaskSpec(task_type="echo"), "ip:x")
