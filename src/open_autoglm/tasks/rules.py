@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from open_autoglm.errors import NotFoundError, TaskFailedError, ValidationError
+from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.rules.agenda import Strategy
 from open_autoglm.rules.dsl import parse_ruleset
 from open_autoglm.rules.engine import Engine
+from open_autoglm.rules.model import Rule
 from open_autoglm.rules.policy import POLICY_ACTIONS
 from open_autoglm.tasks.base import TaskContext, TaskType
 
-__all__ = ["RuleInferenceParams", "rule_inference", "rule_task_types"]
+__all__ = ["RuleInferenceParams", "rule_inference", "rule_task_types", "run_rules"]
 
 
 class RuleInferenceParams(BaseModel):
@@ -31,29 +33,31 @@ class RuleInferenceParams(BaseModel):
         return self
 
 
-def rule_inference(ctx: TaskContext) -> dict[str, Any]:
-    params: RuleInferenceParams = ctx.params  # type: ignore[assignment]
-    ruleset = params.ruleset
-    if isinstance(ruleset, str):
-        try:
-            ruleset = ctx.service("rulesets").get(ruleset)
-        except KeyError as exc:
-            raise NotFoundError(f"ruleset {params.ruleset!r} not found") from exc
-    _, rules = parse_ruleset(ruleset, POLICY_ACTIONS)
-    facts = params.facts if params.facts is not None else ctx.input
+def _check_facts(facts: Any, loc: str) -> list[dict[str, Any]]:
     if not isinstance(facts, list) or not all(isinstance(f, dict) and "type" in f for f in facts):
         raise ValidationError(
-            "rule-inference input must be a list of facts like {'type': ..., field: value}",
-            details=[{"loc": ["input"], "msg": "expected a list of facts with a 'type'"}],
+            f"rule-inference {loc} must be a list of facts like {{'type': ..., field: value}}",
+            details=[{"loc": [loc], "msg": "expected a list of facts with a 'type'"}],
         )
-    engine = Engine(rules, strategy=params.strategy, actions=POLICY_ACTIONS)
+    return facts
+
+
+def run_rules(
+    rules: Iterable[Rule],
+    facts: list[dict[str, Any]],
+    *,
+    strategy: Strategy = Strategy.DEPTH,
+    max_firings: int = 10_000,
+    actions: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Assert ``facts``, run to quiescence, and report firings, facts, emits and actions.
+
+    Raises:
+        MaxFiringsExceeded: the rules were still firing after ``max_firings``.
+    """
+    engine = Engine(rules, strategy=strategy, actions=actions or POLICY_ACTIONS)
     engine.assert_facts(facts)
-    try:
-        fired = engine.run(max_firings=params.max_firings)
-    except TaskFailedError:
-        raise
-    for line in engine.logs:
-        ctx.log(line)
+    fired = engine.run(max_firings=max_firings)
     decision = getattr(engine, "policy_decision", None)
     return {
         "fired": fired,
@@ -64,6 +68,32 @@ def rule_inference(ctx: TaskContext) -> dict[str, Any]:
         "logs": engine.logs,
         "decision": decision.to_dict() if decision is not None else None,
     }
+
+
+def rule_inference(ctx: TaskContext) -> dict[str, Any]:
+    params: RuleInferenceParams = ctx.params  # type: ignore[assignment]
+    try:
+        catalog = ctx.service("rulesets")
+        actions: Mapping[str, Any] = catalog.actions  # plugin actions too
+    except KeyError:
+        catalog, actions = None, POLICY_ACTIONS
+    ruleset = params.ruleset
+    if isinstance(ruleset, str):
+        if catalog is None:
+            raise NotFoundError(f"ruleset {ruleset!r}: no rulesets service in this executor")
+        rules = catalog.compiled(ruleset).rules  # NotFoundError when there is none
+    else:
+        rules = parse_ruleset(ruleset, actions)[1]
+    if params.facts is not None:
+        facts = _check_facts(params.facts, "facts")
+    else:
+        facts = _check_facts(ctx.input, "input")
+    out = run_rules(
+        rules, facts, strategy=params.strategy, max_firings=params.max_firings, actions=actions
+    )
+    for line in out["logs"]:
+        ctx.log(line)
+    return out
 
 
 def rule_task_types() -> list[TaskType]:
