@@ -1,16 +1,17 @@
-"""``autoglm rules``: validate a ruleset file, or evaluate it over a facts file."""
+"""``autoglm rules``: validate or evaluate a ruleset file locally; push it to a server and
+evaluate stored rulesets there."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from open_autoglm.errors import AutoGLMError
+from open_autoglm.errors import AutoGLMError, ValidationError
 from open_autoglm.rules.agenda import Strategy
 from open_autoglm.rules.dsl import load_ruleset
 from open_autoglm.rules.engine import Engine
@@ -19,6 +20,24 @@ from open_autoglm.rules.policy import POLICY_ACTIONS
 __all__ = ["app"]
 
 app = typer.Typer(help="Validate and evaluate rulesets.", no_args_is_help=True)
+
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
+
+
+def _read_data(path: Path) -> Any:
+    """A JSON or YAML file's content; a ValidationError naming the file when it cannot parse."""
+    text = path.read_text()
+    try:
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except Exception as exc:
+        raise ValidationError(
+            f"cannot parse {path}: {exc}", details=[{"loc": [str(path)], "msg": str(exc)}]
+        ) from None
 
 
 def _fail(console: Console, exc: AutoGLMError) -> None:
@@ -52,20 +71,14 @@ def eval_(
     console = Console()
     try:
         _, rules = load_ruleset(file, POLICY_ACTIONS)
-        text = facts.read_text()
-        if facts.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
+        data = _read_data(facts)
         engine = Engine(rules, strategy=strategy, actions=POLICY_ACTIONS)
         engine.assert_facts(data)
         fired = engine.run(max_firings=max_firings)
     except AutoGLMError as exc:
         _fail(console, exc)
         return
-    result = {
+    result: dict[str, Any] = {
         "fired": fired,
         "firings": [f.to_dict() for f in engine.trace],
         "emitted": engine.emitted,
@@ -83,3 +96,54 @@ def eval_(
     for e in engine.emitted:
         console.print(f"[cyan]emit[/cyan] {json.dumps(e, default=str)}")
     console.print(f"{len(result['facts'])} fact(s) in working memory")
+
+
+@app.command()
+def push(
+    file: Path,
+    name: Annotated[
+        str | None, typer.Option("--name", help="ruleset name (default: the file's name)")
+    ] = None,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Store a ruleset file on the server (validated there; the version counts up)."""
+    from open_autoglm.client import Client
+
+    console = Console()
+    try:
+        source = _read_data(file)
+        if not isinstance(source, dict):
+            raise ValidationError(f"{file}: a ruleset is a mapping with 'rules'")
+        target = name or source.get("name") or file.stem
+        with Client(url, api_key=api_key) as client:
+            row = client.put_ruleset(target, source)
+    except AutoGLMError as exc:
+        _fail(console, exc)
+        return
+    console.print(f"[green]stored[/green] ruleset {row['name']!r} version {row['version']}")
+
+
+@app.command("remote-eval")
+def remote_eval(
+    name: str,
+    facts: Annotated[Path, typer.Option("--facts", help="JSON/YAML list of facts")],
+    strategy: Annotated[Strategy, typer.Option(help="conflict resolution")] = Strategy.DEPTH,
+    max_firings: Annotated[int, typer.Option(help="stop runaway rule sets")] = 10_000,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Evaluate a ruleset stored on the server over a facts file; print the result as JSON."""
+    from open_autoglm.client import Client
+
+    console = Console()
+    try:
+        data = _read_data(facts)
+        with Client(url, api_key=api_key) as client:
+            result = client.evaluate_ruleset(
+                name, data, strategy=strategy.value, max_firings=max_firings
+            )
+    except AutoGLMError as exc:
+        _fail(console, exc)
+        return
+    typer.echo(json.dumps(result, indent=2, default=str))

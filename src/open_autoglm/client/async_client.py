@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -138,3 +139,38 @@ class AsyncClient(BaseClient):
     ) -> dict[str, Any]:
         task = await self.submit(spec, **kwargs)
         return await self.wait(task["id"], timeout=timeout)
+
+    # -- rulesets ----------------------------------------------------------------------------
+
+    async def put_ruleset(self, name: str, ruleset: dict[str, Any]) -> dict[str, Any]:
+        return await self.request(  # type: ignore[no-any-return]
+            "PUT",
+            f"/v1/rulesets/{name}",
+            content=orjson.dumps(ruleset),
+            headers={"content-type": "application/json"},
+        )
+
+    async def get_ruleset(self, name: str) -> dict[str, Any]:
+        return await self.request("GET", f"/v1/rulesets/{name}")  # type: ignore[no-any-return]
+
+    async def delete_ruleset(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/rulesets/{name}")
+
+    async def list_rulesets(self) -> builtins.list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/rulesets"))["rulesets"]  # type: ignore[no-any-return]
+
+    async def evaluate_ruleset(
+        self,
+        name: str,
+        facts: builtins.list[dict[str, Any]],
+        *,
+        strategy: str = "depth",
+        max_firings: int = 10_000,
+    ) -> dict[str, Any]:
+        body = {"facts": facts, "strategy": strategy, "max_firings": max_firings}
+        return await self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/v1/rulesets/{name}/evaluate",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )

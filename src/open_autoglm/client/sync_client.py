@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -158,3 +159,40 @@ class Client(BaseClient):
 
     def health(self) -> dict[str, Any]:
         return self.request("GET", "/healthz")  # type: ignore[no-any-return]
+
+    # -- rulesets ----------------------------------------------------------------------------
+
+    def put_ruleset(self, name: str, ruleset: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace a ruleset (validated by the server); returns it with its version."""
+        return self.request(  # type: ignore[no-any-return]
+            "PUT",
+            f"/v1/rulesets/{name}",
+            content=orjson.dumps(ruleset),
+            headers={"content-type": "application/json"},
+        )
+
+    def get_ruleset(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/rulesets/{name}")  # type: ignore[no-any-return]
+
+    def delete_ruleset(self, name: str) -> None:
+        self.request("DELETE", f"/v1/rulesets/{name}")
+
+    def list_rulesets(self) -> builtins.list[dict[str, Any]]:
+        return self.request("GET", "/v1/rulesets")["rulesets"]  # type: ignore[no-any-return]
+
+    def evaluate_ruleset(
+        self,
+        name: str,
+        facts: builtins.list[dict[str, Any]],
+        *,
+        strategy: str = "depth",
+        max_firings: int = 10_000,
+    ) -> dict[str, Any]:
+        """Run a stored ruleset over ``facts``: firings with bindings, facts, emitted events."""
+        body = {"facts": facts, "strategy": strategy, "max_firings": max_firings}
+        return self.request(  # type: ignore[no-any-return]
+            "POST",
+            f"/v1/rulesets/{name}/evaluate",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
