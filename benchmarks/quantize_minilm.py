@@ -32,90 +32,17 @@ def measure(embedder, texts: list[str], seconds: float, batch: int) -> tuple[flo
     return done / (time.perf_counter() - start), embedder.embed(texts)
 
 
-class OnnxEmbedder:
-    """MiniLM through ONNX Runtime (float32 or int8), with the same tokenizer and pooling."""
+def onnx_variants(embedder, threads: int, workdir: Path) -> dict[str, object]:
+    """ONNX Runtime float32, int8 on every MatMul, and int8 keeping FFN-out MatMuls in fp32."""
+    from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
 
-    def __init__(self, embedder, onnx_path: Path, threads: int) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(onnx_path), options, providers=["CPUExecutionProvider"]
-        )
-        self.inner = embedder
-
-    def embed(self, texts: list[str]):
-        import torch
-
-        from open_autoglm.ml.text.embedding import pool
-
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        out = torch.empty((len(texts), self.inner.dimension))
-        for start in range(0, len(order), 32):
-            chunk = order[start : start + 32]
-            enc = self.inner.tokenizer(
-                [texts[i] for i in chunk],
-                padding=True,
-                truncation=True,
-                max_length=256,
-                return_tensors="np",
-            )
-            feeds = {
-                k: enc[k].astype("int64") for k in ("input_ids", "attention_mask", "token_type_ids")
-            }
-            hidden = torch.from_numpy(self.session.run(None, feeds)[0])  # (chunk, seq, 384)
-            vectors = pool(hidden, torch.from_numpy(enc["attention_mask"]), self.inner.pooling)
-            out[torch.tensor(chunk)] = torch.nn.functional.normalize(vectors, dim=1)
-        return out
-
-
-def onnx_variants(embedder, threads: int, workdir: Path) -> dict[str, OnnxEmbedder]:
-    """Export once, then float32, int8 (all MatMuls) and int8 without the FFN-out MatMuls."""
-    import onnx
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    class Hidden(torch.nn.Module):
-        def __init__(self, model) -> None:
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.model(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    sample = embedder.tokenizer(
-        ["a short one", "and a longer sentence here"], padding=True, return_tensors="pt"
-    )
-    fp32 = workdir / "minilm.onnx"
-    torch.onnx.export(
-        Hidden(embedder.model).eval(),
-        tuple(sample[n] for n in names),
-        str(fp32),
-        input_names=names,
-        output_names=["hidden"],
-        dynamic_axes={n: {0: "batch", 1: "seq"} for n in [*names, "hidden"]},
-        opset_version=17,
-        dynamo=False,
-    )
-    matmuls = [n.name for n in onnx.load(str(fp32)).graph.node if n.op_type == "MatMul"]
-    ffn_out = [n for n in matmuls if "/output/dense/" in n and "attention" not in n]
-    variants = {"onnx-fp32": fp32}
-    for name, exclude in (("onnx-int8", []), ("onnx-int8-keepffn", ffn_out)):
-        path = workdir / f"{name}.onnx"
-        quantize_dynamic(
-            str(fp32),
-            str(path),
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            nodes_to_exclude=exclude,
-        )
-        variants[name] = path
-    return {name: OnnxEmbedder(embedder, path, threads) for name, path in variants.items()}
+    loaded = embedder.loaded
+    paths = {
+        "onnx-fp32": export_encoder_onnx(loaded, workdir, int8=False),
+        "onnx-int8": export_encoder_onnx(loaded, workdir, keep_ffn_fp32=False),
+        "onnx-int8-keepffn": export_encoder_onnx(loaded, workdir),
+    }
+    return {name: OnnxEmbedder(loaded, path, threads=threads) for name, path in paths.items()}
 
 
 def main() -> None:
@@ -165,11 +92,11 @@ def main() -> None:
                 }
             )
     print(
-        f"{'variant':>10} {'batch':>5} {'fp32 qps':>9} {'qps':>9} {'ratio':>6} {'cos min':>8} {'cos mean':>8}"
+        f"{'variant':>18} {'batch':>5} {'fp32 qps':>9} {'qps':>9} {'ratio':>6} {'cos min':>8} {'cos mean':>8}"
     )
     for r in rows:
         print(
-            f"{r['variant']:>10} {r['batch']:>5} {r['fp32_qps']:>9.1f} {r['variant_qps']:>9.1f} {r['speedup']:>6.2f}"
+            f"{r['variant']:>18} {r['batch']:>5} {r['fp32_qps']:>9.1f} {r['variant_qps']:>9.1f} {r['speedup']:>6.2f}"
             f" {r['cosine_min']:>8.4f} {r['cosine_mean']:>8.4f}"
         )
     out = Path(__file__).parent / "results" / "quantize_minilm.json"

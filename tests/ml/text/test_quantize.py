@@ -38,3 +38,21 @@ def test_loader_option_selects_quantization(tiny_embedder_dir: Path) -> None:
     assert int8.batch_size == 4 and int8.memory_bytes < plain.memory_bytes
     with pytest.raises(ValidationError):
         loader({**entry, "options": {"quantize": "int4"}})
+
+
+def test_onnx_int8_embedder_matches_torch(tiny_embedder_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    loader = TextModelLoader(cache_dir=tmp_path)
+    entry = {"source": str(tiny_embedder_dir), "task_types": ["embedding"]}
+    torch_embedder = loader(entry)
+    onnx_embedder = loader({**entry, "options": {"quantize": "onnx-int8"}})
+    texts = ["the cat sat on the mat", "hello world", "one two three four five six seven"]
+    base = torch_embedder.embed(texts)
+    vectors, counts = onnx_embedder.embed_with_usage(texts)
+    assert vectors.shape == base.shape and onnx_embedder.model is None
+    cosine = torch.nn.functional.cosine_similarity(base, vectors, dim=1)
+    assert bool((cosine > 0.95).all()), cosine
+    assert not torch.equal(base, vectors)
+    assert counts == torch_embedder.embed_with_usage(texts)[1]
+    assert 0 < onnx_embedder.memory_bytes
+    assert list((tmp_path / "onnx").glob("*-int8.onnx"))

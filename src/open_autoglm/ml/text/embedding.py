@@ -112,6 +112,10 @@ class Embedder:
     def dimension(self) -> int:
         return int(self.model.config.hidden_size)
 
+    def _hidden_states(self, batch: Any) -> Any:
+        """Token states (batch, seq, dim) for a padded batch; subclasses swap the runtime."""
+        return self.model(**batch).last_hidden_state
+
     def embed(
         self,
         texts: Sequence[str],
@@ -156,7 +160,7 @@ class Embedder:
                 batch = self.tokenizer.pad(
                     {k: [encoded[k][i] for i in chunk] for k in keys}, return_tensors="pt"
                 )
-                hidden = self.model(**batch).last_hidden_state  # (chunk, seq, dim)
+                hidden = self._hidden_states(batch)  # (chunk, seq, dim)
                 vectors = pool(hidden, batch["attention_mask"], mode).float()
                 if do_normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)

@@ -93,6 +93,13 @@ class TextModelLoader:
         loaded = load_model(self.resolve_directory(entry), role, dtype=entry.get("dtype"))
         options = dict(entry.get("options") or {})
         quantize = options.pop("quantize", None)
+        if quantize == "onnx-int8":
+            if role is not ModelRole.EMBEDDING:
+                raise ValidationError("quantize 'onnx-int8' is only for embedding models")
+            from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
+
+            onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx")
+            return OnnxEmbedder(loaded, onnx_path, **options)
         if quantize:
             loaded = self._quantize(loaded, str(quantize))
         if role is ModelRole.EMBEDDING:
@@ -110,7 +117,9 @@ class TextModelLoader:
             return quantize_loaded(loaded)
         if mode == "int8-attention":
             return quantize_loaded(loaded, include=attention_only)
-        raise ValidationError(f"unknown quantize mode {mode!r}; expected int8 or int8-attention")
+        raise ValidationError(
+            f"unknown quantize mode {mode!r}; expected int8, int8-attention or onnx-int8"
+        )
 
     def estimate_bytes(self, entry: Mapping[str, Any]) -> int:
         """Rough bytes a loaded entry will take, from its weight files (before loading)."""
