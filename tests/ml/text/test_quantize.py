@@ -55,4 +55,4 @@ def test_onnx_int8_embedder_matches_torch(tiny_embedder_dir: Path, tmp_path: Pat
     assert not torch.equal(base, vectors)
     assert counts == torch_embedder.embed_with_usage(texts)[1]
     assert 0 < onnx_embedder.memory_bytes
-    assert list((tmp_path / "onnx").glob("*-int8.onnx"))
+    assert list((tmp_path / "onnx").glob("*-int8-keepffn.onnx"))
