@@ -133,3 +133,14 @@ def test_wrong_model_role_is_rejected(models: Any) -> None:
         TYPES["embedding"].handler(ctx(models, "embedding", "cls", "hello"))
     with pytest.raises(ValidationError):
         TYPES["embedding"].handler(ctx(models, "embedding", "emb", []))
+
+
+def test_cancelled_generation_task_stops(models: Any) -> None:
+    from open_autoglm.errors import TaskCancelledError
+
+    # Mid-decode cancellation is covered at the engine level (tests/ml/text); here the
+    # handler must notice a cancelled task rather than decode for nothing.
+    context = ctx(models, "text-generation", "gen", "hello", max_tokens=250, chat=False)
+    context.cancel_event.set()
+    with pytest.raises(TaskCancelledError):
+        TYPES["text-generation"].handler(context)

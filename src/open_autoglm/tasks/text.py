@@ -16,13 +16,13 @@ instance in its place, so one bad request does not fail its batch mates.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from open_autoglm.errors import TaskFailedError, ValidationError
+from open_autoglm.errors import TaskCancelledError, TaskFailedError, ValidationError
 from open_autoglm.tasks.base import TaskContext, TaskType
 
 __all__ = [
@@ -39,6 +39,8 @@ __all__ = [
 
 MAX_INPUTS = 256
 MAX_TOKENS = 4096
+# How often a generation handler looks at ctx.is_cancelled() while the engine decodes.
+_CANCEL_POLL_SECONDS = 0.05
 
 
 class GenerationParams(BaseModel):
@@ -252,12 +254,21 @@ def _generation_result(outcomes: list[Any]) -> dict[str, Any]:
     return result
 
 
-def _wait(futures: Sequence[Future[Any]]) -> list[Any]:
+def _wait(ctx: TaskContext, engine: Any, futures: Sequence[Future[Any]]) -> list[Any]:
+    """Results of ``futures``; on task cancellation, stop them in the engine and raise."""
+    pending = list(futures)
+    while pending:
+        done, _ = wait(pending, timeout=_CANCEL_POLL_SECONDS, return_when=FIRST_COMPLETED)
+        pending = [f for f in pending if f not in done]
+        if pending and ctx.is_cancelled():
+            for future in pending:
+                engine.cancel(future)
+            ctx.check_cancelled()
     out = []
     for future in futures:
         exc = future.exception()
         if exc is not None:
-            if isinstance(exc, ValidationError | TaskFailedError):
+            if isinstance(exc, ValidationError | TaskFailedError | TaskCancelledError):
                 raise exc
             raise TaskFailedError(f"generation failed: {exc}", retryable=True) from exc
         out.append(future.result())
@@ -267,10 +278,11 @@ def _wait(futures: Sequence[Future[Any]]) -> list[Any]:
 def generate_handler(ctx: TaskContext) -> dict[str, Any]:
     """Generate through the model's shared engine, so concurrent tasks decode together."""
     requests, _ = _requests(ctx)
+    ctx.check_cancelled()
     with _lease(ctx) as model:
         _expect(model, "text-generation", ctx)
         engine = model.engine()
-        return _generation_result(_wait([engine.submit(r) for r in requests]))
+        return _generation_result(_wait(ctx, engine, [engine.submit(r) for r in requests]))
 
 
 def generate_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
@@ -290,8 +302,8 @@ def generate_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
             submitted = [(i, [engine.submit(r) for r in reqs]) for i, reqs in planned]
             for i, futures in submitted:
                 try:
-                    results[i] = _generation_result(_wait(futures))
-                except (ValidationError, TaskFailedError) as exc:
+                    results[i] = _generation_result(_wait(ctxs[i], engine, futures))
+                except (ValidationError, TaskFailedError, TaskCancelledError) as exc:
                     results[i] = exc
     return results
 

@@ -144,3 +144,26 @@ def test_engine_streams_deltas_sync_and_async(generator: Generator) -> None:
 
     deltas = asyncio.run(collect())
     assert "".join(deltas) == expected and len(deltas) > 1
+
+
+def test_cancel_stops_a_running_and_a_waiting_request(tiny_gpt2_dir: Path) -> None:
+    from open_autoglm.errors import TaskCancelledError
+    from open_autoglm.ml.text.engine import GenerationEngine
+
+    gen = Generator.from_path(tiny_gpt2_dir, max_batch_size=1)
+    engine = GenerationEngine(gen)
+    long = SamplingParams(max_tokens=200)
+    running = engine.submit(GenerationRequest(prompt="one", params=long, chat=False))
+    waiting = engine.submit(GenerationRequest(prompt="two", params=long, chat=False))
+    while engine.steps < 2:
+        time.sleep(0.001)
+    engine.cancel(waiting)  # still queued behind the single slot
+    engine.cancel(running)
+    for future in (running, waiting):
+        assert isinstance(future.exception(timeout=30), TaskCancelledError)
+    after = engine.submit(
+        GenerationRequest(prompt="hi", params=SamplingParams(max_tokens=3), chat=False)
+    )
+    assert after.result(timeout=30).completion_tokens == 3
+    assert engine.steps < 150  # the 200-token request did not run to the end
+    engine.close()

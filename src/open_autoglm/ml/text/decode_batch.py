@@ -20,7 +20,7 @@ it would see alone (up to float summation order).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ class GenerationRequest:
 @dataclass(frozen=True)
 class GenerationResult:
     text: str
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" | "cancelled"
     prompt_tokens: int
     completion_tokens: int
     token_ids: tuple[int, ...] = ()
@@ -246,6 +246,17 @@ class DecodeBatch:
         self._positions = self._positions + 1
         self._accept_all(list(self._rows), out.logits[:, -1, :])  # (batch, vocab)
 
+    def cancel(self, seq_ids: Collection[int]) -> list[int]:
+        """Stop these sequences now; their results (text so far) get finish_reason "cancelled"."""
+        cancelled = []
+        for row in self._rows:
+            if row.seq_id in seq_ids and row.finish_reason is None:
+                row.finish_reason = "cancelled"
+                self._finished.append((row.seq_id, self._result(row)))
+                cancelled.append(row.seq_id)
+        self._drop_finished()
+        return cancelled
+
     def pop_finished(self) -> list[tuple[int, GenerationResult]]:
         done, self._finished = self._finished, []
         return done
@@ -335,18 +346,17 @@ class DecodeBatch:
                 row.request.on_delta(row.text[row.emitted : end])
                 row.emitted = end
         if row.finish_reason:
-            self._finished.append(
-                (
-                    row.seq_id,
-                    GenerationResult(
-                        text=row.text,
-                        finish_reason=row.finish_reason,
-                        prompt_tokens=len(row.prompt_ids),
-                        completion_tokens=row.sampled,
-                        token_ids=tuple(row.generated),
-                    ),
-                )
-            )
+            self._finished.append((row.seq_id, self._result(row)))
+
+    @staticmethod
+    def _result(row: _Row) -> GenerationResult:
+        return GenerationResult(
+            text=row.text,
+            finish_reason=row.finish_reason or "stop",
+            prompt_tokens=len(row.prompt_ids),
+            completion_tokens=row.sampled,
+            token_ids=tuple(row.generated),
+        )
 
     def _drop_finished(self) -> None:
         import torch

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from open_autoglm.errors import UnavailableError
+from open_autoglm.errors import TaskCancelledError, UnavailableError
 from open_autoglm.ml.text.decode_batch import GenerationRequest, GenerationResult
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ class GenerationEngine:
         self._wakeup = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._to_cancel: set[Future[GenerationResult]] = set()
         self.steps = 0  # decode steps run; with prefills, what tests and metrics look at
         self.max_active = 0  # largest batch seen
 
@@ -52,6 +53,21 @@ class GenerationEngine:
                 self._thread.start()
             self._wakeup.notify()
         return future
+
+    def cancel(self, future: Future[GenerationResult]) -> None:
+        """Stop a submitted request: dropped if still waiting, else removed between steps.
+
+        The future then raises :class:`~open_autoglm.errors.TaskCancelledError`.
+        """
+        with self._wakeup:
+            for i, (_, pending) in enumerate(self._pending):
+                if pending is future:
+                    del self._pending[i]
+                    future.set_exception(TaskCancelledError("generation cancelled"))
+                    return
+            if not future.done():
+                self._to_cancel.add(future)
+                self._wakeup.notify()
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         """Submit ``request`` and yield its text deltas as they are decoded (blocking)."""
@@ -91,7 +107,12 @@ class GenerationEngine:
         futures: dict[int, Future[GenerationResult]] = {}
         while True:
             with self._wakeup:
-                while not self._pending and not batch.active and not self._closed:
+                while (
+                    not self._pending
+                    and not batch.active
+                    and not self._closed
+                    and not self._to_cancel
+                ):
                     self._wakeup.wait()
                 if self._closed:
                     self._fail_all(list(futures.values()) + [f for _, f in self._pending])
@@ -101,6 +122,12 @@ class GenerationEngine:
                     self._pending.popleft()
                     for _ in range(min(batch.free_slots, len(self._pending)))
                 ]
+                to_cancel, self._to_cancel = self._to_cancel, set()
+            if to_cancel:
+                ids = {seq_id for seq_id, f in futures.items() if f in to_cancel}
+                for seq_id in batch.cancel(ids):
+                    futures.pop(seq_id).set_exception(TaskCancelledError("generation cancelled"))
+                batch.pop_finished()  # the cancelled rows' partial results are not wanted
             try:
                 if joining:
                     self._admit(batch, joining, futures)
