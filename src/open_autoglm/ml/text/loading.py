@@ -178,7 +178,7 @@ def convert_gguf_to_safetensors(
     config = loaded.model.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=loaded.model.dtype)
+    plain = AutoModelForCausalLM.from_config(config, dtype=loaded.model.dtype)  # type: ignore[no-untyped-call]
     plain.load_state_dict(loaded.model.state_dict())
     out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out, safe_serialization=True)

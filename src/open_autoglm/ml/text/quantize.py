@@ -49,7 +49,7 @@ def quantize_dynamic_int8(model: Any, *, include: Callable[[str], bool] | None =
             for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear) and (include is None or include(name))
         }
-        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False).eval()
+        return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False).eval()  # type: ignore[no-untyped-call]
 
 
 def quantize_loaded(

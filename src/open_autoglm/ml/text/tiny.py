@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "TINY_CHAT_TEMPLATE",
@@ -46,7 +47,7 @@ def _corpus(repeat: int = 20) -> list[str]:
     return list(TINY_CORPUS) * repeat
 
 
-def _bpe_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+def _bpe_tokenizer(vocab_size: int) -> Any:  # PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -60,7 +61,7 @@ def _bpe_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         eos_token="<|endoftext|>",
         bos_token="<|endoftext|>",
@@ -71,7 +72,7 @@ def _bpe_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
     return fast
 
 
-def _wordpiece_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
+def _wordpiece_tokenizer(vocab_size: int) -> Any:  # PreTrainedTokenizerFast
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
@@ -91,7 +92,7 @@ def _wordpiece_tokenizer(vocab_size: int):  # -> PreTrainedTokenizerFast
         pair="[CLS] $A [SEP] $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    return PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tok,
         unk_token="[UNK]",
         pad_token="[PAD]",
@@ -125,13 +126,13 @@ def build_tiny_gpt2(
         pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = GPT2LMHeadModel(config).eval()
+    model = GPT2LMHeadModel(config).eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
 
 
-def _tiny_bert_config(vocab_size: int, **extra: object):  # -> BertConfig
+def _tiny_bert_config(vocab_size: int, **extra: Any) -> Any:  # BertConfig
     from transformers import BertConfig
 
     return BertConfig(
@@ -155,7 +156,7 @@ def build_tiny_bert_embedder(out_dir: str | Path, *, pooling: str = "mean", seed
     tokenizer = _wordpiece_tokenizer(vocab_size=400)
     torch.manual_seed(seed)
     # Keep the pooler so AutoModel finds every weight it expects (no "missing keys" report).
-    model = BertModel(_tiny_bert_config(len(tokenizer))).eval()
+    model = BertModel(_tiny_bert_config(len(tokenizer))).eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "1_Pooling").mkdir(exist_ok=True)
@@ -207,7 +208,7 @@ def build_tiny_bert_classifier(
         label2id={name: i for i, name in enumerate(labels)},
     )
     torch.manual_seed(seed)
-    model = BertForSequenceClassification(config).eval()
+    model = BertForSequenceClassification(config).eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     return out
