@@ -16,6 +16,8 @@ from open_autoglm.rules.network import TerminalNode, Token
 __all__ = ["ActionContext", "Engine", "Firing", "MaxFiringsExceeded"]
 
 NamedAction = Callable[..., Any]
+# terminal.activations value of a match its own no_loop rule made: never fires, still matched
+_SUPPRESSED: Any = object()
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,8 @@ class Engine:
         self._tag = 0
         self._seq = 0
         self._firing: Activation | None = None
+        self._buffer: list[tuple[TerminalNode, Token, int]] = []
+        self._queued = 0  # activations with a seq up to this one are on the agenda
         self._halted = False
         self._depth = 0
         self.network = Network(self, self._facts_of_type)
@@ -155,6 +159,8 @@ class Engine:
             raise ConflictError(f"rule {rule.name!r} is already defined")
         self.rules[rule.name] = rule
         self.network.add_rule(rule)
+        if self._firing is None:
+            self._flush()
 
     def _facts_of_type(self, type_: str) -> list[Fact]:
         return [f for f in self._facts.values() if f.type == type_]
@@ -289,25 +295,66 @@ class Engine:
             justs = self._support.get(f)
             if justs is not None and not justs and self._resolve(f) is not None:
                 self.retract(f)
+        if self._firing is None:
+            self._flush()  # outside a firing, each change reaches the agenda when it is done
 
     # -- TerminalSink --------------------------------------------------------------------
 
     def activate(self, terminal: TerminalNode, token: Token) -> None:
-        self._seq += 1
-        act = Activation(terminal, token, self._seq)
-        terminal.activations[token] = act
         firing = self._firing
         if firing is not None and firing.rule is terminal.rule and terminal.rule.no_loop:
-            act.alive = False  # no_loop: a rule's own actions never re-activate it
+            # no_loop: a rule's own actions never re-activate it; the match is kept (refraction)
+            terminal.activations[token] = _SUPPRESSED
             return
-        self.agenda.push(act)
+        # Queued on the agenda only once the current change (or firing) is done: many matches
+        # made by one action are undone by the next (modify count, then modify context).
+        self._seq += 1
+        seq = self._seq
+        terminal.activations[token] = seq
+        self._buffer.append((terminal, token, seq))
+
+    def activate_many(self, terminal: TerminalNode, tokens: list[Token]) -> None:
+        firing = self._firing
+        if firing is not None and firing.rule is terminal.rule and terminal.rule.no_loop:
+            for token in tokens:
+                self.activate(terminal, token)
+            return
+        acts = terminal.activations
+        buffer = self._buffer
+        seq = self._seq
+        for token in tokens:
+            seq += 1
+            acts[token] = seq
+            buffer.append((terminal, token, seq))
+        self._seq = seq
+
+    def deactivate_many(self, terminal: TerminalNode, tokens: list[Token]) -> None:
+        pop = terminal.activations.pop
+        queued = self._queued
+        for token in tokens:
+            act = pop(token, None)
+            if type(act) is int:
+                if act <= queued:
+                    self.agenda.discard(terminal.rule.group)
+            elif act is not None:
+                terminal.activations[token] = act
+                self.deactivate(terminal, token)  # fired or suppressed: the full path
+
+    def _flush(self) -> None:
+        """Queue the matches made since the last flush that are still there, in seq order."""
+        if self._buffer:
+            self.agenda.push_many([e for e in self._buffer if e[0].activations.get(e[1]) is e[2]])
+            self._buffer = []
+        self._queued = self._seq
 
     def deactivate(self, terminal: TerminalNode, token: Token) -> None:
         act = terminal.activations.pop(token, None)
-        if act is None:
+        if act is None or act is _SUPPRESSED:
             return
-        if act.alive:
-            self.agenda.remove(act)
+        if type(act) is int:
+            if act <= self._queued:  # on the agenda: its entry is now dead (else: buffered)
+                self.agenda.discard(terminal.rule.group)
+            return
         if act.supported:
             for f in act.supported:
                 justs = self._support.get(f)
@@ -329,27 +376,30 @@ class Engine:
             MaxFiringsExceeded: ``max_firings`` fired and activations are still pending.
         """
         self._halted = False
+        self._flush()
         fired = 0
         agenda = self.agenda
         tracing = self.tracing
         while not self._halted:
-            act = agenda.pop()
-            if act is None:
+            entry = agenda.pop()
+            if entry is None:
                 break
+            terminal, token, seq = entry
             if max_firings is not None and fired >= max_firings:
-                act.alive = True
-                agenda.push(act)
+                agenda.push(terminal, token, seq)
                 recent = [f.rule for f in self.trace[-5:]]
                 raise MaxFiringsExceeded(
                     f"stopped after {fired} rule firings with {len(agenda)} activation(s) still "
-                    f"pending (next: {act.rule.name!r}); the rule set probably loops",
+                    f"pending (next: {terminal.rule.name!r}); the rule set probably loops",
                     details=[
                         {"loc": ["max_firings"], "msg": f"limit {max_firings} reached"},
                         {"loc": ["trace"], "msg": f"last rules fired: {recent}"},
                     ],
                 )
+            act = Activation(terminal, token, seq)
+            act.alive = False
+            terminal.activations[token] = act
             act.fired = True
-            terminal = act.terminal
             bindings = terminal.bindings(act.token)
             if tracing:
                 self.trace.append(
@@ -369,6 +419,7 @@ class Engine:
                     action(ctx)
             finally:
                 self._firing = None
+                self._flush()
             fired += 1
         return fired
 

@@ -50,6 +50,10 @@ class TerminalSink(Protocol):
 
     def deactivate(self, terminal: TerminalNode, token: Token) -> None: ...
 
+    def activate_many(self, terminal: TerminalNode, tokens: list[Token]) -> None: ...
+
+    def deactivate_many(self, terminal: TerminalNode, tokens: list[Token]) -> None: ...
+
 
 class AlphaMemory:
     """Facts passing one pattern's constant tests, with hash indexes for the joins on it."""
@@ -246,6 +250,13 @@ class JoinNode(Producer):
             return
         test = self.test
         children = self.children
+        if len(children) == 1 and type(children[0]) is TerminalNode:
+            # The last join of a rule: one call for the whole cross product, not one per token.
+            if test is None:
+                children[0].add_many([(*t, f) for t in tokens])
+            else:
+                children[0].add_many([(*t, f) for t in tokens if test(t, f)])
+            return
         for t in tokens:
             if test is None or test(t, f):
                 nt = (*t, f)
@@ -260,6 +271,12 @@ class JoinNode(Producer):
             return
         test = self.test
         children = self.children
+        if len(children) == 1 and type(children[0]) is TerminalNode:
+            if test is None:
+                children[0].remove_many([(*t, f) for t in tokens])
+            else:
+                children[0].remove_many([(*t, f) for t in tokens if test(t, f)])
+            return
         for t in tokens:
             if test is None or test(t, f):
                 nt = (*t, f)
@@ -455,6 +472,12 @@ class TerminalNode:
 
     def left_remove(self, t: Token) -> None:
         self.sink.deactivate(self, t)
+
+    def add_many(self, tokens: list[Token]) -> None:
+        self.sink.activate_many(self, tokens)
+
+    def remove_many(self, tokens: list[Token]) -> None:
+        self.sink.deactivate_many(self, tokens)
 
     def declared(self, t: Token) -> Token:
         """Return the token's facts in the rule's declared pattern order."""
