@@ -133,15 +133,16 @@ class Agenda:
                 heapq.heappush(self._heaps[g], self._key(e))
                 live[g] += 1
             return
-        stack: list[Entry] | None = None
-        level = None
+        stack: list[Entry] = []
+        group: str = ""
+        salience: int | None = None
         for e in entries:
             rule = e[0].rule
-            if (rule.group, rule.salience) != level:
-                level = (rule.group, rule.salience)
-                stack = self._stack(*level)
-            stack.append(e)  # type: ignore[union-attr]
-            live[level[0]] += 1
+            if rule.salience != salience or rule.group != group:
+                group, salience = rule.group, rule.salience
+                stack = self._stack(group, salience)
+            stack.append(e)
+            live[group] += 1
 
     def _new_group(self, g: str) -> None:
         self._live[g] = 0

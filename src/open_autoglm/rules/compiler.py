@@ -159,11 +159,11 @@ class Network:
                         details=[{"loc": ["rules", rule.name], "msg": "unbound variable"}],
                     )
                 check = _test_check(cond, locs, n)
-                share = ("test", id(cond.fn), tuple(locs[v] for v in cond.variables))
-                tnode = node.shared.get(share)
+                tshare = ("test", id(cond.fn), tuple(locs[v] for v in cond.variables))
+                tnode = node.shared.get(tshare)
                 if tnode is None:
                     tnode = TestNode(node, lambda t, c=check: c(t, None))  # type: ignore[misc]
-                    node.shared[share] = tnode
+                    node.shared[tshare] = tnode
                     node.children.append(tnode)
                 node = tnode
             else:
@@ -336,6 +336,12 @@ def _test_check(test: Test, locs: dict[str, Loc], n: int) -> JoinTest:
     return safe_call(lambda t, f: fn(*[g(t, f) for g in getters]))
 
 
+def _field_check(fld: str, fn: Callable[[Any, Any], Any], value: Any, is_field: bool) -> AlphaTest:
+    if is_field:  # compare with another field of the same fact
+        return lambda f: bool(fn(f[fld], f[value]))
+    return lambda f: bool(fn(f[fld], value))
+
+
 def _alpha_test(
     alpha: list[tuple[str, Op, Any, bool]], required: tuple[str, ...]
 ) -> AlphaTest | None:
@@ -343,11 +349,7 @@ def _alpha_test(
         return None
     checks: list[AlphaTest] = []
     for fld, op, v, is_field in alpha:
-        fn = OPS[op]
-        if is_field:
-            checks.append(lambda f, fld=fld, fn=fn, other=v: fn(f[fld], f[other]))
-        else:
-            checks.append(lambda f, fld=fld, fn=fn, v=v: fn(f[fld], v))
+        checks.append(_field_check(fld, OPS[op], v, is_field))
 
     def run(f: Fact) -> bool:
         try:

@@ -62,7 +62,8 @@ class ActionContext:
 
     @property
     def rule(self) -> Rule:
-        return self.activation.rule
+        rule: Rule = self.activation.rule
+        return rule
 
     def __getitem__(self, var: str) -> Any:
         return self.bindings[var.removeprefix("?")]

@@ -40,8 +40,8 @@ class Fact(dict[str, Any]):
 
     __slots__ = ("id", "tag", "type")
     __hash__ = object.__hash__  # type: ignore[assignment]
-    __eq__ = object.__eq__  # type: ignore[assignment]
-    __ne__ = object.__ne__  # type: ignore[assignment]
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
 
     def __init__(self, type: str, data: Mapping[str, Any], id: int = 0, tag: int = 0) -> None:
         super().__init__(data)

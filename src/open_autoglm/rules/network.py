@@ -202,22 +202,21 @@ class JoinNode(Producer):
         if right_fields:
             self.left_key: Callable[[Token], Any] | None = _token_key(left_spec)
             self.right_key: Callable[[Fact], Any] | None = operator.itemgetter(*right_fields)
-            self.right_index: dict[Any, dict[Fact, None]] | None = right.index(right_fields)
-            self.left_index: dict[Any, dict[Token, None]] | None = left.index(
-                left_spec, self.left_key
-            )
-        else:
-            self.left_key = self.right_key = self.right_index = self.left_index = None
+            self.right_index: dict[Any, dict[Fact, None]] = right.index(right_fields)
+            self.left_index: dict[Any, dict[Token, None]] = left.index(left_spec, self.left_key)
+        else:  # a cross product: every fact meets every token
+            self.left_key = self.right_key = None
+            self.right_index, self.left_index = {}, {}
 
     def _right_facts(self, t: Token) -> Iterable[Fact]:
         if self.left_key is None:
             return self.right.facts
-        return self.right_index.get(self.left_key(t), ()) if self.right_index is not None else ()
+        return self.right_index.get(self.left_key(t), ())
 
     def left_add(self, t: Token) -> None:
         facts = (
             self.right.facts if self.left_key is None else self.right_index.get(self.left_key(t))
-        )  # type: ignore[union-attr]
+        )
         if not facts:
             return
         test = self.test
@@ -231,7 +230,7 @@ class JoinNode(Producer):
     def left_remove(self, t: Token) -> None:
         facts = (
             self.right.facts if self.left_key is None else self.right_index.get(self.left_key(t))
-        )  # type: ignore[union-attr]
+        )
         if not facts:
             return
         test = self.test
@@ -245,7 +244,7 @@ class JoinNode(Producer):
     def right_add(self, f: Fact) -> None:
         tokens = (
             self.left.tokens if self.right_key is None else self.left_index.get(self.right_key(f))
-        )  # type: ignore[union-attr]
+        )
         if not tokens:
             return
         test = self.test
@@ -266,7 +265,7 @@ class JoinNode(Producer):
     def right_remove(self, f: Fact) -> None:
         tokens = (
             self.left.tokens if self.right_key is None else self.left_index.get(self.right_key(f))
-        )  # type: ignore[union-attr]
+        )
         if not tokens:
             return
         test = self.test
@@ -460,7 +459,8 @@ class TerminalNode:
     ) -> None:
         # token index of each declared positive pattern, when the compiler reordered joins
         self.order = order
-        # token -> its activation (kept after firing, for refraction and truth maintenance)
+        # token -> its seq while pending on the agenda, its Activation once fired (kept for
+        # refraction and truth maintenance), or a marker for a match its no_loop rule made
         self.activations: dict[Token, Any] = {}
         self.rule = rule
         self.variant = variant
@@ -497,10 +497,12 @@ def _token_key(spec: tuple[Loc, ...]) -> Callable[[Token], Any]:
         return lambda t: t[i][fld]
     if len(spec) == 2 and all(fld is not None for _, fld in spec):
         (i1, f1), (i2, f2) = spec
-        return lambda t: (t[i1][f1], t[i2][f2])
+        n1, n2 = str(f1), str(f2)
+        return lambda t: (t[i1][n1], t[i2][n2])
     if len(spec) == 3 and all(fld is not None for _, fld in spec):
         (i1, f1), (i2, f2), (i3, f3) = spec
-        return lambda t: (t[i1][f1], t[i2][f2], t[i3][f3])
+        n1, n2, n3 = str(f1), str(f2), str(f3)
+        return lambda t: (t[i1][n1], t[i2][n2], t[i3][n3])
     getters = [_token_getter(i, fld) for i, fld in spec]
     return lambda t: tuple([g(t) for g in getters])
 
@@ -514,13 +516,12 @@ def _token_getter(i: int, fld: str | None) -> Callable[[Token], Any]:
 def value_getter(loc: Loc, n: int) -> Callable[[Token, Fact], Any]:
     """Read a variable from (token, new fact) where the new fact would sit at index ``n``."""
     i, fld = loc
-    if i == n:
-        if fld is None:
-            return lambda t, f: f
-        return lambda t, f: f[fld]
     if fld is None:
-        return lambda t, f: t[i]
-    return lambda t, f: t[i][fld]
+        return (lambda t, f: f) if i == n else (lambda t, f: t[i])
+    name: str = fld
+    if i == n:
+        return lambda t, f: f[name]
+    return lambda t, f: t[i][name]
 
 
 def safe_call(fn: Callable[..., bool]) -> Callable[..., bool]:
