@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError as PydanticValidationError
 
-from open_autoglm.errors import ValidationError
+from open_autoglm.errors import TaskFailedError, ValidationError
 from open_autoglm.executors.context import InlineContext
 from open_autoglm.executors.model_cache import ModelCache
 from open_autoglm.ml.text.model_loader import TextModelLoader
@@ -133,6 +133,11 @@ def test_wrong_model_role_is_rejected(models: Any) -> None:
         TYPES["embedding"].handler(ctx(models, "embedding", "cls", "hello"))
     with pytest.raises(ValidationError):
         TYPES["embedding"].handler(ctx(models, "embedding", "emb", []))
+    no_service = InlineContext(
+        task_type="embedding", model="emb", input="hi", params=EmbeddingParams()
+    )
+    with pytest.raises(TaskFailedError, match="no models service"):
+        TYPES["embedding"].handler(no_service)
 
 
 def test_cancelled_generation_task_stops(models: Any) -> None:

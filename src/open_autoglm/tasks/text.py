@@ -155,7 +155,13 @@ def _params(ctx: TaskContext, model: type[P]) -> P:
 def _lease(ctx: TaskContext) -> Any:
     if not ctx.model:
         raise ValidationError("this task type needs a model")
-    return ctx.service("models").lease(ctx.model)
+    try:
+        models = ctx.service("models")
+    except KeyError:
+        raise TaskFailedError(
+            "no models service in this executor; text tasks must run in-process (thread mode)"
+        ) from None
+    return models.lease(ctx.model)
 
 
 def _expect(model: Any, kind: str, ctx: TaskContext) -> None:
