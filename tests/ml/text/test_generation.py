@@ -38,6 +38,9 @@ def test_batched_greedy_equals_single_greedy(generator: Generator) -> None:
     together = generator.generate(requests)  # 8 slots: rows join as others finish
     assert together == alone
     assert {r.finish_reason for r in alone} == {"stop", "length"}
+    for r in alone:
+        full = generator.tokenizer.decode(r.token_ids, skip_special_tokens=True)
+        assert full.startswith(r.text)  # equal unless a stop string cut it
     assert len({r.prompt_tokens for r in alone}) > 3  # the lengths really differ
 
 
@@ -128,6 +131,10 @@ def test_smollm2_batched_equals_single(smollm2_dir: Path) -> None:
     alone = [gen.generate([r])[0] for r in requests]
     assert gen.generate(requests) == alone
     assert all(r.text.strip() for r in alone)
+    # Incremental detokenisation ends where a full decode of the tokens does.
+    assert [r.text for r in alone] == [
+        gen.tokenizer.decode(r.token_ids, skip_special_tokens=True) for r in alone
+    ]
     assert alone[0].prompt_tokens > 10  # the chat template (system prompt) was applied
 
 

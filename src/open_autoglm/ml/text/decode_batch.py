@@ -89,6 +89,8 @@ class _Row:
     sampled: int = 0
     text: str = ""
     emitted: int = 0
+    prefix_offset: int = 0  # incremental detokenisation window, see _extend_text
+    read_offset: int = 0
     finish_reason: str | None = None
 
 
@@ -333,13 +335,15 @@ class DecodeBatch:
             row.finish_reason = "stop"
         else:
             row.generated.append(token)
-            text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
-            cut = find_stop(text, params.stop)
-            if cut >= 0:
-                text, row.finish_reason = text[:cut], "stop"
-            elif row.sampled >= params.max_tokens:
+            self._extend_text(row)
+            if row.sampled >= params.max_tokens:
                 row.finish_reason = "length"
-            row.text = text
+        if row.finish_reason:
+            # Settle bytes still pending (a character split over tokens) as a full decode would.
+            row.text = self.tokenizer.decode(row.generated, skip_special_tokens=True)
+        cut = find_stop(row.text, params.stop)
+        if cut >= 0:
+            row.text, row.finish_reason = row.text[:cut], "stop"
         if row.request.on_delta is not None:
             end = len(row.text) if row.finish_reason else safe_text_end(row.text, params.stop)
             if end > row.emitted:
@@ -347,6 +351,22 @@ class DecodeBatch:
                 row.emitted = end
         if row.finish_reason:
             self._finished.append((row.seq_id, self._result(row)))
+
+    def _extend_text(self, row: _Row) -> None:
+        """Append the newly completed text of ``row`` without re-decoding all its tokens.
+
+        Decodes only a window from ``prefix_offset``: the text of the tokens after
+        ``read_offset`` is the difference between the window with and without them. Waits
+        while the new bytes end in an incomplete character (U+FFFD). Same scheme as TGI/vLLM.
+        """
+        ids = row.generated
+        prefix = self.tokenizer.decode(
+            ids[row.prefix_offset : row.read_offset], skip_special_tokens=True
+        )
+        window = self.tokenizer.decode(ids[row.prefix_offset :], skip_special_tokens=True)
+        if len(window) > len(prefix) and not window.endswith("\ufffd"):
+            row.text += window[len(prefix) :]
+            row.prefix_offset, row.read_offset = row.read_offset, len(ids)
 
     @staticmethod
     def _result(row: _Row) -> GenerationResult:
