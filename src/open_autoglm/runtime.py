@@ -7,8 +7,8 @@ and returns a future without any HTTP in between.
 from __future__ import annotations
 
 import logging
-import time
 import math
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any

@@ -33,7 +33,7 @@ STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
 def status_for(exc: errors.AutoGLMError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return 500
 
 

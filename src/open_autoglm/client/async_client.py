@@ -50,13 +50,13 @@ class AsyncClient(BaseClient):
             "/v1/tasks",
             content=orjson.dumps(self._spec(spec, kwargs)),
             headers={"content-type": "application/json"},
-        )  # type: ignore[no-any-return]
+        )
 
     async def get(self, task_id: str) -> dict[str, Any]:
-        return await self.request("GET", f"/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+        return await self.request("GET", f"/v1/tasks/{task_id}")
 
     async def cancel(self, task_id: str) -> dict[str, Any]:
-        return await self.request("POST", f"/v1/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+        return await self.request("POST", f"/v1/tasks/{task_id}/cancel")
 
     async def infer(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         out = await self.request(
@@ -143,7 +143,7 @@ class AsyncClient(BaseClient):
     # -- rulesets ----------------------------------------------------------------------------
 
     async def put_ruleset(self, name: str, ruleset: dict[str, Any]) -> dict[str, Any]:
-        return await self.request(  # type: ignore[no-any-return]
+        return await self.request(
             "PUT",
             f"/v1/rulesets/{name}",
             content=orjson.dumps(ruleset),
@@ -151,13 +151,13 @@ class AsyncClient(BaseClient):
         )
 
     async def get_ruleset(self, name: str) -> dict[str, Any]:
-        return await self.request("GET", f"/v1/rulesets/{name}")  # type: ignore[no-any-return]
+        return await self.request("GET", f"/v1/rulesets/{name}")
 
     async def delete_ruleset(self, name: str) -> None:
         await self.request("DELETE", f"/v1/rulesets/{name}")
 
     async def list_rulesets(self) -> builtins.list[dict[str, Any]]:
-        return (await self.request("GET", "/v1/rulesets"))["rulesets"]  # type: ignore[no-any-return]
+        return (await self.request("GET", "/v1/rulesets"))["rulesets"]
 
     async def evaluate_ruleset(
         self,
@@ -168,7 +168,7 @@ class AsyncClient(BaseClient):
         max_firings: int = 10_000,
     ) -> dict[str, Any]:
         body = {"facts": facts, "strategy": strategy, "max_firings": max_firings}
-        return await self.request(  # type: ignore[no-any-return]
+        return await self.request(
             "POST",
             f"/v1/rulesets/{name}/evaluate",
             content=orjson.dumps(body),

@@ -52,13 +52,13 @@ class Client(BaseClient):
             "/v1/tasks",
             content=orjson.dumps(self._spec(spec, kwargs)),
             headers={"content-type": "application/json"},
-        )  # type: ignore[no-any-return]
+        )
 
     def get(self, task_id: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/tasks/{task_id}")  # type: ignore[no-any-return]
+        return self.request("GET", f"/v1/tasks/{task_id}")
 
     def cancel(self, task_id: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/tasks/{task_id}/cancel")  # type: ignore[no-any-return]
+        return self.request("POST", f"/v1/tasks/{task_id}/cancel")
 
     def infer(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Run a task and return its result (raises on failure)."""
@@ -94,8 +94,8 @@ class Client(BaseClient):
             if not cursor:
                 return
 
-    def events(self, task_id: str) -> list[dict[str, Any]]:
-        return self.request("GET", f"/v1/tasks/{task_id}/events")["events"]  # type: ignore[no-any-return]
+    def events(self, task_id: str) -> builtins.list[dict[str, Any]]:
+        return self.request("GET", f"/v1/tasks/{task_id}/events")["events"]
 
     def stream_events(
         self, task_id: str, timeout: float | None = None
@@ -151,20 +151,20 @@ class Client(BaseClient):
         task = self.submit(spec, **kwargs)
         return self.wait(task["id"], timeout=timeout)
 
-    def task_types(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/task-types")["task_types"]  # type: ignore[no-any-return]
+    def task_types(self) -> builtins.list[dict[str, Any]]:
+        return self.request("GET", "/v1/task-types")["task_types"]
 
-    def plugins(self) -> list[dict[str, Any]]:
-        return self.request("GET", "/v1/plugins")["plugins"]  # type: ignore[no-any-return]
+    def plugins(self) -> builtins.list[dict[str, Any]]:
+        return self.request("GET", "/v1/plugins")["plugins"]
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/healthz")  # type: ignore[no-any-return]
+        return self.request("GET", "/healthz")
 
     # -- rulesets ----------------------------------------------------------------------------
 
     def put_ruleset(self, name: str, ruleset: dict[str, Any]) -> dict[str, Any]:
         """Create or replace a ruleset (validated by the server); returns it with its version."""
-        return self.request(  # type: ignore[no-any-return]
+        return self.request(
             "PUT",
             f"/v1/rulesets/{name}",
             content=orjson.dumps(ruleset),
@@ -172,13 +172,13 @@ class Client(BaseClient):
         )
 
     def get_ruleset(self, name: str) -> dict[str, Any]:
-        return self.request("GET", f"/v1/rulesets/{name}")  # type: ignore[no-any-return]
+        return self.request("GET", f"/v1/rulesets/{name}")
 
     def delete_ruleset(self, name: str) -> None:
         self.request("DELETE", f"/v1/rulesets/{name}")
 
     def list_rulesets(self) -> builtins.list[dict[str, Any]]:
-        return self.request("GET", "/v1/rulesets")["rulesets"]  # type: ignore[no-any-return]
+        return self.request("GET", "/v1/rulesets")["rulesets"]
 
     def evaluate_ruleset(
         self,
@@ -190,7 +190,7 @@ class Client(BaseClient):
     ) -> dict[str, Any]:
         """Run a stored ruleset over ``facts``: firings with bindings, facts, emitted events."""
         body = {"facts": facts, "strategy": strategy, "max_firings": max_firings}
-        return self.request(  # type: ignore[no-any-return]
+        return self.request(
             "POST",
             f"/v1/rulesets/{name}/evaluate",
             content=orjson.dumps(body),

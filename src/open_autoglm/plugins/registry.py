@@ -8,6 +8,7 @@ packages) and the directories named in ``plugins.dirs``. Each plugin's status is
 from __future__ import annotations
 
 import enum
+import functools
 import importlib.metadata
 import importlib.util
 import logging
@@ -100,7 +101,9 @@ class PluginRegistry:
                 if path.name.startswith(("_", ".")):
                     continue
                 if path.suffix == ".py" or (path / "__init__.py").exists():
-                    self._load(f"file {path}", path.stem, lambda p=path: _import_path(p), config)
+                    self._load(
+                        f"file {path}", path.stem, functools.partial(_import_path, path), config
+                    )
 
     def _load(
         self,

@@ -155,9 +155,11 @@ def _sse_frame(kind: str, data: dict[str, Any], seq: int | None = None) -> bytes
 async def _sse(runtime: Runtime, task_id: str, after: int) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     live: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
-    unsubscribe = runtime.bus.subscribe(
-        task_id, lambda k, d: loop.call_soon_threadsafe(live.put_nowait, (k, d))
-    )
+
+    def forward(kind: str, data: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(live.put_nowait, (kind, data))
+
+    unsubscribe = runtime.bus.subscribe(task_id, forward)
     try:
         history = await run_in_threadpool(runtime.storage.events, task_id, after)
         terminal = False
