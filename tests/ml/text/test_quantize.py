@@ -41,7 +41,8 @@ def test_loader_option_selects_quantization(tiny_embedder_dir: Path) -> None:
 
 
 def test_onnx_int8_embedder_matches_torch(tiny_embedder_dir: Path, tmp_path: Path) -> None:
-    pytest.importorskip("onnxruntime")
+    import onnxruntime  # noqa: F401 - the ml extra installs it; missing must fail, not skip
+
     loader = TextModelLoader(cache_dir=tmp_path)
     entry = {"source": str(tiny_embedder_dir), "task_types": ["embedding"]}
     torch_embedder = loader(entry)
