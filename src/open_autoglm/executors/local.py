@@ -10,10 +10,10 @@ from typing import Any
 
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
 from open_autoglm.executors.context import ThreadContext
-from open_autoglm.executors.outcome import run_handler
+from open_autoglm.executors.outcome import run_batch_handler, run_handler
 from open_autoglm.executors.subprocess_runner import ProcessJob
 from open_autoglm.scheduler.resources import Capacity
-from open_autoglm.tasks.base import ExecutionMode
+from open_autoglm.tasks.base import ExecutionMode, TaskContext
 
 __all__ = ["LocalExecutor"]
 
@@ -55,7 +55,7 @@ class LocalExecutor:
         self.name = name
         self.capacity = capacity
         self._threads = threads
-        self._queue: queue.SimpleQueue[tuple[Job, ResultSink, ThreadContext] | None] = (
+        self._queue: queue.SimpleQueue[tuple[list[Job], ResultSink, list[ThreadContext]] | None] = (
             queue.SimpleQueue()
         )
         self._workers: list[threading.Thread] = []
@@ -83,12 +83,23 @@ class LocalExecutor:
             )
             pj.start()
             return pj
+        ctx = self._context(job, sink)
+        self._queue.put(([job], sink, [ctx]))
+        return _ThreadHandle(ctx)
+
+    def submit_batch(self, jobs: list[Job], sink: ResultSink) -> list[Any]:
+        """Run jobs of one batch group together through their type's ``batch_handler``."""
+        ctxs = [self._context(job, sink) for job in jobs]
+        self._queue.put((jobs, sink, ctxs))
+        return [_ThreadHandle(c) for c in ctxs]
+
+    def _context(self, job: Job, sink: ResultSink) -> ThreadContext:
         tid = job.task_id
 
         def emit(kind: str, data: dict[str, Any]) -> None:
             sink.event(tid, kind, data)
 
-        ctx = ThreadContext(
+        return ThreadContext(
             task_id=tid,
             task_type=job.task_type.name,
             model=job.model,
@@ -101,8 +112,6 @@ class LocalExecutor:
             load_artifact=self._load,
             services=self._services,
         )
-        self._queue.put((job, sink, ctx))
-        return _ThreadHandle(ctx)
 
     def shutdown(self, wait: bool = True) -> None:
         for _ in self._workers:
@@ -116,26 +125,45 @@ class LocalExecutor:
             item = self._queue.get()
             if item is None:
                 return
-            job, sink, ctx = item
-            if ctx.is_cancelled():
-                outcome = (
-                    Outcome(
-                        OutcomeStatus.FAILED,
-                        error={"code": "timeout", "message": "task exceeded its timeout"},
+            jobs, sink, ctxs = item
+            live = [(j, c) for j, c in zip(jobs, ctxs, strict=True) if not c.is_cancelled()]
+            outcomes = {
+                j.task_id: _not_started(c)
+                for j, c in zip(jobs, ctxs, strict=True)
+                if c.is_cancelled()
+            }
+            if len(live) == 1 or (live and live[0][0].task_type.batch_handler is None):
+                for job, ctx in live:
+                    outcomes[job.task_id] = run_handler(job.task_type.handler, ctx)
+            elif live:
+                handler = live[0][0].task_type.batch_handler
+                assert handler is not None
+                batch_ctxs: list[TaskContext] = [c for _, c in live]
+                for (job, _), outcome in zip(
+                    live, run_batch_handler(handler, batch_ctxs), strict=True
+                ):
+                    outcomes[job.task_id] = outcome
+            for job, ctx in zip(jobs, ctxs, strict=True):
+                outcome = outcomes[job.task_id]
+                if ctx.artifacts:
+                    outcome = Outcome(
+                        outcome.status,
+                        outcome.result,
+                        outcome.error,
+                        outcome.retryable,
+                        ctx.artifacts,
                     )
-                    if ctx.cancel_reason == "timeout"
-                    else Outcome(
-                        OutcomeStatus.CANCELLED,
-                        error={"code": "cancelled", "message": "cancelled before start"},
-                    )
-                )
-            else:
-                outcome = run_handler(job.task_type.handler, ctx)
-            if ctx.artifacts:
-                outcome = Outcome(
-                    outcome.status, outcome.result, outcome.error, outcome.retryable, ctx.artifacts
-                )
-            try:
-                sink.done(job.task_id, outcome)
-            except Exception:  # the sink must never kill a worker
-                log.exception("result sink failed for task %s", job.task_id)
+                try:
+                    sink.done(job.task_id, outcome)
+                except Exception:  # the sink must never kill a worker
+                    log.exception("result sink failed for task %s", job.task_id)
+
+
+def _not_started(ctx: ThreadContext) -> Outcome:
+    if ctx.cancel_reason == "timeout":
+        return Outcome(
+            OutcomeStatus.FAILED, error={"code": "timeout", "message": "task exceeded its timeout"}
+        )
+    return Outcome(
+        OutcomeStatus.CANCELLED, error={"code": "cancelled", "message": "cancelled before start"}
+    )

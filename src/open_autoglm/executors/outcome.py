@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from open_autoglm.errors import (
 from open_autoglm.executors.base import Outcome, OutcomeStatus
 from open_autoglm.tasks.base import TaskContext, TaskHandler
 
-__all__ = ["run_handler"]
+__all__ = ["run_batch_handler", "run_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,47 @@ def run_handler(handler: TaskHandler, ctx: TaskContext) -> Outcome:
     except Exception as exc:
         return _unexpected(exc)
     return Outcome(OutcomeStatus.SUCCEEDED, result=result)
+
+
+def run_batch_handler(
+    batch_handler: Callable[[list[TaskContext]], list[Any]], ctxs: list[TaskContext]
+) -> list[Outcome]:
+    """Call ``batch_handler(ctxs)``; a slot holding an exception fails only that task."""
+    if not ctxs:
+        return []
+    try:
+        results = batch_handler(ctxs)
+    except Exception as exc:  # the batch itself failed: every member fails alike
+        return [run_handler(_Raise(exc), ctxs[0])] * len(ctxs)
+    if not isinstance(results, list) or len(results) != len(ctxs):
+        bad = Outcome(
+            OutcomeStatus.FAILED,
+            error={
+                "code": "bad_result",
+                "message": "batch handler returned the wrong number of results",
+            },
+        )
+        return [bad] * len(ctxs)
+    return [
+        run_handler(_Raise(r) if isinstance(r, BaseException) else _Value(r), c)
+        for r, c in zip(results, ctxs, strict=True)
+    ]
+
+
+class _Value:
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self, _: TaskContext) -> Any:
+        return self.value
+
+
+class _Raise:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __call__(self, _: TaskContext) -> Any:
+        raise self.exc
 
 
 def _err(code: str, exc: AutoGLMError) -> dict[str, Any]:

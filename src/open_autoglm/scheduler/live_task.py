@@ -30,6 +30,7 @@ class LiveTask:
     deadline: float | None = None
     cancel_requested: str = ""
     durable: bool = True
+    batch: Any = None  # the BatchRun this task runs in, if batched
     zombie: bool = False  # marked terminal while its thread still runs (ignored timeout)
     progress: dict[str, Any] | None = None
     error: dict[str, Any] | None = None

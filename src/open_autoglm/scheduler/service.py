@@ -23,6 +23,7 @@ from open_autoglm.errors import (
     NotFoundError,
     ValidationError,
 )
+from open_autoglm.scheduler.batching import DEFAULT_POLICY, BatchGroups, BatchPolicy, BatchRun
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.scheduler.priority_queue import AgingPriorityQueue
 from open_autoglm.scheduler.resources import Capacity, ResourcePool
@@ -97,6 +98,8 @@ class Scheduler:
         self._running = False
         self._thread: threading.Thread | None = None
         self.started_total = 0
+        self.batches = BatchGroups()
+        self.batch_policy: BatchPolicy = lambda task_type, model: DEFAULT_POLICY
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -228,7 +231,7 @@ class Scheduler:
                 self.live[lt.id] = lt
                 if spec.idempotency_key:
                     self._keys[spec.idempotency_key] = lt.id
-                self.queue.push(lt.id, spec.priority, lt.shape, lt, lt.created_at)
+                self._enqueue(lt, lt.created_at)
         for f in futures:
             f.result()
         if rows:
@@ -333,7 +336,7 @@ class Scheduler:
             self._storage.write(self._write(task_id=tid, row=row, events=evs))
             with self._lock:
                 self.live[tid] = lt
-                self.queue.push(tid, spec.priority, lt.shape, lt, now)
+                self._enqueue(lt, now)
                 self._observe(lt, None, TaskStatus.QUEUED, now)
                 self._wake.notify()
             out.set_result((lt.as_dict(), True))
@@ -356,7 +359,7 @@ class Scheduler:
                 self.live[tid] = lt
                 if spec.idempotency_key:
                     self._keys[spec.idempotency_key] = tid
-                self.queue.push(tid, spec.priority, lt.shape, lt, now)
+                self._enqueue(lt, now)
                 self._observe(lt, None, TaskStatus.QUEUED, now)
                 self._wake.notify()
             out.set_result((lt.as_dict(), True))
@@ -377,6 +380,8 @@ class Scheduler:
                 pass
             elif lt.status is TaskStatus.QUEUED:
                 self.queue.remove(task_id)
+                if lt.task_type.batch_handler is not None:
+                    self.batches.discard(lt)
                 self._drop_timer_task(task_id)
                 self._finish_locked(
                     lt, TaskStatus.CANCELLED, error={"code": "cancelled", "message": reason}
@@ -407,19 +412,81 @@ class Scheduler:
                     timeout = max(0.0, min(timeout, self._timers[0][0] - self._clock()))
                 self._wake.wait(timeout)
 
+    def _enqueue(self, lt: LiveTask, at: float) -> None:
+        self.queue.push(lt.id, lt.spec.priority, lt.shape, lt, at)
+        if lt.task_type.batch_handler is not None:
+            self.batches.add(lt)
+
+    def _rank(self, lt: LiveTask) -> float:
+        return lt.created_at - lt.spec.priority * self.queue.aging_s
+
     def _dispatch(self, now: float) -> None:
         pool = self.pool
+        held: list[Any] = []
         while len(self.queue):
             entry = self.queue.pop_fitting(lambda s: pool.place(s) is not None, now)
             if entry is None:
-                return
+                break
             lt = entry.item
             name = pool.place(lt.shape)
             assert name is not None
+            if lt.task_type.batch_handler is None:
+                pool.acquire(name, lt.shape)
+                self._start_locked(lt, name, now)
+                continue
+            max_size, max_wait = self.batch_policy(lt.spec.task_type, lt.spec.model)
+            if self.batches.size(lt) < max_size and now - lt.created_at < max_wait:
+                held.append(entry)  # let the batch fill, at most max_wait after its head
+                continue
+            members = [lt, *self.batches.best(lt, max_size - 1, self._rank)]
+            for m in members:
+                self.batches.discard(m)
+                if m is not lt:
+                    self.queue.remove(m.id)
             pool.acquire(name, lt.shape)
-            self._start_locked(lt, name, now)
+            self._start_batch_locked(members, name, now)
+        for entry in held:
+            self.queue.push(
+                entry.task_id, entry.priority, entry.shape, entry.item, entry.enqueued_at
+            )
+            _, max_wait = self.batch_policy(entry.item.spec.task_type, entry.item.spec.model)
+            self._add_timer(entry.item.created_at + max_wait, "batch", entry.task_id)
 
-    def _start_locked(self, lt: LiveTask, executor: str, now: float) -> None:
+    def _start_batch_locked(self, members: list[LiveTask], executor: str, now: float) -> None:
+        run = BatchRun(executor, members[0].shape, len(members), [m.id for m in members])
+        jobs = []
+        pending: list[Future[Any]] = []
+        for lt in members:
+            lt.batch = run
+            pending.append(self._mark_running_locked(lt, executor, now))
+            jobs.append(self._make_job(lt))
+        runner = self._executors[executor]
+
+        def launch() -> None:
+            handles = runner.submit_batch(jobs, self)
+            for lt, handle in zip(members, handles, strict=True):
+                lt.handle = handle
+                if lt.cancel_requested:
+                    handle.cancel(lt.cancel_requested)
+
+        durable = [f for lt, f in zip(members, pending, strict=True) if lt.durable]
+        if not durable:
+            launch()
+            return
+        left = [len(durable)]
+        gate = threading.Lock()
+
+        def recorded(_: Future[Any]) -> None:
+            with gate:
+                left[0] -= 1
+                go = left[0] == 0
+            if go:
+                launch()
+
+        for f in durable:
+            f.add_done_callback(recorded)
+
+    def _mark_running_locked(self, lt: LiveTask, executor: str, now: float) -> Future[Any]:
         check_transition(lt.status, TaskStatus.RUNNING)
         lt.status = TaskStatus.RUNNING
         lt.attempts += 1
@@ -444,6 +511,10 @@ class Scheduler:
             )
         )
         self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
+        return fut
+
+    def _start_locked(self, lt: LiveTask, executor: str, now: float) -> None:
+        fut = self._mark_running_locked(lt, executor, now)
         job = self._make_job(lt)
         runner = self._executors[executor]
 
@@ -472,7 +543,7 @@ class Scheduler:
             if lt is None:
                 continue
             if kind == "retry" and lt.status is TaskStatus.QUEUED and tid not in self.queue:
-                self.queue.push(tid, lt.spec.priority, lt.shape, lt, lt.created_at)
+                self._enqueue(lt, lt.created_at)
             elif (
                 kind == "deadline"
                 and lt.status is TaskStatus.RUNNING
@@ -511,8 +582,7 @@ class Scheduler:
             lt = self.live.get(task_id)
             if lt is None:
                 return
-            if lt.executor:
-                self.pool.release(lt.executor, lt.shape)
+            self._release_locked(lt)
             if lt.zombie or lt.status is not TaskStatus.RUNNING:
                 self._wake.notify()
                 return
@@ -569,6 +639,16 @@ class Scheduler:
                     lt, TaskStatus.FAILED, error=outcome.error, artifacts=outcome.artifacts
                 )
             self._wake.notify()
+
+    def _release_locked(self, lt: LiveTask) -> None:
+        batch = lt.batch
+        if batch is not None:
+            lt.batch = None
+            batch.remaining -= 1
+            if batch.remaining == 0:  # the whole batch shared one allocation
+                self.pool.release(batch.executor, batch.shape)
+        elif lt.executor:
+            self.pool.release(lt.executor, lt.shape)
 
     def _finish_locked(
         self,
