@@ -61,6 +61,15 @@ class Runtime:
         self.on_start: list[Callable[[], None]] = []
         self.on_stop: list[Callable[[], None]] = []
 
+    @property
+    def batch_policy(self) -> Any:
+        """``(task_type, model) -> (max_batch_size, max_wait_s)`` for dynamic batching."""
+        return self.scheduler.batch_policy
+
+    @batch_policy.setter
+    def batch_policy(self, policy: Any) -> None:
+        self.scheduler.batch_policy = policy
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> Runtime:
