@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from open_autoglm.workflows.expressions import (
+from open_autoglm.spec.expressions import (
     MAX_DEPTH,
     MAX_LENGTH,
     ExpressionError,
@@ -16,7 +16,7 @@ from open_autoglm.workflows.expressions import (
     parse_expression,
     references,
 )
-from open_autoglm.workflows.templates import compile_value, iter_templates, render_value
+from open_autoglm.spec.templates import compile_value, iter_templates, render_value
 
 CTX: dict[str, Any] = {
     "inputs": {"text": "Hello World", "n": 7, "tags": ["a", "b"], "cfg": {"deep": {"k": 1}}},

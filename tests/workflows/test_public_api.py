@@ -10,16 +10,17 @@ import pytest
 
 MODULES = [
     "open_autoglm.spec.workflow",
+    "open_autoglm.spec.workflow_model",
     "open_autoglm.workflows.callbacks",
     "open_autoglm.workflows.engine",
-    "open_autoglm.workflows.expression_functions",
-    "open_autoglm.workflows.expressions",
+    "open_autoglm.spec.expression_functions",
+    "open_autoglm.spec.expressions",
     "open_autoglm.workflows.graph",
     "open_autoglm.workflows.local_runner",
     "open_autoglm.workflows.plan",
     "open_autoglm.workflows.protocol",
     "open_autoglm.workflows.step_state",
-    "open_autoglm.workflows.templates",
+    "open_autoglm.spec.templates",
     "open_autoglm.cli.workflow",
 ]
 

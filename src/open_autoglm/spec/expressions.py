@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from open_autoglm.errors import ValidationError
-from open_autoglm.workflows.expression_functions import FUNCTIONS, is_number, type_name
+from open_autoglm.spec.expression_functions import FUNCTIONS, is_number, type_name
 
 __all__ = [
     "FUNCTIONS",

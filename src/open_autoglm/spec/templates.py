@@ -3,7 +3,7 @@
 A string that is exactly one reference (``"${steps.embed.output}"``) renders to the raw value
 (a list stays a list); a reference embedded in longer text is interpolated as text
 (``"label=${steps.c.output.label}"``). ``$${`` writes a literal ``${``. The text between
-``${`` and ``}`` is a full expression (see :mod:`open_autoglm.workflows.expressions`).
+``${`` and ``}`` is a full expression (see :mod:`open_autoglm.spec.expressions`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from open_autoglm.workflows.expressions import Expr, ExpressionError, evaluate, parse_expression
+from open_autoglm.spec.expressions import Expr, ExpressionError, evaluate, parse_expression
 
 __all__ = ["Template", "compile_value", "iter_templates", "render_value"]
 

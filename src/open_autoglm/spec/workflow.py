@@ -1,39 +1,40 @@
-"""WorkflowSpec: a DAG of steps, parsed from YAML/JSON and validated at submit time.
+"""WorkflowSpec validation at submit time: every problem found, reported together.
 
-A step runs either a ``task`` (a plain dict the core's TaskSpec validation checks through the
-``validate_task`` callback) or a nested ``workflow``. Steps declare ``depends_on``; may fan
-out with ``map`` (one instance per item, ``${item}``/``${index}`` in scope, results gathered
-in order); may be guarded by ``when``; join upstream results by a ``trigger_rule``. Strings in
-``task``, ``inputs``, ``map`` and the workflow ``outputs`` may hold ``${...}`` references
-(see :mod:`open_autoglm.workflows.templates`).
-
-:func:`validate_workflow` collects every problem (cycles, unknown or non-upstream
-references, unknown task types, bad expressions with their position ...) and raises them
-together as one :class:`~open_autoglm.errors.ValidationError`.
+:func:`validate_workflow` parses a spec (dict or YAML/JSON text) into the model of
+:mod:`open_autoglm.spec.workflow_model` and collects every problem (cycles, unknown or
+non-upstream references, unknown task types, bad expressions with their position ...) into
+one :class:`~open_autoglm.errors.ValidationError`; :func:`bind_inputs` checks run inputs.
+This module is the public entry point for workflow specs, so it also exports the model.
 """
 
 from __future__ import annotations
 
-import enum
 import re
 from collections.abc import Callable, Collection, Container, Iterator, Mapping
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
 from open_autoglm.errors import ErrorDetail, ValidationError
-from open_autoglm.workflows.expressions import (
-    Expr,
-    ExpressionError,
-    ListExpr,
-    Literal,
-    parse_expression,
-    references,
+from open_autoglm.spec.expressions import Expr, ExpressionError, Literal, references
+from open_autoglm.spec.templates import Template, iter_templates
+from open_autoglm.spec.workflow_model import (
+    MAX_NESTING,
+    MAX_STEPS,
+    NAME_PATTERN,
+    SCOPE_NAMES,
+    InputSpec,
+    InputType,
+    RetryPolicy,
+    StepSpec,
+    TriggerRule,
+    WorkflowSpec,
+    load_workflow,
+    parse_condition,
+    parse_map,
+    parse_workflow_text,
+    value_matches,
 )
-from open_autoglm.workflows.templates import Template, compile_value, iter_templates
 
 __all__ = [
     "MAX_NESTING",
@@ -53,192 +54,8 @@ __all__ = [
     "validate_workflow",
 ]
 
-MAX_STEPS: Final = 5_000
-MAX_NESTING: Final = 4
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-_SCOPE_NAMES: Final = ("inputs", "steps", "item", "index")
-
 # validate_task(step_name, task_dict) -> problems; a problem is a message or {"loc", "msg"}.
 TaskValidator = Callable[[str, dict[str, Any]], list[Any]]
-
-
-class TriggerRule(enum.StrEnum):
-    """When a step with upstream steps may run, once all of them are finished."""
-
-    ALL_SUCCESS = "all_success"  # every upstream succeeded (a failure or skip skips this one)
-    ANY_SUCCESS = "any_success"  # at least one upstream succeeded
-    ALL_DONE = "all_done"  # upstream finished in any state
-
-
-class InputType(enum.StrEnum):
-    ANY = "any"
-    STRING = "string"
-    NUMBER = "number"
-    INTEGER = "integer"
-    BOOLEAN = "boolean"
-    LIST = "list"
-    OBJECT = "object"
-
-
-def _matches(kind: InputType, value: Any) -> bool:
-    if kind is InputType.ANY:
-        return True
-    if kind is InputType.BOOLEAN:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    checks: dict[InputType, type | tuple[type, ...]] = {
-        InputType.STRING: str,
-        InputType.NUMBER: (int, float),
-        InputType.INTEGER: int,
-        InputType.LIST: list,
-        InputType.OBJECT: dict,
-    }
-    return isinstance(value, checks[kind])
-
-
-class RetryPolicy(BaseModel):
-    """Retries of one step: ``max_retries`` more attempts, waiting with exponential backoff."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_retries: int = Field(default=0, ge=0, le=100)
-    backoff_s: float = Field(default=1.0, ge=0, le=24 * 3600)
-    backoff_factor: float = Field(default=2.0, ge=1, le=10)
-    max_backoff_s: float = Field(default=300.0, ge=0, le=24 * 3600)
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait before the retry that follows the ``failures``-th failure."""
-        return float(
-            min(self.max_backoff_s, self.backoff_s * self.backoff_factor ** (failures - 1))
-        )
-
-
-class InputSpec(BaseModel):
-    """A declared workflow input; it is required unless it has a ``default``."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    type: InputType = InputType.ANY
-    default: Any = None
-    description: str = ""
-
-    @property
-    def required(self) -> bool:
-        return "default" not in self.model_fields_set
-
-
-class StepSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    description: str = ""
-    task: dict[str, Any] | None = None
-    workflow: WorkflowSpec | None = None
-    # Inputs of a nested workflow (values may hold references).
-    inputs: dict[str, Any] = Field(default_factory=dict)
-    depends_on: list[str] = Field(default_factory=list)
-    map: Any = None
-    when: str | bool | None = None
-    trigger_rule: str = TriggerRule.ALL_SUCCESS.value
-    retries: RetryPolicy | None = None
-    timeout_s: float | None = Field(default=None, gt=0, le=7 * 24 * 3600)
-    priority: int | None = Field(default=None, ge=0, le=9)
-    callback_url: str | None = None
-
-    @field_validator("depends_on", mode="before")
-    @classmethod
-    def _one_dependency(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("retries", mode="before")
-    @classmethod
-    def _retry_count(cls, value: Any) -> Any:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return {"max_retries": value}
-        return value
-
-
-class WorkflowSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    description: str = ""
-    inputs: dict[str, InputSpec] = Field(default_factory=dict)
-    steps: list[StepSpec] = Field(min_length=1)
-    # Named results of the run; default: the outputs of the leaf steps that succeeded.
-    outputs: dict[str, Any] = Field(default_factory=dict)
-    timeout_s: float | None = Field(default=None, gt=0, le=30 * 24 * 3600)
-    priority: int = Field(default=5, ge=0, le=9)
-    retries: RetryPolicy = Field(default_factory=RetryPolicy)
-    callback_url: str | None = None
-    callback_secret: str | None = Field(default=None, repr=False)
-
-    def step(self, name: str) -> StepSpec:
-        for s in self.steps:
-            if s.name == name:
-                return s
-        raise KeyError(name)
-
-
-StepSpec.model_rebuild()
-
-
-# --------------------------------------------------------------------------- parsing
-
-
-def parse_workflow_text(text: str) -> dict[str, Any]:
-    """Parse YAML or JSON text (JSON is YAML) into a dict; syntax errors name the line."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValidationError(
-            f"workflow is not valid YAML/JSON{where}",
-            details=[{"loc": [], "msg": f"syntax error{where}: {getattr(exc, 'problem', exc)}"}],
-        ) from None
-    if not isinstance(data, dict):
-        raise ValidationError(
-            "a workflow must be a mapping",
-            details=[{"loc": [], "msg": f"expected a mapping, got {type(data).__name__}"}],
-        )
-    return data
-
-
-def load_workflow(path: str | Path) -> dict[str, Any]:
-    """Read a workflow file (``.yaml``, ``.yml`` or ``.json``) into a dict."""
-    return parse_workflow_text(Path(path).read_text(encoding="utf-8"))
-
-
-def _strip_reference(src: str) -> str:
-    # ``when: "${inputs.flag}"`` and ``when: inputs.flag`` mean the same.
-    s = src.strip()
-    if s.startswith("${") and s.endswith("}") and s.count("${") == 1:
-        return s[2:-1]
-    return src
-
-
-def parse_condition(when: str | bool) -> Expr:
-    """Compile a ``when`` condition (bare expression or one ``${...}``)."""
-    if isinstance(when, bool):
-        return Literal(when)
-    return parse_expression(_strip_reference(when))
-
-
-def parse_map(value: Any) -> Expr:
-    """Compile a ``map`` value: an expression string, or a literal list (items may be refs)."""
-    if isinstance(value, str):
-        return parse_expression(_strip_reference(value))
-    if isinstance(value, list):
-        compiled = compile_value(value)
-        items = tuple(
-            c.parts[0] if isinstance(c, Template) and c.is_single else Literal(c) for c in compiled
-        )
-        if any(isinstance(c, Template) and not c.is_single for c in compiled):
-            raise ExpressionError("map list items must be plain values or one ${...} reference")
-        return ListExpr(items)  # type: ignore[arg-type]
-    raise ExpressionError(f"map must be a list or an expression, not {type(value).__name__}")
 
 
 def _pydantic_details(exc: PydanticValidationError) -> list[ErrorDetail]:
@@ -292,7 +109,7 @@ def bind_inputs(spec: WorkflowSpec, given: Mapping[str, Any] | None) -> dict[str
     for name, decl in spec.inputs.items():
         if name in given:
             value = given[name]
-            if not _matches(decl.type, value):
+            if not value_matches(decl.type, value):
                 problems.append(
                     {"loc": ["inputs", name], "msg": f"input {name!r} must be a {decl.type.value}"}
                 )
@@ -333,18 +150,18 @@ class _Checker:
         self.problems.append({"loc": list(loc), "msg": msg})
 
     def check(self, spec: WorkflowSpec, loc: Loc, depth: int) -> None:
-        if not _NAME.match(spec.name):
+        if not NAME_PATTERN.match(spec.name):
             self.add((*loc, "name"), f"workflow name {spec.name!r} must be an identifier")
         if len(spec.steps) > MAX_STEPS:
             self.add((*loc, "steps"), f"a workflow may have at most {MAX_STEPS} steps")
             return
         for name, decl in spec.inputs.items():
-            if not _NAME.match(name):
+            if not NAME_PATTERN.match(name):
                 self.add((*loc, "inputs", name), f"input name {name!r} must be an identifier")
             if (
                 not decl.required
                 and decl.default is not None
-                and not _matches(decl.type, decl.default)
+                and not value_matches(decl.type, decl.default)
             ):
                 self.add(
                     (*loc, "inputs", name), f"default of input {name!r} is not a {decl.type.value}"
@@ -354,7 +171,7 @@ class _Checker:
         index: dict[str, int] = {}
         for i, step in enumerate(spec.steps):
             sloc = (*loc, "steps", i)
-            if not _NAME.match(step.name):
+            if not NAME_PATTERN.match(step.name):
                 self.add((*sloc, "name"), f"step name {step.name!r} must be an identifier")
             if step.name in index:
                 self.add(
@@ -523,7 +340,7 @@ class _Checker:
                 if not mapped:
                     self.add(loc, f"{who} uses {root!r} but only a mapped step's task has one")
             else:
-                allowed = ", ".join(_SCOPE_NAMES)
+                allowed = ", ".join(SCOPE_NAMES)
                 self.add(loc, f"{who} references unknown name {root!r} (expected {allowed})")
 
 

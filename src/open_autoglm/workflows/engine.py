@@ -37,7 +37,7 @@ from open_autoglm.spec.workflow import (
     WorkflowSpec,
     bind_inputs,
 )
-from open_autoglm.workflows.expressions import ExpressionError, evaluate, truthy
+from open_autoglm.spec.expressions import ExpressionError, evaluate, truthy
 from open_autoglm.workflows.plan import StepPlan
 from open_autoglm.workflows.protocol import (
     Cancel,
@@ -64,7 +64,7 @@ from open_autoglm.workflows.step_state import (
     StepRecord,
     move,
 )
-from open_autoglm.workflows.templates import compile_value, render_value
+from open_autoglm.spec.templates import compile_value, render_value
 
 __all__ = [
     "INSTANCE_TRANSITIONS",

@@ -19,8 +19,8 @@ from open_autoglm.spec.workflow import (
     parse_condition,
     parse_map,
 )
-from open_autoglm.workflows.expressions import Expr
-from open_autoglm.workflows.templates import compile_value
+from open_autoglm.spec.expressions import Expr
+from open_autoglm.spec.templates import compile_value
 
 __all__ = ["StepPlan"]
 
