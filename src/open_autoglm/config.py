@@ -22,6 +22,7 @@ __all__ = [
     "SchedulerSettings",
     "Settings",
     "StorageSettings",
+    "WorkflowSettings",
     "load_settings",
 ]
 
@@ -68,6 +69,17 @@ class PluginSettings(BaseModel):
     config: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+class WorkflowSettings(BaseModel):
+    callback_secret: str | None = Field(
+        default=None,
+        repr=False,
+        description="signs the callbacks of workflows that set no callback_secret of their own",
+    )
+    callback_max_attempts: int = Field(default=5, ge=1, le=20)
+    callback_backoff_s: float = Field(default=1.0, ge=0, description="first retry delay")
+    callback_timeout_s: float = Field(default=10.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All settings. Construct with :func:`load_settings`."""
 
@@ -81,6 +93,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
+    workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     register_bundled_models: bool = False
     admission_ruleset: str | None = None
 
