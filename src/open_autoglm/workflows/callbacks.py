@@ -105,11 +105,14 @@ def deliver_callback(
     sleep: Callable[[float], None] = time.sleep,
     wall_clock: Callable[[], float] = time.time,
     event: str = "",
+    on_attempt: Callable[[DeliveryAttempt, bool], None] | None = None,
 ) -> list[DeliveryAttempt]:
     """POST ``payload`` until a 2xx or a non-retryable answer; return every attempt.
 
     The last attempt's ``ok`` tells whether delivery succeeded. A 4xx other than 408/425/429
     stops at once: the receiver rejected the call and sending it again will not help.
+    ``on_attempt(attempt, final)`` is called after each attempt (``final``: no more will
+    follow), so a caller can store attempts as they happen rather than at the end.
     """
     body = callback_body(payload)
     attempts: list[DeliveryAttempt] = []
@@ -135,7 +138,10 @@ def deliver_callback(
                 error = f"{type(exc).__name__}: {exc}"
             attempts.append(DeliveryAttempt(n, status, error, started, time.perf_counter() - t0))
             retryable = status is None or status in _RETRY_STATUSES
-            if attempts[-1].ok or not retryable or n == max_attempts:
+            final = attempts[-1].ok or not retryable or n == max_attempts
+            if on_attempt is not None:
+                on_attempt(attempts[-1], final)
+            if final:
                 break
             sleep(min(max_backoff_s, backoff_s * backoff_factor ** (n - 1)))
     finally:

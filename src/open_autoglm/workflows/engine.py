@@ -32,12 +32,13 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from open_autoglm.errors import ConflictError, NotFoundError
+from open_autoglm.spec.expressions import ExpressionError, evaluate, truthy
+from open_autoglm.spec.templates import compile_value, render_value
 from open_autoglm.spec.workflow import (
     TriggerRule,
     WorkflowSpec,
     bind_inputs,
 )
-from open_autoglm.spec.expressions import ExpressionError, evaluate, truthy
 from open_autoglm.workflows.plan import StepPlan
 from open_autoglm.workflows.protocol import (
     Cancel,
@@ -64,7 +65,6 @@ from open_autoglm.workflows.step_state import (
     StepRecord,
     move,
 )
-from open_autoglm.spec.templates import compile_value, render_value
 
 __all__ = [
     "INSTANCE_TRANSITIONS",

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from open_autoglm.spec.expressions import Expr
+from open_autoglm.spec.templates import compile_value
 from open_autoglm.spec.workflow import (
     RetryPolicy,
     StepSpec,
@@ -19,8 +21,6 @@ from open_autoglm.spec.workflow import (
     parse_condition,
     parse_map,
 )
-from open_autoglm.spec.expressions import Expr
-from open_autoglm.spec.templates import compile_value
 
 __all__ = ["StepPlan"]
 
