@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ApiSettings",
     "ExecutorSettings",
+    "ModelSettings",
     "PluginSettings",
     "SchedulerSettings",
     "Settings",
@@ -69,6 +70,21 @@ class PluginSettings(BaseModel):
     config: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
+class ModelSettings(BaseModel):
+    memory_budget_mb: float = Field(
+        default=4096, gt=0, description="loaded models kept within this many MB (LRU eviction)"
+    )
+    cache_dir: Path | None = Field(
+        default=None, description="materialised and converted models; default <data_dir>/models"
+    )
+    upstream_failure_threshold: int = Field(
+        default=5, ge=1, description="consecutive upstream failures that open its circuit"
+    )
+    upstream_reset_s: float = Field(
+        default=10.0, gt=0, description="seconds an open upstream circuit waits before a probe"
+    )
+
+
 class WorkflowSettings(BaseModel):
     callback_secret: str | None = Field(
         default=None,
@@ -94,6 +110,7 @@ class Settings(BaseSettings):
     api: ApiSettings = Field(default_factory=ApiSettings)
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
     register_bundled_models: bool = False
     admission_ruleset: str | None = None
 

@@ -9,7 +9,7 @@ from open_autoglm.resilience.circuit_breaker import (
     Transition,
 )
 
-C, O, H = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
+C, OPEN, H = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
 class Clock:
@@ -35,8 +35,8 @@ def test_opens_after_consecutive_failures_only() -> None:
     b.record_failure()
     assert b.state is C and b.allow()
     b.record_failure()
-    assert b.state is O
-    assert [(t.source, t.target) for t in seen] == [(C, O)]
+    assert b.state is OPEN
+    assert [(t.source, t.target) for t in seen] == [(C, OPEN)]
     assert not b.allow() and not b.allow()
     assert b.rejected == 2
 
@@ -53,7 +53,7 @@ def test_half_open_after_timeout_then_closes_on_success() -> None:
     assert not b.allow()  # probe slot taken
     b.record_success()
     assert b.state is C and b.allow()
-    assert [(t.source, t.target) for t in seen] == [(C, O), (O, H), (H, C)]
+    assert [(t.source, t.target) for t in seen] == [(C, OPEN), (OPEN, H), (H, C)]
 
 
 def test_failed_probe_reopens_with_a_fresh_timeout() -> None:
@@ -63,12 +63,12 @@ def test_failed_probe_reopens_with_a_fresh_timeout() -> None:
     clock.now += 5
     assert b.allow() and b.allow() and not b.allow()
     b.record_failure()
-    assert b.state is O
+    assert b.state is OPEN
     clock.now += 4
     assert not b.allow()
     clock.now += 1
     assert b.allow()
-    assert [(t.source, t.target) for t in b.transitions] == [(C, O), (O, H), (H, O), (O, H)]
+    assert [(t.source, t.target) for t in b.transitions] == [(C, OPEN), (OPEN, H), (H, OPEN), (OPEN, H)]
     assert b.transitions[2].reason == "probe failed"
 
 
@@ -77,7 +77,7 @@ def test_late_results_while_open_change_nothing() -> None:
     b.record_failure()
     b.record_failure()
     b.record_success()  # a call started before the circuit opened
-    assert b.state is O
+    assert b.state is OPEN
     assert len(b.transitions) == 1
 
 

@@ -1,0 +1,126 @@
+"""The model registry: ``/v1/models/registry`` CRUD, and the ``models`` service wiring.
+
+``setup(runtime)`` builds the :class:`~open_autoglm.executors.model_service.ModelService`
+(memory budget and cache dir from ``settings.models``), registers it as ``services["models"]``,
+hands its per-model batching policy to the scheduler, its cache metrics to ``/metrics``, and,
+with ``settings.register_bundled_models``, registers ``minilm`` and ``smollm2`` at start.
+
+Weights are uploaded as artifacts (``POST /v1/artifacts``, one per file) and named in an entry
+whose source is ``{"artifacts": {"config.json": id, "model.safetensors": id, ...}}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from open_autoglm.api.deps import get_runtime, json_body
+from open_autoglm.api.responses import JSONResponse
+from open_autoglm.errors import ConflictError, NotFoundError
+from open_autoglm.executors.model_service import ModelCacheCollector, ModelService
+from open_autoglm.resilience.circuit_breaker import CircuitBreaker
+from open_autoglm.runtime import Runtime
+
+__all__ = ["model_service", "register_bundled_models", "router", "setup"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/models/registry", tags=["models"])
+Rt = Annotated[Runtime, Depends(get_runtime)]
+ModelName = Annotated[str, Path(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")]
+
+
+def setup(runtime: Runtime) -> None:
+    s = runtime.settings
+    m = s.models
+    service = ModelService(
+        runtime.storage,
+        cache_dir=m.cache_dir or s.data_dir / "models",
+        budget_bytes=max(1, int(m.memory_budget_mb * 1024 * 1024)),
+        breaker=lambda _name: CircuitBreaker(
+            failure_threshold=m.upstream_failure_threshold, reset_timeout_s=m.upstream_reset_s
+        ),
+    )
+    runtime.services["models"] = service
+    runtime.batch_policy = service.batch_policy
+    runtime.metrics.registry.register(ModelCacheCollector(service))
+
+    def start() -> None:
+        service.refresh()
+        if s.register_bundled_models:
+            register_bundled_models(service)
+
+    runtime.on_start.append(start)
+    runtime.on_stop.append(service.close)
+
+
+def model_service(runtime: Runtime) -> ModelService:
+    service: ModelService = runtime.services["models"]
+    return service
+
+
+def register_bundled_models(service: ModelService) -> None:
+    """Register ``minilm`` and ``smollm2`` unless already registered (then they are kept).
+
+    SmolLM2 ships as GGUF; it is dequantised to safetensors once and those files go into the
+    artifact store, so every later load (and every restart) reads safetensors directly.
+    """
+    if not _exists(service, "minilm"):
+        service.register(
+            name="minilm", source="bundled:all-minilm-l6-v2", task_types=["embedding"]
+        )
+        log.info("registered bundled model minilm")
+    if not _exists(service, "smollm2"):
+        log.info("converting the bundled SmolLM2 GGUF to safetensors (once)")
+        directory = service.text_loader.resolve_directory(
+            {"name": "smollm2", "source": "bundled:smollm2"}
+        )
+        files = service.store_directory(directory)
+        service.register(
+            name="smollm2",
+            source={"artifacts": files},
+            task_types=["text-generation", "chat"],
+            max_batch_size=16,
+        )
+        log.info("registered bundled model smollm2")
+
+
+def _exists(service: ModelService, name: str) -> bool:
+    try:
+        service.spec(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+@router.get("", summary="List registered models with their load state")
+async def list_models(runtime: Rt) -> JSONResponse:
+    service = model_service(runtime)
+    models = await run_in_threadpool(service.list)
+    return JSONResponse({"models": models, "cache": service.stats()})
+
+
+@router.post("", status_code=201, summary="Register a model (409 if the name is taken)")
+async def register_model(request: Request, runtime: Rt, replace: bool = False) -> JSONResponse:
+    raw = await json_body(request)
+    service = model_service(runtime)
+    try:
+        entry = await run_in_threadpool(service.put, raw, replace=replace)
+    except ConflictError as exc:
+        raise ConflictError(f"{exc.message}; pass ?replace=true to replace it") from None
+    return JSONResponse(entry, status_code=201)
+
+
+@router.get("/{name}", summary="One registry entry")
+async def get_model(name: ModelName, runtime: Rt) -> JSONResponse:
+    return JSONResponse(await run_in_threadpool(model_service(runtime).get, name))
+
+
+@router.delete("/{name}", status_code=204, summary="Unregister a model (and unload it)")
+async def delete_model(name: ModelName, runtime: Rt) -> Response:
+    await run_in_threadpool(model_service(runtime).delete, name)
+    return Response(status_code=204)

@@ -1,0 +1,513 @@
+"""OpenAI-compatible routes: ``GET /v1/models``, ``POST /v1/completions``,
+``POST /v1/chat/completions`` and ``POST /v1/embeddings``.
+
+Requests for in-process (``hf``) models become online-inference tasks (``durable=False``)
+through the same path as ``/v1/infer``: admission policies, priorities (a ``priority`` body
+field, 0-9, is accepted as an extension), per-model dynamic batching and task logging apply.
+``stream: true`` cannot go through the scheduler (a task hands back one result, not deltas),
+so streaming leases the model and reads deltas from its shared GenerationEngine directly; it
+still decodes in the same continuous batch as the scheduled requests.
+
+Models with backend ``openai`` are forwarded to their upstream (``executors/upstream.py``)
+behind a circuit breaker: while it is open the answer is a 503 at once.
+
+Every error is answered in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
+(the route class below catches them, the platform's own handlers stay as they are); invalid
+requests are 400 as in OpenAI's API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
+from concurrent.futures import Future
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ValidationError as PydanticValidationError
+from starlette.concurrency import run_in_threadpool
+
+from open_autoglm import errors
+from open_autoglm.api.deps import client_id, get_runtime, json_body
+from open_autoglm.api.errors import status_for
+from open_autoglm.api.responses import JSONResponse
+from open_autoglm.api.routes.models import model_service
+from open_autoglm.executors.model_service import ModelService
+from open_autoglm.runtime import Runtime
+from open_autoglm.spec.model import ModelBackend, ModelSpec
+from open_autoglm.tasks.text import GenerationParams
+
+__all__ = [
+    "ChatCompletionRequest",
+    "CompletionRequest",
+    "EmbeddingRequest",
+    "openai_error",
+    "router",
+]
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def openai_error(
+    message: str, status: int, *, code: str | None = None, param: str | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {
+            "error": {
+                "message": message,
+                "type": _ERROR_TYPES.get(status, "server_error"),
+                "param": param,
+                "code": code,
+            }
+        },
+        status_code=status,
+    )
+
+
+def _from_platform(exc: errors.AutoGLMError) -> JSONResponse:
+    status = status_for(exc)
+    if isinstance(exc, errors.ValidationError):
+        status = 400
+    param = None
+    if exc.details:
+        loc = exc.details[0].get("loc") or []
+        param = ".".join(str(p) for p in loc if p not in ("body", "params")) or None
+    code = "model_not_found" if status == 404 and "model" in exc.message else exc.code
+    message = exc.message
+    if exc.details and isinstance(exc, errors.ValidationError):
+        message += ": " + "; ".join(
+            f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}" for d in exc.details
+        )
+    response = openai_error(message, status, code=code, param=param)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(retry_after)))
+    return response
+
+
+class OpenAIRoute(APIRoute):
+    """Answers errors in OpenAI's shape instead of the platform's."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except errors.AutoGLMError as exc:
+                return _from_platform(exc)
+            except RequestValidationError as exc:
+                first = exc.errors()[0] if exc.errors() else {}
+                return openai_error(str(first.get("msg", "invalid request")), 400)
+
+        return guarded
+
+
+router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
+Rt = Annotated[Runtime, Depends(get_runtime)]
+
+
+# -- request bodies ----------------------------------------------------------------------------
+
+
+class _Base(BaseModel):
+    # OpenAI clients send fields we do not use (user, penalties ...): accepted and ignored.
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(min_length=1, max_length=200)
+    priority: int | None = Field(default=None, ge=0, le=9, description="Open-AutoGLM extension")
+
+
+class _Sampling(_Base):
+    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    n: int = Field(default=1, ge=1, le=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+
+    def params(self, max_tokens: int, *, chat: bool) -> dict[str, Any]:
+        stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
+        return {
+            "max_tokens": max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "stop": stop,
+            "seed": self.seed,
+            "chat": chat,
+        }
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str]
+    max_tokens: int | None = Field(default=16, ge=1)
+    echo: Literal[False] = False
+    logprobs: None = None
+    suffix: None = None
+
+
+class _ContentPart(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: Literal["text"]
+    text: str
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str | list[_ContentPart] | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "".join(p.text for p in self.content)
+        return self.content or ""
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[_Message] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: Literal[False] | None = None
+
+
+class EmbeddingRequest(_Base):
+    input: str | list[str]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: None = None
+
+
+def _parse(model: type[BaseModel], raw: Any) -> Any:
+    try:
+        return model.model_validate(raw)
+    except PydanticValidationError as exc:
+        e = exc.errors(include_url=False)[0]
+        param = ".".join(str(p) for p in e["loc"]) or None
+        raise errors.ValidationError(
+            f"invalid request: {param}: {e['msg']}",
+            details=[{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}],
+        ) from None
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def _spec_serving(service: ModelService, name: str, task: str) -> ModelSpec:
+    try:
+        spec = await run_in_threadpool(service.spec, name)
+    except errors.NotFoundError:
+        raise errors.NotFoundError(f"The model '{name}' does not exist") from None
+    if not spec.serves(task):
+        raise errors.ValidationError(
+            f"model {name!r} serves {spec.task_types}, not {task}",
+            details=[{"loc": ["model"], "msg": f"not a {task} model"}],
+        )
+    return spec
+
+
+_FAILURES: dict[str, type[errors.AutoGLMError]] = {
+    "validation_error": errors.ValidationError,
+    "not_found": errors.NotFoundError,
+    "unavailable": errors.UnavailableError,
+    "cancelled": errors.TaskCancelledError,
+    "timeout": errors.TaskTimeoutError,
+}
+
+
+async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> dict[str, Any]:
+    """Run an online-inference task through admission and the scheduler; its result."""
+    spec = runtime.parse(raw)
+    spec, events = await runtime.admit(spec, client=client_id(request))
+    done: Future[dict[str, Any]] = Future()
+
+    def accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
+        try:
+            task, _ = f.result()
+        except BaseException as exc:
+            done.set_exception(exc)
+            return
+        lt = runtime.scheduler.live_task(task["id"])  # still live: we run right after accept
+        if lt is None:
+            done.set_result(runtime.get_task(task["id"]))
+            return
+        lt.done.add_done_callback(
+            lambda d: done.set_exception(e) if (e := d.exception()) else done.set_result(d.result())
+        )
+
+    runtime.submit(spec, durable=False, events=events).add_done_callback(accepted)
+    final = await asyncio.wrap_future(done)
+    if final["status"] == "succeeded":
+        return {"id": final["id"], **(final.get("result") or {})}
+    err = final.get("error") or {}
+    cls = _FAILURES.get(err.get("code", ""), errors.TaskFailedError)
+    raise cls(err.get("message", final["status"]), details=err.get("details") or [])
+
+
+def _sse(data: Any) -> bytes:
+    return b"data: " + orjson.dumps(data) + b"\n\n"
+
+
+_SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+async def _forward(
+    service: ModelService, name: str, path: str, raw: dict[str, Any], stream: bool
+) -> Response:
+    upstream = service.upstream(name)
+    if not stream:
+        status, data = await upstream.post(path, raw)
+        return JSONResponse(data, status_code=status)
+    status, chunks = await upstream.stream(path, raw)
+    return StreamingResponse(
+        chunks, status_code=status, media_type="text/event-stream", headers=_SSE_HEADERS
+    )
+
+
+# -- routes ------------------------------------------------------------------------------------
+
+
+def _model_card(entry: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
+    loaded = stats["models"].get(entry["name"], {})
+    card = {
+        "id": entry["name"],
+        "object": "model",
+        "created": int(entry.get("created_at") or 0),
+        "owned_by": "open-autoglm",
+        "backend": entry["backend"],
+        "task_types": entry["task_types"],
+        "state": entry["state"],
+        "bytes": loaded.get("bytes", 0),
+    }
+    if entry["name"] in stats["upstreams"]:
+        card["upstream"] = stats["upstreams"][entry["name"]]
+    return card
+
+
+@router.get("/models", summary="OpenAI: list models (with load state and cache stats)")
+async def list_models(runtime: Rt) -> JSONResponse:
+    service = model_service(runtime)
+    entries = await run_in_threadpool(service.list)
+    stats = service.stats()
+    cache = {k: v for k, v in stats.items() if k not in ("models", "upstreams")}
+    return JSONResponse(
+        {"object": "list", "data": [_model_card(e, stats) for e in entries], "cache": cache}
+    )
+
+
+@router.get("/models/{model_id}", summary="OpenAI: one model")
+async def get_model(model_id: str, runtime: Rt) -> JSONResponse:
+    service = model_service(runtime)
+    try:
+        entry = await run_in_threadpool(service.get, model_id)
+    except errors.NotFoundError:
+        raise errors.NotFoundError(f"The model '{model_id}' does not exist") from None
+    return JSONResponse(_model_card(entry, service.stats()))
+
+
+@router.post("/embeddings", summary="OpenAI: embeddings")
+async def embeddings(request: Request, runtime: Rt) -> Response:
+    raw = await json_body(request)
+    body: EmbeddingRequest = _parse(EmbeddingRequest, raw)
+    service = model_service(runtime)
+    spec = await _spec_serving(service, body.model, "embedding")
+    if spec.backend is ModelBackend.OPENAI:
+        return await _forward(service, body.model, "/embeddings", raw, False)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    task = {"task_type": "embedding", "model": body.model, "input": texts, **_prio(body)}
+    result = await _run_task(runtime, request, task)
+    data = []
+    for i, vector in enumerate(result["embeddings"]):
+        value: Any = vector
+        if body.encoding_format == "base64":
+            import numpy as np
+
+            value = base64.b64encode(np.asarray(vector, dtype="<f4").tobytes()).decode()
+        data.append({"object": "embedding", "index": i, "embedding": value})
+    return JSONResponse(
+        {"object": "list", "data": data, "model": body.model, "usage": result["usage"]}
+    )
+
+
+@router.post("/completions", summary="OpenAI: text completions (stream with stream: true)")
+async def completions(request: Request, runtime: Rt) -> Response:
+    raw = await json_body(request)
+    body: CompletionRequest = _parse(CompletionRequest, raw)
+    service = model_service(runtime)
+    spec = await _spec_serving(service, body.model, "text-generation")
+    if spec.backend is ModelBackend.OPENAI:
+        return await _forward(service, body.model, "/completions", raw, body.stream)
+    params = body.params(body.max_tokens or 16, chat=False)
+    if body.stream:
+        if not isinstance(body.prompt, str):
+            raise errors.ValidationError(
+                "stream: true takes one prompt string",
+                details=[{"loc": ["prompt"], "msg": "one prompt when streaming"}],
+            )
+        return _stream_response(
+            service, body, {"prompt": body.prompt}, params, kind="text_completion"
+        )
+    task = {"task_type": "text-generation", "model": body.model, "input": body.prompt}
+    result = await _run_task(runtime, request, {**task, "params": params, **_prio(body)})
+    choices = [
+        {"text": g["text"], "index": i, "logprobs": None, "finish_reason": g["finish_reason"]}
+        for i, g in enumerate(result["generations"])
+    ]
+    return JSONResponse(
+        {
+            "id": f"cmpl-{result['id']}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": choices,
+            "usage": result["usage"],
+        }
+    )
+
+
+@router.post("/chat/completions", summary="OpenAI: chat completions (stream with stream: true)")
+async def chat_completions(request: Request, runtime: Rt) -> Response:
+    raw = await json_body(request)
+    body: ChatCompletionRequest = _parse(ChatCompletionRequest, raw)
+    service = model_service(runtime)
+    spec = await _spec_serving(service, body.model, "chat")
+    if spec.backend is ModelBackend.OPENAI:
+        return await _forward(service, body.model, "/chat/completions", raw, body.stream)
+    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    params = body.params(body.max_completion_tokens or body.max_tokens or 128, chat=True)
+    if body.stream:
+        return _stream_response(
+            service, body, {"messages": messages}, params, kind="chat.completion.chunk"
+        )
+    task = {"task_type": "text-generation", "model": body.model, "input": {"messages": messages}}
+    result = await _run_task(runtime, request, {**task, "params": params, **_prio(body)})
+    g = result["generations"][0]
+    return JSONResponse(
+        {
+            "id": f"chatcmpl-{result['id']}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": g["text"]},
+                    "logprobs": None,
+                    "finish_reason": g["finish_reason"],
+                }
+            ],
+            "usage": result["usage"],
+        }
+    )
+
+
+def _prio(body: _Base) -> dict[str, Any]:
+    return {} if body.priority is None else {"priority": body.priority}
+
+
+# -- streaming ---------------------------------------------------------------------------------
+
+
+def _stream_response(
+    service: ModelService,
+    body: _Sampling,
+    item: dict[str, Any],
+    params: dict[str, Any],
+    *,
+    kind: str,
+) -> StreamingResponse:
+    from open_autoglm.ml.text.decode_batch import GenerationRequest
+    from open_autoglm.ml.text.sampling import SamplingParams
+
+    p = _parse(GenerationParams, params)
+    request = GenerationRequest(
+        params=SamplingParams(
+            max_tokens=p.max_tokens,
+            temperature=p.temperature,
+            top_p=p.top_p,
+            top_k=p.top_k,
+            stop=tuple(p.stop),
+            seed=p.seed,
+        ),
+        chat=p.chat,
+        **item,
+    )
+    include_usage = bool((body.stream_options or {}).get("include_usage"))
+    chat = kind == "chat.completion.chunk"
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{time.time_ns():x}"
+    created = int(time.time())
+
+    def chunk(text: str | None, finish: str | None, *, first: bool = False) -> dict[str, Any]:
+        if chat:
+            delta: dict[str, Any] = {}
+            if first:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}
+        return {
+            "id": ident,
+            "object": kind,
+            "created": created,
+            "model": body.model,
+            "choices": [choice],
+        }
+
+    async def events() -> AsyncIterator[bytes]:
+        lease = service.lease(body.model)
+        try:
+            model = await run_in_threadpool(lease.__enter__)
+        except errors.AutoGLMError as exc:
+            yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
+            yield b"data: [DONE]\n\n"
+            return
+        future = None
+        try:
+            if getattr(model, "role", None) != "text-generation":
+                raise errors.ValidationError(f"model {body.model!r} is not a generation model")
+            engine = model.engine()
+            loop = asyncio.get_running_loop()
+            deltas: asyncio.Queue[str | None] = asyncio.Queue()
+
+            def put(delta: str | None) -> None:
+                loop.call_soon_threadsafe(deltas.put_nowait, delta)
+
+            from dataclasses import replace
+
+            future = engine.submit(replace(request, on_delta=put))
+            future.add_done_callback(lambda _: put(None))
+            if chat:
+                yield _sse(chunk("", None, first=True))
+            while (delta := await deltas.get()) is not None:
+                yield _sse(chunk(delta, None))
+            result = await asyncio.wrap_future(future)
+            yield _sse(chunk(None if chat else "", result.finish_reason))
+            if include_usage:
+                usage = result.to_dict()["usage"]
+                yield _sse({**chunk(None, None), "choices": [], "usage": usage})
+        except errors.AutoGLMError as exc:
+            yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
+        finally:
+            if future is not None and not future.done():
+                engine.cancel(future)  # the client went away: free the batch slot
+            # Synchronous on purpose: it must run even when the client cancelled the stream.
+            lease.__exit__(None, None, None)
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)

@@ -1,0 +1,447 @@
+"""The ``models`` service: the registry (in storage), loaded models (in a :class:`ModelCache`)
+and upstream forwarding, behind one object that handlers reach as ``ctx.service("models")``.
+
+- ``register(...)`` / ``put(entry)`` validate with :class:`~open_autoglm.spec.model.ModelSpec`
+  and store the entry; ``get(name)`` / ``list()`` read entries back in their public shape.
+- ``lease(name)`` pins a loaded ``hf`` model (Embedder / Generator / Classifier) for a block,
+  loading it on first use within the memory budget; sources that live in the artifact store
+  are materialised once into ``cache_dir`` (hard links where the file system allows).
+- ``upstream(name)`` gives the breaker-guarded forwarder of an ``openai``-backend model.
+- ``batch_policy(task_type, model)`` is the scheduler's per-model batching hook; it reads only
+  memory, because the dispatcher calls it under its lock.
+
+Stored layout: the registry table has ``name, backend, source, task_types, config``; the
+serving fields (dtype, device, max_batch_size, ...) travel in ``config["serving"]`` and the
+backend's own data (graph meta ids) in ``config["config"]``, so ``get()`` hands the graph
+tasks back exactly the ``config`` they registered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import threading
+import weakref
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError as PydanticValidationError
+
+from open_autoglm.errors import NotFoundError, ValidationError
+from open_autoglm.executors.model_cache import ModelCache
+from open_autoglm.executors.upstream import Upstream
+from open_autoglm.resilience.circuit_breaker import CircuitBreaker
+from open_autoglm.spec.model import (
+    ArtifactFilesSource,
+    ArtifactSource,
+    ModelBackend,
+    ModelSpec,
+    UpstreamSource,
+)
+
+__all__ = ["DEFAULT_BATCH_POLICY", "ModelCacheCollector", "ModelService"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH_POLICY: tuple[int, float] = (32, 0.002)
+_MB = 1024 * 1024
+_SERVING_FIELDS = ("dtype", "device", "max_batch_size", "max_wait_ms", "memory_mb", "options")
+
+
+def _details(exc: PydanticValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def parse_model_spec(raw: Any) -> ModelSpec:
+    """Validate a registry entry; a ValidationError listing every problem otherwise."""
+    try:
+        return ModelSpec.model_validate(raw)
+    except PydanticValidationError as exc:
+        raise ValidationError("invalid model entry", details=_details(exc)) from None
+
+
+class ModelService:
+    """Registry + cache + upstreams. Thread-safe.
+
+    Args:
+        storage: the StorageHub (models registry and artifacts).
+        cache_dir: where artifact sources are materialised and GGUF is converted.
+        budget_bytes: the model cache's memory budget.
+        loader: ``loader(entry) -> wrapper``; default a TextModelLoader over ``cache_dir``.
+        breaker: ``breaker(name) -> CircuitBreaker`` for each upstream model.
+    """
+
+    def __init__(
+        self,
+        storage: Any,
+        *,
+        cache_dir: Path,
+        budget_bytes: int,
+        loader: Callable[[dict[str, Any]], Any] | None = None,
+        breaker: Callable[[str], CircuitBreaker] | None = None,
+    ) -> None:
+        from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
+
+        self.storage = storage
+        self.cache_dir = Path(cache_dir)
+        self.text_loader = TextModelLoader(self.cache_dir)
+        self._load_entry = loader or self.text_loader
+        self._breaker = breaker or (lambda _name: CircuitBreaker())
+        self._specs: dict[str, ModelSpec] = {}
+        self._meta: dict[str, dict[str, float]] = {}
+        self._upstreams: dict[str, Upstream] = {}
+        self._lock = threading.Lock()
+        # Loaded wrappers for introspection only; weak, so eviction really frees them.
+        self._loaded: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+        self._materialise_lock = threading.Lock()
+        self.cache: ModelCache[Any] = ModelCache(
+            self._load, budget_bytes=budget_bytes, estimate=self._estimate
+        )
+
+    # -- registry ----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Read every entry from storage into memory (at start: batch_policy reads memory)."""
+        for row in self.storage.list_models():
+            self._remember(row)
+
+    def register(self, *, replace: bool = False, **entry: Any) -> dict[str, Any]:
+        """Validate and store an entry (the graph tasks call this with keyword arguments)."""
+        return self.put(entry, replace=replace)
+
+    def put(self, raw: Any, *, replace: bool = False) -> dict[str, Any]:
+        spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
+        data = spec.model_dump(mode="json")
+        row = self.storage.put_model(
+            {
+                "name": spec.name,
+                "backend": spec.backend.value,
+                "source": data["source"],
+                "task_types": data["task_types"],
+                "config": {
+                    "serving": {k: data[k] for k in _SERVING_FIELDS},
+                    "config": data["config"],
+                },
+            },
+            replace=replace,
+        )
+        self._forget(spec.name)  # a replaced entry must not keep serving its old weights
+        return self._public(self._remember(row))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return self._public(self.spec(name))
+
+    def spec(self, name: str) -> ModelSpec:
+        with self._lock:
+            found = self._specs.get(name)
+        if found is not None:
+            return found
+        return self._remember(self.storage.get_model(name))
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self._public(self._remember(row)) for row in self.storage.list_models()]
+
+    def delete(self, name: str) -> None:
+        self.storage.delete_model(name)
+        self._forget(name)
+
+    def _remember(self, row: dict[str, Any]) -> ModelSpec:
+        config = row.get("config") or {}
+        serving: dict[str, Any] = config.get("serving") or {}
+        user_config = config.get("config", {}) if "serving" in config else config
+        spec = ModelSpec.model_validate(
+            {
+                "name": row["name"],
+                "backend": row["backend"],
+                "source": row["source"],
+                "task_types": row["task_types"],
+                **serving,
+                "config": user_config,
+            }
+        )
+        with self._lock:
+            self._specs[spec.name] = spec
+            self._meta[spec.name] = {
+                "created_at": row.get("created_at", 0.0),
+                "updated_at": row.get("updated_at", 0.0),
+            }
+        return spec
+
+    def _forget(self, name: str) -> None:
+        with self._lock:
+            self._specs.pop(name, None)
+            self._meta.pop(name, None)
+            self._upstreams.pop(name, None)
+        self.cache.evict(name)
+
+    def _public(self, spec: ModelSpec) -> dict[str, Any]:
+        out = spec.model_dump(mode="json")
+        with self._lock:
+            out.update(self._meta.get(spec.name, {}))
+        state = self.cache.state(spec.name)
+        out["state"] = state.value if state else "unloaded"
+        return out
+
+    # -- serving -----------------------------------------------------------------------------
+
+    @contextmanager
+    def lease(self, name: str) -> Iterator[Any]:
+        """Pin the loaded model ``name`` for the block (loading it first if needed)."""
+        spec = self.spec(name)
+        if spec.backend is not ModelBackend.HF:
+            raise ValidationError(
+                f"model {name!r} has backend {spec.backend.value!r}; only 'hf' models load here"
+            )
+        with self.cache.lease(name) as model:
+            yield model
+
+    def upstream(self, name: str) -> Upstream:
+        spec = self.spec(name)
+        if not isinstance(spec.source, UpstreamSource):
+            raise ValidationError(f"model {name!r} is not an upstream (backend 'openai') model")
+        with self._lock:
+            up = self._upstreams.get(name)
+            if up is None or up.source != spec.source:
+                up = self._upstreams[name] = Upstream(name, spec.source, self._breaker(name))
+            return up
+
+    def batch_policy(self, task_type: str, model: str | None) -> tuple[int, float]:
+        """(max_batch_size, max_wait_s) for the scheduler; memory only, never storage."""
+        with self._lock:
+            spec = self._specs.get(model or "")
+        if spec is None:
+            return DEFAULT_BATCH_POLICY
+        return spec.max_batch_size, spec.max_wait_ms / 1000.0
+
+    def stats(self) -> dict[str, Any]:
+        stats = self.cache.stats()
+        with self._lock:
+            upstreams = dict(self._upstreams)
+        stats["upstreams"] = {name: up.state() for name, up in upstreams.items()}
+        for name, info in stats["models"].items():
+            decode = self._decode_stats(name)
+            if decode:
+                info["decode"] = decode
+        return stats
+
+    def _decode_stats(self, name: str) -> dict[str, int] | None:
+        model = self._loaded.get(name)
+        if model is None or getattr(model, "role", None) != "text-generation":
+            return None
+        e = model.engine()  # cheap: the engine's thread starts on its first submit
+        return {"steps": e.steps, "max_active": e.max_active}
+
+    def close(self) -> None:
+        self.cache.clear()
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def _entry(self, spec: ModelSpec) -> dict[str, Any]:
+        """What TextModelLoader takes: a local source plus the serving fields."""
+        options = dict(spec.options)
+        if spec.role == "text-generation":
+            options.setdefault("max_batch_size", spec.max_batch_size)
+        source: str
+        if isinstance(spec.source, str):
+            source = spec.source
+        else:
+            source = str(self.materialise(spec))
+        return {
+            "name": spec.name,
+            "backend": "transformers",
+            "source": source,
+            "task_types": spec.task_types,
+            "dtype": spec.dtype,
+            "options": options,
+        }
+
+    def _load(self, name: str) -> Any:
+        spec = self.spec(name)
+        log.info("loading model %s (%s)", name, spec.role)
+        model = self._load_entry(self._entry(spec))
+        with contextlib.suppress(TypeError):  # not every wrapper takes weak references
+            self._loaded[name] = model
+        return model
+
+    def _estimate(self, name: str) -> int:
+        spec = self.spec(name)
+        if spec.memory_mb:
+            return int(spec.memory_mb * _MB)
+        src = spec.source
+        try:
+            if isinstance(src, str):
+                return int(self.text_loader.estimate_bytes({"name": name, "source": src}))
+            if isinstance(src, ArtifactFilesSource):
+                return sum(
+                    int(self.storage.get_artifact(i)["size"])
+                    for f, i in src.artifacts.items()
+                    if f.endswith(".safetensors")
+                )
+            if isinstance(src, ArtifactSource):
+                return int(self.storage.get_artifact(src.artifact)["size"])
+        except Exception:  # an estimate only makes room early; loading reports real errors
+            return 0
+        return 0
+
+    # -- artifact sources --------------------------------------------------------------------
+
+    def materialise(self, spec: ModelSpec) -> Path:
+        """A local model directory for an artifact source (built once, reused afterwards)."""
+        src = spec.source
+        if isinstance(src, ArtifactFilesSource):
+            digest = hashlib.sha256(repr(sorted(src.artifacts.items())).encode()).hexdigest()
+            target = self.cache_dir / "artifacts" / f"files-{digest[:24]}"
+            build: Callable[[Path], None] = lambda tmp: self._link_files(src.artifacts, tmp)  # noqa: E731
+        elif isinstance(src, ArtifactSource):
+            target = self.cache_dir / "artifacts" / f"archive-{src.artifact[:24]}"
+            build = lambda tmp: self._unpack(src.artifact, tmp)  # noqa: E731
+        else:
+            raise ValidationError(f"model {spec.name!r} has no artifact source")
+        done = target / ".complete"
+        with self._materialise_lock:
+            if not done.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
+                try:
+                    build(tmp)
+                    (tmp / ".complete").touch()
+                    shutil.rmtree(target, ignore_errors=True)
+                    os.replace(tmp, target)
+                finally:
+                    shutil.rmtree(tmp, ignore_errors=True)
+        return _model_root(target)
+
+    def _link_files(self, files: dict[str, str], out: Path) -> None:
+        for file_name, artifact_id in files.items():
+            self.storage.get_artifact(artifact_id)  # NotFoundError names a missing one
+            (out / file_name).parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(self.storage.files.path(artifact_id), out / file_name)
+
+    def _unpack(self, artifact_id: str, out: Path) -> None:
+        self.storage.get_artifact(artifact_id)
+        path = self.storage.files.path(artifact_id)
+        if tarfile.is_tarfile(path):
+            with tarfile.open(path) as tar:
+                tar.extractall(out, filter="data")  # refuses absolute paths, .., links out
+        elif zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                for member in zf.namelist():
+                    dest = (out / member).resolve()
+                    if not dest.is_relative_to(out.resolve()):
+                        raise ValidationError(f"zip member {member!r} escapes the model directory")
+                zf.extractall(out)
+        else:
+            raise ValidationError(
+                f"artifact {artifact_id} is neither a tar nor a zip archive of a model directory"
+            )
+
+    # -- storing model directories -----------------------------------------------------------
+
+    def store_directory(self, directory: Path) -> dict[str, str]:
+        """Store each file of a model directory as an artifact; ``{file name: id}``."""
+        root = Path(directory)
+        files: dict[str, str] = {}
+        for path in sorted([*root.glob("*"), *root.glob("*/*")]):
+            if path.is_file() and not any(p.startswith(".") for p in path.relative_to(root).parts):
+                files[path.relative_to(root).as_posix()] = self.store_file(path)
+        return files
+
+    def store_file(self, path: Path) -> str:
+        """Put a (possibly large) file into the artifact store without reading it into memory."""
+        sha = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                sha.update(chunk)
+        digest = sha.hexdigest()
+        target = self.storage.files.path(digest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(path, target)
+        media = "application/json" if path.suffix == ".json" else "application/octet-stream"
+        self.storage.record_artifact(
+            digest, path.stat().st_size, media_type=media, name=path.name
+        )
+        return digest
+
+
+def _model_root(directory: Path) -> Path:
+    """The directory holding config.json: the target itself or its single subdirectory."""
+    if (directory / "config.json").exists():
+        return directory
+    subdirs = [p for p in directory.iterdir() if p.is_dir()]
+    if len(subdirs) == 1 and (subdirs[0] / "config.json").exists():
+        return subdirs[0]
+    raise NotFoundError(f"no config.json in the materialised model at {directory}")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link (no copy, no extra disk) or, across file systems, an atomic copy."""
+    try:
+        os.link(src, dst)
+        return
+    except FileExistsError:
+        return
+    except OSError:
+        pass
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class ModelCacheCollector:
+    """Prometheus collector over :meth:`ModelService.stats` (read at scrape time)."""
+
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        s = self.service.stats()
+        for key, doc in (
+            ("hits", "Model cache leases served by an already loaded model"),
+            ("misses", "Model cache leases that had to load the model"),
+            ("loads", "Models loaded"),
+            ("load_failures", "Model loads that failed"),
+            ("evictions", "Models evicted to stay within the memory budget"),
+        ):
+            yield CounterMetricFamily(f"autoglm_model_cache_{key}", doc, value=s[key])
+        yield GaugeMetricFamily(
+            "autoglm_model_cache_used_bytes", "Bytes of loaded models", value=s["used_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "autoglm_model_cache_budget_bytes", "Model cache budget", value=s["budget_bytes"]
+        )
+        loaded = GaugeMetricFamily(
+            "autoglm_model_loaded_bytes", "Bytes of each loaded model", labels=["model"]
+        )
+        for name, info in s["models"].items():
+            loaded.add_metric([name], info["bytes"])
+        yield loaded
+        circuit = GaugeMetricFamily(
+            "autoglm_upstream_circuit_open",
+            "1 when the upstream model's circuit breaker is open",
+            labels=["model"],
+        )
+        for name, info in s["upstreams"].items():
+            circuit.add_metric([name], 1.0 if info["open"] else 0.0)
+        yield circuit
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())

@@ -1,0 +1,128 @@
+"""Forward OpenAI-style requests to an upstream OpenAI-compatible server, behind a breaker.
+
+The breaker (``resilience/circuit_breaker.py``) decides; this shell does the I/O. Transport
+errors, timeouts and 5xx answers count as failures; anything else (including the client's own
+4xx mistakes) counts as a success. While the circuit is open a call raises
+:class:`~open_autoglm.errors.UnavailableError` at once, without touching the network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+
+from open_autoglm.errors import UnavailableError
+from open_autoglm.resilience.circuit_breaker import BreakerState, CircuitBreaker
+from open_autoglm.spec.model import UpstreamSource
+
+__all__ = ["CircuitOpenError", "Upstream"]
+
+
+class CircuitOpenError(UnavailableError):
+    """The upstream's circuit is open: the call was refused without trying."""
+
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Upstream:
+    """One upstream model: its source, breaker and the forwarding calls."""
+
+    def __init__(self, name: str, source: UpstreamSource, breaker: CircuitBreaker) -> None:
+        self.name = name
+        self.source = source
+        self.breaker = breaker
+
+    def _headers(self) -> dict[str, str]:
+        key = os.environ.get(self.source.api_key_env) if self.source.api_key_env else None
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def _url(self, path: str) -> str:
+        return self.source.base_url.rstrip("/") + path
+
+    def _body(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**body, "model": self.source.model}
+
+    def _client(self) -> httpx.AsyncClient:
+        t = self.source.timeout_s
+        return httpx.AsyncClient(timeout=httpx.Timeout(t, connect=min(5.0, t)))
+
+    def _admit(self) -> None:
+        if not self.breaker.allow():
+            raise CircuitOpenError(
+                f"upstream for model {self.name!r} is failing; circuit open, not trying "
+                f"({self.source.base_url})",
+                retry_after=self.breaker.retry_after(),
+            )
+
+    def _settle(self, status: int | None) -> None:
+        if status is None or status >= 500:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()
+
+    async def post(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST ``body`` (model renamed to the upstream's); returns (status, decoded JSON)."""
+        self._admit()
+        try:
+            async with self._client() as client:
+                resp = await client.post(self._url(path), json=self._body(body), headers=self._headers())
+        except httpx.HTTPError as exc:
+            self._settle(None)
+            raise UnavailableError(
+                f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
+            ) from exc
+        self._settle(resp.status_code)
+        try:
+            data = resp.json()
+        except ValueError:
+            data = {"error": {"message": resp.text[:500], "type": "upstream_error"}}
+        if isinstance(data, dict) and "model" in data:
+            data["model"] = self.name
+        return resp.status_code, data
+
+    async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
+        """Open a streaming POST; returns (status, raw SSE bytes) once the headers are in."""
+        self._admit()
+        client = self._client()
+        try:
+            request = client.build_request(
+                "POST", self._url(path), json=self._body(body), headers=self._headers()
+            )
+            resp = await client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            await client.aclose()
+            self._settle(None)
+            raise UnavailableError(
+                f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
+            ) from exc
+
+        async def relay() -> AsyncIterator[bytes]:
+            ok = resp.status_code < 500
+            try:
+                async for chunk in resp.aiter_raw():
+                    yield chunk
+            except httpx.HTTPError:
+                ok = False  # died mid-stream: the client sees a cut stream
+            finally:
+                await resp.aclose()
+                await client.aclose()
+                self._settle(200 if ok else None)
+
+        return resp.status_code, relay()
+
+    def state(self) -> dict[str, Any]:
+        state = self.breaker.state
+        return {
+            "base_url": self.source.base_url,
+            "circuit": state.value,
+            "open": state is BreakerState.OPEN,
+            "rejected": self.breaker.rejected,
+            "transitions": len(self.breaker.transitions),
+        }
