@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import orjson
 
-from open_autoglm.client.base import TERMINAL, BaseClient, raise_for_error
+from open_autoglm.client.base import TERMINAL, BaseClient, model_files, raise_for_error
 
 __all__ = ["AsyncClient"]
 
@@ -174,3 +174,52 @@ class AsyncClient(BaseClient):
             content=orjson.dumps(body),
             headers={"content-type": "application/json"},
         )
+
+    # -- models ------------------------------------------------------------------------------
+
+    async def list_models(self) -> builtins.list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/models/registry"))["models"]
+
+    async def get_model(self, name: str) -> dict[str, Any]:
+        return await self.request("GET", f"/v1/models/registry/{name}")
+
+    async def register_model(
+        self, entry: dict[str, Any], *, replace: bool = False
+    ) -> dict[str, Any]:
+        return await self.request(
+            "POST",
+            "/v1/models/registry",
+            params={"replace": "true"} if replace else None,
+            content=orjson.dumps(entry),
+            headers={"content-type": "application/json"},
+        )
+
+    async def delete_model(self, name: str) -> None:
+        await self.request("DELETE", f"/v1/models/registry/{name}")
+
+    async def upload_artifact(
+        self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        return await self.request(
+            "POST",
+            "/v1/artifacts",
+            params={"name": name},
+            content=data,
+            headers={"content-type": media_type},
+        )
+
+    async def upload_model(
+        self,
+        directory: str,
+        *,
+        name: str,
+        task_types: builtins.list[str],
+        replace: bool = False,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        files = {
+            rel: (await self.upload_artifact(path.read_bytes(), name=rel))["id"]
+            for rel, path in model_files(directory)
+        }
+        entry = {"name": name, "source": {"artifacts": files}, "task_types": task_types, **fields}
+        return await self.register_model(entry, replace=replace)

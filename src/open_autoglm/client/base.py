@@ -9,7 +9,7 @@ import httpx
 
 from open_autoglm import errors
 
-__all__ = ["TERMINAL", "BaseClient", "raise_for_error"]
+__all__ = ["TERMINAL", "BaseClient", "model_files", "raise_for_error"]
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
@@ -93,3 +93,17 @@ class BaseClient:
         if task["status"] == "cancelled":
             raise errors.TaskCancelledError(f"task {task['id']} was cancelled")
         return task
+
+
+def model_files(directory: str | os.PathLike[str]) -> list[tuple[str, Any]]:
+    """Files of a model directory to upload, as (relative name, path), at most one folder deep."""
+    from pathlib import Path
+
+    root = Path(directory)
+    if not (root / "config.json").is_file():
+        raise errors.ValidationError(f"{root} is not a model directory (no config.json)")
+    return [
+        (p.relative_to(root).as_posix(), p)
+        for p in sorted([*root.glob("*"), *root.glob("*/*")])
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    ]

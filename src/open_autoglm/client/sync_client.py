@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import orjson
 
-from open_autoglm.client.base import TERMINAL, BaseClient, raise_for_error
+from open_autoglm.client.base import TERMINAL, BaseClient, model_files, raise_for_error
 
 __all__ = ["Client"]
 
@@ -196,3 +196,53 @@ class Client(BaseClient):
             content=orjson.dumps(body),
             headers={"content-type": "application/json"},
         )
+
+    # -- models ------------------------------------------------------------------------------
+
+    def list_models(self) -> builtins.list[dict[str, Any]]:
+        """Registry entries with their load state (``GET /v1/models/registry``)."""
+        return self.request("GET", "/v1/models/registry")["models"]
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        return self.request("GET", f"/v1/models/registry/{name}")
+
+    def register_model(self, entry: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Register a model entry (validated by the server); ``replace`` overwrites one."""
+        return self.request(
+            "POST",
+            "/v1/models/registry",
+            params={"replace": "true"} if replace else None,
+            content=orjson.dumps(entry),
+            headers={"content-type": "application/json"},
+        )
+
+    def delete_model(self, name: str) -> None:
+        self.request("DELETE", f"/v1/models/registry/{name}")
+
+    def upload_artifact(
+        self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"
+    ) -> dict[str, Any]:
+        return self.request(
+            "POST",
+            "/v1/artifacts",
+            params={"name": name},
+            content=data,
+            headers={"content-type": media_type},
+        )
+
+    def upload_model(
+        self,
+        directory: str,
+        *,
+        name: str,
+        task_types: builtins.list[str],
+        replace: bool = False,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Upload a model directory file by file as artifacts, then register it under ``name``."""
+        files = {
+            rel: self.upload_artifact(path.read_bytes(), name=rel)["id"]
+            for rel, path in model_files(directory)
+        }
+        entry = {"name": name, "source": {"artifacts": files}, "task_types": task_types, **fields}
+        return self.register_model(entry, replace=replace)
