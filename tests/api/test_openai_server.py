@@ -1,0 +1,305 @@
+"""The OpenAI-compatible routes against real server processes, through the official client."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+from helpers.services import ServerProcess
+from open_autoglm.client import Client
+
+# Tiny models are ~0.4-0.55 MB loaded: any two fit in 1.2 MB, all three do not.
+BUDGET_MB = "1.2"
+UPSTREAM_THRESHOLD = 3
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
+    from open_autoglm.ml.text.tiny import (
+        build_tiny_bert_classifier,
+        build_tiny_bert_embedder,
+        build_tiny_gpt2,
+    )
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("openai-tiny")
+    return {
+        "gen": build_tiny_gpt2(root / "gen"),
+        "emb": build_tiny_bert_embedder(root / "emb"),
+        "cls": build_tiny_bert_classifier(root / "cls"),
+    }
+
+
+TASKS = {"gen": ["text-generation"], "emb": ["embedding"], "cls": ["text-classification"]}
+ENV = {"OMP_NUM_THREADS": "1", "AUTOGLM_EXECUTOR__THREADS": "4"}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny: dict[str, Path]) -> Iterator[str]:
+    env = {
+        **ENV,
+        "AUTOGLM_MODELS__MEMORY_BUDGET_MB": BUDGET_MB,
+        "AUTOGLM_MODELS__UPSTREAM_FAILURE_THRESHOLD": str(UPSTREAM_THRESHOLD),
+        "AUTOGLM_MODELS__UPSTREAM_RESET_S": "60",
+    }
+    proc = ServerProcess(tmp_path_factory.mktemp("openai-server"), env=env).start()
+    try:
+        with Client(proc.url) as c:
+            for name, path in tiny.items():  # weights go up as artifacts, like a user would
+                c.upload_model(str(path), name=name, task_types=TASKS[name])
+        yield proc.url
+    finally:
+        proc.stop()
+
+
+def oai(url: str, **kw: object) -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", **kw)  # type: ignore[arg-type]
+
+
+def test_models_list_in_openai_shape(server: str) -> None:
+    models = {m.id: m for m in oai(server).models.list()}
+    assert set(models) >= {"gen", "emb", "cls"}
+    assert models["gen"].owned_by == "open-autoglm"
+    raw = httpx.get(server + "/v1/models").json()
+    assert raw["object"] == "list" and {"hits", "misses", "evictions"} <= set(raw["cache"])
+    with pytest.raises(openai.NotFoundError) as info:
+        oai(server).models.retrieve("nope")
+    assert info.value.body["code"] == "model_not_found"  # type: ignore[index]
+
+
+def test_embeddings_float_and_base64_agree(server: str) -> None:
+    client = oai(server)
+    texts = ["graph neural networks", "the queue waits", "x"]
+    default = client.embeddings.create(model="emb", input=texts)  # the client asks for base64
+    floats = client.embeddings.create(model="emb", input=texts, encoding_format="float")
+    a = np.array([d.embedding for d in default.data])
+    b = np.array([d.embedding for d in floats.data])
+    assert a.shape == (3, b.shape[1]) and b.shape[1] > 8
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert floats.usage.prompt_tokens == floats.usage.total_tokens > 3
+    raw = httpx.post(
+        server + "/v1/embeddings",
+        json={"model": "emb", "input": "x", "encoding_format": "base64"},
+    ).json()
+    decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(decoded, b[2], atol=1e-6)
+
+
+def test_completions_and_chat(server: str) -> None:
+    client = oai(server)
+    out = client.completions.create(model="gen", prompt="the model", max_tokens=6, temperature=0)
+    again = client.completions.create(model="gen", prompt="the model", max_tokens=6, temperature=0)
+    assert out.choices[0].text == again.choices[0].text  # greedy is deterministic
+    assert out.choices[0].finish_reason in ("length", "stop")
+    assert out.usage.completion_tokens <= 6 and out.usage.prompt_tokens > 0
+    many = client.completions.create(
+        model="gen", prompt=["the model", "a graph"], max_tokens=4, temperature=0
+    )
+    assert [c.index for c in many.choices] == [0, 1]
+    assert (
+        many.choices[0].text
+        == client.completions.create(model="gen", prompt="the model", max_tokens=4, temperature=0)
+        .choices[0]
+        .text
+    )
+
+    chat = client.chat.completions.create(
+        model="gen", messages=[{"role": "user", "content": "hello"}], max_tokens=5, temperature=0
+    )
+    assert chat.choices[0].message.role == "assistant"
+    # The chat template makes the prompt longer than the bare message.
+    assert chat.usage.prompt_tokens > len("hello".split())
+    sampled = {
+        client.chat.completions.create(
+            model="gen",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=8,
+            seed=s,  # temperature defaults to 1.0, as in OpenAI's API
+        )
+        .choices[0]
+        .message.content
+        for s in range(4)
+    }
+    assert len(sampled) > 1
+
+
+def test_streaming_matches_non_streaming(server: str) -> None:
+    client = oai(server)
+    messages = [{"role": "user", "content": "tell me about graphs"}]
+    whole = client.chat.completions.create(
+        model="gen", messages=messages, max_tokens=10, temperature=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model="gen",
+            messages=messages,
+            max_tokens=10,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finals == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+    plain = client.completions.create(model="gen", prompt="a b", max_tokens=7, temperature=0)
+    streamed = client.completions.create(
+        model="gen", prompt="a b", max_tokens=7, temperature=0, stream=True
+    )
+    assert "".join(c.choices[0].text for c in streamed) == plain.choices[0].text
+    with httpx.stream(
+        "POST",
+        server + "/v1/completions",
+        json={"model": "gen", "prompt": "a", "max_tokens": 3, "stream": True},
+    ) as resp:
+        lines = [line for line in resp.iter_lines() if line]
+    assert resp.headers["content-type"].startswith("text/event-stream")
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+
+
+def test_errors_in_openai_shape(server: str) -> None:
+    client = oai(server, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as nf:
+        client.completions.create(model="missing", prompt="x", max_tokens=2)
+    assert nf.value.body["code"] == "model_not_found"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError) as wrong:
+        client.embeddings.create(model="gen", input="x")
+    assert "not embedding" in wrong.value.message
+    with pytest.raises(openai.BadRequestError) as bad:
+        client.completions.create(model="gen", prompt="x", max_tokens=2, temperature=3.5)
+    assert bad.value.body["param"] == "temperature"  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError, match="exceeds the model context"):
+        client.completions.create(model="gen", prompt="x", max_tokens=4000, temperature=0)
+    body = httpx.post(server + "/v1/chat/completions", content=b"{not json").json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert body["error"]["type"] == "invalid_request_error"
+
+
+def test_concurrent_generation_equals_each_alone(server: str) -> None:
+    client = oai(server)
+    words = "graph node edge model token batch queue worker vector label".split()
+    prompts = [" ".join(words[: 1 + i % 10]) * (1 + i % 3) for i in range(32)]
+    lengths = [3 + (i * 7) % 17 for i in range(32)]
+
+    def one(i: int) -> str:
+        out = client.completions.create(
+            model="gen", prompt=prompts[i], max_tokens=lengths[i], temperature=0
+        )
+        return out.choices[0].text
+
+    alone = [one(i) for i in range(32)]
+    with ThreadPoolExecutor(32) as pool:
+        together = list(pool.map(one, range(32)))
+    assert together == alone
+    decode = httpx.get(server + "/v1/models/registry").json()["cache"]["models"]["gen"]["decode"]
+    assert decode["max_active"] > 1  # the requests really decoded together
+
+
+def _evictions(url: str) -> float:
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith("autoglm_model_cache_evictions_total"):
+            return float(line.split()[-1])
+    raise AssertionError("no eviction counter in /metrics")
+
+
+def test_memory_budget_evicts_and_serves_every_request(server: str) -> None:
+    client = oai(server, max_retries=0)
+    before = _evictions(server)
+    for _ in range(2):
+        client.embeddings.create(model="emb", input="a")
+        client.completions.create(model="gen", prompt="a", max_tokens=2, temperature=0)
+        r = httpx.post(
+            server + "/v1/infer",
+            json={"task_type": "text-classification", "model": "cls", "input": ["good"]},
+        )
+        assert r.status_code == 200, r.text
+    assert _evictions(server) - before >= 2
+    cache = httpx.get(server + "/v1/models").json()["cache"]
+    assert cache["used_bytes"] <= cache["budget_bytes"] and cache["load_failures"] == 0
+    states = {m["name"]: m["state"] for m in Client(server).list_models()}
+    assert sorted(states[n] for n in TASKS).count("loaded") == 2
+
+
+def test_upstream_backend_and_circuit_breaker(
+    server: str, tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    upstream = ServerProcess(tmp_path / "upstream", env=ENV).start()
+    try:
+        with Client(upstream.url) as c:
+            c.upload_model(str(tiny["gen"]), name="gen-up", task_types=["text-generation"])
+            c.upload_model(str(tiny["emb"]), name="emb-up", task_types=["embedding"])
+        with Client(server) as c:
+            for name, remote, tasks in (
+                ("remote-gen", "gen-up", ["text-generation", "chat"]),
+                ("remote-emb", "emb-up", ["embedding"]),
+            ):
+                c.register_model(
+                    {
+                        "name": name,
+                        "backend": "openai",
+                        "source": {
+                            "base_url": upstream.url + "/v1",
+                            "model": remote,
+                            "timeout_s": 10,
+                        },
+                        "task_types": tasks,
+                    }
+                )
+        proxy, direct = oai(server, max_retries=0), oai(upstream.url, max_retries=0)
+        kw = {"prompt": "the graph", "max_tokens": 6, "temperature": 0}
+        via = proxy.completions.create(model="remote-gen", **kw)  # type: ignore[call-overload]
+        assert via.model == "remote-gen"
+        assert (
+            via.choices[0].text == direct.completions.create(model="gen-up", **kw).choices[0].text
+        )  # type: ignore[call-overload]
+        streamed = proxy.chat.completions.create(
+            model="remote-gen",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=5,
+            temperature=0,
+            stream=True,
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        emb = proxy.embeddings.create(model="remote-emb", input=["a", "b"])
+        assert len(emb.data) == 2
+    finally:
+        upstream.kill()
+
+    statuses = []
+    for _ in range(UPSTREAM_THRESHOLD):
+        with pytest.raises(openai.APIStatusError) as info:
+            proxy.completions.create(model="remote-gen", **kw)  # type: ignore[call-overload]
+        statuses.append((info.value.status_code, info.value.body["code"]))  # type: ignore[index]
+    assert statuses == [(503, "unavailable")] * UPSTREAM_THRESHOLD
+    start = time.perf_counter()
+    with pytest.raises(openai.APIStatusError) as info:
+        proxy.completions.create(model="remote-gen", **kw)  # type: ignore[call-overload]
+    assert (info.value.status_code, info.value.body["code"]) == (503, "circuit_open")  # type: ignore[index]
+    assert time.perf_counter() - start < 0.5
+    assert int(info.value.response.headers["retry-after"]) >= 1
+    cards = {m["id"]: m for m in httpx.get(server + "/v1/models").json()["data"]}
+    assert cards["remote-gen"]["upstream"]["circuit"] == "open"
+    assert (
+        'autoglm_upstream_circuit_open{model="remote-gen"} 1.0'
+        in httpx.get(server + "/metrics").text
+    )
+    # Another upstream model has its own breaker: still trying (and failing) on its own.
+    with pytest.raises(openai.APIStatusError) as other:
+        proxy.embeddings.create(model="remote-emb", input="a")
+    assert other.value.body["code"] == "unavailable"  # type: ignore[index]
