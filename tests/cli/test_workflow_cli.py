@@ -46,3 +46,35 @@ def test_graph_writes_png(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["graph", str(EXAMPLE), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_run_watch_and_status_against_a_server(server) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    example = EXAMPLE.parent / "order_screening.yaml"
+    env = {"AUTOGLM_URL": server.url, "AUTOGLM_API_KEY": "sekret", "COLUMNS": "200"}
+    inputs = '{"orders": [{"id": "a", "amount": 5000, "country": "de"}], "review_s": 0.05}'
+    result = CliRunner().invoke(
+        app, ["run", str(example), "--inputs", inputs, "--watch", "--poll", "0.05"], env=env
+    )
+    assert result.exit_code == 0, result.output
+    assert "order_screening" in result.output
+    for line in ("normalize", "normalize[0] succeeded", "hold_for_review succeeded"):
+        assert line in result.output, result.output
+    run_id = result.output.split("order_screening ", 1)[1].split()[0]
+
+    status = CliRunner().invoke(app, ["status", run_id, "--json"], env=env)
+    assert status.exit_code == 0, status.output
+    data = json.loads(status.output)
+    assert data["status"] == "succeeded"
+    assert [s["status"] for s in data["steps"]] == ["succeeded"] * 4
+
+    tree = CliRunner().invoke(app, ["status", run_id], env=env)
+    assert tree.exit_code == 0 and "report succeeded" in tree.output
+
+    failed = CliRunner().invoke(
+        app, ["run", str(example), "--inputs", '{"orders": 1}', "--watch"], env=env
+    )
+    assert failed.exit_code == 1 and "must be a list" in failed.output
+    missing = CliRunner().invoke(app, ["status", "nope"], env=env)
+    assert missing.exit_code == 1 and "not found" in missing.output

@@ -1,14 +1,16 @@
-"""``autoglm workflow``: check a workflow file and draw its DAG, offline.
+"""``autoglm workflow``: check and draw a workflow offline; run and follow it on a server.
 
-``run FILE --watch`` is added next to these once a server is involved; ``validate`` and
-``graph`` need no server, only the spec layer.
+``validate`` and ``graph`` need no server, only the spec layer. ``run`` and ``status`` talk to
+a server through the SDK (``--url`` / ``AUTOGLM_URL``).
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +18,7 @@ from open_autoglm import errors
 
 __all__ = ["app"]
 
-app = typer.Typer(help="Validate and draw workflow specs.", no_args_is_help=True)
+app = typer.Typer(help="Validate, draw, run and follow workflows.", no_args_is_help=True)
 
 FileArg = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="workflow YAML/JSON")
@@ -28,6 +30,21 @@ TaskTypesOpt = Annotated[
 RegistryOpt = Annotated[
     bool, typer.Option("--registry", help="check task types against the installed plugins")
 ]
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
+KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
+
+_TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "timed_out": "red",
+    "cancelled": "yellow",
+    "skipped": "dim",
+    "running": "cyan",
+    "submitted": "blue",
+    "retry_wait": "magenta",
+    "pending": "white",
+}
 
 
 def _known_types(task_types: list[str] | None, registry: bool) -> set[str] | None:
@@ -95,3 +112,133 @@ def graph(
         return
     path = render_workflow_png(spec, output)
     typer.echo(f"wrote {path}")
+
+
+# --------------------------------------------------------------------------- server commands
+
+
+def _parse_inputs(inputs: str | None) -> dict[str, Any]:
+    if inputs is None:
+        return {}
+    try:
+        value = json.loads(inputs)
+    except json.JSONDecodeError as exc:
+        typer.echo(f"error: --inputs is not JSON: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if not isinstance(value, dict):
+        typer.echo("error: --inputs must be a JSON object", err=True)
+        raise typer.Exit(1)
+    return value
+
+
+def _label(status: str) -> str:
+    return f"[{_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def run_tree(run: dict[str, Any]) -> Any:
+    """A rich Tree of a run: every step, its instances and nested runs, with their states."""
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    title = f"[bold]{escape(run['name'])}[/] {run['id']} {_label(run['status'])}"
+    if run.get("error"):
+        title += f" [red]{escape(str(run['error']))}[/]"
+    root = Tree(title)
+    _add_steps(root, run["steps"])
+    return root
+
+
+def _add_steps(node: Any, steps: list[dict[str, Any]]) -> None:
+    from rich.markup import escape
+
+    for step in steps:
+        text = f"{escape(step['name'])} {_label(step['status'])}"
+        if step["attempts"] > len(step["instances"]):
+            text += f" [dim]attempts={step['attempts']}[/]"
+        why = step.get("skip_reason") or step.get("error")
+        if why:
+            text += f" [dim]— {escape(str(why))}[/]"
+        mapped = any(i["index"] is not None for i in step["instances"])
+        if not mapped and len(step["instances"]) == 1 and "run" not in step["instances"][0]:
+            task = step["instances"][0]["task_id"]
+            node.add(text + (f" [dim]task {task}[/]" if task else ""))
+            continue
+        child = node.add(text)
+        for inst in step["instances"]:
+            line = f"{escape(inst['id'])} {_label(inst['status'])}"
+            if inst["attempts"] > 1:
+                line += f" [dim]attempt {inst['attempts']}[/]"
+            if inst.get("error") and inst["status"] != "succeeded":
+                line += f" [dim]— {escape(str(inst['error']))}[/]"
+            sub = child.add(line)
+            if "run" in inst:
+                _add_steps(sub, inst["run"]["steps"])
+
+
+@app.command()
+def run(
+    file: FileArg,
+    inputs: Annotated[str | None, typer.Option("--inputs", help="run inputs as JSON")] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="follow the run live until it ends")
+    ] = False,
+    poll_s: Annotated[float, typer.Option("--poll", help="refresh interval (s)")] = 0.3,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Start FILE on the server; with --watch, show a live tree of step states.
+
+    With --watch the exit code is 0 only when the run succeeded.
+    """
+    from open_autoglm.client import Client
+
+    values = _parse_inputs(inputs)
+    with Client(url, api_key=api_key) as client:
+        try:
+            started = client.run_workflow(file.read_text(encoding="utf-8"), values)
+        except errors.AutoGLMError as exc:
+            _report(exc)
+            return
+        if not watch:
+            typer.echo(f"{started['id']} {started['status']}")
+            return
+        final = _watch(client, started["id"], poll_s)
+    raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+
+
+def _watch(client: Any, run_id: str, poll_s: float) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.live import Live
+
+    console = Console()
+    current: dict[str, Any] = client.get_run(run_id)
+    with Live(run_tree(current), console=console, refresh_per_second=8) as live:
+        while current["status"] not in _TERMINAL:
+            time.sleep(poll_s)
+            current = client.get_run(run_id)
+            live.update(run_tree(current))
+    return current
+
+
+@app.command()
+def status(
+    run_id: Annotated[str, typer.Argument(help="a workflow run id")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the run as JSON")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+) -> None:
+    """Show a run: every step's state, attempts, task id, and why it was skipped or failed."""
+    from open_autoglm.client import Client
+
+    with Client(url, api_key=api_key) as client:
+        try:
+            current = client.get_run(run_id)
+        except errors.AutoGLMError as exc:
+            _report(exc)
+            return
+    if as_json:
+        sys.stdout.write(json.dumps(current, indent=2) + "\n")
+        return
+    from rich.console import Console
+
+    Console().print(run_tree(current))

@@ -11,7 +11,13 @@ from typing import Any
 import httpx
 import orjson
 
-from open_autoglm.client.base import TERMINAL, BaseClient, model_files, raise_for_error
+from open_autoglm.client.base import (
+    RUN_TERMINAL,
+    TERMINAL,
+    BaseClient,
+    model_files,
+    raise_for_error,
+)
 
 __all__ = ["AsyncClient"]
 
@@ -93,9 +99,15 @@ class AsyncClient(BaseClient):
     async def stream_events(
         self, task_id: str, timeout: float | None = None
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for item in self._sse(f"/v1/tasks/{task_id}/events", timeout):
+            yield item
+
+    async def _sse(
+        self, path: str, timeout: float | None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
         async with self._http.stream(
             "GET",
-            f"/v1/tasks/{task_id}/events",
+            path,
             headers={"accept": "text/event-stream"},
             timeout=httpx.Timeout(self.timeout, read=timeout or 60.0),
         ) as resp:
@@ -223,3 +235,87 @@ class AsyncClient(BaseClient):
         }
         entry = {"name": name, "source": {"artifacts": files}, "task_types": task_types, **fields}
         return await self.register_model(entry, replace=replace)
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    async def run_workflow(
+        self, spec: dict[str, Any] | str, inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start a workflow run (spec as a dict or YAML/JSON text); returns the stored run."""
+        body = {"spec": spec, "inputs": inputs or {}}
+        return await self.request(
+            "POST",
+            "/v1/workflows",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+
+    async def validate_workflow(
+        self, spec: dict[str, Any] | str, inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body = {"spec": spec, "inputs": inputs or {}}
+        return await self.request(
+            "POST",
+            "/v1/workflows/validate",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+
+    async def get_run(self, run_id: str) -> dict[str, Any]:
+        return await self.request("GET", f"/v1/workflows/runs/{run_id}")
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        cursor: str | None = None
+        n = 0
+        while True:
+            page = await self.request(
+                "GET",
+                "/v1/workflows/runs",
+                params=self._run_params(status, name, page_size, cursor),
+            )
+            for run in page["runs"]:
+                yield run
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    async def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return await self.request("POST", f"/v1/workflows/runs/{run_id}/cancel")
+
+    async def run_events(self, run_id: str, *, after: int = 0) -> builtins.list[dict[str, Any]]:
+        out = await self.request(
+            "GET", f"/v1/workflows/runs/{run_id}/events", params={"after": after}
+        )
+        return out["events"]
+
+    async def stream_run_events(
+        self, run_id: str, timeout: float | None = None
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        async for item in self._sse(f"/v1/workflows/runs/{run_id}/events", timeout):
+            yield item
+
+    async def run_callbacks(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        out = await self.request("GET", f"/v1/workflows/runs/{run_id}/callbacks")
+        return out["callbacks"]
+
+    async def wait_run(
+        self, run_id: str, *, timeout: float | None = None, poll_s: float = 0.5
+    ) -> dict[str, Any]:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = await self.get_run(run_id)
+            if run["status"] in RUN_TERMINAL:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow run {run_id} still {run['status']} after {timeout}s")
+            await asyncio.sleep(poll_s)

@@ -9,9 +9,10 @@ import httpx
 
 from open_autoglm import errors
 
-__all__ = ["TERMINAL", "BaseClient", "model_files", "raise_for_error"]
+__all__ = ["RUN_TERMINAL", "TERMINAL", "BaseClient", "model_files", "raise_for_error"]
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+RUN_TERMINAL = TERMINAL | {"timed_out"}  # a workflow run can also time out
 
 _BY_CODE: dict[str, type[errors.AutoGLMError]] = {
     "validation_error": errors.ValidationError,
@@ -78,6 +79,19 @@ class BaseClient:
             params["status"] = status
         if task_type:
             params["task_type"] = task_type
+        if cursor:
+            params["cursor"] = cursor
+        return params
+
+    @staticmethod
+    def _run_params(
+        status: str | None, name: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if name:
+            params["name"] = name
         if cursor:
             params["cursor"] = cursor
         return params

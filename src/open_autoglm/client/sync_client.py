@@ -10,7 +10,13 @@ from typing import Any
 import httpx
 import orjson
 
-from open_autoglm.client.base import TERMINAL, BaseClient, model_files, raise_for_error
+from open_autoglm.client.base import (
+    RUN_TERMINAL,
+    TERMINAL,
+    BaseClient,
+    model_files,
+    raise_for_error,
+)
 
 __all__ = ["Client"]
 
@@ -101,9 +107,12 @@ class Client(BaseClient):
         self, task_id: str, timeout: float | None = None
     ) -> Iterator[tuple[str, dict[str, Any]]]:
         """Yield ``(kind, data)`` from the server-sent event stream until the task ends."""
+        return self._sse(f"/v1/tasks/{task_id}/events", timeout)
+
+    def _sse(self, path: str, timeout: float | None) -> Iterator[tuple[str, dict[str, Any]]]:
         with self._http.stream(
             "GET",
-            f"/v1/tasks/{task_id}/events",
+            path,
             headers={"accept": "text/event-stream"},
             timeout=httpx.Timeout(self.timeout, read=timeout or 60.0),
         ) as resp:
@@ -246,3 +255,88 @@ class Client(BaseClient):
         }
         entry = {"name": name, "source": {"artifacts": files}, "task_types": task_types, **fields}
         return self.register_model(entry, replace=replace)
+
+    # -- workflows ---------------------------------------------------------------------------
+
+    def run_workflow(
+        self, spec: dict[str, Any] | str, inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Start a workflow run (spec as a dict or YAML/JSON text); returns the stored run."""
+        body = {"spec": spec, "inputs": inputs or {}}
+        return self.request(
+            "POST",
+            "/v1/workflows",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+
+    def validate_workflow(
+        self, spec: dict[str, Any] | str, inputs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        body = {"spec": spec, "inputs": inputs or {}}
+        return self.request(
+            "POST",
+            "/v1/workflows/validate",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        """A run with every step's status, attempts, task ids, output or error."""
+        return self.request("GET", f"/v1/workflows/runs/{run_id}")
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        name: str | None = None,
+        page_size: int = 100,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Iterate over runs, newest first, following cursors page by page."""
+        cursor: str | None = None
+        n = 0
+        while True:
+            page = self.request(
+                "GET",
+                "/v1/workflows/runs",
+                params=self._run_params(status, name, page_size, cursor),
+            )
+            for run in page["runs"]:
+                yield run
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            cursor = page["next_cursor"]
+            if not cursor:
+                return
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        return self.request("POST", f"/v1/workflows/runs/{run_id}/cancel")
+
+    def run_events(self, run_id: str, *, after: int = 0) -> builtins.list[dict[str, Any]]:
+        return self.request("GET", f"/v1/workflows/runs/{run_id}/events", params={"after": after})[
+            "events"
+        ]
+
+    def stream_run_events(
+        self, run_id: str, timeout: float | None = None
+    ) -> Iterator[tuple[str, dict[str, Any]]]:
+        """Yield ``(kind, data)`` (``run``, ``step``, ``instance``) until the run ends."""
+        return self._sse(f"/v1/workflows/runs/{run_id}/events", timeout)
+
+    def run_callbacks(self, run_id: str) -> builtins.list[dict[str, Any]]:
+        return self.request("GET", f"/v1/workflows/runs/{run_id}/callbacks")["callbacks"]
+
+    def wait_run(
+        self, run_id: str, *, timeout: float | None = None, poll_s: float = 0.5
+    ) -> dict[str, Any]:
+        """Poll until the run ends; returns it (whatever its final status)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            run = self.get_run(run_id)
+            if run["status"] in RUN_TERMINAL:
+                return run
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"workflow run {run_id} still {run['status']} after {timeout}s")
+            time.sleep(poll_s)
