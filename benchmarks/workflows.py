@@ -1,6 +1,7 @@
 """Workflow engine overhead per step: a 1,000-step chain and a 500-way fan-out.
 
     python benchmarks/workflows.py [--chain 1000] [--fanout 500] [--repeat 3] [--no-prefect]
+        [--platform-chain 200] [--platform-fanout 200]
 
 Every step is a no-op (``run_task`` returns its input), so the time is the engine's own
 cost plus the driver's:
@@ -8,6 +9,9 @@ cost plus the driver's:
 (a) engine only: events fed straight into ``WorkflowRun`` (no threads, no queue);
     includes resolving each step's ``${steps.prev.output}`` reference.
 (b) ``LocalRunner`` inline (``max_workers=0``) and (c) with 8 threads: the in-process path.
+(e) platform: ``WorkflowService`` on an in-process ``Runtime`` (SQLite in a temp dir, real
+    scheduler, ``echo`` tasks): every step is a durable task, the run state is committed
+    after each batch of events. Smaller sizes by default (``--platform-chain/-fanout``).
 (d) baseline: Prefect 3 in ``.bench-venvs/prefect`` (created on first use with pip), the same
     chain (sequential task calls in a flow) and fan-out (``task.map``), run offline on its
     ephemeral local server. If Prefect cannot be installed or run, the table says so.
@@ -123,6 +127,45 @@ def bench_ours(
     return rows
 
 
+def bench_platform(chain: int, fanout: int, repeat: int) -> list[dict[str, Any]]:
+    """Steps as scheduler tasks through an in-process runtime (SQLite, durable)."""
+    from open_autoglm.config import load_settings
+    from open_autoglm.runtime import Runtime
+    from open_autoglm.workflows.service import WorkflowService
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = load_settings(data_dir=Path(tmp) / "data", executor={"threads": 8})
+        runtime = Runtime(settings)
+        service = WorkflowService(runtime)
+        runtime.on_start.append(service.start)
+        runtime.on_stop.append(service.stop)
+        with runtime:
+            cases = [
+                ("chain", chain_doc(chain), {}, chain),
+                ("fan-out", fanout_doc(fanout), {"items": list(range(fanout))}, fanout + 1),
+            ]
+            for case, doc, inputs, steps in cases:
+                spec = service.validate(doc)
+
+                def once(spec: WorkflowSpec = spec, inputs: dict[str, Any] = inputs) -> str:
+                    run = service.submit(spec, inputs).result(60)
+                    final = service.wait(run["id"], timeout=600)
+                    assert final["status"] == "succeeded", final["error"]
+                    return str(final["id"])
+
+                t, _ = best_of(repeat, once)
+                rows.append(
+                    {
+                        "case": case,
+                        "path": "platform (scheduler+SQLite)",
+                        "steps": steps,
+                        "seconds": t,
+                    }
+                )
+    return rows
+
+
 PREFECT_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -219,6 +262,8 @@ def main() -> None:
     parser.add_argument("--fanout", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-prefect", action="store_true")
+    parser.add_argument("--platform-chain", type=int, default=200)
+    parser.add_argument("--platform-fanout", type=int, default=200)
     args = parser.parse_args()
 
     rows = bench_ours("chain", chain_doc(args.chain), {}, args.chain, args.repeat)
@@ -226,6 +271,8 @@ def main() -> None:
     rows += bench_ours(
         "fan-out", fanout_doc(args.fanout), {"items": items}, args.fanout + 1, args.repeat
     )
+
+    rows += bench_platform(args.platform_chain, args.platform_fanout, args.repeat)
 
     prefect: dict[str, Any] = {"error": "skipped (--no-prefect)"}
     if not args.no_prefect:
@@ -269,6 +316,14 @@ def main() -> None:
             theirs = next(r for r in rows if r["case"] == case and r["path"].startswith("Prefect"))
             ratios[case] = theirs["ms_per_step"] / ours["ms_per_step"]
             print(f"Prefect / LocalRunner(8 threads), {case}: {ratios[case]:.1f}x slower per step")
+            ours_platform = next(
+                r for r in rows if r["case"] == case and r["path"].startswith("platform")
+            )
+            ratios[f"{case} platform"] = theirs["ms_per_step"] / ours_platform["ms_per_step"]
+            print(
+                f"Prefect / platform (durable, scheduled), {case}: "
+                f"{ratios[f'{case} platform']:.2f}x per step"
+            )
     target = all(r["ms_per_step"] <= 2.0 for r in rows if r["path"] == "engine only")
     print(f"engine-only target <= 2 ms/step: {'met' if target else 'MISSED'}")
 
@@ -279,6 +334,8 @@ def main() -> None:
             {
                 "chain": args.chain,
                 "fanout": args.fanout,
+                "platform_chain": args.platform_chain,
+                "platform_fanout": args.platform_fanout,
                 "rows": rows,
                 "prefect": prefect,
                 "ratios": ratios,

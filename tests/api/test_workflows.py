@@ -214,3 +214,17 @@ def test_list_filters_and_events_as_json_and_sse(api: TestClient) -> None:
     assert seen[-1][0] == "end"
     assert (seen[-2][0], seen[-2][1]["status"]) == ("run", "succeeded")
     assert ("instance", "running") in [(k, d.get("status")) for k, d in seen]
+
+
+def test_readme_workflow_example_runs(api: TestClient) -> None:
+    import yaml
+
+    readme = (EXAMPLES.parents[1] / "README.md").read_text()
+    section = readme.split("## Workflows", 1)[1]
+    doc = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    doc.pop("callback_url")  # example.com is not reachable from the tests
+    orders = [{"id": "a", "amount": 5}, {"id": "b", "amount": 5000}]
+    run = wait_run(api, _start(api, doc, {"orders": orders})["id"])
+    assert run["status"] == "succeeded", run
+    assert run["outputs"] == {"flagged": 1}
+    assert _step(run, "report")["output"] == {"held": True}
