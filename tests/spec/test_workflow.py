@@ -18,7 +18,7 @@ from open_autoglm.spec.workflow import (
     validate_workflow,
 )
 
-KNOWN = {"echo", "embedding", "text-classification", "rule-inference"}
+KNOWN = {"echo", "sleep", "embedding", "text-classification", "rule-inference"}
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "workflows"
 
 BASE: dict[str, Any] = {

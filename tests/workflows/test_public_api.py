@@ -25,7 +25,17 @@ MODULES = [
 ]
 
 
-@pytest.mark.parametrize("name", MODULES)
+# The platform adapter and its views need storage (sqlalchemy): checked for names only.
+PLATFORM_MODULES = [
+    "open_autoglm.workflows",
+    "open_autoglm.workflows.run_view",
+    "open_autoglm.workflows.service",
+    "open_autoglm.storage.workflows_repo",
+    "open_autoglm.api.routes.workflows",
+]
+
+
+@pytest.mark.parametrize("name", MODULES + PLATFORM_MODULES)
 def test_all_names_exist(name: str) -> None:
     module = importlib.import_module(name)
     assert module.__all__, name
