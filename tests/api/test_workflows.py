@@ -228,3 +228,42 @@ def test_readme_workflow_example_runs(api: TestClient) -> None:
     assert run["status"] == "succeeded", run
     assert run["outputs"] == {"flagged": 1}
     assert _step(run, "report")["output"] == {"held": True}
+
+
+def test_nested_workflow_fanned_out_runs_as_tasks(api: TestClient) -> None:
+    spec = {
+        "name": "outer",
+        "inputs": {"words": {"type": "list"}},
+        "steps": [
+            {
+                "name": "each",
+                "map": "inputs.words",
+                "inputs": {"word": "${item}"},
+                "workflow": {
+                    "name": "inner",
+                    "inputs": {"word": {"type": "string"}},
+                    "steps": [
+                        {
+                            "name": "up",
+                            "task": {"task_type": "echo", "input": "${upper(inputs.word)}"},
+                        },
+                        {
+                            "name": "wrap",
+                            "depends_on": ["up"],
+                            "task": {"task_type": "echo", "input": {"w": "${steps.up.output}"}},
+                        },
+                    ],
+                    "outputs": {"w": "${steps.wrap.output.w}"},
+                },
+            }
+        ],
+        "outputs": {"words": "${steps.each.output}"},
+    }
+    run = wait_run(api, _start(api, spec, {"words": ["a", "b"]})["id"])
+    assert run["status"] == "succeeded", run
+    assert run["outputs"] == {"words": [{"w": "A"}, {"w": "B"}]}
+    inner = _step(run, "each")["instances"][1]["run"]["steps"]
+    assert [s["id"] for s in inner] == ["each[1]/up", "each[1]/wrap"]
+    task = api.get(f"/v1/tasks/{inner[1]['task_id']}").json()
+    assert task["spec"]["metadata"]["workflow_step"] == "each[1]/wrap"
+    assert task["result"] == {"w": "B"}
