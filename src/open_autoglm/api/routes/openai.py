@@ -258,6 +258,12 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     raise cls(err.get("message", final["status"]), details=err.get("details") or [])
 
 
+async def _admit_only(runtime: Runtime, request: Request, raw: dict[str, Any]) -> None:
+    """Streams skip the scheduler, not validation or the admission policies."""
+    spec = runtime.parse(raw)
+    await runtime.admit(spec, client=client_id(request))
+
+
 def _sse(data: Any) -> bytes:
     return b"data: " + orjson.dumps(data) + b"\n\n"
 
@@ -352,17 +358,19 @@ async def completions(request: Request, runtime: Rt) -> Response:
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(service, body.model, "/completions", raw, body.stream)
     params = body.params(body.max_tokens or 16, chat=False)
+    task = {"task_type": "text-generation", "model": body.model, "input": body.prompt}
+    task = {**task, "params": params, **_prio(body)}
     if body.stream:
         if not isinstance(body.prompt, str):
             raise errors.ValidationError(
                 "stream: true takes one prompt string",
                 details=[{"loc": ["prompt"], "msg": "one prompt when streaming"}],
             )
+        await _admit_only(runtime, request, task)
         return _stream_response(
             service, body, {"prompt": body.prompt}, params, kind="text_completion"
         )
-    task = {"task_type": "text-generation", "model": body.model, "input": body.prompt}
-    result = await _run_task(runtime, request, {**task, "params": params, **_prio(body)})
+    result = await _run_task(runtime, request, task)
     choices = [
         {"text": g["text"], "index": i, "logprobs": None, "finish_reason": g["finish_reason"]}
         for i, g in enumerate(result["generations"])
@@ -389,12 +397,14 @@ async def chat_completions(request: Request, runtime: Rt) -> Response:
         return await _forward(service, body.model, "/chat/completions", raw, body.stream)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     params = body.params(body.max_completion_tokens or body.max_tokens or 128, chat=True)
+    task = {"task_type": "text-generation", "model": body.model, "input": {"messages": messages}}
+    task = {**task, "params": params, **_prio(body)}
     if body.stream:
+        await _admit_only(runtime, request, task)
         return _stream_response(
             service, body, {"messages": messages}, params, kind="chat.completion.chunk"
         )
-    task = {"task_type": "text-generation", "model": body.model, "input": {"messages": messages}}
-    result = await _run_task(runtime, request, {**task, "params": params, **_prio(body)})
+    result = await _run_task(runtime, request, task)
     g = result["generations"][0]
     return JSONResponse(
         {

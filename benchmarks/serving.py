@@ -1,0 +1,206 @@
+"""MiniLM embedding serving: Open-AutoGLM against the baselines, one run, servers alternated.
+
+    .venv/bin/python benchmarks/serving.py [--seconds 5] [--concurrency 1,8,32,64] [--no-int8]
+
+Targets (same bundled all-MiniLM-L6-v2, same deterministic 6-40 word sentences, same
+closed-loop load from a separate process on 127.0.0.1, see ``benchmarks/loadgen.py``):
+
+(a) ``flask-default``  Flask + gunicorn, 2 sync workers, torch threads at their default
+(b) ``flask-1thread``  the same with 1 torch thread per worker
+(c) ``autoglm-embeddings``  Open-AutoGLM ``POST /v1/embeddings`` (OpenAI shape, float)
+    ``autoglm-infer``       Open-AutoGLM ``POST /v1/infer`` (task spec, same task type)
+    ``autoglm-int8``        opt-in: ``/v1/embeddings`` on ``options.quantize: onnx-int8``
+(d) ``loop-*``  no HTTP: a plain loop in this process (per text, batch 32, bucketed batch 32)
+
+All servers are started first and stay up; for each concurrency level every HTTP target is
+measured in turn, so slow drift of a shared machine spreads over all of them instead of
+landing on one. Open-AutoGLM runs with ``OMP_NUM_THREADS=1`` (one torch thread per running
+batch; the scheduler runs as many batches as the executor has CPUs) and default batching
+(max 32 per batch, 2 ms max wait). Server CPU is the server process tree's CPU seconds per
+wall second. Writes ``benchmarks/results/serving.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx
+
+from benchmarks.serving_baselines import (
+    RESULTS,
+    SENTENCES,
+    TARGETS,
+    Target,
+    _free_port,
+    measure_loop,
+    measure_target,
+)
+
+
+@contextlib.contextmanager
+def autoglm_server(int8: bool) -> Iterator[tuple[str, int]]:
+    """An ``autoglm serve`` process with ``minilm`` (and ``minilm-int8``) registered and warm."""
+    from open_autoglm.ml.text.model_loader import default_cache_dir
+
+    port = _free_port()
+    data = Path(tempfile.mkdtemp(prefix="autoglm-bench-"))
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        # Reuse ONNX exports across runs; materialised copies stay in the temp data dir.
+        "AUTOGLM_MODELS__CACHE_DIR": str(default_cache_dir()),
+    }
+    log = open(RESULTS / "autoglm-serving.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "open_autoglm.cli.main", "serve", "--host", "127.0.0.1",
+         "--port", str(port), "--data-dir", str(data)],
+        cwd=ROOT, env=env, stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"autoglm did not start; see {log.name}")
+            try:
+                if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        entries = [{"name": "minilm", "source": "bundled:all-minilm-l6-v2"}]
+        if int8:
+            entries.append(
+                {
+                    "name": "minilm-int8",
+                    "source": "bundled:all-minilm-l6-v2",
+                    "options": {"quantize": "onnx-int8"},
+                }
+            )
+        for entry in entries:
+            r = httpx.post(url + "/v1/models/registry", json={**entry, "task_types": ["embedding"]})
+            r.raise_for_status()
+            warm = httpx.post(
+                url + "/v1/embeddings",
+                json={"model": entry["name"], "input": "warm up", "encoding_format": "float"},
+                timeout=300,
+            )
+            warm.raise_for_status()
+        yield url, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def autoglm_targets(url: str, pid: int, int8: bool) -> list[Target]:
+    def emb(model: str) -> Any:
+        return lambda i: {
+            "model": model,
+            "input": SENTENCES[i % len(SENTENCES)],
+            "encoding_format": "float",
+        }
+
+    targets = [
+        Target("autoglm-embeddings", url + "/v1/embeddings", emb("minilm"), pid),
+        Target(
+            "autoglm-infer",
+            url + "/v1/infer",
+            lambda i: {
+                "task_type": "embedding",
+                "model": "minilm",
+                "input": SENTENCES[i % len(SENTENCES)],
+            },
+            pid,
+        ),
+    ]
+    if int8:
+        targets.append(Target("autoglm-int8", url + "/v1/embeddings", emb("minilm-int8"), pid))
+    return targets
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    def qps_of(target: str) -> dict[Any, float]:
+        return {r["concurrency"]: r["qps"] for r in rows if r["target"] == target}
+
+    a, b = qps_of("flask-default"), qps_of("flask-1thread")
+    d_single = qps_of("loop-single").get(None)
+    d_best = qps_of("loop-batch32-bucketed").get(None)
+
+    def ratio(x: float, ref: float | None) -> str:
+        return f"{x / ref:6.2f}" if ref else f"{'-':>6}"
+
+    print(
+        f"\n{'target':<22} {'conc':>4} {'qps':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'x(d1)':>6} {'x(d32b)':>7} {'err':>4}"
+    )
+    for r in rows:
+        c = r["concurrency"]
+        lat = " ".join(
+            f"{r[k]:8.1f}" if k in r else f"{'-':>8}" for k in ("mean_ms", "p50_ms", "p99_ms")
+        )
+        print(
+            f"{r['target']:<22} {'-' if c is None else c:>4} {r['qps']:7.1f} {lat} "
+            f"{r['server_cpu_cores']:5.2f} {ratio(r['qps'], a.get(c))} {ratio(r['qps'], b.get(c))} "
+            f"{ratio(r['qps'], d_single)} {ratio(r['qps'], d_best):>7} {r.get('errors', 0):>4}"
+        )
+    print("x(a)/x(b): vs Flask default / 1-thread at the same concurrency; "
+          "x(d1)/x(d32b): vs the no-HTTP loop, one text per forward / bucketed batches of 32")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--concurrency", default="1,8,32,64")
+    ap.add_argument("--no-int8", action="store_true", help="skip the ONNX int8 row")
+    args = ap.parse_args()
+    int8 = not args.no_int8
+    concurrency = [int(c) for c in args.concurrency.split(",")]
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        print("starting servers ...", flush=True)
+        targets = [
+            stack.enter_context(TARGETS[name]()) for name in ("flask-default", "flask-1thread")
+        ]
+        url, pid = stack.enter_context(autoglm_server(int8))
+        targets += autoglm_targets(url, pid, int8)
+        for c in concurrency:
+            print(f"concurrency {c}:", flush=True)
+            for target in targets:
+                rows.extend(measure_target(target, [c], args.seconds))
+    print("loop (no HTTP):", flush=True)
+    rows.extend(measure_loop(args.seconds, threads=1))
+    print_table(rows)
+    out = RESULTS / "serving.json"
+    meta = {
+        "seconds": args.seconds,
+        "sentences": len(SENTENCES),
+        "cpus": os.cpu_count(),
+        "wall_seconds": time.perf_counter() - started,
+        "autoglm": {"omp_threads": 1, "batching": "max 32, 2 ms wait"},
+    }
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"wrote {out} in {meta['wall_seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
