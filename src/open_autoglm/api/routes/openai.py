@@ -358,8 +358,8 @@ async def completions(request: Request, runtime: Rt) -> Response:
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(service, body.model, "/completions", raw, body.stream)
     params = body.params(body.max_tokens or 16, chat=False)
-    task = {"task_type": "text-generation", "model": body.model, "input": body.prompt}
-    task = {**task, "params": params, **_prio(body)}
+    task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
+    task.update(input=body.prompt, params=params, **_prio(body))
     if body.stream:
         if not isinstance(body.prompt, str):
             raise errors.ValidationError(
@@ -397,8 +397,8 @@ async def chat_completions(request: Request, runtime: Rt) -> Response:
         return await _forward(service, body.model, "/chat/completions", raw, body.stream)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     params = body.params(body.max_completion_tokens or body.max_tokens or 128, chat=True)
-    task = {"task_type": "text-generation", "model": body.model, "input": {"messages": messages}}
-    task = {**task, "params": params, **_prio(body)}
+    task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
+    task.update(input={"messages": messages}, params=params, **_prio(body))
     if body.stream:
         await _admit_only(runtime, request, task)
         return _stream_response(
