@@ -80,6 +80,7 @@ class LocalExecutor:
                 artifact_root=self._artifact_root,
                 record_artifact=self._record,
                 env=self._process_env,
+                services=self._services,
             )
             pj.start()
             return pj

@@ -1,7 +1,9 @@
 """Killable jobs: each runs in a fresh spawned interpreter that reports over a pipe.
 
 Messages are JSON (orjson), never pickle. The child rebuilds the task-type registry from the
-same plugin settings as the server, so plugin task types run here too. On cancel or
+same plugin settings as the server, so plugin task types run here too. ``ctx.service(name)``
+in the child is a proxy: each method call travels to the parent, runs on the real service
+there, and its JSON result travels back (so a training job can register its model). On cancel or
 deadline the parent sends SIGTERM and, after a grace period, SIGKILL.
 """
 
@@ -17,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from open_autoglm import errors
+from open_autoglm.errors import AutoGLMError
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
 
 __all__ = ["ProcessJob"]
@@ -24,6 +28,19 @@ __all__ = ["ProcessJob"]
 log = logging.getLogger(__name__)
 
 _GRACE_S = 2.0
+
+# Errors whose constructor takes just a message, by code (for re-raising service errors).
+_ERRORS_BY_CODE: dict[str, type[AutoGLMError]] = {
+    cls.code: cls
+    for cls in (
+        errors.ValidationError,
+        errors.NotFoundError,
+        errors.ConflictError,
+        errors.UnavailableError,
+        errors.StorageError,
+        errors.PluginError,
+    )
+}
 
 
 class ProcessJob:
@@ -35,8 +52,10 @@ class ProcessJob:
         artifact_root: str,
         record_artifact: Callable[..., dict[str, Any]],
         env: Mapping[str, Any],
+        services: Mapping[str, Any] | None = None,
     ) -> None:
         self.job = job
+        self._services = services or {}
         self._sink = sink
         self._artifact_root = artifact_root
         self._record = record_artifact
@@ -60,7 +79,7 @@ class ProcessJob:
 
     def _supervise(self) -> None:
         ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe(duplex=False)
+        parent, child = ctx.Pipe(duplex=True)
         payload = {
             "task_id": self.job.task_id,
             "task_type": self.job.task_type.name,
@@ -71,6 +90,8 @@ class ProcessJob:
             "cpu_threads": self.job.cpu_threads,
             "artifact_root": self._artifact_root,
             "env": self._env,
+            # Only plain, JSON-speaking services are proxied (not the storage hub itself).
+            "services": [n for n in self._services if n != "storage"],
         }
         proc = ctx.Process(target=_child_main, args=(child, orjson.dumps(payload)), daemon=True)
         with self._lock:
@@ -101,6 +122,8 @@ class ProcessJob:
                         task_id=self.job.task_id,
                     )
                     artifacts.append(meta)
+                elif kind == "call":
+                    parent.send_bytes(self._call_service(msg))
                 elif kind == "done":
                     outcome = Outcome(
                         OutcomeStatus(msg["status"]),
@@ -125,6 +148,23 @@ class ProcessJob:
                 artifacts=artifacts,
             )
         self._finish(outcome)
+
+    def _call_service(self, msg: dict[str, Any]) -> bytes:
+        name, method = msg["service"], msg["method"]
+        try:
+            if method.startswith("_"):
+                raise PermissionError(f"{method} is private")
+            service = self._services[name]
+            value = getattr(service, method)(*msg.get("args", []), **msg.get("kwargs", {}))
+            return orjson.dumps({"ok": True, "value": value}, option=orjson.OPT_SERIALIZE_NUMPY)
+        except Exception as exc:
+            return orjson.dumps(
+                {
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "key": isinstance(exc, KeyError),
+                }
+            )
 
     def _cancelled_outcome(self, artifacts: list[dict[str, Any]]) -> Outcome:
         if self._reason == "timeout":
@@ -161,6 +201,7 @@ class _ChildContext:
         self.metadata = payload["metadata"]
         self.cpu_threads = payload["cpu_threads"]
         self._files = ArtifactFiles(payload["artifact_root"])
+        self._service_names = frozenset(payload.get("services", ()))
 
     def _send(self, msg: dict[str, Any]) -> None:
         self._conn.send_bytes(orjson.dumps(msg, option=orjson.OPT_SERIALIZE_NUMPY))
@@ -197,7 +238,45 @@ class _ChildContext:
         return self._files.get(artifact_id)
 
     def service(self, name: str) -> Any:
-        raise KeyError(f"service {name!r} is not available in a subprocess worker")
+        if name not in self._service_names:
+            raise KeyError(f"service {name!r} is not available")
+        return _ServiceProxy(self, name)
+
+    def _call(
+        self, service: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        self._send(
+            {
+                "type": "call",
+                "service": service,
+                "method": method,
+                "args": list(args),
+                "kwargs": kwargs,
+            }
+        )
+        reply = orjson.loads(self._conn.recv_bytes())
+        if not reply["ok"]:
+            if "code" in reply:  # the service's own error, re-raised as the same class
+                raise _ERRORS_BY_CODE.get(reply["code"], AutoGLMError)(reply["error"])
+            raise (KeyError if reply.get("key") else RuntimeError)(reply["error"])
+        return reply["value"]
+
+
+class _ServiceProxy:
+    """Stands in for a parent-side service; methods are called over the pipe."""
+
+    def __init__(self, ctx: _ChildContext, name: str) -> None:
+        self._ctx = ctx
+        self._name = name
+
+    def __getattr__(self, method: str) -> Any:
+        if method.startswith("_"):
+            raise AttributeError(method)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._ctx._call(self._name, method, args, kwargs)
+
+        return call
 
 
 def _child_main(conn: Connection, raw: bytes) -> None:
