@@ -174,3 +174,19 @@ def test_progress_events_recorded(make_runtime):
         e["data"]["fraction"] for e in rt.storage.events(task["id"]) if e["kind"] == "progress"
     ]
     assert progress and progress == sorted(progress) and 0 < progress[-1] <= 1
+
+
+def test_resources_derived_from_params(make_runtime):
+    rt = make_runtime(executor={"cpu": 2})
+    from open_autoglm.scheduler.service import _shape
+
+    spec = rt.parse(
+        {"task_type": "graph-train", "input": {}, "params": {"mode": "sync", "workers": 2}}
+    )
+    ttype, params = rt.scheduler.prepare(spec)
+    assert _shape(spec, ttype, params)[0] == 2.0
+    spec = rt.parse(
+        {"task_type": "graph-train", "input": {}, "params": {"mode": "sync", "workers": 3}}
+    )
+    with pytest.raises(Exception, match="no executor can ever fit"):
+        rt.scheduler.prepare(spec)

@@ -225,7 +225,7 @@ class Scheduler:
                 status=TaskStatus.QUEUED,
                 attempts=attempts,
                 created_at=float(row["created_at"]),
-                shape=_shape(spec, ttype),
+                shape=_shape(spec, ttype, params),
             )
             with self._lock:
                 self.live[lt.id] = lt
@@ -268,7 +268,7 @@ class Scheduler:
             problems.append(
                 {"loc": ["input"], "msg": f"task type {spec.task_type!r} needs an input"}
             )
-        shape = _shape(spec, ttype)
+        shape = _shape(spec, ttype, params)
         if self.pool.names() and not self.pool.could_ever_fit(shape):
             want = {"cpu": shape[0], "memory_mb": shape[1], "gpu": shape[2]}
             problems.append({"loc": ["resources"], "msg": f"no executor can ever fit {want}"})
@@ -313,7 +313,7 @@ class Scheduler:
             status=TaskStatus.QUEUED,
             attempts=0,
             created_at=now,
-            shape=_shape(spec, ttype),
+            shape=_shape(spec, ttype, params),
             durable=durable,
         )
         row = {
@@ -723,10 +723,11 @@ class Scheduler:
 _T0 = time.monotonic()
 
 
-def _shape(spec: TaskSpec, ttype: TaskType) -> tuple[float, int, int]:
-    """The (cpu, memory_mb, gpu) a task asks for: its spec's, else its type's default."""
+def _shape(spec: TaskSpec, ttype: TaskType, params: Any) -> tuple[float, int, int]:
+    """The (cpu, memory_mb, gpu) a task asks for: its spec's, else what its type derives from
+    its params, else its type's default."""
     if spec.resources is not None:
         r = spec.resources
         return (r.cpu, r.memory_mb, r.gpu)
-    d = ttype.default_resources
+    d = ttype.resources_for(params) if ttype.resources_for else ttype.default_resources
     return (float(d.get("cpu", 1.0)), int(d.get("memory_mb", 0)), int(d.get("gpu", 0)))

@@ -104,6 +104,8 @@ class TaskType:
     plugin: str = "builtin"
     # What a task of this type needs when its spec gives no ``resources``.
     default_resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})
+    # Or derived from the validated params (e.g. a training job's worker count).
+    resources_for: Callable[[Any], Mapping[str, float]] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def param_fields(self) -> frozenset[str]:

@@ -357,6 +357,8 @@ def graph_task_types() -> list[TaskType]:
             description="Train a GCN, GraphSAGE or GAT node classifier on a graph.",
             requires_input=True,
             mode=ExecutionMode.PROCESS,
+            # sync/async training runs `workers` processes of one thread each
+            resources_for=lambda p: {"cpu": float(p.workers if p.mode in ("sync", "async") else 1)},
         ),
         TaskType(
             name="graph-predict",
