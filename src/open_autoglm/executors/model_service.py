@@ -369,9 +369,7 @@ class ModelService:
             target.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(path, target)
         media = "application/json" if path.suffix == ".json" else "application/octet-stream"
-        self.storage.record_artifact(
-            digest, path.stat().st_size, media_type=media, name=path.name
-        )
+        self.storage.record_artifact(digest, path.stat().st_size, media_type=media, name=path.name)
         return digest
 
 

@@ -72,7 +72,9 @@ class Upstream:
         self._admit()
         try:
             async with self._client() as client:
-                resp = await client.post(self._url(path), json=self._body(body), headers=self._headers())
+                resp = await client.post(
+                    self._url(path), json=self._body(body), headers=self._headers()
+                )
         except httpx.HTTPError as exc:
             self._settle(None)
             raise UnavailableError(
