@@ -59,7 +59,7 @@ def test_registry_validation_422(api: TestClient, body: dict[str, Any], loc: lis
 def test_text_task_with_an_unregistered_model_fails_clearly(api: TestClient) -> None:
     resp = api.post("/v1/infer", json={"task_type": "embedding", "model": "ghost", "input": "x"})
     err = resp.json()["error"]
-    assert resp.status_code >= 400 and err["code"] == "not_found" and "ghost" in err["message"]
+    assert resp.status_code == 404 and err["code"] == "not_found" and "ghost" in err["message"]
 
 
 @pytest.fixture(scope="module")

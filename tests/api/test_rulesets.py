@@ -187,7 +187,7 @@ def test_rule_inference_task_with_a_stored_ruleset(api):
     assert [f["rule"] for f in result["firings"]] == ["block_access"]
     assert result["emitted"][0]["user"] == "mallory"
     missing = api.post("/v1/infer", json={**spec, "params": {"ruleset": "gone"}})
-    assert missing.status_code == 500 and missing.json()["error"]["code"] == "not_found"
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
 def test_sdk_ruleset_methods(api):

@@ -68,7 +68,12 @@ def test_failed_probe_reopens_with_a_fresh_timeout() -> None:
     assert not b.allow()
     clock.now += 1
     assert b.allow()
-    assert [(t.source, t.target) for t in b.transitions] == [(C, OPEN), (OPEN, H), (H, OPEN), (OPEN, H)]
+    assert [(t.source, t.target) for t in b.transitions] == [
+        (C, OPEN),
+        (OPEN, H),
+        (H, OPEN),
+        (OPEN, H),
+    ]
     assert b.transitions[2].reason == "probe failed"
 
 

@@ -41,7 +41,9 @@ ModelName = Annotated[
 ]
 ArtifactId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # A file of a model directory, at most one folder deep (sentence-transformers' 1_Pooling/).
-_FILE_NAME = re.compile(r"^(?:[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}/)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$")
+_FILE_NAME = re.compile(
+    r"^(?:[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}/)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$"
+)
 
 # Task types a text model can be loaded for (the first one listed picks the role).
 TEXT_ROLES = ("embedding", "text-generation", "text-classification")
@@ -87,9 +89,12 @@ class UpstreamSource(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0, le=600)
 
 
-Source = UpstreamSource | ArtifactFilesSource | ArtifactSource | Annotated[
-    str, StringConstraints(min_length=1, max_length=1000)
-]
+Source = (
+    UpstreamSource
+    | ArtifactFilesSource
+    | ArtifactSource
+    | Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+)
 
 
 class ModelSpec(BaseModel):
@@ -130,7 +135,9 @@ class ModelSpec(BaseModel):
                 raise ValueError("backend 'openai' needs source {base_url, model, api_key_env}")
             bad = set(self.task_types) - _UPSTREAM_TASKS
             if bad:
-                raise ValueError(f"backend 'openai' serves {sorted(_UPSTREAM_TASKS)}; not {sorted(bad)}")
+                raise ValueError(
+                    f"backend 'openai' serves {sorted(_UPSTREAM_TASKS)}; not {sorted(bad)}"
+                )
         elif isinstance(src, UpstreamSource):
             raise ValueError(f"an upstream source needs backend 'openai', not {self.backend!r}")
         if self.backend is ModelBackend.HF:

@@ -70,9 +70,7 @@ def register_bundled_models(service: ModelService) -> None:
     artifact store, so every later load (and every restart) reads safetensors directly.
     """
     if not _exists(service, "minilm"):
-        service.register(
-            name="minilm", source="bundled:all-minilm-l6-v2", task_types=["embedding"]
-        )
+        service.register(name="minilm", source="bundled:all-minilm-l6-v2", task_types=["embedding"])
         log.info("registered bundled model minilm")
     if not _exists(service, "smollm2"):
         log.info("converting the bundled SmolLM2 GGUF to safetensors (once)")

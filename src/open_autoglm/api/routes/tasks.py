@@ -65,9 +65,7 @@ async def infer(request: Request, runtime: Rt) -> JSONResponse:
             {"id": final["id"], "status": final["status"], "result": final.get("result")}
         )
     err = final.get("error") or {}
-    status = {"timeout": 504, "cancelled": 409}.get(err.get("code", ""), 500)
-    if err.get("code") in ("validation_error",):
-        status = 422
+    status = _INFER_STATUS.get(err.get("code", ""), 500)
     return JSONResponse(
         {
             "error": {
@@ -188,3 +186,13 @@ async def _sse(runtime: Runtime, task_id: str, after: int) -> AsyncIterator[byte
 
 
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+# A failed online task answers with the status its error code implies.
+_INFER_STATUS = {
+    "timeout": 504,
+    "cancelled": 409,
+    "validation_error": 422,
+    "not_found": 404,
+    "unavailable": 503,
+    "circuit_open": 503,
+}
