@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers importable as `helpers`
 
-from helpers.services import postgres_server
+from helpers.paths import PLUGIN_DIR
+from helpers.services import ServerProcess, postgres_server
 from helpers.settings import make_settings
 from open_autoglm.config import Settings
 from open_autoglm.runtime import Runtime
@@ -48,3 +50,17 @@ def runtime(settings: Settings) -> Iterator[Runtime]:
         yield rt
     finally:
         rt.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A real ``autoglm serve`` process with the test plugins and an API key (``sekret``)."""
+    root = tmp_path_factory.mktemp("server")
+    env = {
+        "AUTOGLM_TEST_RECORD": str(root / "record.log"),
+        "AUTOGLM_PLUGINS__DIRS": json.dumps([str(PLUGIN_DIR)]),
+        "AUTOGLM_API__API_KEYS": json.dumps(["sekret"]),
+    }
+    srv = ServerProcess(root / "data", env=env).start()
+    yield srv
+    srv.stop()

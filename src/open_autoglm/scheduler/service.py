@@ -128,75 +128,38 @@ class Scheduler:
         now = self._clock()
         counts = {"requeued": 0, "failed": 0, "queued": 0}
         rows = self._storage.tasks_in_status([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value])
-        futures = []
+        futures: list[Future[Any]] = []
+
+        def fail(row: dict[str, Any], code: str, message: str) -> None:
+            error = {"code": code, "message": message}
+            futures.append(
+                self._storage.write(
+                    self._write(
+                        task_id=row["id"],
+                        fields={"status": "failed", "finished_at": now, "error": error},
+                        terminal=True,
+                        events=[(now, "status", {"status": "failed", "reason": code})],
+                    )
+                )
+            )
+            counts["failed"] += 1
+
         for row in rows:
             try:
                 spec = TaskSpec.model_validate(row["spec"])
                 ttype = self._resolve_type(spec.task_type)
                 params = ttype.params_model.model_validate(spec.params)
             except Exception as exc:  # type gone (plugin removed) or spec no longer valid
-                futures.append(
-                    self._storage.write(
-                        self._write(
-                            task_id=row["id"],
-                            fields={
-                                "status": "failed",
-                                "finished_at": now,
-                                "error": {"code": "unrecoverable", "message": str(exc)},
-                            },
-                            terminal=True,
-                            events=[
-                                (
-                                    now,
-                                    "status",
-                                    {"status": "failed", "reason": "unrecoverable after restart"},
-                                )
-                            ],
-                        )
-                    )
-                )
-                counts["failed"] += 1
+                fail(row, "unrecoverable", f"cannot resume after restart: {exc}")
                 continue
             attempts = int(row["attempts"])
             if not row.get("durable", True):
-                error = {
-                    "code": "not_replayed",
-                    "message": "online inference is not replayed after a restart",
-                }
-                futures.append(
-                    self._storage.write(
-                        self._write(
-                            task_id=row["id"],
-                            fields={"status": "failed", "finished_at": now, "error": error},
-                            terminal=True,
-                            events=[
-                                (now, "status", {"status": "failed", "reason": "not_replayed"})
-                            ],
-                        )
-                    )
-                )
-                counts["failed"] += 1
+                fail(row, "not_replayed", "online inference is not replayed after a restart")
                 continue
             if row["status"] == TaskStatus.RUNNING.value:
                 # A crash re-runs a task once for free; beyond that it spends retries.
                 if attempts > spec.max_retries + 1:
-                    error = {
-                        "code": "worker_lost",
-                        "message": "the server died while the task ran; retries spent",
-                    }
-                    futures.append(
-                        self._storage.write(
-                            self._write(
-                                task_id=row["id"],
-                                fields={"status": "failed", "finished_at": now, "error": error},
-                                terminal=True,
-                                events=[
-                                    (now, "status", {"status": "failed", "reason": "worker_lost"})
-                                ],
-                            )
-                        )
-                    )
-                    counts["failed"] += 1
+                    fail(row, "worker_lost", "the server died while the task ran; retries spent")
                     continue
                 futures.append(
                     self._storage.write(

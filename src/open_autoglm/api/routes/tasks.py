@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -12,10 +11,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from open_autoglm import errors
 from open_autoglm.api.deps import client_id, get_runtime, json_body
+from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
-from open_autoglm.runtime import Runtime
+from open_autoglm.runtime import Runtime, public_task
 from open_autoglm.spec.task import TaskSpec, TaskStatus
 
 __all__ = ["router"]
@@ -84,18 +83,6 @@ async def get_task(task_id: str, runtime: Rt) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(runtime.get_task, task_id))
 
 
-def _decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-    except Exception:
-        raise errors.ValidationError(
-            "invalid cursor",
-            details=[{"loc": ["query", "cursor"], "msg": "not a cursor returned by this API"}],
-        ) from None
-
-
 @router.get("/tasks", summary="List tasks, newest first")
 async def list_tasks(
     runtime: Rt,
@@ -104,7 +91,7 @@ async def list_tasks(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> JSONResponse:
-    after = _decode_cursor(cursor)
+    after = decode_cursor(cursor)
     rows = await run_in_threadpool(
         runtime.storage.list_tasks,
         status=status.value if status else None,
@@ -112,16 +99,8 @@ async def list_tasks(
         after_seq=after,
         limit=limit + 1,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    from open_autoglm.runtime import public_task
-
+    rows, next_cursor = page(rows, limit)
     tasks = [public_task(r) for r in rows]
-    next_cursor = (
-        base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode().rstrip("=")
-        if more
-        else None
-    )
     return JSONResponse({"tasks": tasks, "next_cursor": next_cursor})
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from open_autoglm import errors
 from open_autoglm.api.deps import get_runtime, json_body
+from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.runtime import Runtime
 from open_autoglm.spec.workflow import bind_inputs
@@ -103,18 +103,6 @@ async def validate_workflow_route(request: Request, runtime: Rt) -> JSONResponse
     )
 
 
-def _cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-    except Exception:
-        raise errors.ValidationError(
-            "invalid cursor",
-            details=[{"loc": ["query", "cursor"], "msg": "not a cursor returned by this API"}],
-        ) from None
-
-
 @router.get("/runs", summary="List workflow runs, newest first")
 async def list_runs(
     runtime: Rt,
@@ -127,16 +115,10 @@ async def list_runs(
         _service(runtime).repo.list_runs,
         status=status.value if status else None,
         name=name,
-        after_seq=_cursor(cursor),
+        after_seq=decode_cursor(cursor),
         limit=limit + 1,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = (
-        base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode().rstrip("=")
-        if more
-        else None
-    )
+    rows, next_cursor = page(rows, limit)
     return JSONResponse({"runs": [summarize_run(r) for r in rows], "next_cursor": next_cursor})
 
 

@@ -1,0 +1,31 @@
+"""Cursor pagination shared by the list routes: the cursor is the last row's ``seq``, opaque."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+from open_autoglm import errors
+
+__all__ = ["decode_cursor", "page"]
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The ``seq`` a cursor stands for; 422 naming the query parameter if it is not ours."""
+    if not cursor:
+        return None
+    try:
+        return int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+    except Exception:
+        raise errors.ValidationError(
+            "invalid cursor",
+            details=[{"loc": ["query", "cursor"], "msg": "not a cursor returned by this API"}],
+        ) from None
+
+
+def page(rows: list[dict[str, Any]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Split ``limit + 1`` fetched rows into this page and the cursor of the next (or None)."""
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, base64.urlsafe_b64encode(str(rows[-1]["seq"]).encode()).decode().rstrip("=")
