@@ -34,8 +34,14 @@ services:
 demo: $(STAMP)
 	$(PY) examples/demo.py
 
+# Every benchmark prints a table and writes benchmarks/results/*.json (about 15 minutes;
+# the full 5-seed graph accuracy run is `$(PY) benchmarks/graph.py`, about 30 more).
 bench: $(STAMP) services
 	$(PY) benchmarks/scheduler_overhead.py
+	$(PY) -m benchmarks.rules
+	$(PY) benchmarks/workflows.py
+	$(PY) benchmarks/serving.py
+	$(PY) benchmarks/graph.py --skip-accuracy
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

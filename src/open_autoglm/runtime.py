@@ -130,8 +130,22 @@ class Runtime:
 
     def parse(self, raw: Any) -> TaskSpec:
         return parse_task_spec(
-            raw, self.plugins.param_fields, max_depth=self.settings.api.max_input_depth
+            raw,
+            self.plugins.param_fields,
+            max_depth=self.settings.api.max_input_depth,
+            check_params=self._check_params,
         )
+
+    def _check_params(self, task_type: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        import pydantic
+
+        from open_autoglm.spec.task import pydantic_details
+
+        try:
+            self.plugins.task_type(task_type).params_model.model_validate(params)
+        except pydantic.ValidationError as exc:
+            return pydantic_details(exc, ("params",))
+        return []
 
     async def admit(
         self, spec: TaskSpec, *, client: str

@@ -130,3 +130,10 @@ def test_infer_rejects_the_same_way(api):
     resp = api.post("/v1/infer", json={"task_type": "echo", "bogus": 1})
     assert resp.status_code == 422
     assert resp.json()["error"]["details"][0]["loc"] == ["bogus"]
+
+
+def test_spec_and_params_problems_are_reported_together(api):
+    resp = api.post("/v1/tasks", json={"task_type": "sleep", "seconds": -1, "colour": "red"})
+    assert resp.status_code == 422
+    locs = [d["loc"] for d in resp.json()["error"]["details"]]
+    assert ["colour"] in locs and ["params", "seconds"] in locs

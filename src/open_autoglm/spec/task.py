@@ -167,6 +167,7 @@ def parse_task_spec(
     param_fields: Callable[[str], Collection[str] | None] | None = None,
     *,
     max_depth: int = 32,
+    check_params: Callable[[str, dict[str, Any]], list[errors.ErrorDetail]] | None = None,
 ) -> TaskSpec:
     """Validate ``raw`` (decoded JSON) into a TaskSpec.
 
@@ -175,6 +176,8 @@ def parse_task_spec(
         param_fields: ``param_fields(task_type)`` returns the params that type declares, or
             None if the type is unknown (then only the structural checks run here).
         max_depth: bound on the nesting depth of the whole body.
+        check_params: ``check_params(task_type, params)`` lists the params' problems, so
+            they are reported together with the spec's own.
 
     Raises:
         errors.ValidationError: with every problem found, each with its location.
@@ -225,6 +228,14 @@ def parse_task_spec(
     except ValidationError as exc:
         problems.extend(pydantic_details(exc))
         spec = None
+    params_given = body.get("params", {})
+    if (
+        check_params is not None
+        and isinstance(task_type, str)
+        and isinstance(params_given, dict)
+        and (param_fields is None or param_fields(task_type) is not None)
+    ):
+        problems.extend(check_params(task_type, params_given))
     if problems or spec is None:
         raise errors.ValidationError("invalid task spec: " + summarize(problems), details=problems)
     return spec
