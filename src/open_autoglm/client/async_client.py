@@ -81,20 +81,10 @@ class AsyncClient(BaseClient):
         page_size: int = 100,
         limit: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        cursor: str | None = None
-        n = 0
-        while True:
-            page = await self.request(
-                "GET", "/v1/tasks", params=self._list_params(status, task_type, page_size, cursor)
-            )
-            for task in page["tasks"]:
-                yield task
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-            cursor = page["next_cursor"]
-            if not cursor:
-                return
+        async for task in self._paginate(
+            "/v1/tasks", "tasks", {"status": status, "task_type": task_type}, page_size, limit
+        ):
+            yield task
 
     async def stream_events(
         self, task_id: str, timeout: float | None = None
@@ -272,22 +262,10 @@ class AsyncClient(BaseClient):
         page_size: int = 100,
         limit: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
-        cursor: str | None = None
-        n = 0
-        while True:
-            page = await self.request(
-                "GET",
-                "/v1/workflows/runs",
-                params=self._run_params(status, name, page_size, cursor),
-            )
-            for run in page["runs"]:
-                yield run
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-            cursor = page["next_cursor"]
-            if not cursor:
-                return
+        async for run in self._paginate(
+            "/v1/workflows/runs", "runs", {"status": status, "name": name}, page_size, limit
+        ):
+            yield run
 
     async def cancel_run(self, run_id: str) -> dict[str, Any]:
         return await self.request("POST", f"/v1/workflows/runs/{run_id}/cancel")
@@ -319,3 +297,20 @@ class AsyncClient(BaseClient):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"workflow run {run_id} still {run['status']} after {timeout}s")
             await asyncio.sleep(poll_s)
+
+    async def _paginate(
+        self, path: str, key: str, filters: dict[str, Any], page_size: int, limit: int | None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield ``page[key]`` items page by page, following ``next_cursor``."""
+        params = self._page_params(filters, page_size)
+        n = 0
+        while True:
+            page = await self.request("GET", path, params=params)
+            for item in page[key]:
+                yield item
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            if not page["next_cursor"]:
+                return
+            params["cursor"] = page["next_cursor"]

@@ -71,29 +71,10 @@ class BaseClient:
         return body
 
     @staticmethod
-    def _list_params(
-        status: str | None, task_type: str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        if task_type:
-            params["task_type"] = task_type
-        if cursor:
-            params["cursor"] = cursor
-        return params
-
-    @staticmethod
-    def _run_params(
-        status: str | None, name: str | None, limit: int, cursor: str | None
-    ) -> dict[str, Any]:
-        params: dict[str, Any] = {"limit": limit}
-        if status:
-            params["status"] = status
-        if name:
-            params["name"] = name
-        if cursor:
-            params["cursor"] = cursor
+    def _page_params(filters: dict[str, Any], page_size: int) -> dict[str, Any]:
+        """Query parameters of a list route: the filters that are set, and the page size."""
+        params = {k: v for k, v in filters.items() if v}
+        params["limit"] = page_size
         return params
 
     @staticmethod

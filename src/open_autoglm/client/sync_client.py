@@ -85,20 +85,9 @@ class Client(BaseClient):
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Iterate over tasks, newest first, following cursors page by page."""
-        cursor: str | None = None
-        n = 0
-        while True:
-            page = self.request(
-                "GET", "/v1/tasks", params=self._list_params(status, task_type, page_size, cursor)
-            )
-            for task in page["tasks"]:
-                yield task
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-            cursor = page["next_cursor"]
-            if not cursor:
-                return
+        yield from self._paginate(
+            "/v1/tasks", "tasks", {"status": status, "task_type": task_type}, page_size, limit
+        )
 
     def events(self, task_id: str) -> builtins.list[dict[str, Any]]:
         return self.request("GET", f"/v1/tasks/{task_id}/events")["events"]
@@ -294,22 +283,9 @@ class Client(BaseClient):
         limit: int | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Iterate over runs, newest first, following cursors page by page."""
-        cursor: str | None = None
-        n = 0
-        while True:
-            page = self.request(
-                "GET",
-                "/v1/workflows/runs",
-                params=self._run_params(status, name, page_size, cursor),
-            )
-            for run in page["runs"]:
-                yield run
-                n += 1
-                if limit is not None and n >= limit:
-                    return
-            cursor = page["next_cursor"]
-            if not cursor:
-                return
+        yield from self._paginate(
+            "/v1/workflows/runs", "runs", {"status": status, "name": name}, page_size, limit
+        )
 
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/workflows/runs/{run_id}/cancel")
@@ -340,3 +316,20 @@ class Client(BaseClient):
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"workflow run {run_id} still {run['status']} after {timeout}s")
             time.sleep(poll_s)
+
+    def _paginate(
+        self, path: str, key: str, filters: dict[str, Any], page_size: int, limit: int | None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield ``page[key]`` items page by page, following ``next_cursor``."""
+        params = self._page_params(filters, page_size)
+        n = 0
+        while True:
+            page = self.request("GET", path, params=params)
+            for item in page[key]:
+                yield item
+                n += 1
+                if limit is not None and n >= limit:
+                    return
+            if not page["next_cursor"]:
+                return
+            params["cursor"] = page["next_cursor"]
