@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import typer
@@ -16,6 +17,8 @@ from rich.table import Table
 from open_autoglm import errors
 
 __all__ = ["app", "main"]
+
+T = TypeVar("T")
 
 app = typer.Typer(
     help="Open-AutoGLM: automate language-model and graph-learning work.", no_args_is_help=True
@@ -45,6 +48,16 @@ def _client(url: str | None, key: str | None) -> Any:
     from open_autoglm.client import Client
 
     return Client(url, api_key=key)
+
+
+def _call(url: str | None, key: str | None, fn: Callable[[Any], T]) -> T:
+    """Run ``fn(client)``; a server error is printed with its details and exits 1."""
+    with _client(url, key) as c:
+        try:
+            return fn(c)
+        except errors.AutoGLMError as exc:
+            _fail(exc)
+            raise  # unreachable: _fail exits
 
 
 def _print_json(data: Any) -> None:
@@ -100,13 +113,12 @@ def submit(
     except orjson.JSONDecodeError as exc:
         err_console.print(f"[red]error[/red]: {file} is not valid JSON: {exc}")
         raise typer.Exit(1) from None
-    with _client(url, api_key) as c:
-        try:
-            task = c.submit(spec)
-            if wait:
-                task = _wait_live(c, task["id"])
-        except errors.AutoGLMError as exc:
-            _fail(exc)
+
+    def go(c: Any) -> dict[str, Any]:
+        task: dict[str, Any] = c.submit(spec)
+        return _wait_live(c, task["id"]) if wait else task
+
+    task = _call(url, api_key, go)
     if json_out:
         _print_json(task)
     else:
@@ -120,11 +132,7 @@ def status(
     task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Show a task."""
-    with _client(url, api_key) as c:
-        try:
-            task = c.get(task_id)
-        except errors.AutoGLMError as exc:
-            _fail(exc)
+    task = _call(url, api_key, lambda c: c.get(task_id))
     if json_out:
         _print_json(task)
         return
@@ -181,11 +189,7 @@ def wait(
     task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Wait for a task, with live progress; exits 1 if it did not succeed."""
-    with _client(url, api_key) as c:
-        try:
-            task = _wait_live(c, task_id)
-        except errors.AutoGLMError as exc:
-            _fail(exc)
+    task = _call(url, api_key, lambda c: _wait_live(c, task_id))
     if json_out:
         _print_json(task)
     else:
@@ -203,11 +207,7 @@ def cancel(
     task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
 ) -> None:
     """Cancel a queued or running task."""
-    with _client(url, api_key) as c:
-        try:
-            task = c.cancel(task_id)
-        except errors.AutoGLMError as exc:
-            _fail(exc)
+    task = _call(url, api_key, lambda c: c.cancel(task_id))
     if json_out:
         _print_json(task)
     else:
@@ -224,11 +224,9 @@ def list_(
     json_out: JsonOpt = False,
 ) -> None:
     """List tasks, newest first."""
-    with _client(url, api_key) as c:
-        try:
-            tasks = list(c.list(status=status_, task_type=task_type, limit=limit))
-        except errors.AutoGLMError as exc:
-            _fail(exc)
+    tasks = _call(
+        url, api_key, lambda c: list(c.list(status=status_, task_type=task_type, limit=limit))
+    )
     if json_out:
         _print_json(tasks)
         return
@@ -248,8 +246,7 @@ def list_(
 @app.command("task-types")
 def task_types(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """List the task types the server knows."""
-    with _client(url, api_key) as c:
-        types = c.task_types()
+    types = _call(url, api_key, lambda c: c.task_types())
     if json_out:
         _print_json(types)
         return
@@ -268,8 +265,7 @@ def task_types(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = F
 @app.command()
 def plugins(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
     """List plugins and their status."""
-    with _client(url, api_key) as c:
-        items = c.plugins()
+    items = _call(url, api_key, lambda c: c.plugins())
     if json_out:
         _print_json(items)
         return
