@@ -15,7 +15,6 @@ __all__ = ["LiveTask"]
 @dataclass(slots=True, eq=False)
 class LiveTask:
     id: str
-    seq_hint: float
     spec: TaskSpec
     task_type: TaskType
     params: Any

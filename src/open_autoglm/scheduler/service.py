@@ -98,6 +98,7 @@ class Scheduler:
         self._running = False
         self._thread: threading.Thread | None = None
         self.started_total = 0
+        self._since = time.monotonic()  # for the start-rate behind Retry-After
         self.batches = BatchGroups()
         self.batch_policy: BatchPolicy = lambda task_type, model: DEFAULT_POLICY
 
@@ -181,7 +182,6 @@ class Scheduler:
                 counts["queued"] += 1
             lt = LiveTask(
                 id=row["id"],
-                seq_hint=float(row["seq"]),
                 spec=spec,
                 task_type=ttype,
                 params=params,
@@ -269,7 +269,6 @@ class Scheduler:
         tid = uuid.uuid4().hex
         lt = LiveTask(
             id=tid,
-            seq_hint=now,
             spec=spec,
             task_type=ttype,
             params=params,
@@ -331,7 +330,7 @@ class Scheduler:
         return out
 
     def _retry_after(self) -> float:
-        rate = max(1.0, self.started_total / max(1.0, time.monotonic() - _T0))
+        rate = max(1.0, self.started_total / max(1.0, time.monotonic() - self._since))
         return max(1.0, round(len(self.queue) / rate, 1))
 
     # -- cancellation ------------------------------------------------------------------------
@@ -681,9 +680,6 @@ class Scheduler:
                 "utilization": self.pool.utilization(),
                 "max_queued": self.max_queued,
             }
-
-
-_T0 = time.monotonic()
 
 
 def _shape(spec: TaskSpec, ttype: TaskType, params: Any) -> tuple[float, int, int]:
