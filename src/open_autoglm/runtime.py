@@ -6,8 +6,10 @@ and returns a future without any HTTP in between.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,6 +18,7 @@ from typing import Any
 from open_autoglm.config import Settings, load_settings
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
+from open_autoglm.futures import Promise
 from open_autoglm.plugins.registry import PluginRegistry
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.scheduler.observer import EventBus, PlatformMetrics, SchedulerWatch
@@ -23,6 +26,10 @@ from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.scheduler.service import Scheduler
 from open_autoglm.spec.task import TaskSpec, parse_task_spec
 from open_autoglm.storage.hub import StorageHub, TaskWrite
+
+_GC_LOCK = threading.Lock()
+_GC_TUNED: list[Runtime] = []  # runtimes in this process that tuned the collector
+_GC_BEFORE: list[int] = []  # the thresholds before the first of them did
 
 __all__ = ["Runtime", "public_task"]
 
@@ -99,6 +106,7 @@ class Runtime:
         executor.start()
         self.scheduler.add_executor(executor)
         self._executor = executor
+        self._tune_gc()
         self.scheduler.start()
         for fn in self.on_start:
             fn()
@@ -118,6 +126,7 @@ class Runtime:
         self.scheduler.stop()
         self._executor.shutdown(wait=False)
         self.storage.close()
+        self._untune_gc()
         self._started = False
 
     def __enter__(self) -> Runtime:
@@ -179,7 +188,7 @@ class Runtime:
         self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
     ) -> Future[dict[str, Any]]:
         """Submit; the future gives the finished task (with ``result``) once it is stored."""
-        done: Future[dict[str, Any]] = Future()
+        done: Future[dict[str, Any]] = Promise()
 
         def accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
             try:
@@ -220,6 +229,36 @@ class Runtime:
         if with_result and task["status"] == "succeeded":
             _, task["result"] = self.storage.get_result(task_id)
         return task
+
+    def _tune_gc(self) -> None:
+        """Collect less often, and never again walk what start-up loaded.
+
+        Every task in flight owns a few dozen container objects; at Python's default
+        threshold the cyclic collector runs every 700 allocations and its older generations
+        re-scan everything alive, which cost half the CPU at a few thousand tasks per second.
+        Freezing moves the start-up heap (modules, plugins, models) out of the collector's
+        reach; reference counting still frees it. The same tuning Instagram documented for
+        its Django fleet (``gc.freeze``, Python 3.7+).
+        """
+        threshold = self.settings.scheduler.gc_threshold
+        if not threshold:
+            return
+        with _GC_LOCK:
+            if not _GC_TUNED:
+                _GC_BEFORE[:] = gc.get_threshold()
+            _GC_TUNED.append(self)
+            gc.set_threshold(threshold, *_GC_BEFORE[1:])
+            gc.freeze()
+
+    def _untune_gc(self) -> None:
+        """Back to Python's collector once the last tuned runtime in this process stops."""
+        with _GC_LOCK:
+            if self not in _GC_TUNED:
+                return
+            _GC_TUNED.remove(self)
+            if not _GC_TUNED:
+                gc.set_threshold(*_GC_BEFORE)
+                gc.unfreeze()
 
     def _make_job(self, lt: LiveTask) -> Job:
         spec = lt.spec

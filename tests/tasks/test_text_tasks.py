@@ -146,6 +146,6 @@ def test_cancelled_generation_task_stops(models: Any) -> None:
     # Mid-decode cancellation is covered at the engine level (tests/ml/text); here the
     # handler must notice a cancelled task rather than decode for nothing.
     context = ctx(models, "text-generation", "gen", "hello", max_tokens=250, chat=False)
-    context.cancel_event.set()
+    context.cancel("cancelled")
     with pytest.raises(TaskCancelledError):
         TYPES["text-generation"].handler(context)

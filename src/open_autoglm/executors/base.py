@@ -1,6 +1,8 @@
 """The executor seam. The scheduler speaks only this protocol, so a Ray backend can follow.
 
-The scheduler calls ``submit(job, sink)``; the executor runs the job and reports through the
+The scheduler calls ``submit_many(jobs, sink)`` with the independent jobs one dispatcher pass
+started (``submit(job, sink)`` for one) and ``submit_batch(jobs, sink)`` for a batch group; the
+executor runs the job and reports through the
 sink: ``sink.event(task_id, kind, data)`` for progress and logs, ``sink.done(task_id,
 outcome)`` exactly once at the end. ``handle.cancel(reason)`` asks the work to stop: a thread
 job sees ``ctx.is_cancelled()``; a process job is terminated, then killed.
@@ -62,5 +64,13 @@ class Executor(Protocol):
     def start(self) -> None: ...
 
     def submit(self, job: Job, sink: ResultSink) -> ExecutionHandle: ...
+
+    def submit_many(self, jobs: list[Job], sink: ResultSink) -> list[ExecutionHandle]:
+        """Independent jobs started together (one dispatcher pass); a handle per job."""
+        ...
+
+    def submit_batch(self, jobs: list[Job], sink: ResultSink) -> list[ExecutionHandle]:
+        """One batch group, run together through its type's ``batch_handler``."""
+        ...
 
     def shutdown(self, wait: bool = True) -> None: ...

@@ -12,6 +12,10 @@ from open_autoglm.errors import TaskCancelledError, TaskTimeoutError
 
 __all__ = ["InlineContext", "ThreadContext"]
 
+# Guards the lazy creation of cancellation Events: a ThreadContext is built per task, and a
+# threading.Event (a Condition inside) per task cost more than running an echo handler.
+_EVENT_LOCK = threading.Lock()
+
 
 class ThreadContext:
     """Context for a handler running in a worker thread of this process."""
@@ -42,8 +46,9 @@ class ThreadContext:
         self._save = save_artifact
         self._load = load_artifact
         self._services = services
-        self.cancel_event = threading.Event()
         self.cancel_reason = ""
+        self._cancelled = False
+        self._event: threading.Event | None = None  # made only if the handler waits on it
         self.artifacts: list[dict[str, Any]] = []
 
     def progress(self, fraction: float, message: str = "", **data: Any) -> None:
@@ -55,11 +60,30 @@ class ThreadContext:
     def log(self, message: str, level: str = "info") -> None:
         self._emit("log", {"level": level, "message": message})
 
+    def cancel(self, reason: str) -> None:
+        """Ask the handler to stop (it sees this through the methods below)."""
+        with _EVENT_LOCK:
+            self.cancel_reason = reason
+            self._cancelled = True
+            event = self._event
+        if event is not None:
+            event.set()
+
+    @property
+    def cancel_event(self) -> threading.Event:
+        """An Event set on cancellation, for handlers that wait on it (made on first use)."""
+        with _EVENT_LOCK:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._cancelled:
+                    self._event.set()
+            return self._event
+
     def is_cancelled(self) -> bool:
-        return self.cancel_event.is_set()
+        return self._cancelled
 
     def check_cancelled(self) -> None:
-        if self.cancel_event.is_set():
+        if self._cancelled:
             if self.cancel_reason == "timeout":
                 raise TaskTimeoutError("task exceeded its timeout")
             raise TaskCancelledError(f"task {self.cancel_reason or 'cancelled'}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,8 +27,7 @@ class _ThreadHandle:
         self.ctx = ctx
 
     def cancel(self, reason: str) -> None:
-        self.ctx.cancel_reason = reason
-        self.ctx.cancel_event.set()
+        self.ctx.cancel(reason)
 
 
 class LocalExecutor:
@@ -55,9 +54,13 @@ class LocalExecutor:
         self.name = name
         self.capacity = capacity
         self._threads = threads
-        self._queue: queue.SimpleQueue[tuple[list[Job], ResultSink, list[ThreadContext]] | None] = (
-            queue.SimpleQueue()
-        )
+        # Work items: (jobs, sink, contexts); a batch is one item. Workers pop from the deque
+        # and sleep on the condition only when it is empty, so a busy pool takes new work
+        # without a wake-up per job.
+        self._pending: deque[tuple[list[Job], ResultSink, list[ThreadContext]]] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._idle = 0
+        self._stopping = False
         self._workers: list[threading.Thread] = []
         self._save = save_artifact
         self._load = load_artifact
@@ -73,26 +76,60 @@ class LocalExecutor:
             self._workers.append(t)
 
     def submit(self, job: Job, sink: ResultSink) -> Any:
-        if job.task_type.mode is ExecutionMode.PROCESS:
-            pj = ProcessJob(
-                job,
-                sink,
-                artifact_root=self._artifact_root,
-                record_artifact=self._record,
-                env=self._process_env,
-                services=self._services,
-            )
-            pj.start()
-            return pj
-        ctx = self._context(job, sink)
-        self._queue.put(([job], sink, [ctx]))
-        return _ThreadHandle(ctx)
+        return self.submit_many([job], sink)[0]
+
+    def submit_many(self, jobs: list[Job], sink: ResultSink) -> list[Any]:
+        """Start independent jobs; one handle per job, in order."""
+        handles: list[Any] = []
+        items: list[tuple[list[Job], ResultSink, list[ThreadContext]]] = []
+        for job in jobs:
+            if job.task_type.mode is ExecutionMode.PROCESS:
+                pj = ProcessJob(
+                    job,
+                    sink,
+                    artifact_root=self._artifact_root,
+                    record_artifact=self._record,
+                    env=self._process_env,
+                    services=self._services,
+                )
+                pj.start()
+                handles.append(pj)
+                continue
+            ctx = self._context(job, sink)
+            items.append(([job], sink, [ctx]))
+            handles.append(_ThreadHandle(ctx))
+        if items:
+            self._enqueue(items)
+        return handles
 
     def submit_batch(self, jobs: list[Job], sink: ResultSink) -> list[Any]:
         """Run jobs of one batch group together through their type's ``batch_handler``."""
         ctxs = [self._context(job, sink) for job in jobs]
-        self._queue.put((jobs, sink, ctxs))
+        self._enqueue([(jobs, sink, ctxs)])
         return [_ThreadHandle(c) for c in ctxs]
+
+    def _enqueue(self, items: list[tuple[list[Job], ResultSink, list[ThreadContext]]]) -> None:
+        self._pending.extend(items)
+        with self._cv:
+            if self._idle:
+                self._cv.notify(min(len(items), self._idle))
+
+    def _next(self) -> tuple[list[Job], ResultSink, list[ThreadContext]] | None:
+        """The next work item, sleeping while there is none; None once shut down."""
+        try:
+            return self._pending.popleft()
+        except IndexError:
+            pass
+        with self._cv:
+            while True:
+                try:
+                    return self._pending.popleft()
+                except IndexError:
+                    if self._stopping:
+                        return None
+                self._idle += 1
+                self._cv.wait()
+                self._idle -= 1
 
     def _context(self, job: Job, sink: ResultSink) -> ThreadContext:
         tid = job.task_id
@@ -115,15 +152,17 @@ class LocalExecutor:
         )
 
     def shutdown(self, wait: bool = True) -> None:
-        for _ in self._workers:
-            self._queue.put(None)
+        """Workers finish what is queued, then exit."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
         if wait:
             for t in self._workers:
                 t.join(timeout=5)
 
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is None:
                 return
             jobs, sink, ctxs = item

@@ -6,6 +6,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
+from open_autoglm.futures import Promise
 from open_autoglm.spec.task import TaskSpec, TaskStatus
 from open_autoglm.tasks.base import TaskType
 
@@ -34,7 +35,8 @@ class LiveTask:
     progress: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     result: Any = None
-    done: Future[dict[str, Any]] = field(default_factory=Future)
+    done: Future[dict[str, Any]] = field(default_factory=Promise)
+    public_spec: dict[str, Any] | None = None  # the spec as shown to users, dumped once
 
     def as_dict(self) -> dict[str, Any]:
         spec = self.spec
@@ -52,5 +54,10 @@ class LiveTask:
             "finished_at": self.finished_at,
             "error": self.error,
             "progress": self.progress,
-            "spec": spec.model_dump(mode="json", exclude_defaults=True),
+            "spec": self._public_spec(),
         }
+
+    def _public_spec(self) -> dict[str, Any]:
+        if self.public_spec is None:
+            self.public_spec = self.spec.model_dump(mode="json", exclude_defaults=True)
+        return self.public_spec

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import threading
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.task import TaskStatus
 
-__all__ = ["EventBus", "PlatformMetrics", "SchedulerWatch"]
+__all__ = ["EventBus", "PlatformMetrics", "SchedulerWatch", "TaskMetrics"]
 
 _LATENCY_BUCKETS = (
     0.001,
@@ -33,6 +35,12 @@ _LATENCY_BUCKETS = (
     60,
     300,
 )
+
+_QUEUE_WAIT = "autoglm_task_queue_wait_seconds"
+_RUN = "autoglm_task_run_seconds"
+_LATENCY = "autoglm_task_latency_seconds"
+_VALUE = {s: s.value for s in TaskStatus}  # enum ``.value`` is a descriptor call in 3.11
+_TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -58,6 +66,10 @@ class EventBus:
 
         return unsubscribe
 
+    @property
+    def has_listeners(self) -> bool:
+        return bool(self._listeners)
+
     def publish(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
         if not self._listeners:
             return
@@ -67,38 +79,66 @@ class EventBus:
             fn(kind, data)
 
 
+class TaskMetrics(Collector):
+    """Per-task counters and latency histograms, exported through prometheus-client.
+
+    The scheduler reports every transition while holding its lock, so updates are already
+    serialised: plain lists and a ``bisect`` replace prometheus-client's per-child locks
+    and per-bucket loop, which cost more than the rest of a task's bookkeeping. Reads
+    (``collect``) copy before they format.
+    """
+
+    def __init__(self, buckets: tuple[float, ...] = _LATENCY_BUCKETS) -> None:
+        self.bounds = tuple(float(b) for b in buckets)
+        self.transitions: dict[str, int] = {}
+        # name -> labels -> [counts per bucket (+Inf last), sum]
+        self.series: dict[str, dict[tuple[str, ...], list[Any]]] = {
+            name: {} for name in _HISTOGRAMS
+        }
+
+    def count(self, status: str) -> None:
+        self.transitions[status] = self.transitions.get(status, 0) + 1
+
+    def observe(self, name: str, labels: tuple[str, ...], value: float) -> None:
+        series = self.series[name]
+        h = series.get(labels)
+        if h is None:
+            h = series[labels] = [[0] * (len(self.bounds) + 1), 0.0]
+        h[0][bisect_left(self.bounds, value)] += 1
+        h[1] += value
+
+    def collect(self) -> Iterator[Any]:
+        counter = CounterMetricFamily(
+            "autoglm_task_transitions", "Task state transitions, by new status", labels=["status"]
+        )
+        for status, n in list(self.transitions.items()):
+            counter.add_metric([status], n)
+        yield counter
+        for name, (doc, labelnames) in _HISTOGRAMS.items():
+            family = HistogramMetricFamily(name, doc, labels=list(labelnames))
+            for labels, (counts, total) in list(self.series[name].items()):
+                cumulative, running = [], 0
+                for bound, n in zip((*self.bounds, float("inf")), list(counts), strict=True):
+                    running += n
+                    cumulative.append((floatToGoString(bound), running))
+                family.add_metric(list(labels), cumulative, sum_value=total)
+            yield family
+
+
+_HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "autoglm_task_queue_wait_seconds": ("Time from accepted to started", ("task_type",)),
+    "autoglm_task_run_seconds": ("Time from started to finished", ("task_type", "status")),
+    "autoglm_task_latency_seconds": ("Time from accepted to finished", ("task_type", "status")),
+}
+
+
 class PlatformMetrics:
     """Prometheus metrics, on a registry of their own (several apps can live in one process)."""
 
     def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.transitions = Counter(
-            "autoglm_task_transitions",
-            "Task state transitions, by new status",
-            ["status"],
-            registry=self.registry,
-        )
-        self.queue_wait = Histogram(
-            "autoglm_task_queue_wait_seconds",
-            "Time from accepted to started",
-            ["task_type"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.run_time = Histogram(
-            "autoglm_task_run_seconds",
-            "Time from started to finished",
-            ["task_type", "status"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "autoglm_task_latency_seconds",
-            "Time from accepted to finished",
-            ["task_type", "status"],
-            buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
-        )
+        self.tasks = TaskMetrics()
+        self.registry.register(self.tasks)
         self.registry.register(_SchedulerCollector(stats))
 
 
@@ -139,19 +179,21 @@ class SchedulerWatch:
     def on_transition(
         self, task: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float
     ) -> None:
-        m = self.metrics
-        m.transitions.labels(new.value).inc()
+        m = self.metrics.tasks
         ttype = task.spec.task_type
         if new is TaskStatus.RUNNING:
-            m.queue_wait.labels(ttype).observe(max(0.0, now - task.created_at))
-        elif new.terminal:
+            m.observe(_QUEUE_WAIT, (ttype,), max(0.0, now - task.created_at))
+        elif new in _TERMINAL:
+            labels = (ttype, _VALUE[new])
             if task.started_at is not None:
-                m.run_time.labels(ttype, new.value).observe(max(0.0, now - task.started_at))
-            m.latency.labels(ttype, new.value).observe(max(0.0, now - task.created_at))
-        data: dict[str, Any] = {"status": new.value}
-        if task.error and new is not TaskStatus.RUNNING:
-            data["error"] = task.error
-        self.bus.publish(task.id, "status", data)
+                m.observe(_RUN, labels, max(0.0, now - task.started_at))
+            m.observe(_LATENCY, labels, max(0.0, now - task.created_at))
+        m.count(_VALUE[new])
+        if self.bus.has_listeners:
+            data: dict[str, Any] = {"status": _VALUE[new]}
+            if task.error and new is not TaskStatus.RUNNING:
+                data["error"] = task.error
+            self.bus.publish(task.id, "status", data)
 
     def on_event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
         self.bus.publish(task_id, kind, data)

@@ -25,16 +25,26 @@ class ResourcePool:
     def __init__(self) -> None:
         self._capacity: dict[str, Capacity] = {}
         self._used: dict[str, list[float]] = {}
+        self._ever: dict[tuple[float, int, int], bool] = {}
 
     def add(self, name: str, capacity: Capacity) -> None:
         self._capacity[name] = capacity
         self._used[name] = [0.0, 0.0, 0.0]
+        self._ever.clear()
+
+    def __bool__(self) -> bool:
+        return bool(self._capacity)
 
     def names(self) -> list[str]:
         return list(self._capacity)
 
     def could_ever_fit(self, shape: tuple[float, int, int]) -> bool:
-        return any(self._fits_in(c, [0.0, 0.0, 0.0], shape) for c in self._capacity.values())
+        """True if some executor, empty, could hold ``shape`` (memoised: checked per submit)."""
+        ever = self._ever.get(shape)
+        if ever is None:
+            ever = any(self._fits_in(c, [0.0, 0.0, 0.0], shape) for c in self._capacity.values())
+            self._ever[shape] = ever
+        return ever
 
     def place(self, shape: tuple[float, int, int]) -> str | None:
         """The first executor where ``shape`` fits now, or None."""

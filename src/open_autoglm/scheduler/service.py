@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -23,9 +25,11 @@ from open_autoglm.errors import (
     NotFoundError,
     ValidationError,
 )
+from open_autoglm.futures import Promise
 from open_autoglm.scheduler.batching import DEFAULT_POLICY, BatchGroups, BatchPolicy, BatchRun
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.scheduler.priority_queue import AgingPriorityQueue
+from open_autoglm.scheduler.recovery import recover
 from open_autoglm.scheduler.resources import Capacity, ResourcePool
 from open_autoglm.scheduler.transitions import check_transition
 from open_autoglm.spec.task import TaskSpec, TaskStatus
@@ -41,13 +45,19 @@ _FORCE_TIMEOUT_GRACE_S = 2.0
 class StorageLike(Protocol):
     def write(self, w: Any) -> Future[Any]: ...
 
+    def write_many(self, writes: list[Any]) -> Future[list[Any]]: ...
+
     def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]: ...
 
     def get_task(self, task_id: str) -> dict[str, Any]: ...
 
 
 class SchedulerObserver(Protocol):
-    """Receives what metrics and event streams need; all calls are cheap and non-blocking."""
+    """Receives what metrics and event streams need; all calls are cheap and non-blocking.
+
+    ``on_transition`` is always called with the scheduler's lock held, so calls never
+    overlap; ``on_event`` comes from executor threads.
+    """
 
     def on_transition(
         self, task: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float
@@ -84,8 +94,15 @@ class Scheduler:
         self.default_timeout_s = default_timeout_s
         self._clock = clock
         self._observer = observer
+        # The dispatcher thread owns the queue, the pool and the timers; it holds ``_lock``
+        # while it works. Other threads post to ``_inbox`` (accepted tasks, finished jobs)
+        # and wake it through ``_cv``, whose lock is never held for long: posting costs a
+        # deque append, and a pass handles everything posted since the last one.
         self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
+        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._cv = threading.Condition(threading.Lock())
+        self._sleeping = False
+        self._kicked = False
         self.queue: AgingPriorityQueue[LiveTask] = AgingPriorityQueue(
             aging_s=aging_s, reserve_after_s=max(aging_s, 1.0)
         )
@@ -120,86 +137,28 @@ class Scheduler:
     def stop(self) -> None:
         with self._lock:
             self._running = False
-            self._wake.notify_all()
+        self._kick()
         if self._thread:
             self._thread.join(timeout=5)
 
     def recover(self) -> dict[str, int]:
         """Re-queue tasks a dead process left queued or running (at-least-once)."""
-        now = self._clock()
-        counts = {"requeued": 0, "failed": 0, "queued": 0}
-        rows = self._storage.tasks_in_status([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value])
-        futures: list[Future[Any]] = []
+        return recover(
+            self._storage,
+            write=self._write,
+            resolve_type=self._resolve_type,
+            shape=_shape,
+            adopt=self.adopt,
+            now=self._clock(),
+        )
 
-        def fail(row: dict[str, Any], code: str, message: str) -> None:
-            error = {"code": code, "message": message}
-            futures.append(
-                self._storage.write(
-                    self._write(
-                        task_id=row["id"],
-                        fields={"status": "failed", "finished_at": now, "error": error},
-                        terminal=True,
-                        events=[(now, "status", {"status": "failed", "reason": code})],
-                    )
-                )
-            )
-            counts["failed"] += 1
-
-        for row in rows:
-            try:
-                spec = TaskSpec.model_validate(row["spec"])
-                ttype = self._resolve_type(spec.task_type)
-                params = ttype.params_model.model_validate(spec.params)
-            except Exception as exc:  # type gone (plugin removed) or spec no longer valid
-                fail(row, "unrecoverable", f"cannot resume after restart: {exc}")
-                continue
-            attempts = int(row["attempts"])
-            if not row.get("durable", True):
-                fail(row, "not_replayed", "online inference is not replayed after a restart")
-                continue
-            if row["status"] == TaskStatus.RUNNING.value:
-                # A crash re-runs a task once for free; beyond that it spends retries.
-                if attempts > spec.max_retries + 1:
-                    fail(row, "worker_lost", "the server died while the task ran; retries spent")
-                    continue
-                futures.append(
-                    self._storage.write(
-                        self._write(
-                            task_id=row["id"],
-                            fields={"status": "queued"},
-                            events=[
-                                (
-                                    now,
-                                    "status",
-                                    {"status": "queued", "reason": "requeued after restart"},
-                                )
-                            ],
-                        )
-                    )
-                )
-                counts["requeued"] += 1
-            else:
-                counts["queued"] += 1
-            lt = LiveTask(
-                id=row["id"],
-                spec=spec,
-                task_type=ttype,
-                params=params,
-                status=TaskStatus.QUEUED,
-                attempts=attempts,
-                created_at=float(row["created_at"]),
-                shape=_shape(spec, ttype, params),
-            )
-            with self._lock:
-                self.live[lt.id] = lt
-                if spec.idempotency_key:
-                    self._keys[spec.idempotency_key] = lt.id
-                self._enqueue(lt, lt.created_at)
-        for f in futures:
-            f.result()
-        if rows:
-            log.info("recovery: %s", counts)
-        return counts
+    def adopt(self, lt: LiveTask) -> None:
+        """Take a recovered task back into the queue."""
+        with self._lock:
+            self.live[lt.id] = lt
+            if lt.spec.idempotency_key:
+                self._keys[lt.spec.idempotency_key] = lt.id
+            self._enqueue(lt, lt.created_at)
 
     # -- submission --------------------------------------------------------------------------
 
@@ -232,7 +191,7 @@ class Scheduler:
                 {"loc": ["input"], "msg": f"task type {spec.task_type!r} needs an input"}
             )
         shape = _shape(spec, ttype, params)
-        if self.pool.names() and not self.pool.could_ever_fit(shape):
+        if self.pool and not self.pool.could_ever_fit(shape):
             want = {"cpu": shape[0], "memory_mb": shape[1], "gpu": shape[2]}
             problems.append({"loc": ["resources"], "msg": f"no executor can ever fit {want}"})
         if problems:
@@ -253,20 +212,18 @@ class Scheduler:
         written off the hot path; it is never replayed after a crash.
         """
         ttype, params = self.prepare(spec)
-        out: Future[tuple[dict[str, Any], bool]] = Future()
-        with self._lock:
-            if spec.idempotency_key and (tid := self._keys.get(spec.idempotency_key)):
-                existing = self.live.get(tid)
-                if existing is not None:
-                    out.set_result((existing.as_dict(), False))
-                    return out
-            if len(self.queue) >= self.max_queued:
-                raise AdmissionError(
-                    f"queue is full ({self.max_queued} tasks waiting)",
-                    retry_after=self._retry_after(),
-                )
+        key = spec.idempotency_key
+        # Lock-free reads: the database decides duplicates; this is the fast path for keys
+        # still in memory, and the queue bound is advisory by nature.
+        if key and (tid := self._keys.get(key)) and (existing := self.live.get(tid)) is not None:
+            return Promise.resolved((existing.as_dict(), False))
+        if len(self.queue) + len(self._inbox) >= self.max_queued:
+            raise AdmissionError(
+                f"queue is full ({self.max_queued} tasks waiting)",
+                retry_after=self._retry_after(),
+            )
         now = self._clock()
-        tid = uuid.uuid4().hex
+        tid = _new_id()
         lt = LiveTask(
             id=tid,
             spec=spec,
@@ -285,25 +242,20 @@ class Scheduler:
             "status": "queued",
             "priority": spec.priority,
             "spec": spec.model_dump(mode="json"),
-            "idempotency_key": spec.idempotency_key,
+            "idempotency_key": key,
             "attempts": 0,
             "max_retries": spec.max_retries,
             "created_at": now,
             "durable": durable,
         }
         evs = [(now, "status", {"status": "queued"}), *(events or [])]
+        written = self._storage.write(self._write(task_id=tid, row=row, events=evs))
         if not durable:
             # Not waited on: the row is a log entry, not a promise. It is queued to the
             # writer before the task can start, so the writer sees insert before updates.
-            self._storage.write(self._write(task_id=tid, row=row, events=evs))
-            with self._lock:
-                self.live[tid] = lt
-                self._enqueue(lt, now)
-                self._observe(lt, None, TaskStatus.QUEUED, now)
-                self._wake.notify()
-            out.set_result((lt.as_dict(), True))
-            return out
-        fut = self._storage.write(self._write(task_id=tid, row=row, events=evs))
+            self._accept(lt)
+            return Promise.resolved((lt.as_dict(), True))
+        out: Promise[tuple[dict[str, Any], bool]] = Promise()
 
         def committed(f: Future[Any]) -> None:
             try:
@@ -317,17 +269,32 @@ class Scheduler:
                 except BaseException as exc:
                     out.set_exception(exc)
                 return
-            with self._lock:
-                self.live[tid] = lt
-                if spec.idempotency_key:
-                    self._keys[spec.idempotency_key] = tid
-                self._enqueue(lt, now)
-                self._observe(lt, None, TaskStatus.QUEUED, now)
-                self._wake.notify()
+            self._accept(lt)
             out.set_result((lt.as_dict(), True))
 
-        fut.add_done_callback(committed)
+        written.add_done_callback(committed)
         return out
+
+    def _accept(self, lt: LiveTask) -> None:
+        """A stored (or online) task becomes visible now and is queued by the next pass."""
+        self.live[lt.id] = lt  # single dict stores are atomic; readers copy before iterating
+        if lt.spec.idempotency_key:
+            self._keys[lt.spec.idempotency_key] = lt.id
+        self._post(("queue", lt))
+
+    def _post(self, message: tuple[Any, ...]) -> None:
+        self._inbox.append(message)
+        # The dispatcher sets ``_sleeping`` under ``_cv`` and then re-checks the inbox, so
+        # a message appended before this read is seen either way.
+        if self._sleeping:
+            with self._cv:
+                self._cv.notify()
+
+    def _kick(self) -> None:
+        """Wake the dispatcher for something that is not in the inbox (capacity, stop)."""
+        with self._cv:
+            self._kicked = True
+            self._cv.notify()
 
     def _retry_after(self) -> float:
         rate = max(1.0, self.started_total / max(1.0, time.monotonic() - self._since))
@@ -364,15 +331,41 @@ class Scheduler:
     # -- dispatch ----------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
-        with self._lock:
-            while self._running:
+        while True:
+            with self._lock:
+                if not self._running:
+                    return
                 now = self._clock()
+                self._drain_inbox(now)
                 self._fire_timers(now)
                 self._dispatch(now)
                 timeout = 1.0
                 if self._timers:
                     timeout = max(0.0, min(timeout, self._timers[0][0] - self._clock()))
-                self._wake.wait(timeout)
+            with self._cv:
+                if self._inbox or self._kicked:
+                    self._kicked = False
+                    continue
+                self._sleeping = True
+                if not self._inbox:
+                    self._cv.wait(timeout)
+                self._sleeping = False
+                self._kicked = False
+
+    def _drain_inbox(self, now: float) -> None:
+        finished: list[tuple[Any, LiveTask, Any]] = []
+        inbox = self._inbox
+        while inbox:
+            msg = inbox.popleft()
+            if msg[0] == "queue":
+                lt = msg[1]
+                if lt.status is TaskStatus.QUEUED and self.live.get(lt.id) is lt:
+                    self._observe(lt, None, TaskStatus.QUEUED, lt.created_at)
+                    self._enqueue(lt, lt.created_at)  # not cancelled meanwhile
+            else:
+                self._complete_locked(msg[1], msg[2], finished)
+        if finished:
+            self._flush_finished(finished)
 
     def _enqueue(self, lt: LiveTask, at: float) -> None:
         self.queue.push(lt.id, lt.spec.priority, lt.shape, lt, at)
@@ -385,6 +378,7 @@ class Scheduler:
     def _dispatch(self, now: float) -> None:
         pool = self.pool
         held: list[Any] = []
+        starts: dict[str, list[LiveTask]] = {}
         while len(self.queue):
             entry = self.queue.pop_fitting(lambda s: pool.place(s) is not None, now)
             if entry is None:
@@ -394,7 +388,7 @@ class Scheduler:
             assert name is not None
             if lt.task_type.batch_handler is None:
                 pool.acquire(name, lt.shape)
-                self._start_locked(lt, name, now)
+                starts.setdefault(name, []).append(lt)
                 continue
             max_size, max_wait = self.batch_policy(lt.spec.task_type, lt.spec.model)
             if self.batches.size(lt) < max_size and now - lt.created_at < max_wait:
@@ -406,7 +400,12 @@ class Scheduler:
                 if m is not lt:
                     self.queue.remove(m.id)
             pool.acquire(name, lt.shape)
-            self._start_batch_locked(members, name, now)
+            run = BatchRun(name, lt.shape, len(members), [m.id for m in members])
+            for m in members:
+                m.batch = run
+            self._start_locked(members, name, now, batch=True)
+        for name, group in starts.items():
+            self._start_locked(group, name, now, batch=False)
         for entry in held:
             self.queue.push(
                 entry.task_id, entry.priority, entry.shape, entry.item, entry.enqueued_at
@@ -414,41 +413,50 @@ class Scheduler:
             _, max_wait = self.batch_policy(entry.item.spec.task_type, entry.item.spec.model)
             self._add_timer(entry.item.created_at + max_wait, "batch", entry.task_id)
 
-    def _start_batch_locked(self, members: list[LiveTask], executor: str, now: float) -> None:
-        run = BatchRun(executor, members[0].shape, len(members), [m.id for m in members])
-        jobs = []
-        pending: list[Future[Any]] = []
-        for lt in members:
-            lt.batch = run
-            pending.append(self._mark_running_locked(lt, executor, now))
-            jobs.append(self._make_job(lt))
+    def _start_locked(
+        self, members: list[LiveTask], executor: str, now: float, *, batch: bool
+    ) -> None:
+        """Mark ``members`` running (one grouped write) and hand them to the executor.
+
+        A durable task's handler starts only once its "running" state is committed: after a
+        crash, a task the database calls queued has never had side effects. Online tasks are
+        never replayed, so they start at once. A batch starts when all its members may.
+        """
+        writes = [self._mark_running_locked(lt, executor, now) for lt in members]
+        recorded = self._storage.write_many(writes)
         runner = self._executors[executor]
 
-        def launch() -> None:
-            handles = runner.submit_batch(jobs, self)
-            for lt, handle in zip(members, handles, strict=True):
+        def launch(group: list[LiveTask]) -> None:
+            jobs = [self._make_job(lt) for lt in group]
+            if batch:
+                handles = runner.submit_batch(jobs, self)
+            else:
+                handles = runner.submit_many(jobs, self)
+            for lt, handle in zip(group, handles, strict=True):
                 lt.handle = handle
                 if lt.cancel_requested:
                     handle.cancel(lt.cancel_requested)
 
-        durable = [f for lt, f in zip(members, pending, strict=True) if lt.durable]
-        if not durable:
-            launch()
-            return
-        left = [len(durable)]
-        gate = threading.Lock()
+        if batch:
+            waiting, now_ok = (members, []) if any(m.durable for m in members) else ([], members)
+        else:
+            waiting = [m for m in members if m.durable]
+            now_ok = [m for m in members if not m.durable] if waiting else members
+        if now_ok:
+            launch(now_ok)
+        if waiting:
 
-        def recorded(_: Future[Any]) -> None:
-            with gate:
-                left[0] -= 1
-                go = left[0] == 0
-            if go:
-                launch()
+            def committed(f: Future[Any]) -> None:
+                if f.exception() is not None:
+                    log.error(
+                        "could not record the start of %d tasks: %s", len(waiting), f.exception()
+                    )
+                launch(waiting)
 
-        for f in durable:
-            f.add_done_callback(recorded)
+            recorded.add_done_callback(committed)
 
-    def _mark_running_locked(self, lt: LiveTask, executor: str, now: float) -> Future[Any]:
+    def _mark_running_locked(self, lt: LiveTask, executor: str, now: float) -> Any:
+        """Move ``lt`` to running in memory; returns the write that records it."""
         check_transition(lt.status, TaskStatus.RUNNING)
         lt.status = TaskStatus.RUNNING
         lt.attempts += 1
@@ -459,40 +467,14 @@ class Scheduler:
         if timeout:
             lt.deadline = now + timeout
             self._add_timer(lt.deadline, "deadline", lt.id)
-        fut = self._storage.write(
-            self._write(
-                task_id=lt.id,
-                fields={"status": "running", "started_at": now, "attempts": lt.attempts},
-                events=[
-                    (
-                        now,
-                        "status",
-                        {"status": "running", "attempt": lt.attempts, "executor": executor},
-                    )
-                ],
-            )
-        )
         self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
-        return fut
-
-    def _start_locked(self, lt: LiveTask, executor: str, now: float) -> None:
-        fut = self._mark_running_locked(lt, executor, now)
-        job = self._make_job(lt)
-        runner = self._executors[executor]
-
-        def recorded(f: Future[Any]) -> None:
-            # The handler starts only once "running" is durable: after a crash, a task the
-            # database calls queued has never had side effects.
-            if f.exception() is not None:
-                log.error("could not record start of %s: %s", lt.id, f.exception())
-            lt.handle = runner.submit(job, self)
-            if lt.cancel_requested:
-                lt.handle.cancel(lt.cancel_requested)
-
-        if lt.durable:
-            fut.add_done_callback(recorded)
-        else:  # online inference is never replayed, so it need not wait for the record
-            lt.handle = runner.submit(job, self)
+        return self._write(
+            task_id=lt.id,
+            fields={"status": "running", "started_at": now, "attempts": lt.attempts},
+            events=[
+                (now, "status", {"status": "running", "attempt": lt.attempts, "executor": executor})
+            ],
+        )
 
     def _add_timer(self, at: float, kind: str, task_id: str) -> None:
         self._timer_n += 1
@@ -538,69 +520,77 @@ class Scheduler:
             self._observer.on_event(task_id, kind, data)
 
     def done(self, task_id: str, outcome: Any) -> None:
+        """The executor's report that a job ended; handled by the dispatcher's next pass."""
+        self._post(("done", task_id, outcome))
+
+    def _complete_locked(
+        self, task_id: str, outcome: Any, finished: list[tuple[Any, LiveTask, Any]]
+    ) -> None:
         from open_autoglm.executors.base import OutcomeStatus
 
-        with self._lock:
-            lt = self.live.get(task_id)
-            if lt is None:
-                return
-            self._release_locked(lt)
-            if lt.zombie or lt.status is not TaskStatus.RUNNING:
-                self._wake.notify()
-                return
-            now = self._clock()
-            if lt.deadline is not None:
-                lt.deadline = None
-            status = outcome.status
-            if status is OutcomeStatus.SUCCEEDED:
-                self._finish_locked(
-                    lt,
-                    TaskStatus.SUCCEEDED,
-                    result=outcome.result,
-                    has_result=True,
-                    artifacts=outcome.artifacts,
+        lt = self.live.get(task_id)
+        if lt is None:
+            return
+        self._release_locked(lt)
+        if lt.zombie or lt.status is not TaskStatus.RUNNING:
+            return
+        now = self._clock()
+        lt.deadline = None
+        status = outcome.status
+        if status is OutcomeStatus.SUCCEEDED:
+            self._finish_locked(
+                lt,
+                TaskStatus.SUCCEEDED,
+                result=outcome.result,
+                has_result=True,
+                artifacts=outcome.artifacts,
+                into=finished,
+            )
+        elif status is OutcomeStatus.CANCELLED or (
+            lt.cancel_requested and lt.cancel_requested != "timeout"
+        ):
+            self._finish_locked(
+                lt,
+                TaskStatus.CANCELLED,
+                error={"code": "cancelled", "message": lt.cancel_requested or "cancelled"},
+                artifacts=outcome.artifacts,
+                into=finished,
+            )
+        elif outcome.retryable and lt.attempts <= lt.spec.max_retries:
+            delay = min(self.retry_max_s, self.retry_base_s * (2 ** (lt.attempts - 1)))
+            check_transition(lt.status, TaskStatus.QUEUED)
+            lt.status = TaskStatus.QUEUED
+            lt.error = outcome.error
+            lt.executor = None
+            lt.handle = None
+            self._storage.write(
+                self._write(
+                    task_id=lt.id,
+                    fields={"status": "queued", "error": outcome.error},
+                    events=[
+                        (
+                            now,
+                            "status",
+                            {
+                                "status": "queued",
+                                "reason": "retry",
+                                "retry_in_s": delay,
+                                "error": outcome.error,
+                            },
+                        )
+                    ],
                 )
-            elif status is OutcomeStatus.CANCELLED or (
-                lt.cancel_requested and lt.cancel_requested != "timeout"
-            ):
-                self._finish_locked(
-                    lt,
-                    TaskStatus.CANCELLED,
-                    error={"code": "cancelled", "message": lt.cancel_requested or "cancelled"},
-                    artifacts=outcome.artifacts,
-                )
-            elif outcome.retryable and lt.attempts <= lt.spec.max_retries:
-                delay = min(self.retry_max_s, self.retry_base_s * (2 ** (lt.attempts - 1)))
-                check_transition(lt.status, TaskStatus.QUEUED)
-                lt.status = TaskStatus.QUEUED
-                lt.error = outcome.error
-                lt.executor = None
-                lt.handle = None
-                self._storage.write(
-                    self._write(
-                        task_id=lt.id,
-                        fields={"status": "queued", "error": outcome.error},
-                        events=[
-                            (
-                                now,
-                                "status",
-                                {
-                                    "status": "queued",
-                                    "reason": "retry",
-                                    "retry_in_s": delay,
-                                    "error": outcome.error,
-                                },
-                            )
-                        ],
-                    )
-                )
-                self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, now)
-                self._add_timer(now + delay, "retry", lt.id)
-            else:
-                self._finish_locked(
-                    lt, TaskStatus.FAILED, error=outcome.error, artifacts=outcome.artifacts
-                )
-            self._wake.notify()
+            )
+            self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, now)
+            self._add_timer(now + delay, "retry", lt.id)
+        else:
+            self._finish_locked(
+                lt,
+                TaskStatus.FAILED,
+                error=outcome.error,
+                artifacts=outcome.artifacts,
+                into=finished,
+            )
 
     def _release_locked(self, lt: LiveTask) -> None:
         batch = lt.batch
@@ -621,7 +611,10 @@ class Scheduler:
         has_result: bool = False,
         error: dict[str, Any] | None = None,
         artifacts: list[dict[str, Any]] | None = None,
+        into: list[tuple[Any, LiveTask, Any]] | None = None,
     ) -> None:
+        """Move ``lt`` to a terminal state; its write goes into ``into`` (flushed by the
+        caller with the rest of the pass) or straight to storage."""
         check_transition(lt.status, status)
         old = lt.status
         now = self._clock()
@@ -634,32 +627,41 @@ class Scheduler:
             data["error"] = error
         if artifacts:
             data["artifacts"] = [a.get("id") for a in artifacts]
-        fut = self._storage.write(
-            self._write(
-                task_id=lt.id,
-                fields={"status": status.value, "finished_at": now, "error": error},
-                terminal=True,
-                events=[(now, "status", data)],
-                result=result,
-                has_result=has_result,
-            )
+        write = self._write(
+            task_id=lt.id,
+            fields={"status": status.value, "finished_at": now, "error": error},
+            terminal=True,
+            events=[(now, "status", data)],
+            result=result,
+            has_result=has_result,
         )
         self._observe(lt, old, status, now)
+        if into is not None:
+            into.append((write, lt, result))
+        else:
+            self._flush_finished([(write, lt, result)])
 
-        def committed(f: Future[Any]) -> None:
+    def _flush_finished(self, finished: list[tuple[Any, LiveTask, Any]]) -> None:
+        """Store the terminal writes of one pass together; then the tasks leave ``live``
+        and their ``done`` futures resolve (a waiter never sees a state not yet stored)."""
+        committed = self._storage.write_many([w for w, _, _ in finished])
+
+        def stored(f: Future[Any]) -> None:
             exc = f.exception()
             with self._lock:
-                if self.live.get(lt.id) is lt:
-                    del self.live[lt.id]
-                key = lt.spec.idempotency_key
-                if key and self._keys.get(key) == lt.id:
-                    del self._keys[key]
-            if exc is not None:
-                lt.done.set_exception(exc)
-            else:
-                lt.done.set_result({**lt.as_dict(), "result": result})
+                for _, lt, _ in finished:
+                    if self.live.get(lt.id) is lt:
+                        del self.live[lt.id]
+                    key = lt.spec.idempotency_key
+                    if key and self._keys.get(key) == lt.id:
+                        del self._keys[key]
+            for _, lt, result in finished:
+                if exc is not None:
+                    lt.done.set_exception(exc)
+                else:
+                    lt.done.set_result({**lt.as_dict(), "result": result})
 
-        fut.add_done_callback(committed)
+        committed.add_done_callback(stored)
 
     def _observe(self, lt: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float) -> None:
         if self._observer is not None:
@@ -672,7 +674,7 @@ class Scheduler:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            running = sum(1 for t in self.live.values() if t.status is TaskStatus.RUNNING)
+            running = sum(1 for t in list(self.live.values()) if t.status is TaskStatus.RUNNING)
             return {
                 "queued": len(self.queue),
                 "running": running,
@@ -680,6 +682,25 @@ class Scheduler:
                 "utilization": self.pool.utilization(),
                 "max_queued": self.max_queued,
             }
+
+
+_ID_LOCK = threading.Lock()
+_ID_POOL: list[bytes] = []
+
+
+def _new_id() -> str:
+    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex``.
+
+    The random bytes come from ``os.urandom`` 256 ids at a time: one system call per id
+    released the GIL on every submission, and winning it back under load cost more than
+    everything else ``submit`` does.
+    """
+    with _ID_LOCK:
+        if not _ID_POOL:
+            raw = os.urandom(16 * 256)
+            _ID_POOL.extend(raw[i : i + 16] for i in range(0, len(raw), 16))
+        b = _ID_POOL.pop()
+    return uuid.UUID(bytes=b, version=4).hex
 
 
 def _shape(spec: TaskSpec, ttype: TaskType, params: Any) -> tuple[float, int, int]:

@@ -70,6 +70,10 @@ class StorageHub:
     def write(self, w: TaskWrite) -> Future[Any]:
         return self.writer.submit(w)
 
+    def write_many(self, writes: list[TaskWrite]) -> Future[list[Any]]:
+        """Several task writes in one transaction; the future gives their outcomes in order."""
+        return self.writer.submit_many(writes)
+
     def get_task(self, task_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(*_TASK_COLUMNS).where(tasks.c.id == task_id)).first()

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from open_autoglm.errors import StorageError
+from open_autoglm.futures import Promise
 from open_autoglm.storage.tables import tasks
 
 __all__ = ["TaskWrite", "WriteBatcher"]
@@ -113,7 +114,9 @@ class TaskWrite:
     has_result: bool = False
 
 
-_Item = tuple[TaskWrite | Callable[[Connection], Any], Future[Any]]
+_Write = TaskWrite | Callable[[Connection], Any]
+# (writes, promise, grouped): a grouped item resolves its promise with the list of outcomes.
+_Item = tuple[list[_Write], Future[Any], bool]
 
 
 class WriteBatcher:
@@ -138,11 +141,22 @@ class WriteBatcher:
         A callable is run as ``fn(connection)`` inside the batch transaction (for the rare
         writes that are not task writes); its return value resolves the future.
         """
-        fut: Future[Any] = Future()
+        return self._put([write], grouped=False)
+
+    def submit_many(self, writes: list[TaskWrite]) -> Future[list[Any]]:
+        """Queue several writes that commit in the same transaction; one future for all.
+
+        The scheduler starts and finishes tasks in groups; one queue item and one future per
+        group instead of per task keeps the hand-off cost off the hot path.
+        """
+        return self._put(list(writes), grouped=True)
+
+    def _put(self, writes: list[_Write], *, grouped: bool) -> Future[Any]:
+        fut: Future[Any] = Promise()
         if self._closed:
             fut.set_exception(StorageError("storage writer is closed"))
             return fut
-        self._queue.put((write, fut))
+        self._queue.put((writes, fut, grouped))
         return fut
 
     def close(self, timeout: float = 10.0) -> None:
@@ -182,9 +196,10 @@ class WriteBatcher:
         return False
 
     def _commit(self, batch: list[_Item]) -> None:
+        writes = [w for item in batch for w in item[0]]
         try:
             with self._engine.begin() as conn:
-                outcomes = self._apply(conn, batch)
+                outcomes = self._apply(conn, writes)
         except Exception as exc:
             log.debug("batch of %d failed (%s); retrying one by one", len(batch), exc)
             if len(batch) == 1:
@@ -192,15 +207,18 @@ class WriteBatcher:
                 log.error("storage write failed: %s", exc)
                 batch[0][1].set_exception(err)
                 return
-            for one in batch:  # isolate the failing write
+            for one in batch:  # isolate the failing item (a group fails as a whole)
                 self._commit([one])
             return
         self.batches += 1
-        self.writes += len(batch)
-        for (_, fut), outcome in zip(batch, outcomes, strict=True):
-            fut.set_result(outcome)
+        self.writes += len(writes)
+        i = 0
+        for group, fut, grouped in batch:
+            n = len(group)
+            fut.set_result(outcomes[i : i + n] if grouped else outcomes[i])
+            i += n
 
-    def _apply(self, conn: Connection, batch: list[_Item]) -> list[Any]:
+    def _apply(self, conn: Connection, batch: list[_Write]) -> list[Any]:
         inserts: dict[str, dict[str, Any]] = {}
         updates: dict[str, dict[str, Any]] = {}
         terminal: set[str] = set()
@@ -212,7 +230,7 @@ class WriteBatcher:
         # Idempotency keys: an insert whose key already exists resolves to the existing task.
         keyed = {
             w.row["idempotency_key"]: i
-            for i, (w, _) in enumerate(batch)
+            for i, w in enumerate(batch)
             if isinstance(w, TaskWrite) and w.row and w.row.get("idempotency_key")
         }
         existing: dict[str, str] = {}
@@ -226,7 +244,7 @@ class WriteBatcher:
         skipped: set[str] = set()
         seen_keys: dict[str, str] = {}
 
-        for i, (w, _) in enumerate(batch):
+        for i, w in enumerate(batch):
             if not isinstance(w, TaskWrite):
                 callables.append((i, w))
                 continue
