@@ -24,15 +24,13 @@ __all__ = ["Promise"]
 
 T = TypeVar("T")
 
-_PENDING, _DONE = 0, 1
-
 
 class Promise(Future[T], Generic[T]):
-    __slots__ = ("_callbacks", "_event", "_exc", "_lock", "_state", "_value")
+    __slots__ = ("_callbacks", "_event", "_exc", "_finished", "_lock", "_value")
 
     def __init__(self) -> None:  # deliberately no super().__init__(): no Condition
         self._lock = threading.Lock()
-        self._state = _PENDING
+        self._finished = False
         self._value: Any = None
         self._exc: BaseException | None = None
         self._callbacks: list[Callable[[Future[T]], object]] | None = None
@@ -41,7 +39,7 @@ class Promise(Future[T], Generic[T]):
     @classmethod
     def resolved(cls, value: T) -> Promise[T]:
         p: Promise[T] = cls()
-        p._state = _DONE
+        p._finished = True
         p._value = value
         return p
 
@@ -55,9 +53,9 @@ class Promise(Future[T], Generic[T]):
 
     def _finish(self, value: Any, exc: BaseException | None) -> None:
         with self._lock:
-            if self._state == _DONE:
+            if self._finished:
                 raise RuntimeError("promise already resolved")
-            self._value, self._exc, self._state = value, exc, _DONE
+            self._value, self._exc, self._finished = value, exc, True
             callbacks, self._callbacks = self._callbacks, None
             event = self._event
         if event is not None:
@@ -73,7 +71,7 @@ class Promise(Future[T], Generic[T]):
 
     def add_done_callback(self, fn: Callable[[Future[T]], object]) -> None:
         with self._lock:
-            if self._state != _DONE:
+            if not self._finished:
                 if self._callbacks is None:
                     self._callbacks = [fn]
                 else:
@@ -82,10 +80,10 @@ class Promise(Future[T], Generic[T]):
         _call(fn, self)
 
     def _wait(self, timeout: float | None) -> None:
-        if self._state == _DONE:
+        if self._finished:
             return
         with self._lock:
-            if self._state == _DONE:
+            if self._finished:
                 return
             if self._event is None:
                 self._event = threading.Event()
@@ -104,7 +102,7 @@ class Promise(Future[T], Generic[T]):
         return self._exc
 
     def done(self) -> bool:
-        return self._state == _DONE
+        return self._finished
 
     def running(self) -> bool:
         return False
@@ -116,7 +114,7 @@ class Promise(Future[T], Generic[T]):
         return False
 
     def __repr__(self) -> str:
-        if self._state != _DONE:
+        if not self._finished:
             return "<Promise pending>"
         if self._exc is not None:
             return f"<Promise raised {type(self._exc).__name__}>"

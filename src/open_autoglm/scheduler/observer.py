@@ -120,7 +120,7 @@ class TaskMetrics(Collector):
                 cumulative, running = [], 0
                 for bound, n in zip((*self.bounds, float("inf")), list(counts), strict=True):
                     running += n
-                    cumulative.append((floatToGoString(bound), running))
+                    cumulative.append((floatToGoString(bound), running))  # type: ignore[no-untyped-call]
                 family.add_metric(list(labels), cumulative, sum_value=total)
             yield family
 

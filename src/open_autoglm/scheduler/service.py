@@ -358,10 +358,10 @@ class Scheduler:
         while inbox:
             msg = inbox.popleft()
             if msg[0] == "queue":
-                lt = msg[1]
-                if lt.status is TaskStatus.QUEUED and self.live.get(lt.id) is lt:
-                    self._observe(lt, None, TaskStatus.QUEUED, lt.created_at)
-                    self._enqueue(lt, lt.created_at)  # not cancelled meanwhile
+                task: LiveTask = msg[1]
+                if task.status is TaskStatus.QUEUED and self.live.get(task.id) is task:
+                    self._observe(task, None, TaskStatus.QUEUED, task.created_at)
+                    self._enqueue(task, task.created_at)  # not cancelled meanwhile
             else:
                 self._complete_locked(msg[1], msg[2], finished)
         if finished:
