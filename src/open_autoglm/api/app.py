@@ -50,8 +50,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     )
     app.state.runtime = runtime
     install_error_handlers(app)
+    app.include_router(tasks.router)  # first: routes are matched in order, these are hot
     app.include_router(system.router)
-    app.include_router(tasks.router)
     for name in AREA_ROUTES:
         try:
             module = importlib.import_module(name)
