@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,7 +37,9 @@ class StorageSettings(BaseModel):
 
 
 class ExecutorSettings(BaseModel):
-    backend: str = "local"
+    backend: Literal["local"] = Field(
+        default="local", description="where tasks run; only 'local' exists so far (no Ray yet)"
+    )
     cpu: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
     memory_mb: int = Field(default=16_384, gt=0)
     gpu: int = Field(default=0, ge=0)
