@@ -122,6 +122,11 @@ def test_predict_round_trips_string_ids(
         assert p["label"] == res["classes"][int(np.argmax(p["probabilities"]))]
     everything = predict(ctx, meta=out["artifacts"]["meta"])
     assert len(everything["predictions"]) == len(graph["nodes"])
+    # the ids ran on their neighbourhood only, and scored as on the whole graph
+    whole = {p["node"]: p for p in everything["predictions"]}
+    for p in res["predictions"]:
+        assert p["label"] == whole[p["node"]]["label"]
+        assert np.allclose(p["probabilities"], whole[p["node"]]["probabilities"], atol=1e-5)
 
 
 def test_inductive_prediction_of_new_nodes(

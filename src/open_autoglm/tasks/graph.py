@@ -231,6 +231,7 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
         "best_epoch": res.best_epoch,
         "epochs_run": len(res.history),
         "nodes_per_second": res.nodes_per_second,
+        "wall_nodes_per_second": res.extra.get("wall_nodes_per_s", res.nodes_per_second),
         "artifacts": {
             "weights": weights["id"],
             "meta": meta_art["id"],
@@ -287,6 +288,7 @@ def predict_graph(
 
     from open_autoglm.ml.graph.bundle import unpack_graph, unpack_weights
     from open_autoglm.ml.graph.data import GraphTensors
+    from open_autoglm.ml.graph.inference import predict_proba
     from open_autoglm.ml.graph.models import ModelConfig, build_model
     from open_autoglm.spec.graph_extend import extend_graph
 
@@ -298,11 +300,11 @@ def predict_graph(
     data = GraphTensors.from_graph(graph, normalize=bool(meta.get("normalize_features", True)))
     model = build_model(config)
     model.load_state_dict(unpack_weights(load_artifact(meta["weights_artifact"])))
-    model.eval()
-    with torch.no_grad():
-        probs = torch.softmax(model(data.x, data.edge_index), dim=1)  # (nodes, classes)
-    idx = torch.arange(graph.num_nodes) if rows is None else torch.from_numpy(rows)
-    picked = probs[idx]  # (requested, classes)
+    idx = torch.arange(graph.num_nodes) if rows is None else torch.from_numpy(rows).long()
+    # requested ids: only their config.layers-hop neighbourhood runs through the model
+    picked = predict_proba(
+        model, data.x, data.edge_index, config.layers, None if rows is None else idx
+    )  # (requested, classes)
     names = list(graph.label_names) or list(range(config.out_dim))
     top = picked.argmax(dim=1).tolist()
     return {
