@@ -190,3 +190,39 @@ def test_resources_derived_from_params(make_runtime):
     )
     with pytest.raises(Exception, match="no executor can ever fit"):
         rt.scheduler.prepare(spec)
+
+
+def test_online_task_is_stored_once_when_it_ends(make_runtime):
+    rt = make_runtime(executor={"cpu": 1, "threads": 2})
+    task, created = rt.submit(
+        {"task_type": "sleep", "params": {"seconds": 0.3}}, durable=False
+    ).result(10)
+    assert created and task["status"] == "queued"
+    time.sleep(0.1)
+    # In flight: visible from memory, nothing stored yet (online work is never replayed).
+    assert rt.get_task(task["id"])["status"] == "running"
+    with pytest.raises(Exception, match="not found"):
+        rt.storage.get_task(task["id"])
+    final = rt.wait(task["id"], 10)
+    assert final["status"] == "succeeded"
+    stored = rt.storage.get_task(final["id"])
+    assert stored["status"] == "succeeded" and stored["durable"] is False
+    assert stored["attempts"] == 1 and stored["started_at"] <= stored["finished_at"]
+    statuses = [
+        e["data"]["status"] for e in rt.storage.events(final["id"]) if e["kind"] == "status"
+    ]
+    assert statuses == ["queued", "running", "succeeded"]
+    assert rt.get_task(final["id"])["result"]["slept"] >= 0.3
+
+
+def test_cancelled_online_task_is_stored_cancelled(make_runtime):
+    rt = make_runtime(executor={"cpu": 1, "threads": 2})
+    blocker, _ = rt.submit({"task_type": "sleep", "params": {"seconds": 0.5}}).result(10)
+    queued, _ = rt.submit(
+        {"task_type": "echo", "input": 1, "resources": {"cpu": 1}}, durable=False
+    ).result(10)
+    rt.scheduler.cancel(queued["id"])
+    final = rt.wait(queued["id"], 10)
+    assert final["status"] == "cancelled"
+    assert rt.storage.get_task(queued["id"])["status"] == "cancelled"
+    rt.wait(blocker["id"], 10)

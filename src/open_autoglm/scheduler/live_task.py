@@ -37,6 +37,9 @@ class LiveTask:
     result: Any = None
     done: Future[dict[str, Any]] = field(default_factory=Promise)
     public_spec: dict[str, Any] | None = None  # the spec as shown to users, dumped once
+    # Online tasks are stored once, when they end: their row and status events wait here.
+    pending_row: dict[str, Any] | None = None
+    pending_events: list[tuple[float, str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         spec = self.spec

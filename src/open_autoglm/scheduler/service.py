@@ -249,12 +249,13 @@ class Scheduler:
             "durable": durable,
         }
         evs = [(now, "status", {"status": "queued"}), *(events or [])]
-        written = self._storage.write(self._write(task_id=tid, row=row, events=evs))
         if not durable:
-            # Not waited on: the row is a log entry, not a promise. It is queued to the
-            # writer before the task can start, so the writer sees insert before updates.
+            # Online inference is a log entry, not a promise: it is never replayed, so its
+            # row and status events are stored once, when it ends (one write, not three).
+            lt.pending_row, lt.pending_events = row, evs
             self._accept(lt)
             return Promise.resolved((lt.as_dict(), True))
+        written = self._storage.write(self._write(task_id=tid, row=row, events=evs))
         out: Promise[tuple[dict[str, Any], bool]] = Promise()
 
         def committed(f: Future[Any]) -> None:
@@ -422,8 +423,7 @@ class Scheduler:
         crash, a task the database calls queued has never had side effects. Online tasks are
         never replayed, so they start at once. A batch starts when all its members may.
         """
-        writes = [self._mark_running_locked(lt, executor, now) for lt in members]
-        recorded = self._storage.write_many(writes)
+        writes = [w for lt in members if (w := self._mark_running_locked(lt, executor, now))]
         runner = self._executors[executor]
 
         def launch(group: list[LiveTask]) -> None:
@@ -445,6 +445,7 @@ class Scheduler:
         if now_ok:
             launch(now_ok)
         if waiting:
+            recorded = self._storage.write_many(writes)
 
             def committed(f: Future[Any]) -> None:
                 if f.exception() is not None:
@@ -456,7 +457,8 @@ class Scheduler:
             recorded.add_done_callback(committed)
 
     def _mark_running_locked(self, lt: LiveTask, executor: str, now: float) -> Any:
-        """Move ``lt`` to running in memory; returns the write that records it."""
+        """Move ``lt`` to running in memory; returns the write that records it (None for an
+        online task, whose whole record is written when it ends)."""
         check_transition(lt.status, TaskStatus.RUNNING)
         lt.status = TaskStatus.RUNNING
         lt.attempts += 1
@@ -468,12 +470,14 @@ class Scheduler:
             lt.deadline = now + timeout
             self._add_timer(lt.deadline, "deadline", lt.id)
         self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
+        event = (now, "status", {"status": "running", "attempt": lt.attempts, "executor": executor})
+        if lt.pending_events is not None:  # online: stored when it ends
+            lt.pending_events.append(event)
+            return None
         return self._write(
             task_id=lt.id,
             fields={"status": "running", "started_at": now, "attempts": lt.attempts},
-            events=[
-                (now, "status", {"status": "running", "attempt": lt.attempts, "executor": executor})
-            ],
+            events=[event],
         )
 
     def _add_timer(self, at: float, kind: str, task_id: str) -> None:
@@ -563,24 +567,26 @@ class Scheduler:
             lt.error = outcome.error
             lt.executor = None
             lt.handle = None
-            self._storage.write(
-                self._write(
-                    task_id=lt.id,
-                    fields={"status": "queued", "error": outcome.error},
-                    events=[
-                        (
-                            now,
-                            "status",
-                            {
-                                "status": "queued",
-                                "reason": "retry",
-                                "retry_in_s": delay,
-                                "error": outcome.error,
-                            },
-                        )
-                    ],
-                )
+            event = (
+                now,
+                "status",
+                {
+                    "status": "queued",
+                    "reason": "retry",
+                    "retry_in_s": delay,
+                    "error": outcome.error,
+                },
             )
+            if lt.pending_events is not None:
+                lt.pending_events.append(event)
+            else:
+                self._storage.write(
+                    self._write(
+                        task_id=lt.id,
+                        fields={"status": "queued", "error": outcome.error},
+                        events=[event],
+                    )
+                )
             self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, now)
             self._add_timer(now + delay, "retry", lt.id)
         else:
@@ -627,11 +633,20 @@ class Scheduler:
             data["error"] = error
         if artifacts:
             data["artifacts"] = [a.get("id") for a in artifacts]
+        fields: dict[str, Any] = {"status": status.value, "finished_at": now, "error": error}
+        events = [(now, "status", data)]
+        row = lt.pending_row
+        if row is not None:  # online: the first and only write of its record
+            assert lt.pending_events is not None
+            fields.update(started_at=lt.started_at, attempts=lt.attempts)
+            events = [*lt.pending_events, *events]
+            lt.pending_row = lt.pending_events = None
         write = self._write(
             task_id=lt.id,
-            fields={"status": status.value, "finished_at": now, "error": error},
+            row=row,
+            fields=fields,
             terminal=True,
-            events=[(now, "status", data)],
+            events=events,
             result=result,
             has_result=has_result,
         )
