@@ -180,7 +180,7 @@ def mean_breakdown(runs: list[dict[str, Any]]) -> list[dict[str, float]]:
     return [
         {
             k: round(statistics.fmean(r["breakdown"][w][k] for r in runs), 3)
-            for k in ("rank", *PHASES, "span")
+            for k in ("rank", *PHASES, "span", "preempted")
         }
         for w in range(workers)
     ]
@@ -228,10 +228,15 @@ def throughput(epochs: int, batch_size: int, workers: int, repeats: int) -> list
 
 
 def print_breakdown(rows: list[dict[str, Any]]) -> None:
-    print(f"\nseconds per worker and phase (mean of runs): {', '.join(PHASES)}, span")
+    print(
+        "\nseconds per worker and phase, mean of runs (preempted: runnable but not running,"
+        " i.e. taken by other processes)"
+    )
+    names = (*PHASES, "span", "preempted")
+    print(" " * 13 + " ".join(f"{n[:9]:>9s}" for n in names))
     for r in rows:
         for b in r.get("breakdown_seconds", []):
-            cells = " ".join(f"{b[k]:7.3f}" for k in (*PHASES, "span"))
+            cells = " ".join(f"{b[k]:9.3f}" for k in names)
             print(f"{r['mode']:6s} rank {int(b['rank'])}  {cells}")
 
 

@@ -149,6 +149,7 @@ def _run_worker(
     shard = _shard(data.train_idx, rank, world, equal=sync)
     flag = torch.zeros(1, dtype=torch.int32)
     clock.first = time.perf_counter()
+    cpu0 = time.thread_time()
     for epoch in range(cfg.epochs):
         losses: list[float] = []
         batches = iter_batches(
@@ -185,6 +186,7 @@ def _run_worker(
             if int(flag[0]):
                 break
     clock.last = time.perf_counter()
+    clock.cpu = time.thread_time() - cpu0
     out.put(("done", rank, clock))
 
 

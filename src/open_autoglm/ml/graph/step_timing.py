@@ -39,6 +39,7 @@ class WorkerClock:
     barrier: float = 0.0
     snapshot: float = 0.0
     first: float = 0.0  # start of its first batch
+    cpu: float = 0.0  # CPU seconds of its training thread over the span
     last: float = 0.0  # when it left its training loop
     arrive: list[float] = field(default_factory=list)  # entered the k-th all-reduce
     done: list[float] = field(default_factory=list)  # k-th all-reduce completed
@@ -50,7 +51,7 @@ class WorkerClock:
 
 
 def breakdown(clocks: list[WorkerClock], started: float) -> list[dict[str, float]]:
-    """Seconds per phase (:data:`PHASES`) and the training ``span`` for each worker.
+    """Seconds per phase (:data:`PHASES`), the training ``span`` and ``preempted`` per worker.
 
     ``started`` is when the parent began starting the workers.
     """
@@ -79,6 +80,9 @@ def breakdown(clocks: list[WorkerClock], started: float) -> list[dict[str, float
                 "snapshot": c.snapshot,
                 "other": max(span - accounted, 0.0),
                 "span": span,
+                # runnable but not running: the span minus CPU and the waits in collectives
+                # (which sleep). Near 0 on a quiet machine; other processes' load shows here.
+                "preempted": max(span - c.cpu - waits[c.rank] - transfers[c.rank] - c.barrier, 0.0),
             }
         )
     return rows
