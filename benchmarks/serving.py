@@ -9,15 +9,18 @@ closed-loop load from a separate process on 127.0.0.1, see ``benchmarks/loadgen.
 (b) ``flask-1thread``  the same with 1 torch thread per worker
 (c) ``autoglm-embeddings``  Open-AutoGLM ``POST /v1/embeddings`` (OpenAI shape, float)
     ``autoglm-infer``       Open-AutoGLM ``POST /v1/infer`` (task spec, same task type)
+    ``autoglm-ort-fp32``    opt-in: ``/v1/embeddings`` on ``options.runtime: onnx`` (ONNX
+                            Runtime float32, same weights; not torch: compare with ``x(dO)``)
     ``autoglm-int8``        opt-in: ``/v1/embeddings`` on ``options.quantize: onnx-int8``
-(d) ``loop-*``  no HTTP: a plain loop in this process (per text, batch 32, bucketed batch 32)
+(d) ``loop-*``  no HTTP: a plain loop (per text, batch 32, bucketed batch 32, ORT bucketed) in
+    one process and in two at once (``-x2``, one per core: the physical limit)
 
 All servers are started first and stay up; for each concurrency level every HTTP target is
 measured in turn, so slow drift of a shared machine spreads over all of them instead of
-landing on one. Open-AutoGLM runs with ``OMP_NUM_THREADS=1`` (one torch thread per running
-batch; the scheduler runs as many batches as the executor has CPUs) and default batching
-(max 32 per batch, 2 ms max wait). Server CPU is the server process tree's CPU seconds per
-wall second. Writes ``benchmarks/results/serving.json``.
+landing on one. Open-AutoGLM runs with its defaults: no thread variables in its environment;
+each embedding model is served by one worker process per CPU with one torch thread each, and
+the scheduler batches up to 32 requests with a 2 ms max wait. Server CPU is the server process
+tree's CPU seconds per wall second (replicas included). Writes ``benchmarks/results/serving.json``.
 """
 
 from __future__ import annotations
@@ -59,9 +62,8 @@ def autoglm_server(int8: bool) -> Iterator[tuple[str, int]]:
     port = _free_port()
     data = Path(tempfile.mkdtemp(prefix="autoglm-bench-"))
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
         "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
         # Reuse ONNX exports across runs; materialised copies stay in the temp data dir.
         "AUTOGLM_MODELS__CACHE_DIR": str(default_cache_dir()),
     }
@@ -82,7 +84,14 @@ def autoglm_server(int8: bool) -> Iterator[tuple[str, int]]:
                     break
             except httpx.HTTPError:
                 time.sleep(0.2)
-        entries = [{"name": "minilm", "source": "bundled:all-minilm-l6-v2"}]
+        entries = [
+            {"name": "minilm", "source": "bundled:all-minilm-l6-v2"},
+            {
+                "name": "minilm-ort",
+                "source": "bundled:all-minilm-l6-v2",
+                "options": {"runtime": "onnx"},
+            },
+        ]
         if int8:
             entries.append(
                 {
@@ -131,6 +140,7 @@ def autoglm_targets(url: str, pid: int, int8: bool) -> list[Target]:
             pid,
         ),
     ]
+    targets.append(Target("autoglm-ort-fp32", url + "/v1/embeddings", emb("minilm-ort"), pid))
     if int8:
         targets.append(Target("autoglm-int8", url + "/v1/embeddings", emb("minilm-int8"), pid))
     return targets
@@ -141,28 +151,34 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         return {r["concurrency"]: r["qps"] for r in rows if r["target"] == target}
 
     a, b = qps_of("flask-default"), qps_of("flask-1thread")
-    d_single = qps_of("loop-single").get(None)
-    d_best = qps_of("loop-batch32-bucketed").get(None)
+    d1 = qps_of("loop-batch32-bucketed").get(None)
+    d2 = qps_of("loop-batch32-bucketed-x2").get(None)
+    d_ort = qps_of("loop-onnx-batch32-bucketed-x2").get(None)
 
     def ratio(x: float, ref: float | None) -> str:
         return f"{x / ref:6.2f}" if ref else f"{'-':>6}"
 
     print(
-        f"\n{'target':<22} {'conc':>4} {'qps':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'x(d1)':>6} {'x(d32b)':>7} {'err':>4}"
+        f"\n{'target':<32} {'conc':>4} {'qps':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'p50/b':>6} {'x(d1)':>6} {'x(d2)':>6} {'x(dO)':>6} "
+        f"{'err':>4}"
     )
+    p50_b = {r["concurrency"]: r["p50_ms"] for r in rows if r["target"] == "flask-1thread"}
     for r in rows:
         c = r["concurrency"]
         lat = " ".join(
             f"{r[k]:8.1f}" if k in r else f"{'-':>8}" for k in ("mean_ms", "p50_ms", "p99_ms")
         )
+        p50 = ratio(r["p50_ms"], p50_b.get(c)) if "p50_ms" in r else f"{'-':>6}"
         print(
-            f"{r['target']:<22} {'-' if c is None else c:>4} {r['qps']:7.1f} {lat} "
+            f"{r['target']:<32} {'-' if c is None else c:>4} {r['qps']:7.1f} {lat} "
             f"{r['server_cpu_cores']:5.2f} {ratio(r['qps'], a.get(c))} {ratio(r['qps'], b.get(c))} "
-            f"{ratio(r['qps'], d_single)} {ratio(r['qps'], d_best):>7} {r.get('errors', 0):>4}"
+            f"{p50} {ratio(r['qps'], d1)} {ratio(r['qps'], d2)} {ratio(r['qps'], d_ort)} "
+            f"{r.get('errors', 0):>4}"
         )
-    print("x(a)/x(b): vs Flask default / 1-thread at the same concurrency; "
-          "x(d1)/x(d32b): vs the no-HTTP loop, one text per forward / bucketed batches of 32")  # fmt: skip
+    print("x(a)/x(b): QPS vs Flask default / 1-thread at the same concurrency; p50/b: p50 vs "
+          "Flask 1-thread's; x(d1)/x(d2): vs the torch no-HTTP bucketed loop in 1 / 2 processes; "
+          "x(dO): vs the ONNX Runtime fp32 bucketed loop in 2 processes")  # fmt: skip
 
 
 def main() -> None:
@@ -170,6 +186,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", default="1,8,32,64")
     ap.add_argument("--no-int8", action="store_true", help="skip the ONNX int8 row")
+    ap.add_argument("--no-baselines", action="store_true", help="only Open-AutoGLM (quick look)")
+    ap.add_argument("--no-loop", action="store_true", help="skip the no-HTTP loop (d)")
     args = ap.parse_args()
     int8 = not args.no_int8
     concurrency = [int(c) for c in args.concurrency.split(",")]
@@ -178,17 +196,17 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         print("starting servers ...", flush=True)
-        targets = [
-            stack.enter_context(TARGETS[name]()) for name in ("flask-default", "flask-1thread")
-        ]
+        baselines = () if args.no_baselines else ("flask-default", "flask-1thread")
+        targets = [stack.enter_context(TARGETS[name]()) for name in baselines]
         url, pid = stack.enter_context(autoglm_server(int8))
         targets += autoglm_targets(url, pid, int8)
         for c in concurrency:
             print(f"concurrency {c}:", flush=True)
             for target in targets:
                 rows.extend(measure_target(target, [c], args.seconds))
-    print("loop (no HTTP):", flush=True)
-    rows.extend(measure_loop(args.seconds, threads=1))
+    if not args.no_loop:
+        print("loop (no HTTP):", flush=True)
+        rows.extend(measure_loop(args.seconds, threads=1))
     print_table(rows)
     out = RESULTS / "serving.json"
     meta = {
@@ -196,7 +214,10 @@ def main() -> None:
         "sentences": len(SENTENCES),
         "cpus": os.cpu_count(),
         "wall_seconds": time.perf_counter() - started,
-        "autoglm": {"omp_threads": 1, "batching": "max 32, 2 ms wait"},
+        "autoglm": {
+            "replicas": "default: one worker process per CPU, 1 torch thread each",
+            "batching": "max 32, 2 ms wait",
+        },
     }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {out} in {meta['wall_seconds']:.0f} s")

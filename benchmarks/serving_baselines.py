@@ -6,8 +6,10 @@
 (a) ``flask-default``: Flask under gunicorn, 2 sync workers, one tokenize+forward per request,
     torch threads left at their default (each worker uses every core: oversubscribed).
 (b) ``flask-1thread``: the same with 1 torch thread per worker.
-(d) ``loop``: no HTTP; a plain loop over the same sentences: one text per forward, then batches
-    of 32 without and with length bucketing (``Embedder``); 1 torch thread (``--loop-threads``).
+(d) ``loop``: no HTTP; a plain loop over the same sentences in calls of 32 texts: one text per
+    forward, batches of 32 without and with length bucketing (``Embedder``), and the bucketed
+    loop in ONNX Runtime fp32; 1 torch thread (``--loop-threads``), in one process and in two
+    processes at once (``-x2``: both cores, the machine's physical limit).
 Open-AutoGLM's ``/v1/embeddings`` (c) plugs in as another entry of ``TARGETS``: a context
 manager yielding a :class:`Target` (url, body factory, server pid).
 
@@ -134,8 +136,11 @@ def measure_target(target: Target, concurrency: list[int], seconds: float) -> li
     return rows
 
 
-def measure_loop(seconds: float, threads: int) -> list[dict[str, Any]]:
-    """(d) no HTTP: per-text forward, then batches of 32 without / with length bucketing."""
+LOOP_MODES = ("loop-single", "loop-batch32", "loop-batch32-bucketed", "loop-onnx-batch32-bucketed")
+
+
+def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any) -> None:
+    """One process of (d): load, warm up, wait for the others, then loop for ``seconds``."""
     import torch
 
     # Default threads oversubscribe a shared 2-core box (spinning OpenMP workers), like (a).
@@ -143,42 +148,78 @@ def measure_loop(seconds: float, threads: int) -> list[dict[str, Any]]:
     from transformers import AutoModel, AutoTokenizer
 
     from open_autoglm.ml.text.embedding import Embedder
-    from open_autoglm.ml.text.loading import bundled_minilm_dir
+    from open_autoglm.ml.text.loading import bundled_minilm_dir, load_model
+    from open_autoglm.ml.text.model_loader import default_cache_dir
+    from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
 
     path = bundled_minilm_dir()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
-    embedder = Embedder.from_path(path, batch_size=32)
+    fn: Callable[[list[str]], Any]
+    if mode == "loop-single":
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        model = AutoModel.from_pretrained(path, local_files_only=True).eval()
 
-    def single(texts: list[str]) -> None:
-        for text in texts:
-            batch = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
-            with torch.inference_mode():
-                hidden = model(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+        def fn(texts: list[str]) -> None:
+            for text in texts:
+                batch = tokenizer([text], truncation=True, max_length=256, return_tensors="pt")
+                with torch.inference_mode():
+                    hidden = model(**batch).last_hidden_state
+                mask = batch["attention_mask"].unsqueeze(-1).float()
+                torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
 
-    modes: dict[str, Callable[[list[str]], Any]] = {
-        "loop-single": single,
-        "loop-batch32": lambda texts: embedder.embed(texts, bucket=False),
-        "loop-batch32-bucketed": lambda texts: embedder.embed(texts, bucket=True),
-    }
+    elif mode == "loop-onnx-batch32-bucketed":
+        loaded = load_model(path, "embedding")
+        onnx = OnnxEmbedder(
+            loaded, export_encoder_onnx(loaded, default_cache_dir() / "onnx", int8=False)
+        )
+        fn = lambda texts: onnx.embed(texts, bucket=True)  # noqa: E731
+    else:
+        embedder = Embedder.from_path(path, batch_size=32)
+        bucket = mode.endswith("bucketed")
+        fn = lambda texts: embedder.embed(texts, bucket=bucket)  # noqa: E731
+    fn(SENTENCES[:32])  # warm-up
+    barrier.wait()
+    done, cpu0, start = 0, time.process_time(), time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        # Calls of 32 texts: the batch the server's scheduler forms at c >= 32.
+        fn([SENTENCES[(done + i) % len(SENTENCES)] for i in range(32)])
+        done += 32
+    out.put((done, time.perf_counter() - start, time.process_time() - cpu0))
+
+
+def measure_loop(
+    seconds: float, threads: int, procs: tuple[int, ...] = (1, 2)
+) -> list[dict[str, Any]]:
+    """(d) no HTTP: per-text forward, batches of 32 without / with length bucketing, and the
+    bucketed loop in ONNX Runtime fp32; each in 1 process and in ``procs`` processes at once
+    (one per core: the machine's physical limit). Texts go in calls of 32."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
     rows = []
-    for name, fn in modes.items():
-        fn(SENTENCES[:32])  # warm-up
-        done, cpu0, start = 0, time.process_time(), time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            chunk = [SENTENCES[(done + i) % len(SENTENCES)] for i in range(128)]
-            fn(chunk)
-            done += len(chunk)
-        wall = time.perf_counter() - start
-        row = {
-            "target": name, "concurrency": None, "requests": done, "seconds": wall,
-            "qps": done / wall, "server_cpu_cores": (time.process_time() - cpu0) / wall,
-            "torch_threads": torch.get_num_threads(),
-        }  # fmt: skip
-        rows.append(row)
-        print(f"  {name:<22} qps={row['qps']:7.1f} cpu={row['server_cpu_cores']:4.2f}", flush=True)
+    for n in procs:
+        for mode in LOOP_MODES:
+            barrier, out = ctx.Barrier(n), ctx.Queue()
+            workers = [
+                ctx.Process(target=_loop_worker, args=(mode, seconds, threads, barrier, out))
+                for _ in range(n)
+            ]
+            for w in workers:
+                w.start()
+            parts = [out.get(timeout=seconds + 300) for _ in workers]
+            for w in workers:
+                w.join()
+            done = sum(p[0] for p in parts)
+            wall = max(p[1] for p in parts)
+            name = mode if n == 1 else f"{mode}-x{n}"
+            row = {
+                "target": name, "concurrency": None, "requests": done, "seconds": wall,
+                "qps": done / wall, "server_cpu_cores": sum(p[2] for p in parts) / wall,
+                "torch_threads": threads, "processes": n,
+            }  # fmt: skip
+            rows.append(row)
+            print(
+                f"  {name:<30} qps={row['qps']:7.1f} cpu={row['server_cpu_cores']:4.2f}", flush=True
+            )
     return rows
 
 

@@ -56,6 +56,14 @@ class SchedulerSettings(BaseModel):
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
     default_timeout_s: float | None = Field(default=None, gt=0)
+    lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "a replica that has not renewed its lease for this long is dead: another replica "
+            "sharing the database takes over its queued and running tasks"
+        ),
+    )
     gc_threshold: int = Field(
         default=10_000,
         ge=0,
@@ -87,6 +95,14 @@ class ModelSettings(BaseModel):
     )
     cache_dir: Path | None = Field(
         default=None, description="materialised and converted models; default <data_dir>/models"
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=64,
+        description="worker processes (one torch thread each) per embedding/classification "
+        "model; None = one per CPU of executor.cpu, 0 = in the server process; an entry's "
+        "options.replicas overrides it",
     )
     upstream_failure_threshold: int = Field(
         default=5, ge=1, description="consecutive upstream failures that open its circuit"

@@ -41,7 +41,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 TASKS = {"gen": ["text-generation"], "emb": ["embedding"], "cls": ["text-classification"]}
-ENV = {"OMP_NUM_THREADS": "1", "AUTOGLM_EXECUTOR__THREADS": "4"}
+# In-process models here: these tests are about the routes, and the budget test reloads
+# models often (replica processes are tested in tests/executors/test_replicas.py).
+ENV = {"OMP_NUM_THREADS": "1", "AUTOGLM_EXECUTOR__THREADS": "4", "AUTOGLM_MODELS__REPLICAS": "0"}
 
 
 @pytest.fixture(scope="module")

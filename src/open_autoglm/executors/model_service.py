@@ -10,6 +10,14 @@ and upstream forwarding, behind one object that handlers reach as ``ctx.service(
 - ``batch_policy(task_type, model)`` is the scheduler's per-model batching hook; it reads only
   memory, because the dispatcher calls it under its lock.
 
+Embedding and classification models are served by worker processes (``executors/replicas.py``)
+unless ``replicas`` is 0: the service's default (one per CPU of the executor's allotment) or
+the entry's ``options.replicas``. Each replica runs one torch thread and holds its own copy of
+the weights, so a pool counts ``replicas x`` the model's bytes against the memory budget and
+evicting it stops its processes. Models loaded in the server process (generation, and
+``replicas: 0``) run with ``inprocess_threads`` torch threads: the scheduler runs up to one
+1-CPU batch per CPU at once, so one thread each keeps the total within the allotment.
+
 Stored layout: the registry table has ``name, backend, source, task_types, config``; the
 serving fields (dtype, device, max_batch_size, ...) travel in ``config["serving"]`` and the
 backend's own data (graph meta ids) in ``config["config"]``, so ``get()`` hands the graph
@@ -37,6 +45,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
+from open_autoglm.executors.replicas import REPLICA_ROLES, ReplicaPool
 from open_autoglm.executors.upstream import Upstream
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
 from open_autoglm.spec.model import (
@@ -80,6 +89,9 @@ class ModelService:
         budget_bytes: the model cache's memory budget.
         loader: ``loader(entry) -> wrapper``; default a TextModelLoader over ``cache_dir``.
         breaker: ``breaker(name) -> CircuitBreaker`` for each upstream model.
+        replicas: worker processes per embedding/classification model (0: in-process).
+        inprocess_threads: torch threads for models loaded in this process.
+        cpu_slots: leases of in-process models that may compute at once (None: no bound).
     """
 
     def __init__(
@@ -90,6 +102,9 @@ class ModelService:
         budget_bytes: int,
         loader: Callable[[dict[str, Any]], Any] | None = None,
         breaker: Callable[[str], CircuitBreaker] | None = None,
+        replicas: int = 0,
+        inprocess_threads: int | None = None,
+        cpu_slots: int | None = None,
     ) -> None:
         from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
 
@@ -98,6 +113,9 @@ class ModelService:
         self.text_loader = TextModelLoader(self.cache_dir)
         self._load_entry = loader or self.text_loader
         self._breaker = breaker or (lambda _name: CircuitBreaker())
+        self.replicas = replicas
+        self.inprocess_threads = inprocess_threads
+        self._slots = threading.BoundedSemaphore(cpu_slots) if cpu_slots else None
         self._specs: dict[str, ModelSpec] = {}
         self._meta: dict[str, dict[str, float]] = {}
         self._upstreams: dict[str, Upstream] = {}
@@ -204,7 +222,15 @@ class ModelService:
                 f"model {name!r} has backend {spec.backend.value!r}; only 'hf' models load here"
             )
         with self.cache.lease(name) as model:
-            yield model
+            role = getattr(model, "role", None)
+            if self._slots is None or isinstance(model, ReplicaPool) or role not in REPLICA_ROLES:
+                yield model
+                return
+            # In-process encoders: at most one batch per CPU computes at a time (embedding
+            # tasks ask a fraction of a CPU so replica pools can merge waiting batches).
+            # Generation is not bounded here: its engine batches on one thread of its own.
+            with self._slots:
+                yield model
 
     def upstream(self, name: str) -> Upstream:
         spec = self.spec(name)
@@ -233,6 +259,9 @@ class ModelService:
             decode = self._decode_stats(name)
             if decode:
                 info["decode"] = decode
+            pool = self._loaded.get(name)
+            if isinstance(pool, ReplicaPool):
+                info["replicas"] = pool.stats()
         return stats
 
     def _decode_stats(self, name: str) -> dict[str, int] | None:
@@ -247,9 +276,17 @@ class ModelService:
 
     # -- loading -----------------------------------------------------------------------------
 
+    def replicas_for(self, spec: ModelSpec) -> int:
+        """Worker processes that serve ``spec`` (0: it loads in this process)."""
+        if spec.role not in REPLICA_ROLES:
+            return 0
+        wanted = spec.options.get("replicas")
+        return self.replicas if wanted is None else int(wanted)
+
     def _entry(self, spec: ModelSpec) -> dict[str, Any]:
         """What TextModelLoader takes: a local source plus the serving fields."""
         options = dict(spec.options)
+        options.pop("replicas", None)
         if spec.role == "text-generation":
             options.setdefault("max_batch_size", spec.max_batch_size)
         source: str
@@ -268,14 +305,34 @@ class ModelService:
 
     def _load(self, name: str) -> Any:
         spec = self.spec(name)
-        log.info("loading model %s (%s)", name, spec.role)
-        model = self._load_entry(self._entry(spec))
+        replicas = self.replicas_for(spec)
+        log.info("loading model %s (%s, %d replica processes)", name, spec.role, replicas)
+        model: Any
+        if replicas:
+            model = ReplicaPool(
+                name, self._entry(spec), replicas=replicas, cache_dir=self.cache_dir
+            )
+        else:
+            self._limit_threads()
+            model = self._load_entry(self._entry(spec))
         with contextlib.suppress(TypeError):  # not every wrapper takes weak references
             self._loaded[name] = model
         return model
 
+    def _limit_threads(self) -> None:
+        if self.inprocess_threads is None:
+            return
+        import torch
+
+        if torch.get_num_threads() != self.inprocess_threads:
+            torch.set_num_threads(self.inprocess_threads)
+
     def _estimate(self, name: str) -> int:
         spec = self.spec(name)
+        return self._estimate_one(spec) * max(1, self.replicas_for(spec))
+
+    def _estimate_one(self, spec: ModelSpec) -> int:
+        name = spec.name
         if spec.memory_mb:
             return int(spec.memory_mb * _MB)
         src = spec.source

@@ -113,10 +113,15 @@ class ModelSpec(BaseModel):
     max_batch_size: int = Field(default=32, ge=1, le=1024)
     max_wait_ms: float = Field(default=2.0, ge=0, le=5_000)
     memory_mb: float | None = Field(
-        default=None, gt=0, description="expected resident size; default: from the weight files"
+        default=None,
+        gt=0,
+        description="expected resident size of one copy (each replica holds one); default: "
+        "from the weight files",
     )
     options: dict[str, Any] = Field(
-        default_factory=dict, description="wrapper options, e.g. {'quantize': 'onnx-int8'}"
+        default_factory=dict,
+        description="wrapper options, e.g. {'quantize': 'onnx-int8'}; {'replicas': n} sets the "
+        "worker processes of an embedding/classification model (0: in the server process)",
     )
     config: dict[str, Any] = Field(default_factory=dict)
 
@@ -148,6 +153,15 @@ class ModelSpec(BaseModel):
                 raise ValueError(f"backend 'hf' needs one of {list(TEXT_ROLES)} in task_types")
             if self.options.get("quantize") not in (None, "int8", "int8-attention", "onnx-int8"):
                 raise ValueError("options.quantize must be int8, int8-attention or onnx-int8")
+            if self.options.get("runtime") not in (None, "torch", "onnx"):
+                raise ValueError("options.runtime must be torch or onnx")
+            replicas = self.options.get("replicas")
+            if replicas is not None and (
+                isinstance(replicas, bool)
+                or not isinstance(replicas, int)
+                or not 0 <= replicas <= 64
+            ):
+                raise ValueError("options.replicas must be an integer from 0 to 64")
         return self
 
     @property

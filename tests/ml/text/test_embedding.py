@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from open_autoglm.errors import ValidationError
-from open_autoglm.ml.text.embedding import Embedder, Pooling, read_pooling_config
+from open_autoglm.ml.text.embedding import Embedder, Pooling, plan_buckets, read_pooling_config
 from open_autoglm.ml.text.loading import bundled_minilm_dir
 from open_autoglm.ml.text.tiny import build_tiny_bert_embedder
 
@@ -24,6 +24,23 @@ def test_reads_sentence_transformers_pooling(tmp_path: Path) -> None:
     cls_dir = build_tiny_bert_embedder(tmp_path / "cls", pooling="cls")
     assert read_pooling_config(cls_dir) == (Pooling.CLS, True)
     assert read_pooling_config(tmp_path) == (Pooling.MEAN, True)  # no config: defaults
+
+
+def test_plan_buckets_splits_mixed_lengths_and_keeps_equal_ones_together() -> None:
+    # Equal lengths: one full pass; padding would buy nothing by splitting.
+    assert plan_buckets([10] * 8, max_batch=32) == [list(range(8))]
+    # Short and long texts: two passes, so the short ones are not padded to 60 tokens.
+    lengths = [60, 5, 58, 6, 5, 61]
+    chunks = plan_buckets(lengths, max_batch=32, overhead_tokens=20)
+    assert chunks == [[1, 4, 3], [2, 0, 5]]
+    # Every index exactly once, no pass larger than max_batch, shortest first.
+    many = [(i * 37) % 50 + 1 for i in range(100)]
+    chunks = plan_buckets(many, max_batch=16)
+    assert sorted(i for c in chunks for i in c) == list(range(100))
+    assert max(len(c) for c in chunks) <= 16
+    maxima = [max(many[i] for i in c) for c in chunks]
+    assert maxima == sorted(maxima)
+    assert plan_buckets([], max_batch=4) == []
 
 
 def test_bucketing_keeps_order_and_values(tiny_embedder_dir: Path) -> None:

@@ -44,6 +44,11 @@ def setup(runtime: Runtime) -> None:
         breaker=lambda _name: CircuitBreaker(
             failure_threshold=m.upstream_failure_threshold, reset_timeout_s=m.upstream_reset_s
         ),
+        # Torch threads come from the executor's CPU allotment: one replica (one thread) per
+        # CPU, and one thread per in-process batch (each runs as a 1-CPU task).
+        replicas=max(1, int(s.executor.cpu)) if m.replicas is None else m.replicas,
+        inprocess_threads=1,
+        cpu_slots=max(1, int(s.executor.cpu)),
     )
     runtime.services["models"] = service
     runtime.batch_policy = service.batch_policy

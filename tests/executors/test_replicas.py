@@ -1,0 +1,176 @@
+"""Model replicas in worker processes: same vectors as in-process, crash isolation, eviction.
+
+One service with real replica processes (tiny random-init BERT models) serves every test here;
+starting a replica imports torch and transformers, so the module shares one pool.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+
+from open_autoglm.errors import TaskFailedError
+from open_autoglm.executors.model_service import ModelService
+from open_autoglm.executors.replicas import ReplicaPool
+from open_autoglm.storage.hub import StorageHub
+
+TEXTS = [
+    "graph nodes learn",
+    "a short one",
+    "the scheduler batches requests of very different lengths into one call today",
+    "x",
+]
+
+
+@pytest.fixture(scope="module")
+def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    import torch
+
+    from open_autoglm.ml.text.tiny import build_tiny_bert_classifier, build_tiny_bert_embedder
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("replica-models")
+    return {
+        "emb": build_tiny_bert_embedder(root / "emb"),
+        "cls": build_tiny_bert_classifier(root / "cls"),
+    }
+
+
+@pytest.fixture(scope="module")
+def service(
+    tmp_path_factory: pytest.TempPathFactory, dirs: dict[str, Path]
+) -> Iterator[ModelService]:
+    tmp = tmp_path_factory.mktemp("replica-service")
+    storage = StorageHub(f"sqlite:///{tmp / 'db.sqlite'}", tmp).open()
+    svc = ModelService(storage, cache_dir=tmp / "models", budget_bytes=50_000_000, replicas=2)
+    svc.register(name="emb", source=str(dirs["emb"]), task_types=["embedding"])
+    svc.register(name="emb-local", source=str(dirs["emb"]), task_types=["embedding"],
+                 options={"replicas": 0})  # fmt: skip
+    svc.register(name="cls", source=str(dirs["cls"]), task_types=["text-classification"],
+                 options={"replicas": 1})  # fmt: skip
+    warm = [threading.Thread(target=_pool, args=(svc, n)) for n in ("emb", "cls")]
+    for t in warm:  # replicas import torch in parallel
+        t.start()
+    for t in warm:
+        t.join()
+    try:
+        yield svc
+    finally:
+        svc.close()
+        storage.close()
+
+
+def _pool(service: ModelService, name: str) -> ReplicaPool:
+    with service.lease(name) as model:
+        assert isinstance(model, ReplicaPool)
+        return model
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def test_replicas_embed_like_the_in_process_model(service: ModelService) -> None:
+    with service.lease("emb-local") as local:
+        expected, expected_counts = local.embed_with_usage(TEXTS)
+    pool = _pool(service, "emb")
+    assert pool.stats()["threads_per_replica"] == 1 and pool.stats()["alive"] == 2
+    assert len({os.getpid(), *pool.pids()}) == 3  # two processes of their own
+    with service.lease("emb") as model:
+        vectors, counts = model.embed_with_usage(TEXTS)
+        raw, _ = model.embed_with_usage(TEXTS, normalize=False, pooling="cls")
+    assert vectors.dtype == np.float32 and vectors.shape == tuple(expected.shape)
+    assert counts == expected_counts
+    assert _cosines(vectors, expected.numpy()).min() > 0.9999
+    with service.lease("emb-local") as local:
+        raw_local = local.embed(TEXTS, normalize=False, pooling="cls").numpy()
+    np.testing.assert_allclose(raw, raw_local, rtol=1e-4, atol=1e-5)
+    # Every replica's memory counts against the budget.
+    assert service.stats()["models"]["emb"]["bytes"] == 2 * local.memory_bytes
+
+
+def test_concurrent_calls_are_merged_and_each_gets_its_own_rows(service: ModelService) -> None:
+    with service.lease("emb-local") as local:
+        alone = [local.embed([t]).numpy()[0] for t in TEXTS]
+    pool = _pool(service, "emb")
+    before = pool.stats()
+    results: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        with service.lease("emb") as model:
+            results[i] = model.embed([TEXTS[i % len(TEXTS)]] * (1 + i % 3))
+
+    with pool._lock:  # both replicas busy: the calls must wait, so they can be merged
+        held, pool._idle[:] = list(pool._idle), []
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(pool._pending) < 24 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pool._lock:
+        pool._idle.extend(held)
+        pool._lock.notify_all()
+    for t in threads:
+        t.join()
+    for i, rows in results.items():
+        assert rows.shape[0] == 1 + i % 3
+        assert _cosines(rows, np.stack([alone[i % len(TEXTS)]] * rows.shape[0])).min() > 0.9999
+    after = pool.stats()
+    assert after["texts"] - before["texts"] == sum(1 + i % 3 for i in range(24))
+    # 24 waiting calls of 1-3 texts (48 in all) went out as at most a few merged calls.
+    assert after["batches"] - before["batches"] <= 4
+
+
+def test_classification_replica_matches_in_process(
+    service: ModelService, dirs: dict[str, Path]
+) -> None:
+    from open_autoglm.ml.text.classification import Classifier
+
+    expected = Classifier.from_path(dirs["cls"]).classify(TEXTS, top_k=None)
+    with service.lease("cls") as model:
+        got = model.classify(TEXTS, top_k=None)
+    assert [[p["label"] for p in row] for row in got] == [
+        [p["label"] for p in row] for row in expected
+    ]
+    for row, ref in zip(got, expected, strict=True):
+        np.testing.assert_allclose([p["score"] for p in row], [p["score"] for p in ref], atol=1e-5)
+
+
+def test_a_killed_replica_fails_only_its_batch_and_is_replaced(service: ModelService) -> None:
+    pool = _pool(service, "emb")
+    victim = pool._idle[-1]  # the replica the next call takes
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    with service.lease("emb") as model:
+        with pytest.raises(
+            TaskFailedError, match=rf"replica {victim.index} \(pid {victim.pid}\) exited"
+        ):
+            model.embed(["this batch was on the killed replica"])
+        assert model.embed(["the other replica still serves"]).shape[0] == 1
+    deadline = time.monotonic() + 60
+    while pool.stats()["alive"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pool.stats()["alive"] == 2 and pool.restarts == 1
+    assert victim.pid not in pool.pids()
+    with service.lease("emb") as model:  # both replicas answer again
+        for _ in range(4):
+            assert model.embed(TEXTS).shape == (len(TEXTS), 64)
+
+
+def test_eviction_stops_the_replica_processes(service: ModelService) -> None:
+    pool = _pool(service, "cls")
+    procs = [psutil.Process(pid) for pid in pool.pids()]
+    assert procs and all(p.is_running() for p in procs)
+    assert service.cache.evict("cls")
+    for proc in procs:
+        assert not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+    assert service.cache.state("cls") is None
