@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -45,6 +46,10 @@ class Runtime:
         self.plugins = PluginRegistry()
         self.bus = EventBus()
         self.services: dict[str, Any] = {"storage": self.storage}
+        # This process among the replicas sharing the database (see storage/replicas.py).
+        self.replica_id = uuid.uuid4().hex
+        self._lease_stop = threading.Event()
+        self._lease_thread: threading.Thread | None = None
         self.scheduler = Scheduler(
             self.storage,
             resolve_type=self.plugins.task_type,
@@ -55,6 +60,10 @@ class Runtime:
             retry_max_s=s.scheduler.retry_max_s,
             default_timeout_s=s.scheduler.default_timeout_s,
             task_write=TaskWrite,
+            owner=self.replica_id,
+            claim=lambda: self.storage.claim_orphans(
+                self.replica_id, time.time(), self.settings.scheduler.lease_s
+            ),
         )
         self.metrics = PlatformMetrics(self.scheduler.stats)
         self.scheduler._observer = SchedulerWatch(self.metrics, self.bus)
@@ -107,7 +116,13 @@ class Runtime:
         self.scheduler.add_executor(executor)
         self._executor = executor
         self._tune_gc()
+        self.storage.replicas.register(self.replica_id, time.time())
         self.scheduler.start()
+        self._lease_stop.clear()
+        self._lease_thread = threading.Thread(
+            target=self._keep_lease, name="autoglm-lease", daemon=True
+        )
+        self._lease_thread.start()
         for fn in self.on_start:
             fn()
         self.plugins.call_hooks("on_startup")
@@ -123,8 +138,15 @@ class Runtime:
                 fn()
             except Exception:
                 log.exception("shutdown hook failed")
+        self._lease_stop.set()
+        if self._lease_thread is not None:
+            self._lease_thread.join(timeout=10)
         self.scheduler.stop()
         self._executor.shutdown(wait=False)
+        try:  # our unfinished tasks become claimable at once, not after the lease
+            self.storage.replicas.unregister(self.replica_id)
+        except Exception:
+            log.exception("could not unregister replica %s", self.replica_id)
         self.storage.close()
         self._untune_gc()
         self._started = False
@@ -229,6 +251,24 @@ class Runtime:
         if with_result and task["status"] == "succeeded":
             _, task["result"] = self.storage.get_result(task_id)
         return task
+
+    def _keep_lease(self) -> None:
+        """Renew this replica's lease; take over the tasks of replicas whose lease lapsed."""
+        lease = self.settings.scheduler.lease_s
+        while not self._lease_stop.wait(lease / 3):
+            try:
+                if not self.storage.replicas.heartbeat(self.replica_id, time.time()):
+                    log.error(
+                        "replica %s missed its lease (%.0f s): other replicas may have taken "
+                        "over its tasks, which can then run twice",
+                        self.replica_id,
+                        lease,
+                    )
+                counts = self.scheduler.recover()
+                if any(counts.values()):
+                    log.warning("took over tasks of a dead replica: %s", counts)
+            except Exception:  # the database may be briefly unreachable; try next beat
+                log.exception("lease renewal failed")
 
     def _tune_gc(self) -> None:
         """Collect less often, and never again walk what start-up loaded.

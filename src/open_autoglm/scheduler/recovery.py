@@ -1,4 +1,7 @@
-"""Start-up recovery: tasks a dead process left queued or running go back into the queue.
+"""Recovery: tasks a dead process left queued or running go back into the queue.
+
+Runs at start-up for whatever no live replica owns, and again whenever another replica's
+lease lapses (see ``storage/replicas.py``).
 
 Queued tasks never started (a handler starts only after its ``running`` row is committed),
 so they run exactly once. Running tasks may have had side effects: they run again once for
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 
 def recover(
     storage: StorageLike,
+    rows: list[dict[str, Any]],
     *,
     write: Callable[..., Any],
     resolve_type: Callable[[str], TaskType],
@@ -34,9 +38,9 @@ def recover(
     adopt: Callable[[LiveTask], None],
     now: float,
 ) -> dict[str, int]:
-    """Re-queue (through ``adopt``) or fail every stored queued/running task; counts by kind."""
+    """Re-queue (through ``adopt``) or fail the claimed queued/running task ``rows``; counts
+    by kind."""
     counts = {"requeued": 0, "failed": 0, "queued": 0}
-    rows = storage.tasks_in_status([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value])
     writes: list[Any] = []
 
     def fail(row: dict[str, Any], code: str, message: str) -> None:

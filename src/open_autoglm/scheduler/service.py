@@ -81,8 +81,16 @@ class Scheduler:
         clock: Callable[[], float] = time.time,
         observer: SchedulerObserver | None = None,
         task_write: Callable[..., Any],
+        owner: str | None = None,
+        claim: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
         self._storage = storage
+        # The replica this scheduler runs for (stored on every task it accepts), and how it
+        # finds the tasks it must recover: by default every queued/running row.
+        self.owner = owner
+        self._claim = claim or (
+            lambda: storage.tasks_in_status([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value])
+        )
         self._resolve_type = resolve_type
         self._make_job = make_job
         self._write = (
@@ -142,9 +150,13 @@ class Scheduler:
             self._thread.join(timeout=5)
 
     def recover(self) -> dict[str, int]:
-        """Re-queue tasks a dead process left queued or running (at-least-once)."""
+        """Claim and re-queue tasks a dead process left queued or running (at-least-once).
+
+        Called at start, and by the runtime whenever another replica's lease lapses.
+        """
         return recover(
             self._storage,
+            self._claim(),
             write=self._write,
             resolve_type=self._resolve_type,
             shape=_shape,
@@ -247,6 +259,7 @@ class Scheduler:
             "max_retries": spec.max_retries,
             "created_at": now,
             "durable": durable,
+            "owner": self.owner,
         }
         evs = [(now, "status", {"status": "queued"}), *(events or [])]
         if not durable:

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.storage.artifacts import ArtifactFiles
 from open_autoglm.storage.engine import create_storage_engine, migrate
+from open_autoglm.storage.replicas import ReplicaRegistry
 from open_autoglm.storage.tables import (
     artifacts,
     models,
@@ -46,6 +47,7 @@ _TASK_COLUMNS = (
     tasks.c.created_at,
     tasks.c.started_at,
     tasks.c.finished_at,
+    tasks.c.owner,
 )
 
 
@@ -55,6 +57,7 @@ class StorageHub:
         self.engine: Engine = create_storage_engine(url)
         self.files = ArtifactFiles(Path(data_dir) / "artifacts")
         self.writer = WriteBatcher(self.engine, max_batch=commit_batch)
+        self.replicas = ReplicaRegistry(self.engine, _TASK_COLUMNS, _row)
 
     def open(self) -> StorageHub:
         migrate(self.engine)
@@ -106,6 +109,10 @@ class StorageHub:
             stmt = stmt.where(tasks.c.seq < after_seq)
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
+
+    def claim_orphans(self, owner: str, now: float, lease_s: float) -> list[dict[str, Any]]:
+        """Queued/running tasks of dead replicas (or of none), now owned by ``owner``."""
+        return self.replicas.claim_orphans(owner, now, lease_s)
 
     def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
         stmt = (

@@ -14,6 +14,7 @@ __all__ = [
     "artifacts",
     "metadata",
     "models",
+    "replicas",
     "results",
     "rulesets",
     "task_events",
@@ -59,8 +60,23 @@ tasks = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("started_at", sa.Float),
     sa.Column("finished_at", sa.Float),
+    # The replica (server process) that runs it; another takes it over when that one's
+    # lease lapses. NULL for rows written before replicas existed.
+    sa.Column("owner", sa.String(32)),
     sa.Index("ix_tasks_status_seq", "status", "seq"),
     sa.Index("ix_tasks_type_seq", "task_type", "seq"),
+    sa.Index("ix_tasks_owner_status", "owner", "status"),
+)
+
+# Live server processes sharing the database, each renewing its lease by heartbeat.
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
 )
 
 task_events = sa.Table(

@@ -47,6 +47,7 @@ _TASK_COLUMNS = (
     "created_at",
     "started_at",
     "finished_at",
+    "owner",
 )
 _JSON_COLUMNS = frozenset({"spec", "error"})
 

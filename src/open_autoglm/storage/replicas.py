@@ -1,0 +1,121 @@
+"""Replica leases: which server process owns which tasks, and taking over from dead ones.
+
+Each server process (a *replica*) registers a row and renews it by heartbeat. A task row
+carries the replica that accepted it (``owner``); only that replica runs it. A replica whose
+heartbeat is older than the lease, or whose process is gone from this host, is dead: its row
+is deleted and its queued and running tasks are claimed by whoever notices first, in one
+``UPDATE ... WHERE owner NOT IN (SELECT id FROM replicas) RETURNING``. Two replicas racing
+cannot both win a task: the second one's update re-checks the owner the first one wrote,
+and that owner is a live replica.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from open_autoglm.storage.tables import replicas, tasks
+
+__all__ = ["ReplicaRegistry", "pid_alive"]
+
+_ACTIVE = ("queued", "running")
+
+
+def pid_alive(pid: int) -> bool:
+    """True if a process with ``pid`` exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class ReplicaRegistry:
+    def __init__(
+        self,
+        engine: Engine,
+        task_columns: tuple[Any, ...],
+        row: Callable[[Any], dict[str, Any]],
+        *,
+        host: str | None = None,
+        alive: Callable[[int], bool] = pid_alive,
+    ) -> None:
+        self._engine = engine
+        self._columns = task_columns
+        self._row = row
+        self.host = host or socket.gethostname()
+        self._alive = alive
+
+    def register(self, replica_id: str, now: float) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                replicas.insert().values(
+                    id=replica_id,
+                    host=self.host,
+                    pid=os.getpid(),
+                    started_at=now,
+                    heartbeat_at=now,
+                )
+            )
+
+    def heartbeat(self, replica_id: str, now: float) -> bool:
+        """Renew the lease; False if the row was gone (another replica declared us dead),
+        in which case it is registered again."""
+        with self._engine.begin() as conn:
+            n = conn.execute(
+                replicas.update().where(replicas.c.id == replica_id).values(heartbeat_at=now)
+            ).rowcount
+            if n:
+                return True
+            conn.execute(
+                replicas.insert().values(
+                    id=replica_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now
+                )
+            )
+            return False
+
+    def unregister(self, replica_id: str) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(replicas.delete().where(replicas.c.id == replica_id))
+
+    def live(self) -> list[dict[str, Any]]:
+        with self._engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(sa.select(replicas))]
+
+    def claim_orphans(self, replica_id: str, now: float, lease_s: float) -> list[dict[str, Any]]:
+        """Declare dead replicas dead, then take their queued and running tasks (and any
+        without an owner); returns the claimed task rows in submission order."""
+        with self._engine.begin() as conn:
+            dead = [
+                r.id
+                for r in conn.execute(sa.select(replicas))
+                if r.id != replica_id
+                and (
+                    r.heartbeat_at < now - lease_s
+                    or (r.host == self.host and not self._alive(int(r.pid)))
+                )
+            ]
+            if dead:
+                conn.execute(replicas.delete().where(replicas.c.id.in_(dead)))
+            claimed = conn.execute(
+                tasks.update()
+                .where(tasks.c.status.in_(_ACTIVE))
+                .where(
+                    sa.or_(
+                        tasks.c.owner.is_(None),
+                        tasks.c.owner.not_in(sa.select(replicas.c.id)),
+                    )
+                )
+                .values(owner=replica_id)
+                .returning(*self._columns)
+            )
+            rows = [self._row(r) for r in claimed]
+        rows.sort(key=lambda r: r["seq"])
+        return rows

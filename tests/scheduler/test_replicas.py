@@ -1,0 +1,97 @@
+"""Several replicas on one database: each runs only its own tasks; a dead one's are taken over.
+
+Both runtimes live in this process, so "dead" is a replica whose lease is not renewed (its
+dispatcher and heartbeat stopped): the same-host process check cannot declare it dead.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from helpers.paths import PLUGIN_DIR
+from helpers.settings import make_settings
+from open_autoglm.runtime import Runtime
+
+LEASE_S = 1.0
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'shared.db'}"
+    return str(request.getfixturevalue("pg_db"))
+
+
+@pytest.fixture
+def replica(tmp_path: Path, shared_url: str, monkeypatch: pytest.MonkeyPatch):
+    record = tmp_path / "record.log"
+    monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(record))
+    started: list[Runtime] = []
+
+    def make() -> Runtime:
+        settings = make_settings(
+            tmp_path / f"replica{len(started)}",
+            storage={"url": shared_url},
+            scheduler={"lease_s": LEASE_S},
+            executor={"cpu": 1, "threads": 2},
+            plugins={"dirs": [PLUGIN_DIR]},
+        )
+        rt = Runtime(settings).start()
+        started.append(rt)
+        return rt
+
+    make.record = record  # type: ignore[attr-defined]
+    yield make
+    for rt in reversed(started):
+        rt.stop()
+
+
+def _runs(record: Path) -> Counter[str]:
+    return Counter(record.read_text().split()) if record.exists() else Counter()
+
+
+def _submit(rt: Runtime, n: int) -> list[str]:
+    return [
+        rt.submit({"task_type": "record", "params": {"seconds": 0.05}}).result(10)[0]["id"]
+        for _ in range(n)
+    ]
+
+
+def test_a_new_replica_leaves_a_live_replicas_tasks_alone(replica) -> None:
+    a = replica()
+    ids = _submit(a, 6)
+    b = replica()  # starts (and recovers) while a's tasks are queued or running
+    time.sleep(LEASE_S * 1.5)  # b's lease thread scans for orphans at least once
+    finals = [a.wait(tid, 30) for tid in ids]
+    assert [t["status"] for t in finals] == ["succeeded"] * 6
+    assert _runs(replica.record) == Counter(dict.fromkeys(ids, 1))
+    assert {a.storage.get_task(tid)["owner"] for tid in ids} == {a.replica_id}
+    assert not b.scheduler.live
+    assert {r["id"] for r in b.storage.replicas.live()} == {a.replica_id, b.replica_id}
+
+
+def test_a_dead_replicas_tasks_are_taken_over_after_its_lease(replica) -> None:
+    a = replica()
+    a.scheduler.stop()  # a accepts and stores, but will never run anything
+    ids = _submit(a, 4)
+    a._lease_stop.set()  # ... and stops renewing its lease: a is dead to the others
+    a._lease_thread.join(5)
+    died = time.monotonic()
+    b = replica()
+    deadline = time.monotonic() + 30
+    while sum(_runs(replica.record).values()) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    took = time.monotonic() - died
+    rows = [b.storage.get_task(tid) for tid in ids]
+    while any(r["status"] != "succeeded" for r in rows) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        rows = [b.storage.get_task(tid) for tid in ids]
+    assert [r["status"] for r in rows] == ["succeeded"] * 4
+    assert _runs(replica.record) == Counter(dict.fromkeys(ids, 1))
+    assert {r["owner"] for r in rows} == {b.replica_id}
+    assert took >= LEASE_S * 0.9  # not before a's lease lapsed
+    assert a.replica_id not in {r["id"] for r in b.storage.replicas.live()}
