@@ -172,6 +172,28 @@ def test_engine_retries_are_new_tasks_and_failure_is_reported(api: TestClient) -
     assert "shaky" in run["error"]
 
 
+def test_a_step_whose_handler_says_not_retryable_is_not_retried(api: TestClient) -> None:
+    # TaskFailedError(retryable=False) from the handler: the step's retry policy must not
+    # second-guess it (its error code, task_failed, would look transient).
+    spec = {
+        "name": "permanent",
+        "steps": [
+            {
+                "name": "bad",
+                "retries": {"max_retries": 3, "backoff_s": 0.01},
+                "task": {"task_type": "double", "input": "fail"},
+            }
+        ],
+    }
+    run = wait_run(api, _start(api, spec)["id"])
+    assert run["status"] == "failed"
+    bad = _step(run, "bad")
+    assert bad["instances"][0]["attempts"] == 1
+    task_id = bad["instances"][0]["tasks"][0]["task_id"]
+    error = api.get(f"/v1/tasks/{task_id}").json()["error"]
+    assert error["code"] == "task_failed" and error["retryable"] is False
+
+
 def test_list_filters_and_events_as_json_and_sse(api: TestClient) -> None:
     one = {"name": "one", "steps": [{"name": "a", "task": {"task_type": "echo", "input": 1}}]}
     two = {"name": "two", "steps": [{"name": "a", "task": {"task_type": "echo", "input": 2}}]}

@@ -603,12 +603,11 @@ class Scheduler:
             self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, now)
             self._add_timer(now + delay, "retry", lt.id)
         else:
+            # Whether it could have been retried travels with the error, so callers that
+            # retry on their own (workflow steps) follow the handler's verdict, not a guess.
+            error = {**(outcome.error or {}), "retryable": bool(outcome.retryable)}
             self._finish_locked(
-                lt,
-                TaskStatus.FAILED,
-                error=outcome.error,
-                artifacts=outcome.artifacts,
-                into=finished,
+                lt, TaskStatus.FAILED, error=error, artifacts=outcome.artifacts, into=finished
             )
 
     def _release_locked(self, lt: LiveTask) -> None:

@@ -658,4 +658,7 @@ def _task_event(step_id: str, attempt: int, task: Mapping[str, Any]) -> Event:
         return StepFailed(step_id, f"step task was cancelled: {message}", False, attempt)
     if status not in ("failed",):
         return StepFailed(step_id, f"step task lost (status {status})", True, attempt)
-    return StepFailed(step_id, f"{code}: {message}", code not in _PERMANENT, attempt)
+    retryable = err.get("retryable")
+    if not isinstance(retryable, bool):  # tasks stored before the flag was recorded
+        retryable = code not in _PERMANENT
+    return StepFailed(step_id, f"{code}: {message}", retryable, attempt)
