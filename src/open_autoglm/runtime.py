@@ -76,6 +76,9 @@ class Runtime:
         # (in reverse): areas start their own workers here.
         self.on_start: list[Callable[[], None]] = []
         self.on_stop: list[Callable[[], None]] = []
+        # Called on every lease renewal, after this replica took over dead replicas' tasks:
+        # areas with their own replicated state (workflow runs) take over theirs.
+        self.on_lease: list[Callable[[], None]] = []
 
     @property
     def batch_policy(self) -> Any:
@@ -267,6 +270,8 @@ class Runtime:
                 counts = self.scheduler.recover()
                 if any(counts.values()):
                     log.warning("took over tasks of a dead replica: %s", counts)
+                for fn in self.on_lease:
+                    fn()
             except Exception:  # the database may be briefly unreachable; try next beat
                 log.exception("lease renewal failed")
 

@@ -11,10 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from helpers.paths import PLUGIN_DIR
 from helpers.settings import make_settings
 from open_autoglm.runtime import Runtime
+from open_autoglm.storage.workflows_repo import workflow_runs
 
 LEASE_S = 1.0
 
@@ -32,7 +34,7 @@ def replica(tmp_path: Path, shared_url: str, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(record))
     started: list[Runtime] = []
 
-    def make() -> Runtime:
+    def make(*, workflows: bool = False) -> Runtime:
         settings = make_settings(
             tmp_path / f"replica{len(started)}",
             storage={"url": shared_url},
@@ -40,7 +42,12 @@ def replica(tmp_path: Path, shared_url: str, monkeypatch: pytest.MonkeyPatch):
             executor={"cpu": 1, "threads": 2},
             plugins={"dirs": [PLUGIN_DIR]},
         )
-        rt = Runtime(settings).start()
+        rt = Runtime(settings)
+        if workflows:
+            from open_autoglm.api.routes.workflows import setup
+
+            setup(rt)
+        rt.start()
         started.append(rt)
         return rt
 
@@ -95,3 +102,34 @@ def test_a_dead_replicas_tasks_are_taken_over_after_its_lease(replica) -> None:
     assert {r["owner"] for r in rows} == {b.replica_id}
     assert took >= LEASE_S * 0.9  # not before a's lease lapsed
     assert a.replica_id not in {r["id"] for r in b.storage.replicas.live()}
+
+
+def test_a_dead_replicas_workflow_run_is_taken_over(replica) -> None:
+    a = replica(workflows=True)
+    a.scheduler.stop()  # a stores the run and its first step's task, but runs nothing
+    spec = {
+        "name": "handover",
+        "steps": [
+            {"name": "one", "task": {"task_type": "record", "params": {"seconds": 0.01}}},
+            {"name": "two", "depends_on": ["one"], "task": {"task_type": "echo", "input": 2}},
+        ],
+    }
+    run_id = a.services["workflows"].submit(spec).result(10)["id"]
+    deadline = time.monotonic() + 10
+    while not a.services["workflows"].repo.step_tasks(run_id) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    a._lease_stop.set()
+    a._lease_thread.join(5)
+    b = replica(workflows=True)
+    wf = b.services["workflows"]
+    deadline = time.monotonic() + 30
+    while wf.get(run_id)["status"] != "succeeded" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run = wf.get(run_id)
+    assert run["status"] == "succeeded"
+    assert sum(_runs(replica.record).values()) == 1  # step one ran once, on b
+    with b.storage.engine.connect() as conn:
+        owner = conn.execute(
+            sa.select(workflow_runs.c.owner).where(workflow_runs.c.id == run_id)
+        ).scalar_one()
+    assert owner == b.replica_id

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from open_autoglm.errors import NotFoundError
-from open_autoglm.storage.tables import JSONText, metadata
+from open_autoglm.storage.tables import JSONText, metadata, replicas
 
 __all__ = [
     "RunWrite",
@@ -52,8 +52,10 @@ workflow_runs = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
+    sa.Column("owner", sa.String(32)),  # the replica driving it (storage/replicas.py)
     sa.Index("ix_workflow_runs_status_seq", "status", "seq"),
     sa.Index("ix_workflow_runs_name_seq", "name", "seq"),
+    sa.Index("ix_workflow_runs_owner_status", "owner", "status"),
 )
 
 workflow_step_tasks = sa.Table(
@@ -282,6 +284,27 @@ class WorkflowRepo:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
 
+    def claim_unfinished_runs(self, owner: str) -> list[dict[str, Any]]:
+        """Take the unfinished runs no live replica drives (their replica died, or they have
+        no owner) and return them oldest first, with their state. Atomic like the task claim:
+        a run owned by a registered replica is never taken."""
+        stmt = (
+            workflow_runs.update()
+            .where(workflow_runs.c.status.in_(["pending", "running"]))
+            .where(
+                sa.or_(
+                    workflow_runs.c.owner.is_(None),
+                    workflow_runs.c.owner.not_in(sa.select(replicas.c.id)),
+                )
+            )
+            .values(owner=owner)
+            .returning(workflow_runs.c.seq, workflow_runs.c.id, workflow_runs.c.state)
+        )
+        with self.engine.begin() as conn:
+            rows = [_row(r) for r in conn.execute(stmt)]
+        rows.sort(key=lambda r: r["seq"])
+        return rows
+
     def step_tasks(self, run_id: str) -> list[dict[str, Any]]:
         stmt = (
             sa.select(
@@ -336,13 +359,23 @@ class WorkflowRepo:
             by_cb.setdefault(d.pop("callback_id"), []).append(d)
         return [{**_row(r), "deliveries": by_cb.get(r.id, [])} for r in rows]
 
-    def pending_callbacks(self) -> list[dict[str, Any]]:
+    def pending_callbacks(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Callbacks not yet delivered; with ``owner``, only those of runs it drives or no
+        live replica drives (callbacks are delivered at least once)."""
         cb = workflow_callbacks.c
         stmt = (
             sa.select(cb.id, cb.run_id, cb.event, cb.url, cb.payload, cb.attempts)
             .where(cb.status == "pending")
             .order_by(cb.seq)
         )
+        if owner is not None:
+            runs = workflow_runs.c
+            orphaned = sa.or_(
+                runs.owner == owner,
+                runs.owner.is_(None),
+                runs.owner.not_in(sa.select(replicas.c.id)),
+            )
+            stmt = stmt.where(cb.run_id.in_(sa.select(runs.id).where(orphaned)))
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
 

@@ -173,11 +173,16 @@ class WorkflowService:
             n = reply.result(timeout=120)
             if n:
                 log.info("workflows: resumed %d unfinished run(s)", n)
-            for cb in self.repo.pending_callbacks():
+            for cb in self.repo.pending_callbacks(self.runtime.replica_id):
                 self._send_callback(
                     cb["id"], cb["run_id"], cb["url"], cb["event"], cb["payload"], None,
                     done_before=cb["attempts"],
                 )  # fmt: skip
+
+    def takeover(self) -> None:
+        """Adopt the unfinished runs of replicas that died (called on each lease renewal)."""
+        if self._thread is not None:
+            self._inbox.put(_Recover(Future()))
 
     def stop(self) -> None:
         if self._thread is None:
@@ -228,6 +233,7 @@ class WorkflowService:
             "inputs": run.inputs,
             "callback_secret": spec.callback_secret or self.settings.callback_secret,
             "created_at": now,
+            "owner": self.runtime.replica_id,
         }
         reply: Future[dict[str, Any]] = Future()
         self._inbox.put(_Start(run, created, reply))
@@ -545,7 +551,7 @@ class WorkflowService:
 
     def _recover(self, out: dict[str, list[Instruction]]) -> int:
         now = self._clock()
-        rows = self.repo.unfinished_runs()
+        rows = self.repo.claim_unfinished_runs(self.runtime.replica_id)
         for row in rows:
             try:
                 run = WorkflowRun.from_dict(row["state"])

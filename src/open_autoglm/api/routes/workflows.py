@@ -54,6 +54,7 @@ def setup(runtime: Runtime) -> None:
     runtime.services["workflows"] = service
     runtime.on_start.append(service.start)
     runtime.on_stop.append(service.stop)
+    runtime.on_lease.append(service.takeover)
 
 
 def _service(runtime: Runtime) -> WorkflowService:
