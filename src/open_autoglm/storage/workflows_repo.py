@@ -274,16 +274,6 @@ class WorkflowRepo:
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
 
-    def unfinished_runs(self) -> list[dict[str, Any]]:
-        """Runs a previous process left pending or running, oldest first, with their state."""
-        stmt = (
-            sa.select(workflow_runs.c.id, workflow_runs.c.state)
-            .where(workflow_runs.c.status.in_(["pending", "running"]))
-            .order_by(workflow_runs.c.seq)
-        )
-        with self.engine.connect() as conn:
-            return [_row(r) for r in conn.execute(stmt)]
-
     def claim_unfinished_runs(self, owner: str) -> list[dict[str, Any]]:
         """Take the unfinished runs no live replica drives (their replica died, or they have
         no owner) and return them oldest first, with their state. Atomic like the task claim:
