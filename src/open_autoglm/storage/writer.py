@@ -7,9 +7,10 @@ durability (the API before sending 202) waits on its future; the scheduler's sta
 do not wait. If a batch fails, each write is retried alone so one bad write fails only
 its own future.
 
-Measured cost (``echo`` tasks, 2 cores): the writes are most of a task's CPU, and not
-through SQLite's own work so much as ``sqlite3`` releasing and retaking the GIL around every
-row it steps while the scheduler's threads want it. Moving the writes into a child process
+Measured cost (``echo`` tasks, 2 cores): the writes are most of a task's CPU (40 µs per task
+with them stubbed out, ~90 µs with them). Part of that is ``sqlite3`` releasing and retaking
+the GIL around every row it steps: ``executemany`` next to one busy Python thread took 1.5x
+as long as the two run one after the other. Moving the writes into a child process
 (JSON frames over a pipe) cut the main process's CPU per task from ~90 to ~60 µs but made
 the whole slower (8.9k against 10.6k tasks/s): the child then competed for the only other
 core. Revisit on machines with more cores.
