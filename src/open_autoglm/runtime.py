@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from open_autoglm.config import Settings, load_settings
+from open_autoglm.errors import ValidationError
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
 from open_autoglm.futures import Promise
@@ -208,6 +209,36 @@ class Runtime:
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
         return self.scheduler.submit(spec, durable=durable, events=events)
+
+    def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
+        """Validate a list of specs; one ValidationError naming every problem by index."""
+        if not isinstance(raws, list) or not raws:
+            raise ValidationError(
+                "tasks must be a non-empty list of task specs",
+                details=[{"loc": ["tasks"], "msg": "expected a non-empty list"}],
+            )
+        if len(raws) > limit:
+            raise ValidationError(
+                f"at most {limit} tasks per batch",
+                details=[{"loc": ["tasks"], "msg": f"{len(raws)} tasks; the limit is {limit}"}],
+            )
+        specs: list[TaskSpec] = []
+        problems: list[dict[str, Any]] = []
+        for i, raw in enumerate(raws):
+            try:
+                specs.append(self.parse(raw))
+            except ValidationError as exc:
+                problems.extend(
+                    {"loc": ["tasks", i, *d["loc"]], "msg": d["msg"]} for d in exc.details
+                )
+        if problems:
+            bad = sorted({int(p["loc"][1]) for p in problems})
+            raise ValidationError(
+                f"{len(bad)} of {len(raws)} task specs are invalid (indices {bad[:10]}); "
+                "nothing was submitted",
+                details=problems,
+            )
+        return specs
 
     def submit_tracked(
         self, spec: TaskSpec | dict[str, Any], *, durable: bool = True

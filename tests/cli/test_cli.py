@@ -41,6 +41,17 @@ def test_submit_file_with_wait_and_seed_flat_form(server, tmp_path):
     assert task["status"] == "succeeded" and task["priority"] == 7
 
 
+def test_submit_a_json_array_submits_all_and_waits(server, tmp_path):
+    specs = tmp_path / "jobs.json"
+    specs.write_text(json.dumps([{"task_type": "echo", "input": i} for i in range(5)]))
+    out = autoglm(server, "submit", str(specs), "--wait", "--json")
+    assert out.returncode == 0, out.stderr
+    assert [t["result"] for t in json.loads(out.stdout)] == list(range(5))
+    specs.write_text(json.dumps([{"task_type": "echo"}, {"task_type": "nope"}]))
+    bad = autoglm(server, "submit", str(specs))
+    assert bad.returncode == 1 and "tasks.1.task_type" in bad.stderr, bad.stderr
+
+
 def test_bad_spec_exits_nonzero_naming_the_field(server, tmp_path):
     spec = tmp_path / "bad.json"
     spec.write_text(json.dumps({"task_type": "sleep", "params": {"seconds": -3}}))

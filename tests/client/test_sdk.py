@@ -31,6 +31,14 @@ def test_submit_wait_get(client):
     assert client.get(task["id"])["result"] == {"hello": "world"}
 
 
+def test_submit_many_all_or_none(client):
+    tasks = client.submit_many([{"task_type": "echo", "input": i} for i in range(20)])
+    assert [client.wait(t["id"], timeout=10)["result"] for t in tasks] == list(range(20))
+    with pytest.raises(errors.ValidationError) as info:
+        client.submit_many([{"task_type": "echo"}, {"task_type": "echo", "colour": "red"}])
+    assert ["tasks", 1, "colour"] in [d["loc"] for d in info.value.details]
+
+
 def test_wait_streams_progress_events(client):
     task = client.submit(task_type="sleep", params={"seconds": 2.2})
     kinds = [kind for kind, _ in client.stream_events(task["id"], timeout=20)]
@@ -80,6 +88,8 @@ def test_async_client(server):
             done = await asyncio.gather(*(c.wait(t["id"], timeout=10) for t in tasks))
             assert [d["result"] for d in done] == list(range(10))
             assert await c.infer(task_type="echo", input="x") == "x"
+            many = await c.submit_many([{"task_type": "echo", "input": i} for i in range(3)])
+            assert [(await c.wait(t["id"], timeout=10))["result"] for t in many] == [0, 1, 2]
             listed = [t async for t in c.list(limit=5)]
             assert len(listed) == 5
 

@@ -106,13 +106,16 @@ def submit(
     api_key: KeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Submit a task spec."""
+    """Submit a task spec (a JSON object), or many at once (a JSON array: all or none)."""
     raw = sys.stdin.read() if file == "-" else Path(file).read_text()
     try:
         spec = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         err_console.print(f"[red]error[/red]: {file} is not valid JSON: {exc}")
         raise typer.Exit(1) from None
+    if isinstance(spec, list):
+        _submit_many(spec, wait, url, api_key, json_out)
+        return
 
     def go(c: Any) -> dict[str, Any]:
         task: dict[str, Any] = c.submit(spec)
@@ -125,6 +128,29 @@ def submit(
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
         if "result" in task:
             _print_json(task["result"])
+
+
+def _submit_many(
+    specs: list[Any], wait: bool, url: str | None, api_key: str | None, json_out: bool
+) -> None:
+    def go(c: Any) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = c.submit_many(specs)
+        if not wait:
+            return tasks
+        done = []
+        with Progress(console=err_console, transient=True) as bar:
+            job = bar.add_task(f"waiting for {len(tasks)} tasks", total=len(tasks))
+            for t in tasks:
+                done.append(c.wait(t["id"]))
+                bar.advance(job)
+        return done
+
+    tasks = _call(url, api_key, go)
+    if json_out:
+        _print_json(tasks)
+        return
+    for t in tasks:
+        console.print(f"task [bold]{t['id']}[/bold] {t['status']}")
 
 
 @app.command()

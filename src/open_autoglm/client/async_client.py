@@ -58,6 +58,17 @@ class AsyncClient(BaseClient):
             headers={"content-type": "application/json"},
         )
 
+    async def submit_many(self, specs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Submit up to 1,000 tasks at once, all or none; returns them in order."""
+        out = await self.request(
+            "POST",
+            "/v1/tasks/batch",
+            content=orjson.dumps({"tasks": list(specs)}),
+            headers={"content-type": "application/json"},
+        )
+        tasks: list[dict[str, Any]] = out["tasks"]
+        return tasks
+
     async def get(self, task_id: str) -> dict[str, Any]:
         return await self.request("GET", f"/v1/tasks/{task_id}")
 

@@ -310,6 +310,15 @@ class Scheduler:
             self._kicked = True
             self._cv.notify()
 
+    def check_room(self, n: int) -> None:
+        """Raise AdmissionError unless ``n`` more tasks fit under ``max_queued`` now."""
+        waiting = len(self.queue) + len(self._inbox)
+        if waiting + n > self.max_queued:
+            raise AdmissionError(
+                f"queue is full: {n} tasks do not fit ({waiting} of {self.max_queued} waiting)",
+                retry_after=self._retry_after(),
+            )
+
     def _retry_after(self) -> float:
         rate = max(1.0, self.started_total / max(1.0, time.monotonic() - self._since))
         return max(1.0, round(len(self.queue) / rate, 1))

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from open_autoglm.api.deps import client_id, get_runtime, json_body
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
+from open_autoglm.errors import PolicyBlockedError, ValidationError
 from open_autoglm.runtime import Runtime, public_task
 from open_autoglm.spec.task import TaskSpec, TaskStatus
 
@@ -52,6 +53,66 @@ async def submit_task(request: Request) -> JSONResponse:
         {**task, "created": created},
         status_code=202 if created else 200,
         headers={"Location": f"/v1/tasks/{task['id']}"},
+    )
+
+
+_BATCH_LIMIT = 1000
+_BATCH_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["tasks"],
+                    "properties": {
+                        "tasks": {
+                            "type": "array",
+                            "items": TaskSpec.model_json_schema(),
+                            "maxItems": _BATCH_LIMIT,
+                        }
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/tasks/batch", status_code=202, openapi_extra=_BATCH_BODY, summary="Submit many tasks"
+)
+async def submit_batch(request: Request) -> JSONResponse:
+    """Accept up to 1,000 tasks in one request, all or none.
+
+    Every spec is validated and passed through the admission policies first; one invalid or
+    blocked spec rejects the request (422 naming every problem by index, or 403) and nothing
+    is stored. The 202 is sent once every task is committed; tasks keep their order.
+    """
+    runtime: Runtime = request.app.state.runtime
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) != {"tasks"}:
+        raise ValidationError(
+            "expected an object with one field, tasks",
+            details=[{"loc": ["body"], "msg": 'expected {"tasks": [spec, ...]}'}],
+        )
+    specs = runtime.parse_many(body["tasks"], limit=_BATCH_LIMIT)
+    client = client_id(request)
+    admitted = []
+    for i, spec in enumerate(specs):
+        try:
+            admitted.append(await runtime.admit(spec, client=client))
+        except PolicyBlockedError as exc:
+            raise PolicyBlockedError(
+                f"tasks[{i}]: {exc.message}; nothing was submitted",
+                rule=exc.rule,
+                details=[{"loc": ["tasks", i], "msg": exc.message}],
+            ) from None
+    runtime.scheduler.check_room(len(admitted))
+    futures = [runtime.submit(spec, durable=True, events=events) for spec, events in admitted]
+    accepted = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    return JSONResponse(
+        {"tasks": [{**task, "created": created} for task, created in accepted]}, status_code=202
     )
 
 
