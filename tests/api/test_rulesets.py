@@ -270,6 +270,19 @@ def test_admission_blocks_naming_the_rule_and_stores_nothing(admitted):
     assert ok.status_code == 202
 
 
+def test_a_blocked_spec_in_a_batch_rejects_the_batch(admitted):
+    admitted.put("/v1/rulesets/policy", json=POLICY)
+    ok = {"task_type": "sleep", "params": {"seconds": 0}, "metadata": {"team": "core"}}
+    guest = {**ok, "metadata": {"team": "guest"}}
+    resp = admitted.post("/v1/tasks/batch", json={"tasks": [ok, ok, guest]})
+    assert resp.status_code == 403
+    err = resp.json()["error"]
+    assert err["rule"] == "guests_cannot_sleep" and err["message"].startswith("tasks[2]:")
+    assert err["details"][0]["loc"] == ["tasks", 2]
+    assert admitted.get("/v1/tasks").json()["tasks"] == []  # not even the admitted two
+    assert admitted.post("/v1/tasks/batch", json={"tasks": [ok, ok]}).status_code == 202
+
+
 def test_admission_raises_priority(admitted):
     admitted.put("/v1/rulesets/policy", json=POLICY)
     spec = {"task_type": "sleep", "params": {"seconds": 0}, "metadata": {"team": "vip"}}
