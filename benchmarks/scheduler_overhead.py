@@ -4,7 +4,8 @@
 
 (a) durable jobs over HTTP: a real server process (SQLite WAL), a load process posting
     ``echo`` jobs on keep-alive connections; jobs/s = accepted jobs / time until all of them
-    are terminal in storage (HTTP -> DB -> scheduler -> executor -> DB).
+    are terminal in storage (HTTP -> DB -> scheduler -> executor -> DB). Once with one job
+    per request (the target's measure), once with ``POST /v1/tasks/batch`` of 100.
 (b) in-process: ``Runtime.submit`` (durable, same storage) for the same number of jobs.
 (c) baseline in the same run: Celery 5 + Redis (acks_late, appendonly) with 2 prefork
     workers, the same echo, results through the Redis backend. Installed into
@@ -38,7 +39,14 @@ RESULTS = ROOT / "benchmarks" / "results"
 console = Console()
 
 
-def bench_http(jobs: int, concurrency: int) -> dict:
+def bench_http(jobs: int, concurrency: int, batch: int = 1) -> dict:
+    """``batch`` > 1: each request is ``POST /v1/tasks/batch`` with that many jobs."""
+    if batch > 1:
+        path = "/v1/tasks/batch"
+        body = json.dumps({"tasks": [{"task_type": "echo", "input": "ping"}] * batch})
+    else:
+        path, body = "/v1/tasks", '{"task_type": "echo", "input": "ping"}'
+    requests = max(1, jobs // batch)
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp) / "data", env={"AUTOGLM_EXECUTOR__THREADS": "4"}).start()
         try:
@@ -47,20 +55,20 @@ def bench_http(jobs: int, concurrency: int) -> dict:
                 [
                     sys.executable,
                     str(ROOT / "benchmarks" / "httpload.py"),
-                    server.url + "/v1/tasks",
+                    server.url + path,
                     "--concurrency",
-                    str(concurrency),
+                    str(min(concurrency, requests)),
                     "--requests",
-                    str(jobs),
+                    str(requests),
                     "--body",
-                    '{"task_type": "echo", "input": "ping"}',
+                    body,
                 ],
                 capture_output=True,
                 text=True,
                 check=True,
             )
             stats = json.loads(load.stdout)
-            accepted = stats["statuses"].get("202", 0)
+            accepted = stats["statuses"].get("202", 0) * batch
             while True:
                 counts = httpx.get(server.url + "/readyz", timeout=10).json()["tasks"]
                 if counts.get("succeeded", 0) >= accepted:
@@ -70,7 +78,8 @@ def bench_http(jobs: int, concurrency: int) -> dict:
         finally:
             server.stop()
     return {
-        "system": "open-autoglm HTTP durable",
+        "system": "open-autoglm HTTP durable"
+        + (f", batches of {batch}" if batch > 1 else ", one job per request"),
         "jobs": accepted,
         "seconds": elapsed,
         "jobs_per_s": accepted / elapsed,
@@ -224,7 +233,11 @@ def main() -> None:
     args = ap.parse_args()
     jobs = 2000 if args.quick else args.jobs
 
-    rows = [bench_http(jobs, args.concurrency), *bench_inprocess(jobs)]
+    rows = [
+        bench_http(jobs, args.concurrency),
+        bench_http(jobs, 8, batch=100),
+        *bench_inprocess(jobs),
+    ]
     celery = bench_celery(jobs)
     if celery:
         rows.append(celery)
