@@ -32,6 +32,7 @@ def test_upload_list_show_delete(server, tmp_path):
         server.url + "/v1/embeddings",
         json={"model": "cli-emb", "input": "uploaded weights serve", "encoding_format": "float"},
         headers={"Authorization": "Bearer sekret"},
+        timeout=120,  # the first request starts the model's replica processes
     )
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["data"][0]["embedding"]) > 8
