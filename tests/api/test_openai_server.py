@@ -93,6 +93,7 @@ def test_embeddings_float_and_base64_agree(server: str) -> None:
     raw = httpx.post(
         server + "/v1/embeddings",
         json={"model": "emb", "input": "x", "encoding_format": "base64"},
+        timeout=120,
     ).json()
     decoded = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
     np.testing.assert_allclose(decoded, b[2], atol=1e-6)
@@ -229,6 +230,7 @@ def test_memory_budget_evicts_and_serves_every_request(server: str) -> None:
         r = httpx.post(
             server + "/v1/infer",
             json={"task_type": "text-classification", "model": "cls", "input": ["good"]},
+            timeout=120,  # after an eviction the model's replica processes start again
         )
         assert r.status_code == 200, r.text
     assert _evictions(server) - before >= 2
