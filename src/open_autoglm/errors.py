@@ -13,7 +13,8 @@ and ``error.code`` back to the same classes.
     ├── PayloadTooLargeError          413 payload_too_large
     ├── AdmissionError                429 queue_full         (queue bounded; carries retry_after)
     ├── RateLimitedError              429 rate_limited       (carries retry_after)
-    ├── UnavailableError              503 unavailable        (circuit open, shutting down)
+    ├── UnavailableError              503 unavailable        (shutting down, no replica)
+    │   └── CircuitOpenError          503 circuit_open       (upstream failing; retry_after)
     ├── TaskFailedError               -   task_failed        (raised by handlers / SDK wait)
     │   ├── TaskTimeoutError          -   timeout
     │   └── MaxFiringsExceeded        -   max_firings_exceeded (a rule set that loops)
@@ -30,6 +31,7 @@ __all__ = [
     "AdmissionError",
     "AuthenticationError",
     "AutoGLMError",
+    "CircuitOpenError",
     "ConflictError",
     "ErrorDetail",
     "MaxFiringsExceeded",
@@ -117,6 +119,16 @@ class RateLimitedError(AutoGLMError):
 
 class UnavailableError(AutoGLMError):
     code = "unavailable"
+
+
+class CircuitOpenError(UnavailableError):
+    """An upstream's circuit is open: the call was refused without trying."""
+
+    code = "circuit_open"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class TaskFailedError(AutoGLMError):

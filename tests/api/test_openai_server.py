@@ -15,6 +15,7 @@ import pytest
 
 from helpers.services import ServerProcess
 from open_autoglm.client import Client
+from open_autoglm.errors import CircuitOpenError
 
 # Tiny models are ~0.4-0.55 MB loaded: any two fit in 1.2 MB, all three do not.
 BUDGET_MB = "1.2"
@@ -282,6 +283,16 @@ def test_upstream_backend_and_circuit_breaker(
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
         emb = proxy.embeddings.create(model="remote-emb", input=["a", "b"])
         assert len(emb.data) == 2
+        # Upstream models serve task types too: /v1/infer and durable /v1/tasks.
+        with Client(server) as c:
+            gen = c.infer(task_type="text-generation", model="remote-gen", input="the graph",
+                          params={"max_tokens": 6, "temperature": 0})  # fmt: skip
+            assert gen["text"] == via.choices[0].text
+            assert gen["usage"]["completion_tokens"] == via.usage.completion_tokens  # type: ignore[union-attr]
+            task = c.run(task_type="embedding", model="remote-emb", input=["a", "b"], timeout=30)
+            np.testing.assert_allclose(
+                task["result"]["embeddings"], [d.embedding for d in emb.data], atol=1e-6
+            )
     finally:
         upstream.kill()
 
@@ -296,6 +307,9 @@ def test_upstream_backend_and_circuit_breaker(
         proxy.completions.create(model="remote-gen", **kw)  # type: ignore[call-overload]
     assert (info.value.status_code, info.value.body["code"]) == (503, "circuit_open")  # type: ignore[index]
     assert time.perf_counter() - start < 0.5
+    with Client(server) as c, pytest.raises(CircuitOpenError) as refused:
+        c.infer(task_type="text-generation", model="remote-gen", input="x")
+    assert "circuit open" in refused.value.message
     assert int(info.value.response.headers["retry-after"]) >= 1
     cards = {m["id"]: m for m in httpx.get(server + "/v1/models").json()["data"]}
     assert cards["remote-gen"]["upstream"]["circuit"] == "open"

@@ -23,6 +23,7 @@ STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
     errors.AdmissionError: 429,
     errors.RateLimitedError: 429,
     errors.UnavailableError: 503,
+    errors.CircuitOpenError: 503,
     errors.TaskFailedError: 500,
     errors.TaskCancelledError: 409,
     errors.PluginError: 500,

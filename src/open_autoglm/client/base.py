@@ -47,6 +47,8 @@ def raise_for_error(resp: httpx.Response) -> None:
             errors.AdmissionError if code == "queue_full" else errors.RateLimitedError
         )
         raise cls(message, retry_after=retry_after)  # type: ignore[call-arg]
+    if code == "circuit_open":
+        raise errors.CircuitOpenError(message, retry_after=retry_after)
     if resp.status_code == 403 and code == "blocked":
         raise errors.PolicyBlockedError(message, rule=err.get("rule", ""), details=details)
     cls = _BY_CODE.get(code, errors.AutoGLMError)

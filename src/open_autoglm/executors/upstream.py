@@ -3,7 +3,7 @@
 The breaker (``resilience/circuit_breaker.py``) decides; this shell does the I/O. Transport
 errors, timeouts and 5xx answers count as failures; anything else (including the client's own
 4xx mistakes) counts as a success. While the circuit is open a call raises
-:class:`~open_autoglm.errors.UnavailableError` at once, without touching the network.
+:class:`~open_autoglm.errors.CircuitOpenError` (a 503 with ``Retry-After``) at once, without touching the network.
 """
 
 from __future__ import annotations
@@ -14,21 +14,11 @@ from typing import Any
 
 import httpx
 
-from open_autoglm.errors import UnavailableError
+from open_autoglm.errors import CircuitOpenError, UnavailableError
 from open_autoglm.resilience.circuit_breaker import BreakerState, CircuitBreaker
 from open_autoglm.spec.model import UpstreamSource
 
-__all__ = ["CircuitOpenError", "Upstream"]
-
-
-class CircuitOpenError(UnavailableError):
-    """The upstream's circuit is open: the call was refused without trying."""
-
-    code = "circuit_open"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+__all__ = ["Upstream"]
 
 
 class Upstream:
@@ -88,6 +78,24 @@ class Upstream:
         if isinstance(data, dict) and "model" in data:
             data["model"] = self.name
         return resp.status_code, data
+
+    def post_sync(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """:meth:`post` for worker threads (task handlers), same breaker accounting."""
+        self._admit()
+        t = self.source.timeout_s
+        try:
+            with httpx.Client(timeout=httpx.Timeout(t, connect=min(5.0, t))) as client:
+                resp = client.post(self._url(path), json=self._body(body), headers=self._headers())
+        except httpx.HTTPError as exc:
+            self._settle(None)
+            raise UnavailableError(
+                f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
+            ) from exc
+        self._settle(resp.status_code)
+        try:
+            return resp.status_code, resp.json()
+        except ValueError:
+            return resp.status_code, {"error": {"message": resp.text[:500]}}
 
     async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
         """Open a streaming POST; returns (status, raw SSE bytes) once the headers are in."""

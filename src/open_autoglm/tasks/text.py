@@ -5,6 +5,10 @@ is a context manager yielding the wrapper :class:`~open_autoglm.ml.text.model_lo
 built (Embedder / Generator / Classifier). The model math lives in ``ml/text``; this module only
 validates params and input, calls the wrapper and shapes JSON results.
 
+Models with backend ``openai`` are forwarded to their upstream (``embedding`` and
+``text-generation``, chat or plain prompts), so ``/v1/infer`` and ``/v1/tasks`` serve them too;
+the upstream's circuit breaker applies (an open circuit fails the task with ``circuit_open``).
+
 Input is one string or a list of strings; ``text-generation`` also takes ``{"messages": [...]}``
 (chat) or a list of such objects.
 
@@ -22,7 +26,12 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
 
-from open_autoglm.errors import TaskCancelledError, TaskFailedError, ValidationError
+from open_autoglm.errors import (
+    AutoGLMError,
+    TaskCancelledError,
+    TaskFailedError,
+    ValidationError,
+)
 from open_autoglm.tasks.base import TaskContext, TaskType
 
 __all__ = [
@@ -170,6 +179,88 @@ def _expect(model: Any, kind: str, ctx: TaskContext) -> None:
         raise ValidationError(f"model {ctx.model!r} is not loaded for {kind} (role {role})")
 
 
+# -- upstream (backend "openai") -------------------------------------------------------------
+
+
+def _upstream(ctx: TaskContext) -> Any:
+    """The model's upstream forwarder when its backend is ``openai``, else None."""
+    if not ctx.model:
+        return None
+    try:
+        models = ctx.service("models")
+    except KeyError:
+        return None
+    from open_autoglm.spec.model import ModelBackend
+
+    spec_of = getattr(models, "spec", None)  # a bare model cache serves local models only
+    if spec_of is None or spec_of(ctx.model).backend is not ModelBackend.OPENAI:
+        return None
+    return models.upstream(ctx.model)
+
+
+def _upstream_call(upstream: Any, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    status, data = upstream.post_sync(path, body)
+    if status < 400 and isinstance(data, dict):
+        return data
+    error = data.get("error") if isinstance(data, dict) else None
+    message = (error or {}).get("message") if isinstance(error, dict) else None
+    text = f"upstream answered {status}: {message or data}"
+    if 400 <= status < 500:
+        raise ValidationError(text)
+    raise TaskFailedError(text, retryable=True)
+
+
+def _upstream_embed(upstream: Any, texts: list[str]) -> dict[str, Any]:
+    data = _upstream_call(upstream, "/embeddings", {"input": texts, "encoding_format": "float"})
+    rows = sorted(data.get("data") or [], key=lambda d: d.get("index", 0))
+    vectors = [list(map(float, row["embedding"])) for row in rows]
+    if len(vectors) != len(texts):
+        raise TaskFailedError(f"upstream returned {len(vectors)} embeddings for {len(texts)}")
+    tokens = int((data.get("usage") or {}).get("prompt_tokens", 0))
+    return {
+        "embeddings": vectors,
+        "dimension": len(vectors[0]) if vectors else 0,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def _upstream_generate(upstream: Any, ctx: TaskContext) -> dict[str, Any]:
+    """One completions / chat call per input item, shaped like a local generation result."""
+    items, _ = _prompts(ctx.input)
+    p = _params(ctx, GenerationParams)
+    sampling: dict[str, Any] = {"max_tokens": p.max_tokens, "temperature": p.temperature,
+                                "top_p": p.top_p}  # fmt: skip
+    if p.stop:
+        sampling["stop"] = p.stop
+    if p.seed is not None:
+        sampling["seed"] = p.seed
+    generations = []
+    for item in items:
+        ctx.check_cancelled()
+        if "messages" in item:
+            data = _upstream_call(upstream, "/chat/completions", {**sampling, **item})
+            choice = (data.get("choices") or [{}])[0]
+            text = (choice.get("message") or {}).get("content") or ""
+        else:
+            data = _upstream_call(upstream, "/completions", {**sampling, **item})
+            choice = (data.get("choices") or [{}])[0]
+            text = choice.get("text") or ""
+        usage = data.get("usage") or {}
+        prompt, completion = (
+            int(usage.get("prompt_tokens", 0)),
+            int(usage.get("completion_tokens", 0)),
+        )
+        generations.append(
+            {
+                "text": text,
+                "finish_reason": choice.get("finish_reason") or "stop",
+                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                          "total_tokens": prompt + completion},
+            }
+        )  # fmt: skip
+    return _generation_dicts(generations)
+
+
 # -- embedding -------------------------------------------------------------------------------
 
 
@@ -194,6 +285,9 @@ def _embedding_result(vectors: list[list[float]], counts: list[int]) -> dict[str
 def embed_handler(ctx: TaskContext) -> dict[str, Any]:
     texts, _ = _texts(ctx.input)
     params = _params(ctx, EmbeddingParams)
+    upstream = _upstream(ctx)
+    if upstream is not None:
+        return _upstream_embed(upstream, texts)
     with _lease(ctx) as model:
         _expect(model, "embedding", ctx)
         return _embedding_result(*_embed(model, texts, params))
@@ -212,6 +306,13 @@ def embed_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
             continue
         spans.append((i, len(joint), len(joint) + len(texts)))
         joint.extend(texts)
+    if spans and (upstream := _upstream(ctxs[spans[0][0]])) is not None:
+        for i, start, end in spans:
+            try:
+                results[i] = _upstream_embed(upstream, joint[start:end])
+            except AutoGLMError as exc:
+                results[i] = exc
+        return results
     if spans:
         first = ctxs[spans[0][0]]
         with _lease(first) as model:
@@ -243,7 +344,10 @@ def _requests(ctx: TaskContext) -> tuple[list[Any], bool]:
 
 
 def _generation_result(outcomes: list[Any]) -> dict[str, Any]:
-    generations = [o.to_dict() for o in outcomes]
+    return _generation_dicts([o.to_dict() for o in outcomes])
+
+
+def _generation_dicts(generations: list[dict[str, Any]]) -> dict[str, Any]:
     prompt = sum(g["usage"]["prompt_tokens"] for g in generations)
     completion = sum(g["usage"]["completion_tokens"] for g in generations)
     result: dict[str, Any] = {
@@ -283,6 +387,9 @@ def _wait(ctx: TaskContext, engine: Any, futures: Sequence[Future[Any]]) -> list
 
 def generate_handler(ctx: TaskContext) -> dict[str, Any]:
     """Generate through the model's shared engine, so concurrent tasks decode together."""
+    upstream = _upstream(ctx)
+    if upstream is not None:
+        return _upstream_generate(upstream, ctx)
     requests, _ = _requests(ctx)
     ctx.check_cancelled()
     with _lease(ctx) as model:
@@ -294,6 +401,13 @@ def generate_handler(ctx: TaskContext) -> dict[str, Any]:
 def generate_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
     """Submit every context's requests at once; each keeps its own sampling params."""
     results: list[Any] = [None] * len(ctxs)
+    if ctxs and _upstream(ctxs[0]) is not None:
+        for i, ctx in enumerate(ctxs):  # one upstream call each; the upstream batches
+            try:
+                results[i] = generate_handler(ctx)
+            except AutoGLMError as exc:
+                results[i] = exc
+        return results
     planned: list[tuple[int, list[Any]]] = []
     for i, ctx in enumerate(ctxs):
         try:
