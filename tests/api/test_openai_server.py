@@ -15,7 +15,7 @@ import pytest
 
 from helpers.services import ServerProcess
 from open_autoglm.client import Client
-from open_autoglm.errors import CircuitOpenError
+from open_autoglm.errors import CircuitOpenError, NotFoundError
 
 # Tiny models are ~0.4-0.55 MB loaded: any two fit in 1.2 MB, all three do not.
 BUDGET_MB = "1.2"
@@ -161,6 +161,21 @@ def test_streaming_matches_non_streaming(server: str) -> None:
     ]
     assert finals == [whole.choices[0].finish_reason]
     assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+    # The stream ran as a scheduled task whose progress events carried the deltas.
+    assert sum(1 for c in chunks if c.choices and c.choices[0].delta.content) >= 2
+    task_id = chunks[0].id.removeprefix("chatcmpl-")
+    with Client(server) as c:
+        deadline = time.monotonic() + 10
+        while True:  # an online task's row is written off the hot path, once it ends
+            try:
+                task = c.get(task_id)
+                break
+            except NotFoundError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        events = c.events(task_id)
+    assert task["task_type"] == "text-generation" and task["status"] == "succeeded"
+    assert "".join(e["data"]["delta"] for e in events if e["kind"] == "progress") == text
 
     plain = client.completions.create(model="gen", prompt="a b", max_tokens=7, temperature=0)
     streamed = client.completions.create(

@@ -64,6 +64,11 @@ class GenerationParams(BaseModel):
     chat: bool | None = Field(
         None, description="apply the chat template; None = if the model has one"
     )
+    stream: bool = Field(
+        False,
+        description="emit each decoded piece of text as a 'progress' event with data "
+        "{'delta': str, 'index': input item} while the task runs (the result is unchanged)",
+    )
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -340,7 +345,24 @@ def _requests(ctx: TaskContext) -> tuple[list[Any], bool]:
         stop=tuple(p.stop),
         seed=p.seed,
     )
-    return [GenerationRequest(params=sampling, chat=p.chat, **item) for item in items], single
+    if not p.stream:
+        return [GenerationRequest(params=sampling, chat=p.chat, **item) for item in items], single
+    return [
+        GenerationRequest(params=sampling, chat=p.chat, on_delta=_delta_events(ctx, i), **item)
+        for i, item in enumerate(items)
+    ], single
+
+
+def _delta_events(ctx: TaskContext, index: int) -> Any:
+    """An engine ``on_delta`` callback that reports each piece of text as a progress event."""
+    limit = max(1, _params(ctx, GenerationParams).max_tokens)
+    seen = [0]
+
+    def emit(delta: str) -> None:
+        seen[0] += 1
+        ctx.progress(min(1.0, seen[0] / limit), delta=delta, index=index)
+
+    return emit
 
 
 def _generation_result(outcomes: list[Any]) -> dict[str, Any]:

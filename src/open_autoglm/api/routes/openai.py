@@ -4,9 +4,10 @@
 Requests for in-process (``hf``) models become online-inference tasks (``durable=False``)
 through the same path as ``/v1/infer``: admission policies, priorities (a ``priority`` body
 field, 0-9, is accepted as an extension), per-model dynamic batching and task logging apply.
-``stream: true`` cannot go through the scheduler (a task hands back one result, not deltas),
-so streaming leases the model and reads deltas from its shared GenerationEngine directly; it
-still decodes in the same continuous batch as the scheduled requests.
+``stream: true`` goes through the scheduler too: the task runs with ``params.stream`` and its
+handler reports each decoded piece of text as a ``progress`` event, which the route relays
+as SSE chunks from the runtime's event bus; it decodes in the same continuous batch as the
+other requests, and a client that goes away cancels its task.
 
 Models with backend ``openai`` are forwarded to their upstream (``executors/upstream.py``)
 behind a circuit breaker: while it is open the answer is a 503 at once.
@@ -41,8 +42,8 @@ from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes.models import model_service
 from open_autoglm.executors.model_service import ModelService
 from open_autoglm.runtime import Runtime
+from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.model import ModelBackend, ModelSpec
-from open_autoglm.tasks.text import GenerationParams
 
 __all__ = [
     "ChatCompletionRequest",
@@ -258,10 +259,23 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     raise cls(err.get("message", final["status"]), details=err.get("details") or [])
 
 
-async def _admit_only(runtime: Runtime, request: Request, raw: dict[str, Any]) -> None:
-    """Streams skip the scheduler, not validation or the admission policies."""
-    spec = runtime.parse(raw)
-    await runtime.admit(spec, client=client_id(request))
+async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any]) -> LiveTask:
+    """Submit a streaming generation task (``params.stream``) and return its live task.
+
+    The task goes through admission, priorities and the scheduler like any other; its handler
+    reports each decoded piece of text as a ``progress`` event with a ``delta``.
+    """
+    spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
+    spec, events = await runtime.admit(spec, client=client_id(request))
+    task, _ = runtime.submit(spec, durable=False, events=events).result()
+    lt = runtime.scheduler.live_task(task["id"])
+    if lt is None:  # gone already: it can only have failed before any work
+        final = runtime.get_task(task["id"])
+        err = final.get("error") or {}
+        raise _FAILURES.get(err.get("code", ""), errors.TaskFailedError)(
+            err.get("message", final["status"])
+        )
+    return lt
 
 
 def _sse(data: Any) -> bytes:
@@ -368,10 +382,8 @@ async def completions(request: Request, runtime: Rt) -> Response:
                 "stream: true takes one prompt string",
                 details=[{"loc": ["prompt"], "msg": "one prompt when streaming"}],
             )
-        await _admit_only(runtime, request, task)
-        return _stream_response(
-            service, body, {"prompt": body.prompt}, params, kind="text_completion"
-        )
+        lt = await _start_stream(runtime, request, task)
+        return _stream_response(runtime, lt, body, kind="text_completion")
     result = await _run_task(runtime, request, task)
     choices = [
         {"text": g["text"], "index": i, "logprobs": None, "finish_reason": g["finish_reason"]}
@@ -402,10 +414,8 @@ async def chat_completions(request: Request, runtime: Rt) -> Response:
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
     task.update(input={"messages": messages}, params=params, **_prio(body))
     if body.stream:
-        await _admit_only(runtime, request, task)
-        return _stream_response(
-            service, body, {"messages": messages}, params, kind="chat.completion.chunk"
-        )
+        lt = await _start_stream(runtime, request, task)
+        return _stream_response(runtime, lt, body, kind="chat.completion.chunk")
     result = await _run_task(runtime, request, task)
     g = result["generations"][0]
     return JSONResponse(
@@ -435,32 +445,17 @@ def _prio(body: _Base) -> dict[str, Any]:
 
 
 def _stream_response(
-    service: ModelService,
-    body: _Sampling,
-    item: dict[str, Any],
-    params: dict[str, Any],
-    *,
-    kind: str,
+    runtime: Runtime, lt: LiveTask, body: _Sampling, *, kind: str
 ) -> StreamingResponse:
-    from open_autoglm.ml.text.decode_batch import GenerationRequest
-    from open_autoglm.ml.text.sampling import SamplingParams
+    """SSE chunks from the task's ``progress`` events, then its result's finish and usage.
 
-    p = _parse(GenerationParams, params)
-    request = GenerationRequest(
-        params=SamplingParams(
-            max_tokens=p.max_tokens,
-            temperature=p.temperature,
-            top_p=p.top_p,
-            top_k=p.top_k,
-            stop=tuple(p.stop),
-            seed=p.seed,
-        ),
-        chat=p.chat,
-        **item,
-    )
+    The listener is attached right after acceptance, before the first token can be decoded
+    (prefill comes first); should a delta still be missed, the final chunk carries whatever
+    the result has beyond the streamed text, so the stream always adds up to the result.
+    """
     include_usage = bool((body.stream_options or {}).get("include_usage"))
     chat = kind == "chat.completion.chunk"
-    ident = f"{'chatcmpl' if chat else 'cmpl'}-{time.time_ns():x}"
+    ident = f"{'chatcmpl' if chat else 'cmpl'}-{lt.id}"
     created = int(time.time())
 
     def chunk(text: str | None, finish: str | None, *, first: bool = False) -> dict[str, Any]:
@@ -481,45 +476,43 @@ def _stream_response(
             "choices": [choice],
         }
 
+    loop = asyncio.get_running_loop()
+    deltas: asyncio.Queue[str | None] = asyncio.Queue()
+
+    def listen(event: str, data: dict[str, Any]) -> None:
+        if event == "progress" and "delta" in data:
+            loop.call_soon_threadsafe(deltas.put_nowait, str(data["delta"]))
+
+    unsubscribe = runtime.bus.subscribe(lt.id, listen)
+    lt.done.add_done_callback(lambda _: loop.call_soon_threadsafe(deltas.put_nowait, None))
+
     async def events() -> AsyncIterator[bytes]:
-        lease = service.lease(body.model)
+        streamed: list[str] = []
         try:
-            model = await run_in_threadpool(lease.__enter__)
-        except errors.AutoGLMError as exc:
-            yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
-            yield b"data: [DONE]\n\n"
-            return
-        future = None
-        try:
-            if getattr(model, "role", None) != "text-generation":
-                raise errors.ValidationError(f"model {body.model!r} is not a generation model")
-            engine = model.engine()
-            loop = asyncio.get_running_loop()
-            deltas: asyncio.Queue[str | None] = asyncio.Queue()
-
-            def put(delta: str | None) -> None:
-                loop.call_soon_threadsafe(deltas.put_nowait, delta)
-
-            from dataclasses import replace
-
-            future = engine.submit(replace(request, on_delta=put))
-            future.add_done_callback(lambda _: put(None))
             if chat:
                 yield _sse(chunk("", None, first=True))
             while (delta := await deltas.get()) is not None:
+                streamed.append(delta)
                 yield _sse(chunk(delta, None))
-            result = await asyncio.wrap_future(future)
-            yield _sse(chunk(None if chat else "", result.finish_reason))
-            if include_usage:
-                usage = result.to_dict()["usage"]
-                yield _sse({**chunk(None, None), "choices": [], "usage": usage})
-        except errors.AutoGLMError as exc:
-            yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
+            final = lt.done.result()
+            if final["status"] != "succeeded":
+                err = final.get("error") or {}
+                cls = _FAILURES.get(err.get("code", ""), errors.TaskFailedError)
+                exc = cls(err.get("message", final["status"]))
+                yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
+            else:
+                g = (final.get("result") or {})["generations"][0]
+                sent = "".join(streamed)
+                rest = g["text"][len(sent) :] if g["text"].startswith(sent) else ""
+                if rest:
+                    yield _sse(chunk(rest, None))
+                yield _sse(chunk(None if chat else "", g["finish_reason"]))
+                if include_usage:
+                    yield _sse({**chunk(None, None), "choices": [], "usage": g["usage"]})
         finally:
-            if future is not None and not future.done():
-                engine.cancel(future)  # the client went away: free the batch slot
-            # Synchronous on purpose: it must run even when the client cancelled the stream.
-            lease.__exit__(None, None, None)
+            unsubscribe()
+            if not lt.done.done():  # the client went away: stop decoding for it
+                runtime.scheduler.cancel(lt.id, "client closed the stream")
         yield b"data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
