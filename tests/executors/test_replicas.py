@@ -19,7 +19,7 @@ import pytest
 
 from open_autoglm.errors import TaskFailedError
 from open_autoglm.executors.model_service import ModelService
-from open_autoglm.executors.replicas import ReplicaPool
+from open_autoglm.executors.replicas import ReplicaPool, _split_by_length
 from open_autoglm.storage.hub import StorageHub
 
 TEXTS = [
@@ -128,6 +128,21 @@ def test_concurrent_calls_are_merged_and_each_gets_its_own_rows(service: ModelSe
     assert after["texts"] - before["texts"] == sum(1 + i % 3 for i in range(24))
     # 24 waiting calls of 1-3 texts (48 in all) went out as at most a few merged calls.
     assert after["batches"] - before["batches"] <= 4
+
+
+def test_one_big_call_is_split_by_length_over_the_idle_replicas(service: ModelService) -> None:
+    assert _split_by_length(["aa", "b" * 30], 2) == [[0], [1]]
+    assert _split_by_length(["x"] * 8, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert _split_by_length(["a"], 2) == [[0]]
+    with service.lease("emb-local") as local:
+        expected = local.embed(TEXTS * 5).numpy()
+    pool = _pool(service, "emb")
+    with pool._lock:
+        busy_before = pool.busy_seconds
+    with service.lease("emb") as model:
+        got = model.embed(TEXTS * 5)  # both replicas idle: each takes a length range
+    assert _cosines(got, expected).min() > 0.9999
+    assert len(pool._idle) == 2 and pool.busy_seconds > busy_before
 
 
 def test_classification_replica_matches_in_process(

@@ -124,6 +124,57 @@ def _split(
     return out
 
 
+def _split_by_length(texts: list[str], parts: int) -> list[list[int]]:
+    """Indices of ``texts`` in ``parts`` runs of similar length and similar total length.
+
+    Each replica then gets texts of one length range (little padding) and about the same
+    work; characters stand in for tokens, which only the replicas count.
+    """
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    if parts <= 1:
+        return [list(range(len(texts)))]
+    total = sum(len(t) + 8 for t in texts)  # + a per-text share of the forward's overhead
+    out: list[list[int]] = [[] for _ in range(parts)]
+    acc, k = 0, 0
+    for i in order:
+        cost = len(texts[i]) + 8
+        # Next part once this text's middle would fall past the current part's share.
+        if k < parts - 1 and out[k] and acc + cost / 2 > total * (k + 1) / parts:
+            k += 1
+        out[k].append(i)
+        acc += cost
+    return [p for p in out if p]
+
+
+def _merge(
+    op: str, parts: list[list[int]], replies: list[tuple[dict[str, Any], bytes]], n: int
+) -> tuple[dict[str, Any], bytes]:
+    """Per-replica replies back into one reply in the original text order."""
+    if len(parts) == 1:
+        (header, payload), order = replies[0], parts[0]
+        if order == sorted(order):
+            return header, payload
+    errors = [h for h, _ in replies if not h.get("ok")]
+    if errors:
+        return errors[0], b""
+    if op == "embed":
+        import numpy as np
+
+        dim = int(replies[0][0]["shape"][1])
+        vectors = np.empty((n, dim), dtype="<f4")
+        counts = [0] * n
+        for idx, (header, payload) in zip(parts, replies, strict=True):
+            vectors[idx] = np.frombuffer(payload, dtype="<f4").reshape(len(idx), dim)
+            for j, c in zip(idx, header["counts"], strict=True):
+                counts[j] = c
+        return {"ok": True, "shape": [n, dim], "counts": counts}, vectors.tobytes()
+    predictions: list[Any] = [None] * n
+    for idx, (header, _) in zip(parts, replies, strict=True):
+        for j, p in zip(idx, header["predictions"], strict=True):
+            predictions[j] = p
+    return {"ok": True, "predictions": predictions}, b""
+
+
 class _Replica:
     """One worker process and its pipes; used by one thread at a time."""
 
@@ -309,13 +360,15 @@ class ReplicaPool:
                         f"model {self.name!r}: no replica is running ({self._restart_error})"
                     )
                 if self._idle and request in self._pending:
-                    replica = self._idle.pop()
                     group = self._take_group(request)
+                    # Idle replicas share a call: one big batch must not leave them idle.
+                    n = sum(len(r.texts) for r in group)
+                    replicas = [self._idle.pop() for _ in range(min(len(self._idle), n))]
                     break
                 self._lock.wait(0.5)
             else:
                 return request.result()
-        self._run(replica, group)
+        self._run(replicas, group)
         return request.result()
 
     def _drop(self, request: _Request) -> None:
@@ -335,41 +388,72 @@ class ReplicaPool:
                 self._pending.remove(other)
         return group
 
-    def _run(self, replica: _Replica, group: list[_Request]) -> None:
+    def _run(self, replicas: list[_Replica], group: list[_Request]) -> None:
+        """Send the group's texts to ``replicas`` (split by length), then answer every request."""
         lead = group[0]
         texts = [t for r in group for t in r.texts] if len(group) > 1 else lead.texts
-        header: dict[str, Any] = {"op": lead.op, "texts": texts}
-        if lead.op == "embed":
-            header["normalize"], header["pooling"] = lead.key
-        else:
-            (header["top_k"],) = lead.key
+        extra: dict[str, Any] = (
+            {"normalize": lead.key[0], "pooling": lead.key[1]}
+            if lead.op == "embed"
+            else {"top_k": lead.key[0]}
+        )
+        parts = _split_by_length(texts, len(replicas))
+        if len(parts) < len(replicas):
+            with self._lock:
+                self._idle.extend(replicas[len(parts) :])
+                self._lock.notify_all()
         start = time.perf_counter()
+        outcomes: list[tuple[dict[str, Any], bytes] | BaseException] = [None] * len(parts)  # type: ignore[list-item]
+
+        def run(i: int) -> None:
+            header = {"op": lead.op, "texts": [texts[j] for j in parts[i]], **extra}
+            outcomes[i] = self._call_one(replicas[i], header)
+
+        helpers = [
+            threading.Thread(target=run, args=(i,), name=f"replica-call-{self.name}")
+            for i in range(1, len(parts))
+        ]
+        for t in helpers:
+            t.start()
+        run(0)
+        for t in helpers:
+            t.join()
+        busy = time.perf_counter() - start
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        if failures:
+            replies: list[Any] = [failures[0]] * len(group)
+        else:
+            merged = _merge(lead.op, parts, outcomes, len(texts))  # type: ignore[arg-type]
+            replies = _split(*merged, group)
+        with self._lock:
+            self.batches += 1
+            self.texts += len(texts)
+            self.busy_seconds += busy * len(parts)
+            for request, answer in zip(group, replies, strict=True):
+                request.reply = answer
+            self._lock.notify_all()
+
+    def _call_one(
+        self, replica: _Replica, header: dict[str, Any]
+    ) -> tuple[dict[str, Any], bytes] | BaseException:
+        """One replica call; a dead replica is replaced and its failure returned."""
         try:
-            reply, payload = replica.call(header)
+            reply = replica.call(header)
         except (EOFError, OSError, ValueError, struct.error):
             self._replace(replica)
-            failure: BaseException = TaskFailedError(
+            return TaskFailedError(
                 f"model {self.name!r}: replica {replica.index} (pid {replica.pid}) exited "
                 f"(code {replica.proc.returncode}) while running this batch; it is being "
                 "restarted"
             )
-            replies: list[Any] = [failure] * len(group)
-        except BaseException as exc:  # never leave followers waiting
+        except BaseException as exc:  # never leave the followers waiting
             replica.proc.kill()
             self._replace(replica)
-            replies = [exc] * len(group)
-        else:
-            replies = _split(reply, payload, group)
-            with self._lock:
-                self._idle.append(replica)
-        busy = time.perf_counter() - start
+            return exc
         with self._lock:
-            self.batches += 1
-            self.texts += len(texts)
-            self.busy_seconds += busy
-            for request, answer in zip(group, replies, strict=True):
-                request.reply = answer
+            self._idle.append(replica)
             self._lock.notify_all()
+        return reply
 
     def _replace(self, dead: _Replica) -> None:
         """Reap a dead replica and start its successor in the background."""
