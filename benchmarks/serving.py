@@ -204,6 +204,10 @@ def main() -> None:
             print(f"concurrency {c}:", flush=True)
             for target in targets:
                 rows.extend(measure_target(target, [c], args.seconds))
+        # Replica pools' counters: calls, texts (so texts per call), restarts.
+        replicas = {
+            m["id"]: m.get("replicas") for m in httpx.get(url + "/v1/models").json()["data"]
+        }
     if not args.no_loop:
         print("loop (no HTTP):", flush=True)
         rows.extend(measure_loop(args.seconds, threads=1))
@@ -216,6 +220,7 @@ def main() -> None:
         "wall_seconds": time.perf_counter() - started,
         "autoglm": {
             "replicas": "default: one worker process per CPU, 1 torch thread each",
+            "replica_stats": replicas,
             "batching": "max 32, 2 ms wait",
         },
     }
