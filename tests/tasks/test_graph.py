@@ -222,8 +222,14 @@ def test_graph_from_artifact_and_invalid_graph_before_training(graph: dict[str, 
 def test_sampled_and_async_modes_through_the_task(graph: dict[str, Any]) -> None:
     _, out = train(graph, mode="sampled", fanout=[5, 5], batch_size=16, epochs=10)
     assert out["nodes_per_second"] > 0 and out["metrics"]["test_acc"] >= 0.7
+    assert out["time_breakdown"] == []  # one process: nothing to break down
     _, out = train(graph, mode="async", fanout=[5, 5], batch_size=16, epochs=10, workers=2)
     assert out["epochs_run"] == 10 and out["metrics"]["test_acc"] >= 0.7
+    # both throughputs, and where each worker's time went (no collectives in async)
+    assert 0 < out["wall_nodes_per_second"] <= out["nodes_per_second"] * 1.01
+    assert [row["rank"] for row in out["time_breakdown"]] == [0.0, 1.0]
+    assert all(row["compute"] > 0 and row["allreduce"] == 0 for row in out["time_breakdown"])
+    json.dumps(out)  # the result crosses a process boundary as JSON
 
 
 def test_params_validation() -> None:

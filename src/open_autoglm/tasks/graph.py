@@ -232,6 +232,8 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
         "epochs_run": len(res.history),
         "nodes_per_second": res.nodes_per_second,
         "wall_nodes_per_second": res.extra.get("wall_nodes_per_s", res.nodes_per_second),
+        # sync/async: seconds per phase and worker (ml/graph/step_timing.py); else empty
+        "time_breakdown": res.extra.get("breakdown", []),
         "artifacts": {
             "weights": weights["id"],
             "meta": meta_art["id"],
