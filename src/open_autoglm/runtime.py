@@ -62,7 +62,7 @@ class Runtime:
             default_timeout_s=s.scheduler.default_timeout_s,
             task_write=TaskWrite,
             owner=self.replica_id,
-            claim=lambda: self.storage.claim_orphans(
+            claim=lambda: self.storage.replicas.claim_orphans(
                 self.replica_id, time.time(), self.settings.scheduler.lease_s
             ),
         )

@@ -66,18 +66,11 @@ class Upstream:
                     self._url(path), json=self._body(body), headers=self._headers()
                 )
         except httpx.HTTPError as exc:
-            self._settle(None)
-            raise UnavailableError(
-                f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
-            ) from exc
-        self._settle(resp.status_code)
-        try:
-            data = resp.json()
-        except ValueError:
-            data = {"error": {"message": resp.text[:500], "type": "upstream_error"}}
+            raise self._unreachable(exc) from exc
+        status, data = self._settled(resp)
         if isinstance(data, dict) and "model" in data:
             data["model"] = self.name
-        return resp.status_code, data
+        return status, data
 
     def post_sync(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         """:meth:`post` for worker threads (task handlers), same breaker accounting."""
@@ -87,15 +80,25 @@ class Upstream:
             with httpx.Client(timeout=httpx.Timeout(t, connect=min(5.0, t))) as client:
                 resp = client.post(self._url(path), json=self._body(body), headers=self._headers())
         except httpx.HTTPError as exc:
-            self._settle(None)
-            raise UnavailableError(
-                f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
-            ) from exc
+            raise self._unreachable(exc) from exc
+        return self._settled(resp)
+
+    def _unreachable(self, exc: httpx.HTTPError) -> UnavailableError:
+        """Count a transport failure against the breaker; the error to raise for it."""
+        self._settle(None)
+        return UnavailableError(
+            f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
+        )
+
+    def _settled(self, resp: httpx.Response) -> tuple[int, Any]:
+        """Count the answer against the breaker; (status, decoded JSON or an error body)."""
         self._settle(resp.status_code)
         try:
             return resp.status_code, resp.json()
         except ValueError:
-            return resp.status_code, {"error": {"message": resp.text[:500]}}
+            return resp.status_code, {
+                "error": {"message": resp.text[:500], "type": "upstream_error"}
+            }
 
     async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
         """Open a streaming POST; returns (status, raw SSE bytes) once the headers are in."""
@@ -108,10 +111,7 @@ class Upstream:
             resp = await client.send(request, stream=True)
         except httpx.HTTPError as exc:
             await client.aclose()
-            self._settle(None)
-            raise UnavailableError(
-                f"upstream for model {self.name!r} unreachable: {type(exc).__name__}"
-            ) from exc
+            raise self._unreachable(exc) from exc
 
         async def relay() -> AsyncIterator[bytes]:
             ok = resp.status_code < 500

@@ -40,7 +40,6 @@ _QUEUE_WAIT = "autoglm_task_queue_wait_seconds"
 _RUN = "autoglm_task_run_seconds"
 _LATENCY = "autoglm_task_latency_seconds"
 _VALUE = {s: s.value for s in TaskStatus}  # enum ``.value`` is a descriptor call in 3.11
-_TERMINAL = frozenset(s for s in TaskStatus if s.terminal)
 
 Listener = Callable[[str, dict[str, Any]], None]
 
@@ -183,7 +182,7 @@ class SchedulerWatch:
         ttype = task.spec.task_type
         if new is TaskStatus.RUNNING:
             m.observe(_QUEUE_WAIT, (ttype,), max(0.0, now - task.created_at))
-        elif new in _TERMINAL:
+        elif new.terminal:
             labels = (ttype, _VALUE[new])
             if task.started_at is not None:
                 m.observe(_RUN, labels, max(0.0, now - task.started_at))

@@ -35,9 +35,6 @@ class ResourcePool:
     def __bool__(self) -> bool:
         return bool(self._capacity)
 
-    def names(self) -> list[str]:
-        return list(self._capacity)
-
     def could_ever_fit(self, shape: tuple[float, int, int]) -> bool:
         """True if some executor, empty, could hold ``shape`` (memoised: checked per submit)."""
         ever = self._ever.get(shape)

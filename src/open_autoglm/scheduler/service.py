@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -46,8 +46,6 @@ class StorageLike(Protocol):
     def write(self, w: Any) -> Future[Any]: ...
 
     def write_many(self, writes: list[Any]) -> Future[list[Any]]: ...
-
-    def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]: ...
 
     def get_task(self, task_id: str) -> dict[str, Any]: ...
 
@@ -82,15 +80,13 @@ class Scheduler:
         observer: SchedulerObserver | None = None,
         task_write: Callable[..., Any],
         owner: str | None = None,
-        claim: Callable[[], list[dict[str, Any]]] | None = None,
+        claim: Callable[[], list[dict[str, Any]]],
     ) -> None:
         self._storage = storage
         # The replica this scheduler runs for (stored on every task it accepts), and how it
-        # finds the tasks it must recover: by default every queued/running row.
+        # claims the queued/running tasks it must recover (those no live replica owns).
         self.owner = owner
-        self._claim = claim or (
-            lambda: storage.tasks_in_status([TaskStatus.QUEUED.value, TaskStatus.RUNNING.value])
-        )
+        self._claim = claim
         self._resolve_type = resolve_type
         self._make_job = make_job
         self._write = (
@@ -229,11 +225,7 @@ class Scheduler:
         # still in memory, and the queue bound is advisory by nature.
         if key and (tid := self._keys.get(key)) and (existing := self.live.get(tid)) is not None:
             return Promise.resolved((existing.as_dict(), False))
-        if len(self.queue) + len(self._inbox) >= self.max_queued:
-            raise AdmissionError(
-                f"queue is full ({self.max_queued} tasks waiting)",
-                retry_after=self._retry_after(),
-            )
+        self.check_room(1)
         now = self._clock()
         tid = _new_id()
         lt = LiveTask(
@@ -315,7 +307,8 @@ class Scheduler:
         waiting = len(self.queue) + len(self._inbox)
         if waiting + n > self.max_queued:
             raise AdmissionError(
-                f"queue is full: {n} tasks do not fit ({waiting} of {self.max_queued} waiting)",
+                f"queue is full ({waiting} of {self.max_queued} waiting): "
+                f"{n} task{'s' if n != 1 else ''} do{'es' if n == 1 else ''} not fit",
                 retry_after=self._retry_after(),
             )
 

@@ -7,7 +7,6 @@ connections directly. Sessions and connections never leave this module.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -107,19 +106,6 @@ class StorageHub:
             stmt = stmt.where(tasks.c.task_type == task_type)
         if after_seq is not None:
             stmt = stmt.where(tasks.c.seq < after_seq)
-        with self.engine.connect() as conn:
-            return [_row(r) for r in conn.execute(stmt)]
-
-    def claim_orphans(self, owner: str, now: float, lease_s: float) -> list[dict[str, Any]]:
-        """Queued/running tasks of dead replicas (or of none), now owned by ``owner``."""
-        return self.replicas.claim_orphans(owner, now, lease_s)
-
-    def tasks_in_status(self, statuses: Iterable[str]) -> list[dict[str, Any]]:
-        stmt = (
-            sa.select(*_TASK_COLUMNS)
-            .where(tasks.c.status.in_(list(statuses)))
-            .order_by(tasks.c.seq)
-        )
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from open_autoglm.storage.tables import replicas, tasks
 
@@ -55,15 +55,14 @@ class ReplicaRegistry:
 
     def register(self, replica_id: str, now: float) -> None:
         with self._engine.begin() as conn:
-            conn.execute(
-                replicas.insert().values(
-                    id=replica_id,
-                    host=self.host,
-                    pid=os.getpid(),
-                    started_at=now,
-                    heartbeat_at=now,
-                )
+            self._insert(conn, replica_id, now)
+
+    def _insert(self, conn: Connection, replica_id: str, now: float) -> None:
+        conn.execute(
+            replicas.insert().values(
+                id=replica_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now
             )
+        )
 
     def heartbeat(self, replica_id: str, now: float) -> bool:
         """Renew the lease; False if the row was gone (another replica declared us dead),
@@ -74,11 +73,7 @@ class ReplicaRegistry:
             ).rowcount
             if n:
                 return True
-            conn.execute(
-                replicas.insert().values(
-                    id=replica_id, host=self.host, pid=os.getpid(), started_at=now, heartbeat_at=now
-                )
-            )
+            self._insert(conn, replica_id, now)
             return False
 
     def unregister(self, replica_id: str) -> None:
