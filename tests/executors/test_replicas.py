@@ -7,11 +7,13 @@ starting a replica imports torch and transformers, so the module shares one pool
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -97,52 +99,90 @@ def test_replicas_embed_like_the_in_process_model(service: ModelService) -> None
     assert service.stats()["models"]["emb"]["bytes"] == 2 * local.memory_bytes
 
 
-def test_concurrent_calls_are_merged_and_each_gets_its_own_rows(service: ModelService) -> None:
+def _paused(pool: ReplicaPool) -> list[int]:
+    """SIGSTOP every replica (their worker threads then block in a call); returns the pids."""
+    pids = pool.pids()
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    return pids
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_waiting_calls_are_merged_and_each_gets_its_own_rows(service: ModelService) -> None:
     with service.lease("emb-local") as local:
         alone = [local.embed([t]).numpy()[0] for t in TEXTS]
     pool = _pool(service, "emb")
-    before = pool.stats()
     results: dict[int, np.ndarray] = {}
 
     def call(i: int) -> None:
         with service.lease("emb") as model:
             results[i] = model.embed([TEXTS[i % len(TEXTS)]] * (1 + i % 3))
 
-    with pool._lock:  # both replicas busy: the calls must wait, so they can be merged
-        held, pool._idle[:] = list(pool._idle), []
-    threads = [threading.Thread(target=call, args=(i,)) for i in range(24)]
-    for t in threads:
-        t.start()
-    deadline = time.monotonic() + 30
-    while len(pool._pending) < 24 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    with pool._lock:
-        pool._idle.extend(held)
-        pool._lock.notify_all()
-    for t in threads:
+    pids = _paused(pool)
+    try:
+        # Two calls occupy both (paused) replicas; 22 more must wait, so they can be merged.
+        first = [threading.Thread(target=call, args=(i,)) for i in (0, 1)]
+        for t in first:
+            t.start()
+        _wait_for(lambda: all(r.busy for r in pool._all.values()), "both replicas busy")
+        before = pool.stats()
+        threads = [threading.Thread(target=call, args=(i,)) for i in range(2, 24)]
+        for t in threads:
+            t.start()
+        _wait_for(lambda: sum(len(r.texts) for r in pool._pending) >= 40, "22 waiting calls")
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    for t in first + threads:
         t.join()
     for i, rows in results.items():
         assert rows.shape[0] == 1 + i % 3
         assert _cosines(rows, np.stack([alone[i % len(TEXTS)]] * rows.shape[0])).min() > 0.9999
     after = pool.stats()
+    assert len(results) == 24
     assert after["texts"] - before["texts"] == sum(1 + i % 3 for i in range(24))
-    # 24 waiting calls of 1-3 texts (48 in all) went out as at most a few merged calls.
-    assert after["batches"] - before["batches"] <= 4
+    # 2 calls in flight, then 22 waiting calls of 1-3 texts went out as a few merged calls.
+    assert after["batches"] - before["batches"] <= 2 + 4
 
 
-def test_one_big_call_is_split_by_length_over_the_idle_replicas(service: ModelService) -> None:
+def test_each_request_is_answered_when_its_own_call_returns(service: ModelService) -> None:
+    pool = _pool(service, "emb")
+    pids = _paused(pool)
+    try:
+        with service.lease("emb") as model:
+            futures = model.embed_many([["a short one"], [TEXTS[2]]])
+            _wait_for(lambda: all(r.busy for r in pool._all.values()), "both replicas busy")
+            os.kill(pids[0], signal.SIGCONT)  # one replica answers; the other stays paused
+            _wait_for(lambda: any(f.done() for f in futures), "the first answer")
+            time.sleep(0.2)
+            assert sum(f.done() for f in futures) == 1
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    vectors = [f.result(timeout=30)[0] for f in futures]
+    assert [v.shape for v in vectors] == [(1, 64), (1, 64)]
+
+
+def test_one_big_call_is_split_by_length_over_the_replicas(service: ModelService) -> None:
     assert _split_by_length(["aa", "b" * 30], 2) == [[0], [1]]
     assert _split_by_length(["x"] * 8, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert _split_by_length(["a"], 2) == [[0]]
     with service.lease("emb-local") as local:
         expected = local.embed(TEXTS * 5).numpy()
+        counts = local.embed_with_usage(TEXTS * 5)[1]
     pool = _pool(service, "emb")
-    with pool._lock:
-        busy_before = pool.busy_seconds
+    before = pool.stats()
     with service.lease("emb") as model:
-        got = model.embed(TEXTS * 5)  # both replicas idle: each takes a length range
-    assert _cosines(got, expected).min() > 0.9999
-    assert len(pool._idle) == 2 and pool.busy_seconds > busy_before
+        got, got_counts = model.embed_with_usage(TEXTS * 5)  # each replica takes a length range
+    assert _cosines(got, expected).min() > 0.9999 and got_counts == counts
+    after = pool.stats()
+    assert after["texts"] - before["texts"] == 20 and 1 <= after["batches"] - before["batches"] <= 2
 
 
 def test_classification_replica_matches_in_process(
@@ -160,23 +200,52 @@ def test_classification_replica_matches_in_process(
         np.testing.assert_allclose([p["score"] for p in row], [p["score"] for p in ref], atol=1e-5)
 
 
-def test_a_killed_replica_fails_only_its_batch_and_is_replaced(service: ModelService) -> None:
+def test_a_replica_killed_while_idle_is_replaced_without_failing_a_request(
+    service: ModelService,
+) -> None:
     pool = _pool(service, "emb")
-    victim = pool._idle[-1]  # the replica the next call takes
+    restarts = pool.restarts
+    victim = pool._all[0]
     os.kill(victim.pid, signal.SIGKILL)
     victim.proc.wait(10)
     with service.lease("emb") as model:
-        with pytest.raises(
-            TaskFailedError, match=rf"replica {victim.index} \(pid {victim.pid}\) exited"
-        ):
-            model.embed(["this batch was on the killed replica"])
-        assert model.embed(["the other replica still serves"]).shape[0] == 1
-    deadline = time.monotonic() + 60
-    while pool.stats()["alive"] < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pool.stats()["alive"] == 2 and pool.restarts == 1
+        for _ in range(4):  # whichever worker takes a call, every call is answered
+            assert model.embed(TEXTS).shape == (len(TEXTS), 64)
+    _wait_for(
+        lambda: pool.restarts == restarts + 1 and pool.stats()["alive"] == 2,
+        "the replacement",
+        timeout=60,
+    )
     assert victim.pid not in pool.pids()
+
+
+def test_a_replica_killed_mid_batch_fails_only_that_batch(service: ModelService) -> None:
+    pool = _pool(service, "emb")
+    restarts = pool.restarts
+    pids = _paused(pool)
+    try:
+        with service.lease("emb") as model:
+            futures = model.embed_many([["this batch"], ["and that batch, a longer one"]])
+            _wait_for(lambda: all(r.busy for r in pool._all.values()), "both replicas busy")
+            os.kill(pids[0], signal.SIGKILL)
+            os.kill(pids[1], signal.SIGCONT)
+            outcomes = [f.exception(timeout=30) for f in futures]
+    finally:
+        for pid in pids[1:]:
+            os.kill(pid, signal.SIGCONT)
+    failed = [e for e in outcomes if e is not None]
+    assert len(failed) == 1 and isinstance(failed[0], TaskFailedError)
+    assert re.search(
+        rf"replica 0 \(pid {pids[0]}\) exited .* while running this batch", str(failed[0])
+    )
+    _wait_for(
+        lambda: pool.restarts == restarts + 1 and pool.stats()["alive"] == 2,
+        "the replacement",
+        timeout=60,
+    )
+    assert pids[0] not in pool.pids()
     with service.lease("emb") as model:  # both replicas answer again
+        assert len(model.embed_many([[t] for t in TEXTS])) == len(TEXTS)
         for _ in range(4):
             assert model.embed(TEXTS).shape == (len(TEXTS), 64)
 

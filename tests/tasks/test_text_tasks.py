@@ -96,7 +96,7 @@ def test_embedding_handler_and_batch_agree(models: Any) -> None:
         ctx(models, "embedding", "emb", 42),  # bad input fails alone
         ctx(models, "embedding", "emb", "hello world"),
     ]
-    batch = TYPES["embedding"].batch_handler(contexts)  # type: ignore[misc]
+    batch = dict(TYPES["embedding"].batch_handler(contexts))  # type: ignore[misc]
     assert len(batch[0]["embeddings"]) == 2
     assert isinstance(batch[1], ValidationError)
     assert batch[2]["embeddings"][0] == pytest.approx(single["embeddings"][0], abs=1e-5)

@@ -10,7 +10,7 @@ from typing import Any
 
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
 from open_autoglm.executors.context import ThreadContext
-from open_autoglm.executors.outcome import run_batch_handler, run_handler
+from open_autoglm.executors.outcome import iter_batch_outcomes, run_handler
 from open_autoglm.executors.subprocess_runner import ProcessJob
 from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.tasks.base import ExecutionMode, TaskContext
@@ -166,37 +166,34 @@ class LocalExecutor:
             if item is None:
                 return
             jobs, sink, ctxs = item
-            live = [(j, c) for j, c in zip(jobs, ctxs, strict=True) if not c.is_cancelled()]
-            outcomes = {
-                j.task_id: _not_started(c)
-                for j, c in zip(jobs, ctxs, strict=True)
-                if c.is_cancelled()
-            }
+            live: list[tuple[Job, ThreadContext]] = []
+            for job, ctx in zip(jobs, ctxs, strict=True):
+                if ctx.is_cancelled():
+                    _finish(sink, job, ctx, _not_started(ctx))
+                else:
+                    live.append((job, ctx))
             if len(live) == 1 or (live and live[0][0].task_type.batch_handler is None):
                 for job, ctx in live:
-                    outcomes[job.task_id] = run_handler(job.task_type.handler, ctx)
+                    _finish(sink, job, ctx, run_handler(job.task_type.handler, ctx))
             elif live:
                 handler = live[0][0].task_type.batch_handler
                 assert handler is not None
                 batch_ctxs: list[TaskContext] = [c for _, c in live]
-                for (job, _), outcome in zip(
-                    live, run_batch_handler(handler, batch_ctxs), strict=True
-                ):
-                    outcomes[job.task_id] = outcome
-            for job, ctx in zip(jobs, ctxs, strict=True):
-                outcome = outcomes[job.task_id]
-                if ctx.artifacts:
-                    outcome = Outcome(
-                        outcome.status,
-                        outcome.result,
-                        outcome.error,
-                        outcome.retryable,
-                        ctx.artifacts,
-                    )
-                try:
-                    sink.done(job.task_id, outcome)
-                except Exception:  # the sink must never kill a worker
-                    log.exception("result sink failed for task %s", job.task_id)
+                # Each member finishes as soon as the handler has its result.
+                for i, outcome in iter_batch_outcomes(handler, batch_ctxs):
+                    _finish(sink, *live[i], outcome)
+
+
+def _finish(sink: ResultSink, job: Job, ctx: ThreadContext, outcome: Outcome) -> None:
+    """Report ``job``'s outcome (with the artifacts it saved) to the scheduler."""
+    if ctx.artifacts:
+        outcome = Outcome(
+            outcome.status, outcome.result, outcome.error, outcome.retryable, ctx.artifacts
+        )
+    try:
+        sink.done(job.task_id, outcome)
+    except Exception:  # the sink must never kill a worker
+        log.exception("result sink failed for task %s", job.task_id)
 
 
 def _not_started(ctx: ThreadContext) -> Outcome:

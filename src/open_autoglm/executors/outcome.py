@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -17,9 +17,9 @@ from open_autoglm.errors import (
     ValidationError,
 )
 from open_autoglm.executors.base import Outcome, OutcomeStatus
-from open_autoglm.tasks.base import TaskContext, TaskHandler
+from open_autoglm.tasks.base import BatchResults, TaskContext, TaskHandler
 
-__all__ = ["run_batch_handler", "run_handler"]
+__all__ = ["iter_batch_outcomes", "run_batch_handler", "run_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -52,28 +52,59 @@ def run_handler(handler: TaskHandler, ctx: TaskContext) -> Outcome:
 
 
 def run_batch_handler(
-    batch_handler: Callable[[list[TaskContext]], list[Any]], ctxs: list[TaskContext]
+    batch_handler: Callable[[list[TaskContext]], BatchResults], ctxs: list[TaskContext]
 ) -> list[Outcome]:
     """Call ``batch_handler(ctxs)``; a slot holding an exception fails only that task."""
+    out: list[Outcome | None] = [None] * len(ctxs)
+    for i, outcome in iter_batch_outcomes(batch_handler, ctxs):
+        out[i] = outcome
+    return out  # type: ignore[return-value]  # iter_batch_outcomes yields every index
+
+
+def iter_batch_outcomes(
+    batch_handler: Callable[[list[TaskContext]], BatchResults], ctxs: list[TaskContext]
+) -> Iterator[tuple[int, Outcome]]:
+    """``(index, outcome)`` for every context, each as soon as the handler has it.
+
+    A batch handler returns one result per context, in order, or yields ``(index, result)``
+    pairs as they become ready (so a task finishes without waiting for its batch mates). A
+    result that is an exception fails only its task; a handler that raises fails every task
+    it has not answered yet, and one that leaves a context out fails that context. Never
+    raises.
+    """
     if not ctxs:
-        return []
+        return
+    answered: set[int] = set()
     try:
         results = batch_handler(ctxs)
-    except Exception as exc:  # the batch itself failed: every member fails alike
-        return [run_handler(_Raise(exc), ctxs[0])] * len(ctxs)
-    if not isinstance(results, list) or len(results) != len(ctxs):
-        bad = Outcome(
-            OutcomeStatus.FAILED,
-            error={
-                "code": "bad_result",
-                "message": "batch handler returned the wrong number of results",
-            },
-        )
-        return [bad] * len(ctxs)
-    return [
-        run_handler(_Raise(r) if isinstance(r, BaseException) else _Value(r), c)
-        for r, c in zip(results, ctxs, strict=True)
-    ]
+        if isinstance(results, list):
+            if len(results) != len(ctxs):
+                raise _BadBatch("batch handler returned the wrong number of results")
+            pairs: Iterable[tuple[int, Any]] = enumerate(results)
+        else:
+            pairs = results
+        for i, result in pairs:
+            if not 0 <= i < len(ctxs) or i in answered:
+                raise _BadBatch(f"batch handler answered context {i} twice or out of range")
+            answered.add(i)
+            call = _Raise(result) if isinstance(result, BaseException) else _Value(result)
+            yield i, run_handler(call, ctxs[i])
+        if len(answered) != len(ctxs):
+            raise _BadBatch("batch handler gave no result for some contexts")
+    except _BadBatch as exc:
+        bad = Outcome(OutcomeStatus.FAILED, error={"code": "bad_result", "message": str(exc)})
+        for i in range(len(ctxs)):
+            if i not in answered:
+                yield i, bad
+    except Exception as exc:  # the batch itself failed: every unanswered member fails alike
+        failed = run_handler(_Raise(exc), ctxs[0])
+        for i in range(len(ctxs)):
+            if i not in answered:
+                yield i, failed
+
+
+class _BadBatch(Exception):
+    pass
 
 
 class _Value:

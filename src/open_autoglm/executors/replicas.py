@@ -22,6 +22,7 @@ evicts the pool) stops every replica.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import struct
@@ -30,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any
 
@@ -41,12 +43,15 @@ from open_autoglm.errors import (
     UnavailableError,
     ValidationError,
 )
+from open_autoglm.futures import Promise
 
 __all__ = ["REPLICA_ROLES", "ReplicaPool", "main", "read_frame", "write_frame"]
 
 log = logging.getLogger(__name__)
 
 _PREFIX = struct.Struct("<II")
+# A text's share of a forward's fixed cost, in characters (which stand in for tokens here).
+_TEXT_OVERHEAD = 8
 REPLICA_ROLES = ("embedding", "text-classification")
 # Environment every replica starts with: one thread in every math library, no hub access.
 _REPLICA_ENV = {
@@ -79,22 +84,17 @@ def read_frame(stream: IO[bytes]) -> tuple[dict[str, Any], bytes]:
 
 
 class _Request:
-    """One handler's call, waiting for a replica; ``key`` must match to share a call."""
+    """Texts waiting for a replica; requests with equal ``op`` and ``key`` may share a call."""
 
-    __slots__ = ("key", "op", "reply", "texts")
+    __slots__ = ("cost", "key", "op", "promise", "texts")
 
     def __init__(self, op: str, texts: list[str], key: tuple[Any, ...]) -> None:
         self.op = op
         self.texts = texts
         self.key = key
-        self.reply: tuple[dict[str, Any], bytes] | BaseException | None = None
-
-    def result(self) -> tuple[dict[str, Any], bytes]:
-        reply = self.reply
-        if isinstance(reply, BaseException):
-            raise reply
-        assert reply is not None
-        return reply
+        # Characters stand in for tokens (only replicas tokenise); + a share of the overhead.
+        self.cost = sum(len(t) for t in texts) + _TEXT_OVERHEAD * len(texts)
+        self.promise: Promise[tuple[dict[str, Any], bytes]] = Promise()
 
 
 def _split(
@@ -133,30 +133,28 @@ def _split_by_length(texts: list[str], parts: int) -> list[list[int]]:
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     if parts <= 1:
         return [list(range(len(texts)))]
-    total = sum(len(t) + 8 for t in texts)  # + a per-text share of the forward's overhead
+    costs = [len(t) + _TEXT_OVERHEAD for t in texts]
+    return [p for p in _cut(order, costs, sum(costs) / parts, parts) if p]
+
+
+def _cut(order: list[int], costs: Sequence[float], share: float, parts: int) -> list[list[int]]:
+    """``order`` cut into at most ``parts`` contiguous runs of about ``share`` cost each."""
     out: list[list[int]] = [[] for _ in range(parts)]
-    acc, k = 0, 0
+    acc, k = 0.0, 0
     for i in order:
-        cost = len(texts[i]) + 8
-        # Next part once this text's middle would fall past the current part's share.
-        if k < parts - 1 and out[k] and acc + cost / 2 > total * (k + 1) / parts:
+        cost = costs[i]
+        # Next run once this item's middle would fall past the current run's share.
+        if k < parts - 1 and out[k] and acc + cost / 2 > share * (k + 1):
             k += 1
         out[k].append(i)
         acc += cost
-    return [p for p in out if p]
+    return out
 
 
 def _merge(
     op: str, parts: list[list[int]], replies: list[tuple[dict[str, Any], bytes]], n: int
 ) -> tuple[dict[str, Any], bytes]:
-    """Per-replica replies back into one reply in the original text order."""
-    if len(parts) == 1:
-        (header, payload), order = replies[0], parts[0]
-        if order == sorted(order):
-            return header, payload
-    errors = [h for h, _ in replies if not h.get("ok")]
-    if errors:
-        return errors[0], b""
+    """Per-part replies back into one reply in the original text order."""
     if op == "embed":
         import numpy as np
 
@@ -175,17 +173,61 @@ def _merge(
     return {"ok": True, "predictions": predictions}, b""
 
 
+def _joined(
+    op: str, parts: list[list[int]], requests: list[_Request], n: int
+) -> Promise[tuple[dict[str, Any], bytes]]:
+    """One promise for a request that was split into ``requests`` (text indices ``parts``)."""
+    joined: Promise[tuple[dict[str, Any], bytes]] = Promise()
+    left = [len(requests)]
+    lock = threading.Lock()
+
+    def part_done(_: Future[Any]) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        failed = next((r.promise.exception() for r in requests if r.promise.exception()), None)
+        if failed is not None:
+            joined.set_exception(failed)
+            return
+        try:
+            joined.set_result(_merge(op, parts, [r.promise.result() for r in requests], n))
+        except Exception as exc:  # a malformed reply must still answer the caller
+            joined.set_exception(exc)
+
+    for request in requests:
+        request.promise.add_done_callback(part_done)
+    return joined
+
+
+def _vectors_into(out: Promise[tuple[Any, list[int]]], reply: Future[Any]) -> None:
+    """An embed reply (header, payload) as (float32 rows, token counts) into ``out``."""
+    import numpy as np
+
+    exc = reply.exception()
+    if exc is not None:
+        out.set_exception(exc)
+        return
+    header, payload = reply.result()
+    rows, dim = header["shape"]
+    out.set_result((np.frombuffer(payload, dtype="<f4").reshape(rows, dim), list(header["counts"])))
+
+
 class _Replica:
-    """One worker process and its pipes; used by one thread at a time."""
+    """One worker process and its pipes; used only by its pool's worker thread."""
 
     def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
         self.index = index
         self.proc = proc
         self.info: dict[str, Any] = {}
+        self.busy = False  # a call is in flight (for stats and tests)
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
 
     def call(self, header: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -214,7 +256,17 @@ class ReplicaPool:
     """A model served by ``replicas`` worker processes (embedding or classification).
 
     Quacks like the in-process wrapper for the task handlers: ``role``, ``memory_bytes``,
-    ``embed_with_usage`` (numpy float32 rows) and ``classify``.
+    ``embed_with_usage`` (numpy float32 rows) and ``classify``; ``embed_many`` submits several
+    requests at once and answers each on its own.
+
+    Dispatch: callers append requests to one queue; each replica has a worker thread that,
+    when its replica is free, takes its share of the compatible waiting requests (all of them
+    if it is the only free one; with two free, the shorter half and the longer half) and
+    sends them as one call. Each request is answered the moment its own call returns, so a
+    replica that finishes early hands its results back (and its clients can send the next
+    requests) while the other is still computing; the replicas drift apart and keep each
+    other fed instead of waiting for each other. A request with several texts is split by
+    length into one request per replica first, so one big call still uses every free core.
 
     Args:
         name: the model's registry name (for errors and logs).
@@ -222,7 +274,7 @@ class ReplicaPool:
         replicas: number of worker processes (>= 1), one torch thread each.
         cache_dir: the loader's cache directory (ONNX exports, converted models).
         start_timeout_s: how long a replica may take to import and load the model.
-        max_merge: at most this many texts in one merged call.
+        max_merge: at most this many texts in one call.
     """
 
     def __init__(
@@ -246,10 +298,10 @@ class ReplicaPool:
         self.restarts = 0
         self.batches = 0
         self.texts = 0
-        self.busy_seconds = 0.0  # summed over replicas: wall time with a batch in flight
+        self.busy_seconds = 0.0  # summed over replicas: wall time with a call in flight
         self.max_merge = max_merge
-        self._idle: list[_Replica] = []
         self._pending: list[_Request] = []  # oldest first
+        self._free = 0  # worker threads waiting for work
         self._all: dict[int, _Replica] = {}
         self._lock = threading.Condition()
         self._closed = False
@@ -262,9 +314,16 @@ class ReplicaPool:
             for replica in started:
                 replica.stop(timeout=1.0)
             raise
-        for replica in started:
-            self._all[replica.index] = replica
-            self._idle.append(replica)
+        self._all = {replica.index: replica for replica in started}
+        self._workers = [
+            threading.Thread(
+                target=self._work, args=(replica,), name=f"replica-{name}-{replica.index}",
+                daemon=True,
+            )
+            for replica in started
+        ]  # fmt: skip
+        for worker in self._workers:
+            worker.start()
 
     # -- what handlers call ------------------------------------------------------------------
 
@@ -280,6 +339,26 @@ class ReplicaPool:
         with self._lock:
             return int(next(iter(self._all.values())).info.get("dimension", 0))
 
+    def embed_many(
+        self,
+        batches: Sequence[Sequence[str]],
+        *,
+        normalize: bool | None = None,
+        pooling: str | None = None,
+    ) -> list[Future[tuple[Any, list[int]]]]:
+        """Submit several embedding requests at once; each future resolves on its own.
+
+        Handing them over together lets the free replicas split them by length; answering
+        each as soon as its call returns lets its caller go on without waiting for the rest.
+        """
+        promises = self._submit("embed", [list(texts) for texts in batches], (normalize, pooling))
+        out: list[Future[tuple[Any, list[int]]]] = []
+        for p in promises:
+            q: Promise[tuple[Any, list[int]]] = Promise()
+            p.add_done_callback(functools.partial(_vectors_into, q))
+            out.append(q)
+        return out
+
     def embed_with_usage(
         self,
         texts: Sequence[str],
@@ -288,19 +367,15 @@ class ReplicaPool:
         pooling: str | None = None,
     ) -> tuple[Any, list[int]]:
         """Vectors as a float32 numpy array (len(texts), dim) and each text's token count."""
-        import numpy as np
-
-        request = _Request("embed", list(texts), (normalize, pooling))
-        header, payload = self._call(request)
-        rows, dim = header["shape"]
-        vectors = np.frombuffer(payload, dtype="<f4").reshape(rows, dim)
-        return vectors, list(header["counts"])
+        (future,) = self.embed_many([texts], normalize=normalize, pooling=pooling)
+        return future.result()
 
     def embed(self, texts: Sequence[str], **kwargs: Any) -> Any:
         return self.embed_with_usage(texts, **kwargs)[0]
 
     def classify(self, texts: Sequence[str], *, top_k: int | None = 1) -> list[Any]:
-        header, _ = self._call(_Request("classify", list(texts), (top_k,)))
+        (promise,) = self._submit("classify", [list(texts)], (top_k,))
+        header, _ = promise.result()
         predictions: list[Any] = header["predictions"]
         return predictions
 
@@ -312,7 +387,7 @@ class ReplicaPool:
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            alive = sum(1 for r in self._all.values() if r.proc.poll() is None)
+            alive = sum(1 for r in self._all.values() if r.alive())
             threads = sorted({int(r.info.get("threads", 0)) for r in self._all.values()})
         return {
             "replicas": self.size,
@@ -330,8 +405,10 @@ class ReplicaPool:
             self._closed = True
             replicas = list(self._all.values())
             self._all.clear()
-            self._idle.clear()
+            orphans, self._pending = self._pending, []
             self._lock.notify_all()
+        for request in orphans:  # the cache never evicts a model in use; be safe anyway
+            request.promise.set_exception(UnavailableError(f"model {self.name!r} was unloaded"))
         for replica in replicas:  # all get EOF first, so they exit side by side
             replica.close_input()
         for replica in replicas:
@@ -340,56 +417,87 @@ class ReplicaPool:
 
     # -- dispatch ----------------------------------------------------------------------------
 
-    def _call(self, request: _Request) -> tuple[dict[str, Any], bytes]:
-        """Run ``request`` on a free replica, merged with compatible requests waiting for one.
-
-        The scheduler may hand over more batches than there are replicas (each handler thread
-        only waits on a pipe); those wait here, and the thread that gets the next free replica
-        takes every compatible waiting request with it: one bucketed call instead of several
-        small ones. Followers sleep until their leader sets their result.
-        """
-        with self._lock:
-            self._pending.append(request)
-            while request.reply is None:
-                if self._closed:
-                    self._drop(request)
-                    raise UnavailableError(f"model {self.name!r} was unloaded")
-                if self._restart_error and not self._all:
-                    self._drop(request)
-                    raise UnavailableError(
-                        f"model {self.name!r}: no replica is running ({self._restart_error})"
-                    )
-                if self._idle and request in self._pending:
-                    group = self._take_group(request)
-                    # Idle replicas share a call: one big batch must not leave them idle.
-                    n = sum(len(r.texts) for r in group)
-                    replicas = [self._idle.pop() for _ in range(min(len(self._idle), n))]
-                    break
-                self._lock.wait(0.5)
+    def _submit(
+        self, op: str, batches: list[list[str]], key: tuple[Any, ...]
+    ) -> list[Promise[tuple[dict[str, Any], bytes]]]:
+        """Queue one request per batch (split by length when several replicas could share it)."""
+        promises: list[Promise[tuple[dict[str, Any], bytes]]] = []
+        queued: list[_Request] = []
+        for texts in batches:
+            if self.size > 1 and len(texts) > 1:
+                parts = _split_by_length(texts, self.size)
+                requests = [_Request(op, [texts[i] for i in idx], key) for idx in parts]
+                promises.append(_joined(op, parts, requests, len(texts)))
+                queued.extend(requests)
             else:
-                return request.result()
-        self._run(replicas, group)
-        return request.result()
+                request = _Request(op, texts, key)
+                promises.append(request.promise)
+                queued.append(request)
+        with self._lock:
+            if self._closed:
+                raise UnavailableError(f"model {self.name!r} was unloaded")
+            if self._restart_error and not self._all:
+                raise UnavailableError(
+                    f"model {self.name!r}: no replica is running ({self._restart_error})"
+                )
+            self._pending.extend(queued)
+            if self._free:
+                self._lock.notify(min(self._free, len(queued)))
+        return promises
 
-    def _drop(self, request: _Request) -> None:
-        if request in self._pending:
-            self._pending.remove(request)
+    def _take_share(self) -> list[_Request]:
+        """This worker's share of the waiting requests compatible with the oldest one.
 
-    def _take_group(self, lead: _Request) -> list[_Request]:
-        """``lead`` and the oldest compatible waiting requests, up to ``max_merge`` texts."""
-        group, size = [lead], len(lead.texts)
-        self._pending.remove(lead)
-        for other in list(self._pending):
-            if other.op == lead.op and other.key == lead.key:
-                if size + len(other.texts) > self.max_merge:
+        The oldest requests (up to ``max_merge`` texts) are sorted by text length and cut
+        into one run per free worker: this worker takes the shortest run; the others, woken
+        too, take the rest. A worker alone takes them all. Called with the lock held.
+        """
+        lead = self._pending[0]
+        window: list[_Request] = []
+        size = 0
+        for request in self._pending:
+            if request.op == lead.op and request.key == lead.key:
+                if window and size + len(request.texts) > self.max_merge:
                     break
-                group.append(other)
-                size += len(other.texts)
-                self._pending.remove(other)
-        return group
+                window.append(request)
+                size += len(request.texts)
+        if self._free > 1 and len(window) > 1:
+            costs = [r.cost for r in window]
+            order = sorted(range(len(window)), key=lambda i: costs[i] / len(window[i].texts))
+            mine = _cut(order, costs, sum(costs) / self._free, self._free)[0]
+            window = [window[i] for i in sorted(mine)]
+        taken = {id(r) for r in window}
+        self._pending = [r for r in self._pending if id(r) not in taken]
+        return window
 
-    def _run(self, replicas: list[_Replica], group: list[_Request]) -> None:
-        """Send the group's texts to ``replicas`` (split by length), then answer every request."""
+    def _work(self, replica: _Replica) -> None:
+        """A replica's worker thread: take a share of the queue, call, answer; restart on death."""
+        while True:
+            with self._lock:
+                self._free += 1
+                while not self._pending and not self._closed:
+                    self._lock.wait()
+                if self._closed:
+                    self._free -= 1
+                    return
+                group = self._take_share()
+                self._free -= 1
+                if self._pending and self._free:  # more than this share is waiting
+                    self._lock.notify()
+                replica.busy = True
+            if not replica.alive():  # died while idle: restart first; no request is lost
+                with self._lock:
+                    self._pending[:0] = group
+                    replica.busy = False
+                next_replica = self._replace(replica)
+            else:
+                next_replica = self._run(replica, group)
+            if next_replica is None:
+                return
+            replica = next_replica
+
+    def _run(self, replica: _Replica, group: list[_Request]) -> _Replica | None:
+        """One call for ``group``; returns the replica to go on with (None: stop)."""
         lead = group[0]
         texts = [t for r in group for t in r.texts] if len(group) > 1 else lead.texts
         extra: dict[str, Any] = (
@@ -397,74 +505,49 @@ class ReplicaPool:
             if lead.op == "embed"
             else {"top_k": lead.key[0]}
         )
-        parts = _split_by_length(texts, len(replicas))
-        if len(parts) < len(replicas):
-            with self._lock:
-                self._idle.extend(replicas[len(parts) :])
-                self._lock.notify_all()
         start = time.perf_counter()
-        outcomes: list[tuple[dict[str, Any], bytes] | BaseException] = [None] * len(parts)  # type: ignore[list-item]
-
-        def run(i: int) -> None:
-            header = {"op": lead.op, "texts": [texts[j] for j in parts[i]], **extra}
-            outcomes[i] = self._call_one(replicas[i], header)
-
-        helpers = [
-            threading.Thread(target=run, args=(i,), name=f"replica-call-{self.name}")
-            for i in range(1, len(parts))
-        ]
-        for t in helpers:
-            t.start()
-        run(0)
-        for t in helpers:
-            t.join()
+        replies: list[tuple[dict[str, Any], bytes] | BaseException]
+        next_replica: _Replica | None = replica
+        try:
+            header, payload = replica.call({"op": lead.op, "texts": texts, **extra})
+            replies = _split(header, payload, group)
+        except (EOFError, OSError, ValueError, struct.error):
+            replies = [
+                TaskFailedError(
+                    f"model {self.name!r}: replica {replica.index} (pid {replica.pid}) exited "
+                    f"(code {replica.proc.poll()}) while running this batch; it is being "
+                    "restarted"
+                )
+            ] * len(group)
+            next_replica = None
+        except BaseException as exc:  # never leave a caller waiting
+            replies = [exc] * len(group)
+            next_replica = None
         busy = time.perf_counter() - start
-        failures = [o for o in outcomes if isinstance(o, BaseException)]
-        if failures:
-            replies: list[Any] = [failures[0]] * len(group)
-        else:
-            merged = _merge(lead.op, parts, outcomes, len(texts))  # type: ignore[arg-type]
-            replies = _split(*merged, group)
         with self._lock:
+            replica.busy = False
             self.batches += 1
             self.texts += len(texts)
-            self.busy_seconds += busy * len(parts)
-            for request, answer in zip(group, replies, strict=True):
-                request.reply = answer
-            self._lock.notify_all()
+            self.busy_seconds += busy
+        for request, answer in zip(group, replies, strict=True):
+            if isinstance(answer, BaseException):
+                request.promise.set_exception(answer)
+            else:
+                request.promise.set_result(answer)
+        return next_replica if next_replica is not None else self._replace(replica)
 
-    def _call_one(
-        self, replica: _Replica, header: dict[str, Any]
-    ) -> tuple[dict[str, Any], bytes] | BaseException:
-        """One replica call; a dead replica is replaced and its failure returned."""
-        try:
-            reply = replica.call(header)
-        except (EOFError, OSError, ValueError, struct.error):
-            self._replace(replica)
-            return TaskFailedError(
-                f"model {self.name!r}: replica {replica.index} (pid {replica.pid}) exited "
-                f"(code {replica.proc.returncode}) while running this batch; it is being "
-                "restarted"
-            )
-        except BaseException as exc:  # never leave the followers waiting
-            replica.proc.kill()
-            self._replace(replica)
-            return exc
-        with self._lock:
-            self._idle.append(replica)
-            self._lock.notify_all()
-        return reply
-
-    def _replace(self, dead: _Replica) -> None:
-        """Reap a dead replica and start its successor in the background."""
-        dead.proc.kill()
-        dead.proc.wait()
+    def _replace(self, dead: _Replica) -> _Replica | None:
+        """Reap a dead replica and start its successor (this worker's other replicas go on)."""
         with self._lock:
             if self._all.get(dead.index) is dead:
                 del self._all[dead.index]
-            if self._closed:
-                return
-            self.restarts += 1
+            closed = self._closed
+            if not closed:
+                self.restarts += 1
+        dead.proc.kill()
+        dead.proc.wait()
+        if closed:
+            return None
         log.warning(
             "model %s: replica %d (pid %d) died with code %s; restarting",
             self.name,
@@ -472,28 +555,28 @@ class ReplicaPool:
             dead.pid,
             dead.proc.returncode,
         )
-        threading.Thread(
-            target=self._restart, args=(dead.index,), name=f"replica-restart-{self.name}"
-        ).start()
-
-    def _restart(self, index: int) -> None:
         try:
-            replica = self._spawn(index)
+            replica = self._spawn(dead.index)
             self._handshake(replica)
         except Exception as exc:
-            log.exception("model %s: replica %d did not restart", self.name, index)
+            log.exception("model %s: replica %d did not restart", self.name, dead.index)
             with self._lock:
                 self._restart_error = str(exc)
-                self._lock.notify_all()
-            return
+                orphans: list[_Request] = []
+                if not self._all:  # nobody left to serve what waits
+                    orphans, self._pending = self._pending, []
+            for request in orphans:
+                request.promise.set_exception(
+                    UnavailableError(f"model {self.name!r}: no replica is running ({exc})")
+                )
+            return None
         with self._lock:
             if not self._closed:
-                self._all[index] = replica
+                self._all[dead.index] = replica
                 self._restart_error = None
-                self._idle.append(replica)
-                self._lock.notify_all()
-                return
+                return replica
         replica.stop()
+        return None
 
     # -- process start -----------------------------------------------------------------------
 

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import enum
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict
 
 __all__ = [
+    "BatchHandler",
+    "BatchResults",
     "EmptyParams",
     "ExecutionMode",
     "TaskContext",
@@ -77,6 +79,10 @@ class TaskContext(Protocol):
 
 
 TaskHandler = Callable[[TaskContext], Any]
+# What a batch handler returns: one result per context in order, or ``(index, result)`` pairs
+# yielded as each is ready (that task then finishes without waiting for its batch mates).
+BatchResults = list[Any] | Iterator[tuple[int, Any]]
+BatchHandler = Callable[[list[TaskContext]], BatchResults]
 
 
 @dataclass(frozen=True)
@@ -89,7 +95,8 @@ class TaskType:
         params_model: pydantic model validating ``params`` (and the flat form's extra keys).
         requires_model: the spec must name a ``model``.
         mode: thread (in-process) or process (killable, for long/training work).
-        batch_handler: optional ``batch_handler(ctxs) -> results`` for dynamic batching.
+        batch_handler: optional ``batch_handler(ctxs)`` for dynamic batching: one result per
+            context in order, or ``(index, result)`` pairs yielded as each is ready.
         batch_key: fields of params that must be equal for two tasks to share a batch.
     """
 
@@ -100,7 +107,7 @@ class TaskType:
     requires_model: bool = False
     requires_input: bool = False
     mode: ExecutionMode = ExecutionMode.THREAD
-    batch_handler: Callable[[list[TaskContext]], list[Any]] | None = None
+    batch_handler: BatchHandler | None = None
     batch_key: tuple[str, ...] = ()
     plugin: str = "builtin"
     # What a task of this type needs when its spec gives no ``resources``.

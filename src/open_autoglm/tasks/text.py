@@ -13,14 +13,15 @@ Input is one string or a list of strings; ``text-generation`` also takes ``{"mes
 (chat) or a list of such objects.
 
 Batch handlers take contexts that share a model (and the ``batch_key`` params) and return one
-result per context, in order. An item whose own input is bad comes back as the exception
+result per context, in order, or yield ``(index, result)`` pairs as results are ready. An item whose own input is bad comes back as the exception
 instance in its place, so one bad request does not fail its batch mates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
+from queue import SimpleQueue
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -32,7 +33,7 @@ from open_autoglm.errors import (
     TaskFailedError,
     ValidationError,
 )
-from open_autoglm.tasks.base import TaskContext, TaskType
+from open_autoglm.tasks.base import BatchResults, TaskContext, TaskType
 
 __all__ = [
     "ClassificationParams",
@@ -298,8 +299,12 @@ def embed_handler(ctx: TaskContext) -> dict[str, Any]:
         return _embedding_result(*_embed(model, texts, params))
 
 
-def embed_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
-    """Embed every context's texts in one bucketed pass (params equal by ``batch_key``)."""
+def embed_batch_handler(ctxs: list[TaskContext]) -> BatchResults:
+    """Embed every context's texts in one bucketed pass (params equal by ``batch_key``).
+
+    With a replica pool each context is its own request to the pool and is answered when its
+    replica call returns, not when the whole batch has.
+    """
     results: list[Any] = [None] * len(ctxs)
     spans: list[tuple[int, int, int]] = []  # (ctx index, start, end) into the joint list
     joint: list[str] = []
@@ -318,14 +323,44 @@ def embed_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
             except AutoGLMError as exc:
                 results[i] = exc
         return results
-    if spans:
-        first = ctxs[spans[0][0]]
-        with _lease(first) as model:
-            _expect(model, "embedding", first)
-            vectors, counts = _embed(model, joint, _params(first, EmbeddingParams))
-        for i, start, end in spans:
-            results[i] = _embedding_result(vectors[start:end], counts[start:end])
-    return results
+    if not spans:
+        return results
+    return _embed_spans(ctxs, results, spans, joint)
+
+
+def _embed_spans(
+    ctxs: list[TaskContext],
+    results: list[Any],
+    spans: list[tuple[int, int, int]],
+    joint: list[str],
+) -> Iterator[tuple[int, Any]]:
+    yield from ((i, r) for i, r in enumerate(results) if r is not None)  # bad inputs first
+    first = ctxs[spans[0][0]]
+    params = _params(first, EmbeddingParams)
+    with _lease(first) as model:
+        _expect(model, "embedding", first)
+        embed_many = getattr(model, "embed_many", None)
+        if embed_many is None:  # in-process: one bucketed pass over everything
+            vectors, counts = _embed(model, joint, params)
+            for i, start, end in spans:
+                yield i, _embedding_result(vectors[start:end], counts[start:end])
+            return
+        futures = embed_many(
+            [joint[start:end] for _, start, end in spans],
+            normalize=params.normalize,
+            pooling=params.pooling,
+        )
+        ready: SimpleQueue[int] = SimpleQueue()
+        for k, future in enumerate(futures):
+            future.add_done_callback(lambda _, k=k: ready.put(k))
+        for _ in futures:
+            k = ready.get()
+            exc = futures[k].exception()
+            if exc is not None:
+                yield spans[k][0], exc
+                continue
+            vectors, counts = futures[k].result()
+            yield spans[k][0], _embedding_result(vectors.tolist(), counts)
 
 
 # -- generation ------------------------------------------------------------------------------
