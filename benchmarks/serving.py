@@ -154,13 +154,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     d1 = qps_of("loop-batch32-bucketed").get(None)
     d2 = qps_of("loop-batch32-bucketed-x2").get(None)
     d_ort = qps_of("loop-onnx-batch32-bucketed-x2").get(None)
+    d_mkl = qps_of("loop-batch32-bucketed-torch-linear-x2").get(None)
 
     def ratio(x: float, ref: float | None) -> str:
         return f"{x / ref:6.2f}" if ref else f"{'-':>6}"
 
     print(
         f"\n{'target':<32} {'conc':>4} {'qps':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'p50/b':>6} {'x(d1)':>6} {'x(d2)':>6} {'x(dO)':>6} "
+        f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'p50/b':>6} {'x(d1)':>6} {'x(d2)':>6} {'x(dT)':>6} "
+        f"{'x(dO)':>6} "
         f"{'err':>4}"
     )
     p50_b = {r["concurrency"]: r["p50_ms"] for r in rows if r["target"] == "flask-1thread"}
@@ -173,12 +175,15 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print(
             f"{r['target']:<32} {'-' if c is None else c:>4} {r['qps']:7.1f} {lat} "
             f"{r['server_cpu_cores']:5.2f} {ratio(r['qps'], a.get(c))} {ratio(r['qps'], b.get(c))} "
-            f"{p50} {ratio(r['qps'], d1)} {ratio(r['qps'], d2)} {ratio(r['qps'], d_ort)} "
+            f"{p50} {ratio(r['qps'], d1)} {ratio(r['qps'], d2)} {ratio(r['qps'], d_mkl)} "
+            f"{ratio(r['qps'], d_ort)} "
             f"{r.get('errors', 0):>4}"
         )
     print("x(a)/x(b): QPS vs Flask default / 1-thread at the same concurrency; p50/b: p50 vs "
-          "Flask 1-thread's; x(d1)/x(d2): vs the torch no-HTTP bucketed loop in 1 / 2 processes; "
-          "x(dO): vs the ONNX Runtime fp32 bucketed loop in 2 processes")  # fmt: skip
+          "Flask 1-thread's; x(d1)/x(d2): vs the no-HTTP bucketed loop (the server's torch "
+          "forward, oneDNN Linears) in 1 / 2 processes; x(dT): the same loop with torch's own "
+          "Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
+          "loop in 2 processes")  # fmt: skip
 
 
 def main() -> None:

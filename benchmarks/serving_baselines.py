@@ -7,9 +7,11 @@
     torch threads left at their default (each worker uses every core: oversubscribed).
 (b) ``flask-1thread``: the same with 1 torch thread per worker.
 (d) ``loop``: no HTTP; a plain loop over the same sentences in calls of 32 texts: one text per
-    forward, batches of 32 without and with length bucketing (``Embedder``), and the bucketed
-    loop in ONNX Runtime fp32; 1 torch thread (``--loop-threads``), in one process and in two
-    processes at once (``-x2``: both cores, the machine's physical limit).
+    forward (plain transformers), batches of 32 without and with length bucketing
+    (``Embedder``, whose float Linears run in oneDNN as the server's do; ``-torch-linear``:
+    torch's own Linear, i.e. MKL, as in (a) and (b)), and the bucketed loop in ONNX Runtime
+    fp32; 1 torch thread (``--loop-threads``), in one process and in two processes at once
+    (``-x2``: both cores, the machine's physical limit).
 Open-AutoGLM's ``/v1/embeddings`` (c) plugs in as another entry of ``TARGETS``: a context
 manager yielding a :class:`Target` (url, body factory, server pid).
 
@@ -136,7 +138,13 @@ def measure_target(target: Target, concurrency: list[int], seconds: float) -> li
     return rows
 
 
-LOOP_MODES = ("loop-single", "loop-batch32", "loop-batch32-bucketed", "loop-onnx-batch32-bucketed")
+LOOP_MODES = (
+    "loop-single",
+    "loop-batch32",
+    "loop-batch32-bucketed-torch-linear",
+    "loop-batch32-bucketed",
+    "loop-onnx-batch32-bucketed",
+)
 
 
 def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any) -> None:
@@ -173,8 +181,9 @@ def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any
         )
         fn = lambda texts: onnx.embed(texts, bucket=True)  # noqa: E731
     else:
-        embedder = Embedder.from_path(path, batch_size=32)
-        bucket = mode.endswith("bucketed")
+        linear = "torch" if mode.endswith("-torch-linear") else "auto"
+        embedder = Embedder.from_path(path, batch_size=32, linear=linear)
+        bucket = "bucketed" in mode
         fn = lambda texts: embedder.embed(texts, bucket=bucket)  # noqa: E731
     fn(SENTENCES[:32])  # warm-up
     barrier.wait()

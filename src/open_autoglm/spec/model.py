@@ -155,6 +155,13 @@ class ModelSpec(BaseModel):
                 raise ValueError("options.quantize must be int8, int8-attention or onnx-int8")
             if self.options.get("runtime") not in (None, "torch", "onnx"):
                 raise ValueError("options.runtime must be torch or onnx")
+            linear = self.options.get("linear")
+            if linear not in (None, "auto", "onednn", "torch"):
+                raise ValueError("options.linear must be auto, onednn or torch")
+            if linear not in (None, "torch") and (
+                self.options.get("runtime") == "onnx" or self.options.get("quantize") == "onnx-int8"
+            ):
+                raise ValueError("options.linear applies to the torch runtime, not to ONNX")
             replicas = self.options.get("replicas")
             if replicas is not None and (
                 isinstance(replicas, bool)

@@ -27,8 +27,15 @@ class Classifier:
         self.labels = [str(id2label.get(i, id2label.get(str(i), f"LABEL_{i}"))) for i in range(n)]
 
     @classmethod
-    def from_path(cls, path: str | Path, *, dtype: str | None = None, **kwargs: Any) -> Classifier:
-        return cls(load_model(path, ModelRole.TEXT_CLASSIFICATION, dtype=dtype), **kwargs)
+    def from_path(
+        cls, path: str | Path, *, dtype: str | None = None, linear: str = "auto", **kwargs: Any
+    ) -> Classifier:
+        """Load ``path`` and wrap it, with oneDNN Linears unless ``linear="torch"``."""
+        from open_autoglm.ml.text.linear import use_onednn_linears
+
+        loaded = load_model(path, ModelRole.TEXT_CLASSIFICATION, dtype=dtype)
+        use_onednn_linears(loaded.model, linear)
+        return cls(loaded, **kwargs)
 
     @property
     def memory_bytes(self) -> int:

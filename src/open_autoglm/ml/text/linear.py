@@ -1,0 +1,118 @@
+"""Float32 ``nn.Linear`` layers computed by oneDNN with prepacked weights, on CPU.
+
+An encoder forward on CPU is almost all matrix products: in MiniLM ``aten::addmm`` takes 89% of
+the time. PyTorch sends float32 ``Linear`` to MKL's sgemm, and MKL picks its AVX-512 kernels
+only on Intel CPUs; on this machine's AMD EPYC (Zen 4, AVX-512) it ran at ~115 GFLOPS per core
+where oneDNN, which ships inside the same torch wheel and picks kernels by the CPU's features,
+ran the same product at ~250 (``benchmarks/serving.py`` records the effect end to end).
+
+:func:`use_onednn_linears` swaps a model's float32 ``Linear`` modules for :class:`OneDNNLinear`,
+which keeps the ``weight`` and ``bias`` parameters (``state_dict``, ``dtype`` and tied weights
+behave as before) plus a copy of the weight packed once in oneDNN's blocked layout, and
+computes ``x @ W.T + b`` with ``torch.ops.mkldnn._linear_pointwise``, the op TorchInductor's
+CPU backend emits for the same purpose. Serving models are frozen: the packed copy is not
+updated if the weights change, so this is for inference only.
+
+The op is internal to PyTorch, so the swap checks it first: it must exist and match
+``F.linear`` on a probe; otherwise models keep the stock layers (and a log line says why).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+from typing import Any, Literal
+
+import torch
+
+from open_autoglm.errors import ValidationError
+
+__all__ = ["LINEAR_MODES", "LinearMode", "OneDNNLinear", "onednn_available", "use_onednn_linears"]
+
+log = logging.getLogger(__name__)
+
+LinearMode = Literal["auto", "onednn", "torch"]
+LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "torch")
+
+
+class OneDNNLinear(torch.nn.Linear):
+    """An ``nn.Linear`` whose forward runs oneDNN on a prepacked copy of its weight.
+
+    Inference only: the output carries no gradient, and the packed copy does not follow
+    later changes to ``weight``.
+    """
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        torch.nn.Module.__init__(self)
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        with torch.no_grad():
+            # Packed for a typical batch x sequence row count; any row count works.
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 256)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> OneDNNLinear:
+        # The packed copy is an opaque oneDNN tensor that copy.deepcopy cannot copy: repack.
+        plain = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
+        plain.weight = copy.deepcopy(self.weight, memo)
+        plain.bias = copy.deepcopy(self.bias, memo)
+        return OneDNNLinear(plain)
+
+    @property
+    def packed_bytes(self) -> int:
+        """The packed copy's size (the same elements as ``weight``, another layout)."""
+        return int(self.weight.numel() * self.weight.element_size())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.detach()
+        out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+        return out
+
+
+@functools.cache
+def onednn_available() -> tuple[bool, str]:
+    """(usable, reason): the oneDNN linear op exists here and agrees with ``F.linear``."""
+    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+        return False, "this torch build has no oneDNN (mkldnn)"
+    try:
+        probe = torch.nn.Linear(48, 40)
+        x = torch.randn(2, 7, 48)
+        with torch.inference_mode():
+            got = OneDNNLinear(probe)(x)
+            want = torch.nn.functional.linear(x, probe.weight, probe.bias)
+    except (RuntimeError, AttributeError, TypeError) as exc:
+        return False, f"oneDNN linear op unusable: {exc}"
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+        return False, "oneDNN linear op disagrees with F.linear on a probe"
+    return True, "ok"
+
+
+def use_onednn_linears(model: Any, mode: str = "auto") -> int:
+    """Swap ``model``'s float32 CPU ``nn.Linear`` layers in place; returns how many.
+
+    ``mode``: ``"auto"`` swaps when oneDNN is usable, ``"onednn"`` requires it (ValidationError
+    otherwise), ``"torch"`` leaves the model alone.
+    """
+    if mode not in LINEAR_MODES:
+        raise ValidationError(f"options.linear must be one of {list(LINEAR_MODES)}, not {mode!r}")
+    if mode == "torch":
+        return 0
+    usable, reason = onednn_available()
+    if not usable:
+        if mode == "onednn":
+            raise ValidationError(f"options.linear 'onednn' is not available: {reason}")
+        log.info("keeping torch's Linear layers: %s", reason)
+        return 0
+    swaps = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) is torch.nn.Linear
+        and child.weight.dtype == torch.float32
+        and child.weight.device.type == "cpu"
+    ]
+    for parent, name, child in swaps:
+        setattr(parent, name, OneDNNLinear(child))
+    return len(swaps)

@@ -1,0 +1,91 @@
+"""oneDNN Linears for encoders: same outputs as torch's own layers, opt-out, clear errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from open_autoglm.errors import ValidationError
+from open_autoglm.ml.text.classification import Classifier
+from open_autoglm.ml.text.embedding import Embedder
+from open_autoglm.ml.text.linear import OneDNNLinear, onednn_available, use_onednn_linears
+from open_autoglm.ml.text.loading import ModelRole, load_model
+from open_autoglm.ml.text.model_loader import TextModelLoader
+from open_autoglm.spec.model import ModelSpec
+
+TEXTS = ["the cat sat on the mat", "hello", "a longer sentence about graphs and messages " * 3]
+
+
+def test_onednn_is_usable_on_this_build() -> None:
+    assert onednn_available() == (True, "ok")
+
+
+def _kinds(model: torch.nn.Module) -> set[str]:
+    return {type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.Linear)}
+
+
+def test_onednn_linear_matches_f_linear_for_any_row_count() -> None:
+    torch.manual_seed(0)
+    plain = torch.nn.Linear(384, 1536)
+    fast = OneDNNLinear(plain)
+    assert fast.weight is plain.weight and fast.bias is plain.bias  # parameters are shared
+    with torch.inference_mode():
+        for shape in [(1, 384), (7, 384), (3, 29, 384), (600, 384)]:
+            x = torch.randn(*shape)
+            torch.testing.assert_close(fast(x), plain(x), rtol=1e-4, atol=1e-4)
+    twin = copy.deepcopy(fast)  # the packed copy is repacked, not copied
+    assert twin.weight is not fast.weight
+    with torch.inference_mode():
+        x = torch.randn(5, 384)
+        torch.testing.assert_close(twin(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+def test_embedder_and_classifier_agree_with_torch_linears(
+    tiny_embedder_dir: Path, tiny_classifier_dir: Path
+) -> None:
+    fast = Embedder.from_path(tiny_embedder_dir)
+    slow = Embedder.from_path(tiny_embedder_dir, linear="torch")
+    assert _kinds(fast.model) == {"OneDNNLinear"} and _kinds(slow.model) == {"Linear"}
+    cosine = torch.nn.functional.cosine_similarity(fast.embed(TEXTS), slow.embed(TEXTS), dim=1)
+    assert bool((cosine > 0.99999).all()), cosine
+    # The packed copies count against the memory budget.
+    assert fast.memory_bytes > slow.memory_bytes
+    got = Classifier.from_path(tiny_classifier_dir).probabilities(TEXTS)
+    want = Classifier.from_path(tiny_classifier_dir, linear="torch").probabilities(TEXTS)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_the_loader_option_and_its_errors(tiny_embedder_dir: Path, tiny_gpt2_dir: Path) -> None:
+    loader = TextModelLoader()
+    entry = {"source": str(tiny_embedder_dir), "task_types": ["embedding"]}
+    assert _kinds(loader(entry).model) == {"OneDNNLinear"}  # the default
+    assert _kinds(loader({**entry, "options": {"linear": "torch"}}).model) == {"Linear"}
+    # int8-attention: attention Linears are int8, the FFN's float ones go to oneDNN.
+    mixed = loader({**entry, "options": {"quantize": "int8-attention"}}).model
+    assert "OneDNNLinear" in _kinds(mixed) and "Linear" not in _kinds(mixed)
+    gen = loader({"source": str(tiny_gpt2_dir), "task_types": ["text-generation"]})
+    assert "OneDNNLinear" not in _kinds(gen.model)  # generation keeps torch's kernels
+    with pytest.raises(ValidationError, match=r"options\.linear must be one of"):
+        loader({**entry, "options": {"linear": "mkl"}})
+    with pytest.raises(ValidationError, match="not to ONNX"):
+        loader({**entry, "options": {"runtime": "onnx", "linear": "onednn"}})
+    with pytest.raises(ValidationError, match="embedding/classification"):
+        loader({"source": str(tiny_gpt2_dir), "task_types": ["text-generation"],
+                "options": {"linear": "onednn"}})  # fmt: skip
+    base = {"name": "m", "source": "/x", "task_types": ["embedding"]}
+    with pytest.raises(ValueError, match=r"options\.linear must be auto, onednn or torch"):
+        ModelSpec.model_validate({**base, "options": {"linear": "fast"}})
+    with pytest.raises(ValueError, match="torch runtime"):
+        ModelSpec.model_validate({**base, "options": {"linear": "onednn", "runtime": "onnx"}})
+
+
+def test_only_float32_cpu_linears_are_swapped(tiny_embedder_dir: Path) -> None:
+    loaded = load_model(tiny_embedder_dir, ModelRole.EMBEDDING, dtype="bfloat16")
+    assert use_onednn_linears(loaded.model) == 0 and _kinds(loaded.model) == {"Linear"}
+    loaded = load_model(tiny_embedder_dir, ModelRole.EMBEDDING)
+    n = sum(1 for m in loaded.model.modules() if type(m) is torch.nn.Linear)
+    assert use_onednn_linears(loaded.model, "onednn") == n > 0
+    assert use_onednn_linears(loaded.model) == 0  # already swapped: nothing left to do
