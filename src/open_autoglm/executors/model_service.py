@@ -161,11 +161,15 @@ class ModelService:
         return self._public(self.spec(name))
 
     def spec(self, name: str) -> ModelSpec:
-        with self._lock:
-            found = self._specs.get(name)
+        found = self.cached_spec(name)
         if found is not None:
             return found
         return self._remember(self.storage.get_model(name))
+
+    def cached_spec(self, name: str) -> ModelSpec | None:
+        """The spec if this service has seen it; never touches storage (safe on an event loop)."""
+        with self._lock:
+            return self._specs.get(name)
 
     def list(self) -> list[dict[str, Any]]:
         return [self._public(self._remember(row)) for row in self.storage.list_models()]

@@ -210,7 +210,10 @@ def _parse(model: type[BaseModel], raw: Any) -> Any:
 
 async def _spec_serving(service: ModelService, name: str, task: str) -> ModelSpec:
     try:
-        spec = await run_in_threadpool(service.spec, name)
+        # A thread hop costs more than the rest of the route; only a first use reads storage.
+        spec = service.cached_spec(name)
+        if spec is None:
+            spec = await run_in_threadpool(service.spec, name)
     except errors.NotFoundError:
         raise errors.NotFoundError(f"The model '{name}' does not exist") from None
     if not spec.serves(task):
@@ -342,7 +345,8 @@ async def get_model(model_id: str, runtime: Rt) -> JSONResponse:
 
 
 @router.post("/embeddings", summary="OpenAI: embeddings")
-async def embeddings(request: Request, runtime: Rt) -> Response:
+async def embeddings(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime  # not a dependency: none to resolve per call
     raw = await json_body(request)
     body: EmbeddingRequest = _parse(EmbeddingRequest, raw)
     service = model_service(runtime)
@@ -366,7 +370,8 @@ async def embeddings(request: Request, runtime: Rt) -> Response:
 
 
 @router.post("/completions", summary="OpenAI: text completions (stream with stream: true)")
-async def completions(request: Request, runtime: Rt) -> Response:
+async def completions(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime  # not a dependency: none to resolve per call
     raw = await json_body(request)
     body: CompletionRequest = _parse(CompletionRequest, raw)
     service = model_service(runtime)
@@ -402,7 +407,8 @@ async def completions(request: Request, runtime: Rt) -> Response:
 
 
 @router.post("/chat/completions", summary="OpenAI: chat completions (stream with stream: true)")
-async def chat_completions(request: Request, runtime: Rt) -> Response:
+async def chat_completions(request: Request) -> Response:
+    runtime: Runtime = request.app.state.runtime  # not a dependency: none to resolve per call
     raw = await json_body(request)
     body: ChatCompletionRequest = _parse(ChatCompletionRequest, raw)
     service = model_service(runtime)
