@@ -6,6 +6,7 @@ and returns a future without any HTTP in between.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import math
@@ -268,14 +269,21 @@ class Runtime:
         return self.wait(task["id"], timeout)
 
     def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        """The finished task, once its final state is stored (online tasks included)."""
         lt = self.scheduler.live_task(task_id)
         if lt is not None:
-            return lt.done.result(timeout)
+            final = lt.done.result(timeout)
+            if lt.logged is not None:  # an online task is answered before its log commits
+                with contextlib.suppress(Exception):
+                    lt.logged.result(timeout)
+            return final
         return self.get_task(task_id)
 
     def get_task(self, task_id: str, *, with_result: bool = True) -> dict[str, Any]:
         lt = self.scheduler.live_task(task_id)
-        if lt is not None and not lt.done.done():
+        # Live until stored: a running task, or a finished one whose commit is in flight (an
+        # online task is answered before its record is stored).
+        if lt is not None and (not lt.done.done() or not lt.durable):
             task = lt.as_dict()
             if with_result and task["status"] == "succeeded":
                 task["result"] = lt.result  # finished, its commit still in flight

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import orjson
 import pytest
 
 from open_autoglm import errors
@@ -52,6 +53,21 @@ def test_infer_returns_result_and_raises_typed_errors(client):
     assert exc.value.details[0]["loc"] == ["surprise"]
     with pytest.raises(errors.TaskTimeoutError):
         client.infer(task_type="sleep", params={"seconds": 10}, timeout_s=0.2)
+
+
+def test_an_answered_online_task_reads_back_at_once(client):
+    """/v1/infer answers before the task's log record is committed; reads must not notice."""
+    for i in range(30):
+        out = client.request(
+            "POST",
+            "/v1/infer",
+            content=orjson.dumps({"task_type": "echo", "input": i}),
+            headers={"content-type": "application/json"},
+        )
+        assert out["status"] == "succeeded" and out["result"] == i
+        assert client.get(out["id"])["result"] == i  # at once: live or stored, never missing
+        statuses = [e["data"]["status"] for e in client.events(out["id"]) if e["kind"] == "status"]
+        assert statuses == ["queued", "running", "succeeded"]
 
 
 def test_failed_task_raises_on_wait(client):

@@ -40,6 +40,8 @@ class LiveTask:
     # Online tasks are stored once, when they end: their row and status events wait here.
     pending_row: dict[str, Any] | None = None
     pending_events: list[tuple[float, str, Any]] | None = None
+    # An online task answered before its record was stored: the commit of that record.
+    logged: Future[Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         spec = self.spec

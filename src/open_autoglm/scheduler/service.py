@@ -348,16 +348,19 @@ class Scheduler:
 
     def _dispatch_loop(self) -> None:
         while True:
+            answered: list[tuple[LiveTask, Any]] = []
             with self._lock:
                 if not self._running:
                     return
                 now = self._clock()
-                self._drain_inbox(now)
+                self._drain_inbox(now, answered)
                 self._fire_timers(now)
                 self._dispatch(now)
                 timeout = 1.0
                 if self._timers:
                     timeout = max(0.0, min(timeout, self._timers[0][0] - self._clock()))
+            for lt, result in answered:  # outside the lock: callbacks may call back in
+                lt.done.set_result({**lt.as_dict(), "result": result})
             with self._cv:
                 if self._inbox or self._kicked:
                     self._kicked = False
@@ -368,7 +371,7 @@ class Scheduler:
                 self._sleeping = False
                 self._kicked = False
 
-    def _drain_inbox(self, now: float) -> None:
+    def _drain_inbox(self, now: float, answered: list[tuple[LiveTask, Any]] | None = None) -> None:
         finished: list[tuple[Any, LiveTask, Any]] = []
         inbox = self._inbox
         while inbox:
@@ -381,7 +384,7 @@ class Scheduler:
             else:
                 self._complete_locked(msg[1], msg[2], finished)
         if finished:
-            self._flush_finished(finished)
+            self._flush_finished(finished, answered)
 
     def _enqueue(self, lt: LiveTask, at: float) -> None:
         self.queue.push(lt.id, lt.spec.priority, lt.shape, lt, at)
@@ -670,10 +673,26 @@ class Scheduler:
         else:
             self._flush_finished([(write, lt, result)])
 
-    def _flush_finished(self, finished: list[tuple[Any, LiveTask, Any]]) -> None:
+    def _flush_finished(
+        self,
+        finished: list[tuple[Any, LiveTask, Any]],
+        answered: list[tuple[LiveTask, Any]] | None = None,
+    ) -> None:
         """Store the terminal writes of one pass together; then the tasks leave ``live``
-        and their ``done`` futures resolve (a waiter never sees a state not yet stored)."""
+        and their ``done`` futures resolve (a waiter never sees a state not yet stored).
+
+        Online tasks given ``answered`` go there instead, for the caller to resolve at once:
+        their record is a log entry, not a promise, so the answer does not wait for the
+        commit. They stay in ``live`` until it is stored, so a read by id finds them all along.
+        """
         committed = self._storage.write_many([w for w, _, _ in finished])
+        early: set[str] = set()
+        if answered is not None:
+            for _, lt, result in finished:
+                if not lt.durable and lt.status is TaskStatus.SUCCEEDED:
+                    answered.append((lt, result))
+                    early.add(lt.id)
+                    lt.logged = committed
 
         def stored(f: Future[Any]) -> None:
             exc = f.exception()
@@ -685,7 +704,10 @@ class Scheduler:
                     if key and self._keys.get(key) == lt.id:
                         del self._keys[key]
             for _, lt, result in finished:
-                if exc is not None:
+                if lt.id in early:
+                    if exc is not None:
+                        log.error("online task %s answered but not logged: %s", lt.id, exc)
+                elif exc is not None:
                     lt.done.set_exception(exc)
                 else:
                     lt.done.set_result({**lt.as_dict(), "result": result})
