@@ -66,6 +66,17 @@ def test_batch_policy_comes_from_the_entry(service: ModelService, embedder_dir: 
         max_wait_ms=25,
     )
     assert service.batch_policy("embedding", "emb") == (7, 0.025)
+    # No max_wait_ms: a replica pool merges waiting requests itself, so nothing is held back;
+    # a model in the server process keeps the default hold. A restart reads the same.
+    service.register(name="emb-r", source=str(embedder_dir), task_types=["embedding"],
+                     options={"replicas": 2})  # fmt: skip
+    service.register(name="emb-0", source=str(embedder_dir), task_types=["embedding"],
+                     options={"replicas": 0})  # fmt: skip
+    again = ModelService(service.storage, cache_dir=service.cache_dir, budget_bytes=1)
+    again.refresh()
+    for svc in (service, again):
+        assert svc.batch_policy("embedding", "emb-r") == (32, 0.0)
+        assert svc.batch_policy("embedding", "emb-0") == DEFAULT_BATCH_POLICY
     service.delete("emb")
     assert service.batch_policy("embedding", "emb") == DEFAULT_BATCH_POLICY
     with pytest.raises(NotFoundError):

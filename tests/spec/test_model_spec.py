@@ -18,7 +18,7 @@ def test_defaults_and_role() -> None:
         {"name": "m", "source": "/models/m", "task_types": ["chat", "text-generation"]}
     )
     assert spec.backend is ModelBackend.HF
-    assert (spec.max_batch_size, spec.max_wait_ms, spec.device) == (32, 2.0, "cpu")
+    assert (spec.max_batch_size, spec.max_wait_ms, spec.device) == (32, None, "cpu")
     assert spec.role == "text-generation"
     assert spec.serves("chat") and not spec.serves("embedding")
 

@@ -252,7 +252,12 @@ class ModelService:
             spec = self._specs.get(model or "")
         if spec is None:
             return DEFAULT_BATCH_POLICY
-        return spec.max_batch_size, spec.max_wait_ms / 1000.0
+        wait_ms = spec.max_wait_ms
+        if wait_ms is None:
+            # A replica pool merges whatever waits for a busy replica by itself, so holding
+            # a small batch back only adds latency (2 ms of a 10 ms request at c=1).
+            wait_ms = 0.0 if self.replicas_for(spec) else DEFAULT_BATCH_POLICY[1] * 1000.0
+        return spec.max_batch_size, wait_ms / 1000.0
 
     def stats(self) -> dict[str, Any]:
         stats = self.cache.stats()

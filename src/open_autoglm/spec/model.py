@@ -111,7 +111,14 @@ class ModelSpec(BaseModel):
     dtype: Literal["float32", "float16", "bfloat16"] | None = None
     device: Annotated[str, StringConstraints(pattern=r"^(cpu|cuda(:\d+)?|mps)$")] = "cpu"
     max_batch_size: int = Field(default=32, ge=1, le=1024)
-    max_wait_ms: float = Field(default=2.0, ge=0, le=5_000)
+    max_wait_ms: float | None = Field(
+        default=None,
+        ge=0,
+        le=5_000,
+        description="how long the scheduler may hold a small batch for more requests; default: "
+        "0 for models served by replica processes (their pool merges what waits for a busy "
+        "replica by itself), 2 otherwise",
+    )
     memory_mb: float | None = Field(
         default=None,
         gt=0,
