@@ -18,8 +18,9 @@ closed-loop load from a separate process on 127.0.0.1, see ``benchmarks/loadgen.
 All servers are started first and stay up; for each concurrency level every HTTP target is
 measured in turn, so slow drift of a shared machine spreads over all of them instead of
 landing on one. Open-AutoGLM runs with its defaults: no thread variables in its environment;
-each embedding model is served by one worker process per CPU with one torch thread each, and
-the scheduler batches up to 32 requests with a 2 ms max wait. Server CPU is the server process
+each embedding model is served by one worker process per CPU with one torch thread each
+(float32 Linears in oneDNN), the scheduler batches up to 32 requests without holding small
+batches back (the replica pool merges what waits). Server CPU is the server process
 tree's CPU seconds per wall second (replicas included). Writes ``benchmarks/results/serving.json``.
 """
 
@@ -226,7 +227,7 @@ def main() -> None:
         "autoglm": {
             "replicas": "default: one worker process per CPU, 1 torch thread each",
             "replica_stats": replicas,
-            "batching": "max 32, 2 ms wait",
+            "batching": "max 32, no hold (replica-served default)",
         },
     }
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
