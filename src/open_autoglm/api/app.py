@@ -20,10 +20,12 @@ __all__ = ["AREA_ROUTES", "create_app"]
 
 # Route modules of the areas built on the core. Each exposes ``router`` and may define
 # ``setup(runtime)`` to register services, admission policies or start/stop hooks.
+# Routes are matched in this order, one included router after another: the OpenAI routes
+# are hot, and the registry's must come first (``/v1/models/registry`` is not a model id).
 AREA_ROUTES = (
-    "open_autoglm.api.routes.artifacts",
     "open_autoglm.api.routes.models",
     "open_autoglm.api.routes.openai",
+    "open_autoglm.api.routes.artifacts",
     "open_autoglm.api.routes.rulesets",
     "open_autoglm.api.routes.workflows",
 )
@@ -51,7 +53,6 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(tasks.router)  # first: routes are matched in order, these are hot
-    app.include_router(system.router)
     for name in AREA_ROUTES:
         try:
             module = importlib.import_module(name)
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if hasattr(module, "setup"):
             module.setup(runtime)
         app.include_router(module.router)
+    app.include_router(system.router)
     for extra in runtime.extra_routers:
         app.include_router(extra)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
