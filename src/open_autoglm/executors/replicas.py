@@ -489,6 +489,7 @@ class ReplicaPool:
                 with self._lock:
                     self._pending[:0] = group
                     replica.busy = False
+                    self._lock.notify()  # a free worker takes it while this one restarts
                 next_replica = self._replace(replica)
             else:
                 next_replica = self._run(replica, group)
