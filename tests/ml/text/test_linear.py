@@ -11,7 +11,12 @@ import torch
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text.classification import Classifier
 from open_autoglm.ml.text.embedding import Embedder
-from open_autoglm.ml.text.linear import OneDNNLinear, onednn_available, use_onednn_linears
+from open_autoglm.ml.text.linear import (
+    OneDNNLinear,
+    onednn_available,
+    row_bucket,
+    use_onednn_linears,
+)
 from open_autoglm.ml.text.loading import ModelRole, load_model
 from open_autoglm.ml.text.model_loader import TextModelLoader
 from open_autoglm.spec.model import ModelSpec
@@ -41,6 +46,15 @@ def test_onednn_linear_matches_f_linear_for_any_row_count() -> None:
     with torch.inference_mode():
         x = torch.randn(5, 384)
         torch.testing.assert_close(twin(x), plain(x), rtol=1e-4, atol=1e-4)
+
+
+def test_row_counts_are_bucketed_into_few_shapes() -> None:
+    # oneDNN keeps a compiled kernel (and its scratch memory) per input shape: the rows a
+    # served encoder sees must map to a bounded set, each only a little larger.
+    buckets = {row_bucket(m) for m in range(1, 8193)}
+    assert len(buckets) <= 140
+    for m in range(1, 20000):
+        assert m <= row_bucket(m) <= max(m + 7, m * 9 // 8)
 
 
 def test_embedder_and_classifier_agree_with_torch_linears(
