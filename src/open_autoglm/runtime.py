@@ -273,17 +273,24 @@ class Runtime:
         lt = self.scheduler.live_task(task_id)
         if lt is not None:
             final = lt.done.result(timeout)
-            if lt.logged is not None:  # an online task is answered before its log commits
+            logged = self.pending_log(task_id)
+            if logged is not None:
                 with contextlib.suppress(Exception):
-                    lt.logged.result(timeout)
+                    logged.result(timeout)
             return final
         return self.get_task(task_id)
+
+    def pending_log(self, task_id: str) -> Future[Any] | None:
+        """The commit of an online task's record when it was answered before being stored
+        (None otherwise): wait on it before reading the task's stored events."""
+        lt = self.scheduler.live_task(task_id)
+        return lt.logged if lt is not None else None
 
     def get_task(self, task_id: str, *, with_result: bool = True) -> dict[str, Any]:
         lt = self.scheduler.live_task(task_id)
         # Live until stored: a running task, or a finished one whose commit is in flight (an
         # online task is answered before its record is stored).
-        if lt is not None and (not lt.done.done() or not lt.durable):
+        if lt is not None:
             task = lt.as_dict()
             if with_result and task["status"] == "succeeded":
                 task["result"] = lt.result  # finished, its commit still in flight

@@ -186,7 +186,7 @@ def _joined(
             left[0] -= 1
             if left[0]:
                 return
-        failed = next((r.promise.exception() for r in requests if r.promise.exception()), None)
+        failed = next((e for r in requests if (e := r.promise.exception()) is not None), None)
         if failed is not None:
             joined.set_exception(failed)
             return
@@ -220,7 +220,7 @@ class _Replica:
         self.index = index
         self.proc = proc
         self.info: dict[str, Any] = {}
-        self.busy = False  # a call is in flight (for stats and tests)
+        self.busy = False  # a call is in flight (set under the pool's lock; tests read it)
 
     @property
     def pid(self) -> int:

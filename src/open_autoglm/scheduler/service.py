@@ -371,7 +371,7 @@ class Scheduler:
                 self._sleeping = False
                 self._kicked = False
 
-    def _drain_inbox(self, now: float, answered: list[tuple[LiveTask, Any]] | None = None) -> None:
+    def _drain_inbox(self, now: float, answered: list[tuple[LiveTask, Any]]) -> None:
         finished: list[tuple[Any, LiveTask, Any]] = []
         inbox = self._inbox
         while inbox:

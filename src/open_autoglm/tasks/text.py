@@ -13,8 +13,9 @@ Input is one string or a list of strings; ``text-generation`` also takes ``{"mes
 (chat) or a list of such objects.
 
 Batch handlers take contexts that share a model (and the ``batch_key`` params) and return one
-result per context, in order, or yield ``(index, result)`` pairs as results are ready. An item whose own input is bad comes back as the exception
-instance in its place, so one bad request does not fail its batch mates.
+result per context, in order, or yield ``(index, result)`` pairs as results are ready. An item
+whose own input is bad comes back as the exception instance in its place, so one bad request
+does not fail its batch mates.
 """
 
 from __future__ import annotations

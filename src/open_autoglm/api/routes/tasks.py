@@ -183,10 +183,10 @@ async def cancel_task(task_id: str, runtime: Rt) -> JSONResponse:
 )
 async def task_events(task_id: str, request: Request, runtime: Rt, after: int = 0) -> Any:
     task = await run_in_threadpool(runtime.get_task, task_id, with_result=False)
-    lt = runtime.scheduler.live_task(task_id)
-    if lt is not None and lt.logged is not None:  # answered online task: its log is landing
+    logged = runtime.pending_log(task_id)  # an answered online task: its record is landing
+    if logged is not None:
         with contextlib.suppress(Exception):
-            await asyncio.wrap_future(lt.logged)
+            await asyncio.wrap_future(logged)
     if "text/event-stream" not in request.headers.get("accept", ""):
         events = await run_in_threadpool(runtime.storage.events, task_id, after)
         return JSONResponse({"task_id": task_id, "status": task["status"], "events": events})

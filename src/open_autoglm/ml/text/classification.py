@@ -31,10 +31,7 @@ class Classifier:
         cls, path: str | Path, *, dtype: str | None = None, linear: str = "auto", **kwargs: Any
     ) -> Classifier:
         """Load ``path`` and wrap it, with oneDNN Linears unless ``linear="torch"``."""
-        from open_autoglm.ml.text.linear import use_onednn_linears
-
-        loaded = load_model(path, ModelRole.TEXT_CLASSIFICATION, dtype=dtype)
-        use_onednn_linears(loaded.model, linear)
+        loaded = load_model(path, ModelRole.TEXT_CLASSIFICATION, dtype=dtype, linear=linear)
         return cls(loaded, **kwargs)
 
     @property

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from open_autoglm.errors import ValidationError
-from open_autoglm.ml.text.linear import use_onednn_linears
 from open_autoglm.ml.text.loading import LoadedModel, ModelRole, load_model
 
 __all__ = ["Embedder", "Pooling", "plan_buckets", "read_pooling_config"]
@@ -140,9 +139,7 @@ class Embedder:
         cls, path: str | Path, *, dtype: str | None = None, linear: str = "auto", **kwargs: Any
     ) -> Embedder:
         """Load ``path`` and wrap it, with oneDNN Linears unless ``linear="torch"``."""
-        loaded = load_model(path, ModelRole.EMBEDDING, dtype=dtype)
-        use_onednn_linears(loaded.model, linear)
-        return cls(loaded, **kwargs)
+        return cls(load_model(path, ModelRole.EMBEDDING, dtype=dtype, linear=linear), **kwargs)
 
     @property
     def memory_bytes(self) -> int:

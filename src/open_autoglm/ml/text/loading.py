@@ -82,11 +82,14 @@ def load_model(
     *,
     dtype: str | None = None,
     gguf_file: str | None = None,
+    linear: str = "torch",
 ) -> LoadedModel:
     """Load ``path`` (a model directory) for ``role`` on CPU, offline, in eval mode.
 
     ``gguf_file`` names a ``.gguf`` file inside ``path``; transformers dequantises it to
     float, which is slow, so prefer :func:`convert_gguf_to_safetensors` once and load the result.
+    ``linear`` other than ``"torch"`` swaps float32 Linears for oneDNN ones
+    (:func:`~open_autoglm.ml.text.linear.use_onednn_linears`).
     """
     from transformers import AutoTokenizer
 
@@ -105,6 +108,10 @@ def load_model(
         directory, local_files_only=True, dtype=torch_dtype, **extra
     )
     model.eval()
+    if linear != "torch":
+        from open_autoglm.ml.text.linear import use_onednn_linears
+
+        use_onednn_linears(model, linear)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,
