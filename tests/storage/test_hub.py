@@ -8,6 +8,7 @@ import pytest
 
 from open_autoglm.errors import ConflictError, NotFoundError, ValidationError
 from open_autoglm.storage.hub import StorageHub, TaskWrite
+from open_autoglm.storage.writer import FENCED
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -77,6 +78,37 @@ def test_terminal_state_written_once(hub):
     ).result(10)
     assert hub.get_task("a")["status"] == "succeeded"
     assert hub.get_result("a") == (True, 1)
+
+
+def test_writes_for_a_task_another_replica_owns_are_fenced(hub):
+    hub.write(TaskWrite(task_id="a", row={**row("a"), "owner": "r1"})).result(10)
+    hub.write(TaskWrite(task_id="b", row={**row("b"), "owner": "r1"})).result(10)
+    late = TaskWrite(
+        task_id="a",
+        fields={"status": "succeeded"},
+        terminal=True,
+        events=[(2.0, "status", {"status": "succeeded"})],
+        result=1,
+        has_result=True,
+        owner="r2",  # r2 lost "a" to r1
+    )
+    mine = TaskWrite(
+        task_id="b",
+        fields={"status": "running"},
+        events=[(2.0, "status", {"status": "running"})],
+        owner="r1",
+    )
+    progress = TaskWrite(task_id="a", events=[(3.0, "progress", {"step": 1})], owner="r2")
+    # One transaction: the fenced writes are dropped whole, the owner's go through.
+    assert hub.write_many([late, mine, progress]).result(10) == [FENCED, None, FENCED]
+    assert hub.get_task("a")["status"] == "queued"
+    assert hub.get_result("a")[0] is False
+    assert hub.events("a") == []
+    assert hub.get_task("b")["status"] == "running"
+    assert [e["data"]["status"] for e in hub.events("b")] == ["running"]
+    # An insert is never fenced: the row it creates names its owner.
+    new = TaskWrite(task_id="c", row={**row("c"), "owner": "r2"}, owner="r2")
+    assert hub.write(new).result(10) == ("c", True)
 
 
 def test_idempotency_key_resolves_to_existing(hub):

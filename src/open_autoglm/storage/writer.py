@@ -7,6 +7,14 @@ durability (the API before sending 202) waits on its future; the scheduler's sta
 do not wait. If a batch fails, each write is retried alone so one bad write fails only
 its own future.
 
+Fencing: a write that names an ``owner`` changes an existing task only while the task row
+still belongs to that replica. A replica that stalled past its lease may have had its tasks
+taken over (``storage/replicas.py``); when it wakes, its late writes must not overwrite the
+new owner's record. The batch first locks the rows it will change that its writer still
+owns (``UPDATE ... SET owner = owner WHERE owner = ? RETURNING id``: a row lock in
+PostgreSQL, the write lock in SQLite, so no claim can slip in before the commit); writes for
+the other rows are dropped whole (fields, events, result) and resolve to :data:`FENCED`.
+
 Measured cost (``echo`` tasks, 2 cores): the writes are most of a task's CPU (40 µs per task
 with them stubbed out, ~90 µs with them). Part of that is ``sqlite3`` releasing and retaking
 the GIL around every row it steps: ``executemany`` next to one busy Python thread took 1.5x
@@ -36,7 +44,7 @@ from open_autoglm.errors import StorageError
 from open_autoglm.futures import Promise
 from open_autoglm.storage.tables import tasks
 
-__all__ = ["TaskWrite", "WriteBatcher"]
+__all__ = ["FENCED", "TaskWrite", "WriteBatcher"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,9 @@ _TASK_COLUMNS = (
     "owner",
 )
 _JSON_COLUMNS = frozenset({"spec", "error"})
+
+FENCED = "fenced"
+"""The outcome of a write dropped because its task now belongs to another replica."""
 
 
 def _json(value: Any) -> str | None:
@@ -121,6 +132,7 @@ class TaskWrite:
     events: list[tuple[float, str, Any]] = field(default_factory=list)
     result: Any = None
     has_result: bool = False
+    owner: str | None = None  # the fence: change the task only while this replica owns it
 
 
 _Write = TaskWrite | Callable[[Connection], Any]
@@ -252,12 +264,16 @@ class WriteBatcher:
             existing = {str(k): str(v) for k, v in rows}
         skipped: set[str] = set()
         seen_keys: dict[str, str] = {}
+        fenced = self._fenced(conn, batch)
 
         for i, w in enumerate(batch):
             if not isinstance(w, TaskWrite):
                 callables.append((i, w))
                 continue
             tid = w.task_id
+            if tid in fenced:
+                outcomes[i] = FENCED
+                continue
             if w.row is not None:
                 key = w.row.get("idempotency_key")
                 if key and (key in existing or key in seen_keys):
@@ -300,6 +316,32 @@ class WriteBatcher:
         for i, fn in callables:
             outcomes[i] = fn(conn)
         return outcomes
+
+    @staticmethod
+    def _fenced(conn: Connection, batch: list[_Write]) -> set[str]:
+        """Ids of the existing tasks this batch would change for a replica that no longer
+        owns them; the rows it still owns are locked until the commit."""
+        inserted = {w.task_id for w in batch if isinstance(w, TaskWrite) and w.row is not None}
+        by_owner: dict[str, set[str]] = defaultdict(set)
+        for w in batch:
+            if isinstance(w, TaskWrite) and w.owner and w.task_id not in inserted:
+                by_owner[w.owner].add(w.task_id)
+        fenced: set[str] = set()
+        for owner, ids in by_owner.items():
+            held = conn.execute(
+                tasks.update()
+                .where(tasks.c.id.in_(ids), tasks.c.owner == owner)
+                .values(owner=tasks.c.owner)
+                .returning(tasks.c.id)
+            )
+            fenced |= ids - {str(r[0]) for r in held}
+        if fenced:
+            log.warning(
+                "dropped writes for %d tasks now owned by another replica: %s",
+                len(fenced),
+                ", ".join(sorted(fenced)[:5]),
+            )
+        return fenced
 
     def _run_updates(
         self, conn: Connection, updates: dict[str, dict[str, Any]], terminal: set[str]
