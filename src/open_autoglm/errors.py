@@ -79,6 +79,13 @@ class ConflictError(AutoGLMError):
     code = "conflict"
 
 
+class TaskTakenOverError(ConflictError):
+    """This server missed its lease and another replica took the task over: the other
+    replica's record of it is the one that counts."""
+
+    code = "task_taken_over"
+
+
 class AuthenticationError(AutoGLMError):
     code = "unauthorized"
 

@@ -18,7 +18,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from open_autoglm.config import Settings, load_settings
-from open_autoglm.errors import ValidationError
+from open_autoglm.errors import TaskTakenOverError, ValidationError
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
 from open_autoglm.futures import Promise
@@ -272,7 +272,10 @@ class Runtime:
         """The finished task, once its final state is stored (online tasks included)."""
         lt = self.scheduler.live_task(task_id)
         if lt is not None:
-            final = lt.done.result(timeout)
+            try:
+                final = lt.done.result(timeout)
+            except TaskTakenOverError:  # another replica runs it now: its record counts
+                return self.get_task(task_id)
             logged = self.pending_log(task_id)
             if logged is not None:
                 with contextlib.suppress(Exception):

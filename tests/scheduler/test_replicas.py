@@ -133,3 +133,41 @@ def test_a_dead_replicas_workflow_run_is_taken_over(replica) -> None:
             sa.select(workflow_runs.c.owner).where(workflow_runs.c.id == run_id)
         ).scalar_one()
     assert owner == b.replica_id
+
+
+def _until(check, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_stalled_replica_cannot_overwrite_tasks_taken_over_from_it(replica, tmp_path) -> None:
+    """Fencing: a replica that missed its lease and wakes up later neither records its late
+    results over the new owner's nor starts tasks that are no longer its own."""
+    gate = tmp_path / "gate"
+    a = replica()
+    slow = a.submit({"task_type": "record", "params": {"gate": str(gate)}}).result(10)[0]["id"]
+    queued = a.submit({"task_type": "record"}).result(10)[0]["id"]  # behind it (1 cpu)
+    _until(lambda: a.storage.get_task(slow)["status"] == "running")
+    a._lease_stop.set()  # a "stalls": its lease lapses while its handler waits on the gate
+    a._lease_thread.join(5)
+    b = replica()
+    _until(lambda: {a.storage.get_task(t)["owner"] for t in (slow, queued)} == {b.replica_id})
+
+    gate.touch()  # a's handler finishes now, b's run of the same task too
+    _until(lambda: not a.scheduler.live)  # a has given up both tasks
+    _until(lambda: all(b.storage.get_task(t)["status"] == "succeeded" for t in (slow, queued)))
+    _until(lambda: not b.scheduler.live)
+
+    # a's late "succeeded" for `slow` was dropped and it never started `queued`.
+    runs = _runs(replica.record)
+    assert runs[queued] == 1  # only b ran it
+    assert runs[slow] == 2  # at least once: a's run was already under way when it stalled
+    for tid in (slow, queued):
+        statuses = [e["data"]["status"] for e in b.storage.events(tid) if e["kind"] == "status"]
+        assert statuses.count("succeeded") == 1, statuses
+        row = b.storage.get_task(tid)
+        assert row["owner"] == b.replica_id
+    # A waiter on the stalled replica is told what the database says.
+    assert a.wait(slow, 5)["status"] == "succeeded"

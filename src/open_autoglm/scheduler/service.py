@@ -8,6 +8,7 @@ its row is committed, so nothing runs that a crash could forget.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import logging
 import os
@@ -23,6 +24,7 @@ from open_autoglm.errors import (
     AdmissionError,
     ConflictError,
     NotFoundError,
+    TaskTakenOverError,
     ValidationError,
 )
 from open_autoglm.futures import Promise
@@ -33,6 +35,7 @@ from open_autoglm.scheduler.recovery import recover
 from open_autoglm.scheduler.resources import Capacity, ResourcePool
 from open_autoglm.scheduler.transitions import check_transition
 from open_autoglm.spec.task import TaskSpec, TaskStatus
+from open_autoglm.storage.writer import FENCED
 from open_autoglm.tasks.base import TaskType
 
 __all__ = ["Scheduler", "SchedulerObserver", "StorageLike"]
@@ -89,9 +92,12 @@ class Scheduler:
         self._claim = claim
         self._resolve_type = resolve_type
         self._make_job = make_job
-        self._write = (
-            task_write  # TaskWrite constructor, injected so scheduler/ needs no storage import
-        )
+        # The TaskWrite constructor; every write names this replica, so storage drops the
+        # late writes of a replica whose tasks were taken over (storage/writer.py: fencing).
+        # An online task's row is stored only when it ends (never taken over): its events
+        # before that go unfenced.
+        self._write = functools.partial(task_write, owner=owner) if owner else task_write
+        self._write_online = task_write
         self.max_queued = max_queued
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
@@ -441,7 +447,9 @@ class Scheduler:
         crash, a task the database calls queued has never had side effects. Online tasks are
         never replayed, so they start at once. A batch starts when all its members may.
         """
-        writes = [w for lt in members if (w := self._mark_running_locked(lt, executor, now))]
+        marked = [(lt, self._mark_running_locked(lt, executor, now)) for lt in members]
+        writes = [w for _, w in marked if w is not None]
+        written = [lt for lt, w in marked if w is not None]
         runner = self._executors[executor]
 
         def launch(group: list[LiveTask]) -> None:
@@ -470,7 +478,14 @@ class Scheduler:
                     log.error(
                         "could not record the start of %d tasks: %s", len(waiting), f.exception()
                     )
-                launch(waiting)
+                    launch(waiting)
+                    return
+                lost = {lt.id for lt, o in zip(written, f.result(), strict=True) if o == FENCED}
+                if lost:  # taken over while we stalled: the new owner runs them, not us
+                    self._lose([lt for lt in waiting if lt.id in lost])
+                keep = [lt for lt in waiting if lt.id not in lost]
+                if keep:
+                    launch(keep)
 
             recorded.add_done_callback(committed)
 
@@ -537,7 +552,8 @@ class Scheduler:
         lt = self.live.get(task_id)
         if lt is not None and kind == "progress":
             lt.progress = data
-        self._storage.write(self._write(task_id=task_id, events=[(now, kind, data)]))
+        write = self._write_online if lt is not None and not lt.durable else self._write
+        self._storage.write(write(task_id=task_id, events=[(now, kind, data)]))
         if self._observer is not None:
             self._observer.on_event(task_id, kind, data)
 
@@ -696,6 +712,7 @@ class Scheduler:
 
         def stored(f: Future[Any]) -> None:
             exc = f.exception()
+            outcomes = f.result() if exc is None else [None] * len(finished)
             with self._lock:
                 for _, lt, _ in finished:
                     if self.live.get(lt.id) is lt:
@@ -703,16 +720,34 @@ class Scheduler:
                     key = lt.spec.idempotency_key
                     if key and self._keys.get(key) == lt.id:
                         del self._keys[key]
-            for _, lt, result in finished:
+            for (_, lt, result), outcome in zip(finished, outcomes, strict=True):
                 if lt.id in early:
                     if exc is not None:
                         log.error("online task %s answered but not logged: %s", lt.id, exc)
                 elif exc is not None:
                     lt.done.set_exception(exc)
+                elif outcome == FENCED:
+                    lt.done.set_exception(_taken_over(lt))
                 else:
                     lt.done.set_result({**lt.as_dict(), "result": result})
 
         committed.add_done_callback(stored)
+
+    def _lose(self, lost: list[LiveTask]) -> None:
+        """Forget tasks whose start could not be recorded because another replica owns them
+        now (this one missed its lease); their waiters learn so."""
+        with self._lock:
+            for lt in lost:
+                self._release_locked(lt)
+                self._drop_timer_task(lt.id)
+                if self.live.get(lt.id) is lt:
+                    del self.live[lt.id]
+                key = lt.spec.idempotency_key
+                if key and self._keys.get(key) == lt.id:
+                    del self._keys[key]
+        for lt in lost:
+            log.warning("task %s was taken over by another replica; not running it", lt.id)
+            lt.done.set_exception(_taken_over(lt))
 
     def _observe(self, lt: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float) -> None:
         if self._observer is not None:
@@ -733,6 +768,13 @@ class Scheduler:
                 "utilization": self.pool.utilization(),
                 "max_queued": self.max_queued,
             }
+
+
+def _taken_over(lt: LiveTask) -> TaskTakenOverError:
+    return TaskTakenOverError(
+        f"task {lt.id} was taken over by another server after this one missed its lease; "
+        "read it again for the state that counts"
+    )
 
 
 _ID_LOCK = threading.Lock()
