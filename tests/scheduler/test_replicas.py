@@ -171,3 +171,43 @@ def test_a_stalled_replica_cannot_overwrite_tasks_taken_over_from_it(replica, tm
         assert row["owner"] == b.replica_id
     # A waiter on the stalled replica is told what the database says.
     assert a.wait(slow, 5)["status"] == "succeeded"
+
+
+def test_a_stalled_replica_cannot_drive_a_workflow_run_taken_over_from_it(
+    replica, tmp_path
+) -> None:
+    gate = tmp_path / "gate"
+    a = replica(workflows=True)
+    spec = {
+        "name": "stalled",
+        "steps": [
+            {"name": "one", "task": {"task_type": "record", "params": {"gate": str(gate)}}},
+            {"name": "two", "depends_on": ["one"], "task": {"task_type": "record"}},
+        ],
+    }
+    run_id = a.services["workflows"].submit(spec).result(10)["id"]
+    repo = a.services["workflows"].repo
+    _until(lambda: [s["task_id"] is not None for s in repo.step_tasks(run_id)] == [True])
+    one = repo.step_tasks(run_id)[0]["task_id"]
+    _until(lambda: a.storage.get_task(one)["status"] == "running")
+    a._lease_stop.set()  # a stalls while step one runs
+    a._lease_thread.join(5)
+    b = replica(workflows=True)
+    wf = b.services["workflows"]
+    with b.storage.engine.connect() as conn:
+        owner = sa.select(workflow_runs.c.owner).where(workflow_runs.c.id == run_id)
+        _until(lambda: conn.execute(owner).scalar_one() == b.replica_id)
+
+    gate.touch()  # a's step one ends: its record, and its run's next step, are fenced off
+    _until(lambda: wf.get(run_id)["status"] == "succeeded")
+    _until(lambda: a.services["workflows"].live_runs() == 0 and not a.scheduler.live)
+    _until(lambda: not b.scheduler.live)
+
+    steps = repo.step_tasks(run_id)
+    two = next(s["task_id"] for s in steps if s["step_id"] == "two")
+    runs = _runs(replica.record)
+    assert runs == Counter({one: 2, two: 1})  # a's run of one was under way; two ran on b only
+    # One story in the run's log: b's. a's view (step one's outcome lost) was never written.
+    statuses = [e["data"]["status"] for e in repo.events(run_id) if e["kind"] == "run"]
+    assert statuses == ["running", "succeeded"], statuses
+    assert a.services["workflows"].wait(run_id, 5)["status"] == "succeeded"

@@ -144,6 +144,8 @@ class RunWrite:
     step_tasks: list[dict[str, Any]] = field(default_factory=list)
     callbacks: list[dict[str, Any]] = field(default_factory=list)
     events: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    # The fence: update the run only while this replica owns it (see storage/writer.py).
+    owner: str | None = None
 
 
 class WorkflowRepo:
@@ -154,13 +156,14 @@ class WorkflowRepo:
 
     # -- writes ------------------------------------------------------------------------------
 
-    def save(self, writes: Iterable[RunWrite]) -> None:
-        """Apply every write in one transaction."""
+    def save(self, writes: Iterable[RunWrite]) -> set[str]:
+        """Apply every write in one transaction; returns the ids of the runs whose writes
+        were dropped because another replica owns them now (fenced)."""
         with self.engine.begin() as conn:
-            for w in writes:
-                self._save_one(conn, w)
+            return {w.run_id for w in writes if not self._save_one(conn, w)}
 
-    def _save_one(self, conn: Connection, w: RunWrite) -> None:
+    def _save_one(self, conn: Connection, w: RunWrite) -> bool:
+        """One run's write; False if fenced (nothing of it is written)."""
         fields = {
             "status": w.status,
             "state": w.state,
@@ -171,9 +174,11 @@ class WorkflowRepo:
         if w.created is not None:
             conn.execute(workflow_runs.insert().values(id=w.run_id, **w.created, **fields))
         else:
-            conn.execute(
-                workflow_runs.update().where(workflow_runs.c.id == w.run_id).values(**fields)
-            )
+            update = workflow_runs.update().where(workflow_runs.c.id == w.run_id)
+            if w.owner is not None:
+                update = update.where(workflow_runs.c.owner == w.owner)
+            if conn.execute(update.values(**fields)).rowcount == 0:
+                return False  # taken over by another replica (or deleted): write nothing
         if w.step_tasks:
             conn.execute(
                 workflow_step_tasks.insert(),
@@ -202,6 +207,7 @@ class WorkflowRepo:
                     for ts, kind, data in w.events
                 ],
             )
+        return True
 
     def set_task_id(self, run_id: str, step_id: str, attempt: int, task_id: str) -> None:
         with self.engine.begin() as conn:

@@ -316,17 +316,23 @@ class WorkflowService:
         self.stats["batches"] += 1
         writes, published, sends = self._writes(out, now)
         try:
-            self.repo.save(writes)
+            lost = self.repo.save(writes)
         except Exception as exc:
             log.exception("could not store workflow state")
             for reply, _ in replies:
                 if not reply.done():
                     reply.set_exception(exc)
             return
+        for run_id in lost:  # taken over while we stalled: the new owner drives it now
+            log.warning("workflow run %s was taken over by another replica; dropping it", run_id)
+            published.pop(run_id, None)
+            if (gone := self._runs.pop(run_id, None)) is not None:
+                gone.done.set_result({"status": "taken_over", "error": None})
         for send in sends:
-            self._send_callback(*send)
+            if send[1] not in lost:
+                self._send_callback(*send)
         for run_id, instructions in out.items():
-            self._execute(run_id, instructions)
+            self._execute(run_id, instructions)  # a lost run is no longer in _runs: a no-op
         for reply, value in replies:
             if not reply.done():
                 try:
@@ -416,6 +422,7 @@ class WorkflowService:
                     step_tasks=step_tasks,
                     callbacks=callbacks,
                     events=events,
+                    owner=self.runtime.replica_id,
                 )
             )
             live.created = None
