@@ -309,20 +309,29 @@ class Runtime:
         lease = self.settings.scheduler.lease_s
         while not self._lease_stop.wait(lease / 3):
             try:
-                if not self.storage.replicas.heartbeat(self.replica_id, time.time()):
-                    log.error(
-                        "replica %s missed its lease (%.0f s): other replicas may have taken "
-                        "over its tasks, which can then run twice",
-                        self.replica_id,
-                        lease,
-                    )
-                counts = self.scheduler.recover()
-                if any(counts.values()):
-                    log.warning("took over tasks of a dead replica: %s", counts)
-                for fn in self.on_lease:
-                    fn()
+                self._renew_lease()
             except Exception:  # the database may be briefly unreachable; try next beat
                 log.exception("lease renewal failed")
+
+    def _renew_lease(self) -> None:
+        """One beat: renew; if another replica declared us dead meanwhile, stop running what
+        it took over; then take over from replicas whose lease lapsed."""
+        if not self.storage.replicas.heartbeat(self.replica_id, time.time()):
+            ids = self.scheduler.durable_ids()
+            lost = set(ids) - self.storage.replicas.still_owned(ids, self.replica_id)
+            stopped = self.scheduler.abandon(lost)
+            log.error(
+                "replica %s missed its lease (%.0f s); other replicas took over %d of its "
+                "tasks, which it stops running (those already started may run twice)",
+                self.replica_id,
+                self.settings.scheduler.lease_s,
+                stopped,
+            )
+        counts = self.scheduler.recover()
+        if any(counts.values()):
+            log.warning("took over tasks of a dead replica: %s", counts)
+        for fn in self.on_lease:
+            fn()
 
     def _tune_gc(self) -> None:
         """Collect less often, and never again walk what start-up loaded.

@@ -211,3 +211,22 @@ def test_a_stalled_replica_cannot_drive_a_workflow_run_taken_over_from_it(
     statuses = [e["data"]["status"] for e in repo.events(run_id) if e["kind"] == "run"]
     assert statuses == ["running", "succeeded"], statuses
     assert a.services["workflows"].wait(run_id, 5)["status"] == "succeeded"
+
+
+def test_a_replica_that_wakes_up_dead_stops_what_was_taken_over(replica) -> None:
+    a = replica()
+    tid = a.submit({"task_type": "sleep", "params": {"seconds": 20}}).result(10)[0]["id"]
+    _until(lambda: a.storage.get_task(tid)["status"] == "running")
+    a._lease_stop.set()  # a stalls ...
+    a._lease_thread.join(5)
+    b = replica()
+    _until(lambda: a.storage.get_task(tid)["owner"] == b.replica_id)  # ... b declared it dead
+    woke = time.monotonic()
+    a._renew_lease()  # a's next beat finds its lease gone
+    _until(lambda: not a.scheduler.live, timeout=5)
+    assert time.monotonic() - woke < 5  # stopped, not slept out (20 s)
+    row = a.storage.get_task(tid)
+    assert row["owner"] == b.replica_id  # b's record, untouched: requeued or running on b
+    assert row["status"] in ("queued", "running")
+    assert a.wait(tid, 1)["status"] in ("queued", "running")  # a waiter on a reads b's record
+    b.scheduler.cancel(tid)

@@ -733,9 +733,38 @@ class Scheduler:
 
         committed.add_done_callback(stored)
 
+    def durable_ids(self) -> list[str]:
+        """Ids of the stored (durable) tasks this scheduler holds, queued or running."""
+        return [lt.id for lt in list(self.live.values()) if lt.durable and not lt.status.terminal]
+
+    def abandon(self, task_ids: set[str]) -> int:
+        """Stop acting on tasks another replica took over while this one stalled: queued
+        ones are dropped, running ones asked to stop (whatever they write is fenced)."""
+        dropped: list[LiveTask] = []
+        stopping = 0
+        with self._lock:
+            for tid in task_ids:
+                lt = self.live.get(tid)
+                if lt is None or not lt.durable or lt.status.terminal:
+                    continue
+                if lt.status is TaskStatus.QUEUED:
+                    if tid in self.queue:
+                        self.queue.remove(tid)
+                    if lt.task_type.batch_handler is not None:
+                        self.batches.discard(lt)
+                    dropped.append(lt)
+                else:
+                    lt.cancel_requested = "taken over by another replica"
+                    if lt.handle is not None:
+                        lt.handle.cancel("cancelled")
+                    stopping += 1
+        if dropped:
+            self._lose(dropped)
+        return len(dropped) + stopping
+
     def _lose(self, lost: list[LiveTask]) -> None:
-        """Forget tasks whose start could not be recorded because another replica owns them
-        now (this one missed its lease); their waiters learn so."""
+        """Forget tasks another replica owns now (this one missed its lease): their start
+        could not be recorded, or they were still queued here; their waiters learn so."""
         with self._lock:
             for lt in lost:
                 self._release_locked(lt)
@@ -746,7 +775,7 @@ class Scheduler:
                 if key and self._keys.get(key) == lt.id:
                     del self._keys[key]
         for lt in lost:
-            log.warning("task %s was taken over by another replica; not running it", lt.id)
+            log.warning("task %s was taken over by another replica; not running it here", lt.id)
             lt.done.set_exception(_taken_over(lt))
 
     def _observe(self, lt: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float) -> None:

@@ -76,6 +76,17 @@ class ReplicaRegistry:
             self._insert(conn, replica_id, now)
             return False
 
+    def still_owned(self, task_ids: list[str], replica_id: str) -> set[str]:
+        """Which of ``task_ids`` ``replica_id`` still owns (after it was declared dead, the
+        others may have been claimed)."""
+        if not task_ids:
+            return set()
+        with self._engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(tasks.c.id).where(tasks.c.id.in_(task_ids), tasks.c.owner == replica_id)
+            )
+            return {str(r[0]) for r in rows}
+
     def unregister(self, replica_id: str) -> None:
         with self._engine.begin() as conn:
             conn.execute(replicas.delete().where(replicas.c.id == replica_id))
