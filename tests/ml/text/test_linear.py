@@ -49,18 +49,24 @@ def test_onednn_linear_matches_f_linear_for_any_row_count() -> None:
         torch.testing.assert_close(twin(x), plain(x), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("k,n", [(576, 576), (576, 1536), (1536, 576), (576, 49152), (384, 384)])
-def test_each_row_comes_out_the_same_whatever_its_batch(k: int, n: int) -> None:
+def test_each_row_comes_out_the_same_whatever_its_batch(k: int, n: int, threads: int) -> None:
     # What lets generation batch requests and still match each one run alone, bit for bit:
     # SmolLM2's and MiniLM's weight shapes, 1 to 300 rows. torch's path differs from 2 rows.
     torch.manual_seed(k + n)
     fast = OneDNNLinear(torch.nn.Linear(k, n))
     x = torch.randn(300, k) * 3
-    with torch.inference_mode():
-        alone = torch.cat([fast(x[i : i + 1]) for i in range(300)])
-        for m in (2, 7, 17, 40, 77, 130, 300):
-            assert torch.equal(fast(x[:m]), alone[:m]), m
-            assert torch.equal(fast(x[:m].unsqueeze(0))[0], alone[:m]), m  # 3-D, as in models
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            alone = torch.cat([fast(x[i : i + 1]) for i in range(300)])
+            for m in (2, 7, 17, 40, 77, 130, 300):
+                assert torch.equal(fast(x[:m]), alone[:m]), m
+                assert torch.equal(fast(x[:m].unsqueeze(0))[0], alone[:m]), m  # 3-D input
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_row_counts_are_bucketed_into_few_shapes() -> None:
