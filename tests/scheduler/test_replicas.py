@@ -6,16 +6,22 @@ dispatcher and heartbeat stopped): the same-host process check cannot declare it
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
 from helpers.paths import PLUGIN_DIR
+from helpers.services import ServerProcess
 from helpers.settings import make_settings
+from open_autoglm.client import Client
 from open_autoglm.runtime import Runtime
+from open_autoglm.storage.tables import replicas, task_events, tasks
 from open_autoglm.storage.workflows_repo import workflow_runs
 
 LEASE_S = 1.0
@@ -230,3 +236,66 @@ def test_a_replica_that_wakes_up_dead_stops_what_was_taken_over(replica) -> None
     assert row["status"] in ("queued", "running")
     assert a.wait(tid, 1)["status"] in ("queued", "running")  # a waiter on a reads b's record
     b.scheduler.cancel(tid)
+
+
+def test_a_server_frozen_past_its_lease_lets_go_when_it_thaws(
+    shared_url: str, tmp_path: Path
+) -> None:
+    """Real processes: server a is frozen (SIGSTOP) while it runs a task, b takes the task
+    over, a is thawed. a's next heartbeat finds it was declared dead: it stops its run, and
+    nothing it writes for that task reaches the database."""
+    env = {
+        "AUTOGLM_STORAGE__URL": shared_url,
+        "AUTOGLM_SCHEDULER__LEASE_S": str(LEASE_S),
+        "AUTOGLM_EXECUTOR__CPU": "1",
+        "AUTOGLM_MODELS__REPLICAS": "0",
+    }
+    engine = sa.create_engine(shared_url)
+
+    def row(tid: str) -> dict:
+        with engine.connect() as conn:
+            got = conn.execute(sa.select(tasks.c.owner, tasks.c.status).where(tasks.c.id == tid))
+            return dict(got.one()._mapping)
+
+    def replica_ids() -> set[str]:
+        with engine.connect() as conn:
+            return {str(r[0]) for r in conn.execute(sa.select(replicas.c.id))}
+
+    a = ServerProcess(tmp_path / "a", env=env).start()
+    b = None
+    try:
+        (a_id,) = replica_ids()
+        with Client(a.url) as c:
+            tid = c.submit({"task_type": "sleep", "params": {"seconds": 60}})["id"]
+        _until(lambda: row(tid)["status"] == "running")
+        assert a.proc is not None
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        try:
+            b = ServerProcess(tmp_path / "b", env=env).start()
+            _until(lambda: row(tid)["owner"] not in (None, a_id))  # b took it over
+            b_id = row(tid)["owner"]
+        finally:
+            os.kill(a.proc.pid, signal.SIGCONT)
+        with Client(a.url) as c:
+            # a finds out at its next beat (every lease/3) and cancels its own run of the task
+            # (a 60 s sleep): nothing runs on a any more.
+            _until(lambda: "autoglm_tasks_running 0.0" in httpx.get(a.url + "/metrics").text, 15)
+            assert c.get(tid)["status"] in ("queued", "running")  # a serves b's record
+        assert row(tid)["owner"] == b_id  # a's cancelled run wrote nothing
+        with engine.connect() as conn:
+            kinds = [
+                (r.kind, r.data)
+                for r in conn.execute(
+                    sa.select(task_events.c.kind, task_events.c.data).where(
+                        task_events.c.task_id == tid
+                    )
+                )
+            ]
+        assert not any(k == "status" and "cancelled" in str(d) for k, d in kinds), kinds
+        with Client(b.url) as c:
+            c.cancel(tid)
+    finally:
+        for server in (b, a):
+            if server is not None:
+                server.stop()
+        engine.dispose()
