@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -57,3 +58,50 @@ def test_onnx_int8_embedder_matches_torch(tiny_embedder_dir: Path, tmp_path: Pat
     assert counts == torch_embedder.embed_with_usage(texts)[1]
     assert 0 < onnx_embedder.memory_bytes
     assert list((tmp_path / "onnx").glob("*-int8-keepffn.onnx"))
+
+
+def _export_in_child(model_dir: str, out_dirs: list[str], barrier: Any, results: Any) -> None:
+    from open_autoglm.ml.text.loading import load_model
+    from open_autoglm.ml.text.onnx_embedding import export_encoder_onnx
+
+    loaded = load_model(model_dir, "embedding")
+    for out_dir in out_dirs:
+        barrier.wait()  # both processes start each export together
+        try:
+            results.put(str(export_encoder_onnx(loaded, Path(out_dir), int8=True)))
+        except Exception as exc:  # reported to the test, which fails on it
+            results.put(f"error: {exc!r}")
+
+
+def test_replicas_exporting_the_same_model_at_once_both_succeed(
+    tiny_embedder_dir: Path, tmp_path: Path
+) -> None:
+    # Every replica process of a new int8 model exports it on first load, at the same moment.
+    # onnxruntime's quantizer writes a scratch "-inferred.onnx" beside its input and deletes
+    # it: without a lock one replica removed the other's and the first request failed.
+    import multiprocessing
+
+    import onnxruntime
+
+    ctx = multiprocessing.get_context("spawn")
+    outs = [str(tmp_path / f"onnx{i}") for i in range(3)]  # three fresh caches: three races
+    barrier, results = ctx.Barrier(2), ctx.Queue()
+    procs = [
+        ctx.Process(target=_export_in_child, args=(str(tiny_embedder_dir), outs, barrier, results))
+        for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        for out in outs:
+            got = [results.get(timeout=120) for _ in procs]
+            assert got[0] == got[1] and not got[0].startswith("error"), got
+            assert Path(got[0]).parent == Path(out)
+            onnxruntime.InferenceSession(got[0], providers=["CPUExecutionProvider"])
+            assert not list(Path(out).glob("*-inferred.onnx"))
+            assert not list(Path(out).glob(".*.tmp"))
+    finally:
+        for p in procs:
+            p.join(30)
+            if p.is_alive():
+                p.kill()

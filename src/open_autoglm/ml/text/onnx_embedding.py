@@ -46,11 +46,8 @@ def export_encoder_onnx(
     ``keep_ffn_fp32`` leaves the FFN output MatMuls unquantised (the accuracy/speed trade-off
     in the module docstring); False quantises every MatMul.
     """
-    import torch
-
     _require_onnxruntime()
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from filelock import FileLock
 
     key = hashlib.sha256(str(loaded.path.resolve()).encode()).hexdigest()[:16]
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,6 +56,23 @@ def export_encoder_onnx(
     target = int8_path if int8 else fp32
     if target.exists():
         return target
+    # Every replica process of a new model gets here at once. One exports, the others wait
+    # and find the file: onnxruntime's quantizer writes a scratch "<input>-inferred.onnx"
+    # beside its input and deletes it, so two at once broke each other (the first request
+    # to a fresh int8 model failed). The temp-and-rename below still keeps a reader that
+    # does not take the lock from seeing a half-written graph.
+    with FileLock(str(out_dir / f".encoder-{key}.lock")):
+        if not target.exists():
+            _export_locked(loaded, fp32, int8_path if int8 else None, keep_ffn_fp32)
+    return target
+
+
+def _export_locked(
+    loaded: LoadedModel, fp32: Path, int8_path: Path | None, keep_ffn_fp32: bool
+) -> None:
+    import onnx
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     class Hidden(torch.nn.Module):
         def __init__(self, model: Any, names: tuple[str, ...]) -> None:
@@ -74,8 +88,6 @@ def export_encoder_onnx(
         ["a short text", "and a somewhat longer text"], padding=True, return_tensors="pt"
     )
     names = tuple(n for n in _INPUTS if n in sample)
-    # Replica processes may export the same model at once: each writes a private temp file
-    # and renames it into place, so a reader never sees a half-written graph.
     if not fp32.exists():
         tmp = fp32.with_name(f".{fp32.name}.{os.getpid()}.tmp")
         with warnings.catch_warnings():
@@ -84,7 +96,7 @@ def export_encoder_onnx(
             warnings.simplefilter("ignore")
             _export(Hidden(loaded.model, names).eval(), sample, names, tmp)
         os.replace(tmp, fp32)
-    if int8:
+    if int8_path is not None:
         graph = onnx.load(str(fp32)).graph
         ffn_out = [
             n.name
@@ -102,7 +114,6 @@ def export_encoder_onnx(
             nodes_to_exclude=ffn_out,
         )
         os.replace(tmp, int8_path)
-    return target
 
 
 def _export(module: Any, sample: Any, names: tuple[str, ...], path: Path) -> None:
