@@ -11,6 +11,7 @@ from open_autoglm.ml.text.loading import (
     bundled_smollm2_gguf,
     estimate_model_bytes,
     load_model,
+    written_whole,
 )
 
 
@@ -67,3 +68,26 @@ def test_converted_smollm2_loads_from_safetensors(smollm2_dir: Path) -> None:
     assert type(loaded.model).__name__ == "LlamaForCausalLM"
     assert 400e6 < loaded.memory_bytes < 700e6  # 135M params in float32
     assert loaded.tokenizer.chat_template
+
+
+def test_a_directory_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    out = tmp_path / "models" / "converted"
+    with pytest.raises(RuntimeError), written_whole(out) as tmp:  # a conversion that dies
+        assert tmp is not None
+        (tmp / "config.json").write_text("{}")
+        raise RuntimeError("killed mid-write")
+    assert not out.exists()  # nothing a later load could take for a finished model
+    with written_whole(out) as tmp:
+        assert tmp is not None
+        (tmp / "config.json").write_text("{}")
+        assert not out.exists()  # visible only once complete
+    assert (out / "config.json").read_text() == "{}"
+    with written_whole(out) as tmp:
+        assert tmp is None  # done already: nothing to do
+    # A half-written directory from before (config but no weights) is rebuilt, not trusted.
+    (out / "model.safetensors").unlink(missing_ok=True)
+    with written_whole(out, complete=lambda d: (d / "model.safetensors").exists()) as tmp:
+        assert tmp is not None
+        (tmp / "model.safetensors").write_bytes(b"x")
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+    assert [p.name for p in out.parent.iterdir() if p.name.endswith(".tmp")] == []

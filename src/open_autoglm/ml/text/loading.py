@@ -8,10 +8,13 @@ the same layout, so one loader serves all of them.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import importlib.util
 import os
+import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,7 @@ __all__ = [
     "estimate_model_bytes",
     "load_model",
     "resolve_dtype",
+    "written_whole",
 ]
 
 
@@ -175,10 +179,50 @@ def convert_gguf_to_safetensors(
     """
     gguf = Path(gguf_path)
     out = Path(out_dir)
-    if (out / "config.json").exists() and any(out.glob("*.safetensors")):
+    if _converted(out):
         return out
     if not gguf.is_file():
         raise NotFoundError(f"GGUF file not found: {gguf}")
+    with written_whole(out, complete=_converted) as tmp:
+        if tmp is not None:  # not converted meanwhile by another process
+            _convert(gguf, tmp, dtype)
+    return out
+
+
+def _converted(out: Path) -> bool:
+    return (out / "config.json").exists() and any(out.glob("*.safetensors"))
+
+
+@contextlib.contextmanager
+def written_whole(
+    out: Path, *, complete: Callable[[Path], bool] = Path.exists
+) -> Iterator[Path | None]:
+    """Build directory ``out`` all at once: yields a private temporary directory to fill,
+    renamed to ``out`` when the block ends without error (removed if it fails), or None
+    when ``out`` is already ``complete``. One process at a time builds it (a file lock
+    beside it): a crash or a second server mid-conversion can no longer leave a half-written
+    model that later loads take for a finished one. An incomplete ``out`` (left by a crash
+    before this existed) is replaced.
+    """
+    from filelock import FileLock
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(out.parent / f".{out.name}.lock")):
+        if out.exists() and complete(out):
+            yield None
+            return
+        shutil.rmtree(out, ignore_errors=True)
+        tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            os.replace(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert(gguf: Path, out: Path, dtype: str | None) -> None:
     loaded = load_model(gguf.parent, ModelRole.TEXT_GENERATION, dtype=dtype, gguf_file=gguf.name)
     # transformers refuses to save a model it marks as GGUF-quantised even though the weights
     # are already plain float, so copy them into a fresh model built from the same config.
@@ -189,7 +233,5 @@ def convert_gguf_to_safetensors(
         del config.quantization_config
     plain = AutoModelForCausalLM.from_config(config, dtype=loaded.model.dtype)  # type: ignore[no-untyped-call]
     plain.load_state_dict(loaded.model.state_dict())
-    out.mkdir(parents=True, exist_ok=True)
     plain.save_pretrained(out, safe_serialization=True)
     loaded.tokenizer.save_pretrained(out)
-    return out
