@@ -47,6 +47,7 @@ from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
 from open_autoglm.executors.replicas import REPLICA_ROLES, ReplicaPool
 from open_autoglm.executors.upstream import Upstream
+from open_autoglm.ml.text.loading import written_whole  # imports no torch
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
 from open_autoglm.spec.model import (
     ArtifactFilesSource,
@@ -122,7 +123,6 @@ class ModelService:
         self._lock = threading.Lock()
         # Loaded wrappers for introspection only; weak, so eviction really frees them.
         self._loaded: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
-        self._materialise_lock = threading.Lock()
         self.cache: ModelCache[Any] = ModelCache(
             self._load, budget_bytes=budget_bytes, estimate=self._estimate
         )
@@ -374,18 +374,10 @@ class ModelService:
             build = lambda tmp: self._unpack(src.artifact, tmp)  # noqa: E731
         else:
             raise ValidationError(f"model {spec.name!r} has no artifact source")
-        done = target / ".complete"
-        with self._materialise_lock:
-            if not done.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".build-"))
-                try:
-                    build(tmp)
-                    (tmp / ".complete").touch()
-                    shutil.rmtree(target, ignore_errors=True)
-                    os.replace(tmp, target)
-                finally:
-                    shutil.rmtree(tmp, ignore_errors=True)
+        with written_whole(target, complete=lambda d: (d / ".complete").exists()) as tmp:
+            if tmp is not None:
+                build(tmp)
+                (tmp / ".complete").touch()
         return _model_root(target)
 
     def _link_files(self, files: dict[str, str], out: Path) -> None:
