@@ -142,10 +142,16 @@ def test_a_dead_replicas_workflow_run_is_taken_over(replica) -> None:
 
 
 def _until(check, timeout: float = 30.0) -> None:
+    assert _within(check, timeout), "timed out"
+
+
+def _within(check, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, "timed out"
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.02)
+    return True
 
 
 def test_a_stalled_replica_cannot_overwrite_tasks_taken_over_from_it(replica, tmp_path) -> None:
@@ -268,14 +274,25 @@ def test_a_server_frozen_past_its_lease_lets_go_when_it_thaws(
         with Client(a.url) as c:
             tid = c.submit({"task_type": "sleep", "params": {"seconds": 60}})["id"]
         _until(lambda: row(tid)["status"] == "running")
+        b = ServerProcess(tmp_path / "b", env=env).start()
         assert a.proc is not None
-        os.kill(a.proc.pid, signal.SIGSTOP)
-        try:
-            b = ServerProcess(tmp_path / "b", env=env).start()
-            _until(lambda: row(tid)["owner"] not in (None, a_id))  # b took it over
-            b_id = row(tid)["owner"]
-        finally:
-            os.kill(a.proc.pid, signal.SIGCONT)
+
+        def taken_over() -> bool:
+            return row(tid)["owner"] not in (None, a_id)
+
+        for _ in range(3):
+            os.kill(a.proc.pid, signal.SIGSTOP)
+            try:
+                took = _within(taken_over, 10)  # b declares a dead after its lease
+            finally:
+                os.kill(a.proc.pid, signal.SIGCONT)
+            # Rarely a freezes inside a transaction (a heartbeat, a progress event), and b's
+            # claim waits on its lock; thawed, a finishes it first and may renew its lease,
+            # so b rightly leaves it alone: freeze again.
+            if took or _within(taken_over, 3):
+                break
+        assert taken_over()
+        b_id = row(tid)["owner"]
         with Client(a.url) as c:
             # a finds out at its next beat (every lease/3) and cancels its own run of the task
             # (a 60 s sleep): nothing runs on a any more.

@@ -169,3 +169,29 @@ def test_model_registry_crud(hub):
     hub.delete_model("m")
     with pytest.raises(NotFoundError):
         hub.delete_model("m")
+
+
+def test_a_replica_that_renews_its_lease_while_being_declared_dead_keeps_its_tasks(hub):
+    from open_autoglm.storage.replicas import ReplicaRegistry
+    from open_autoglm.storage.tables import replicas
+
+    now = time.time()
+    hub.replicas.register("slow", now - 100)  # its lease (30 s) looks lapsed when read ...
+    hub.write(TaskWrite(task_id="t", row={**row("t"), "owner": "slow"})).result(10)
+
+    def renew_meanwhile(pid: int) -> bool:
+        # ... and it renews it between that read and the delete (its heartbeat was waiting
+        # on a lock): the check of the other replicas' processes runs in between.
+        with hub.engine.begin() as conn:
+            conn.execute(replicas.update().where(replicas.c.id == "slow").values(heartbeat_at=now))
+        return True
+
+    registry = ReplicaRegistry(hub.engine, hub.replicas._columns, hub.replicas._row,
+                               alive=renew_meanwhile)  # fmt: skip
+    registry.register("me", now)
+    assert registry.claim_orphans("me", now, lease_s=30) == []
+    assert {r["id"] for r in hub.replicas.live()} == {"slow", "me"}
+    assert hub.get_task("t")["owner"] == "slow"
+    # Once its lease really lapses, it is declared dead and its task is taken over.
+    claimed = hub.replicas.claim_orphans("me", now + 31, lease_s=30)
+    assert [r["id"] for r in claimed] == ["t"] and hub.get_task("t")["owner"] == "me"

@@ -99,17 +99,19 @@ class ReplicaRegistry:
         """Declare dead replicas dead, then take their queued and running tasks (and any
         without an owner); returns the claimed task rows in submission order."""
         with self._engine.begin() as conn:
-            dead = [
-                r.id
-                for r in conn.execute(sa.select(replicas))
-                if r.id != replica_id
-                and (
-                    r.heartbeat_at < now - lease_s
-                    or (r.host == self.host and not self._alive(int(r.pid)))
+            others = [r for r in conn.execute(sa.select(replicas)) if r.id != replica_id]
+            gone = [r.id for r in others if r.host == self.host and not self._alive(int(r.pid))]
+            lapsed = [r.id for r in others if r.id not in gone and r.heartbeat_at < now - lease_s]
+            if gone:
+                conn.execute(replicas.delete().where(replicas.c.id.in_(gone)))
+            if lapsed:
+                # The lease is checked again as the row is deleted: a replica that renewed it
+                # since the read above (its heartbeat may have been waiting on a lock) lives.
+                conn.execute(
+                    replicas.delete().where(
+                        replicas.c.id.in_(lapsed), replicas.c.heartbeat_at < now - lease_s
+                    )
                 )
-            ]
-            if dead:
-                conn.execute(replicas.delete().where(replicas.c.id.in_(dead)))
             claimed = conn.execute(
                 tasks.update()
                 .where(tasks.c.status.in_(_ACTIVE))
