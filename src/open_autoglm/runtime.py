@@ -276,10 +276,9 @@ class Runtime:
                 final = lt.done.result(timeout)
             except TaskTakenOverError:  # another replica runs it now: its record counts
                 return self.get_task(task_id)
-            logged = self.pending_log(task_id)
-            if logged is not None:
+            if lt.logged is not None:  # answered before its record was stored
                 with contextlib.suppress(Exception):
-                    logged.result(timeout)
+                    lt.logged.result(timeout)
             return final
         return self.get_task(task_id)
 

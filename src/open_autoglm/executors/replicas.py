@@ -52,6 +52,14 @@ log = logging.getLogger(__name__)
 _PREFIX = struct.Struct("<II")
 # A text's share of a forward's fixed cost, in characters (which stand in for tokens here).
 _TEXT_OVERHEAD = 8
+
+
+def _text_cost(text: str) -> int:
+    """A text's work for a replica: characters stand in for tokens (only replicas tokenise),
+    plus its share of the forward's fixed cost."""
+    return len(text) + _TEXT_OVERHEAD
+
+
 REPLICA_ROLES = ("embedding", "text-classification")
 # Environment every replica starts with: one thread in every math library, no hub access.
 _REPLICA_ENV = {
@@ -92,8 +100,7 @@ class _Request:
         self.op = op
         self.texts = texts
         self.key = key
-        # Characters stand in for tokens (only replicas tokenise); + a share of the overhead.
-        self.cost = sum(len(t) for t in texts) + _TEXT_OVERHEAD * len(texts)
+        self.cost = sum(map(_text_cost, texts))
         self.promise: Promise[tuple[dict[str, Any], bytes]] = Promise()
 
 
@@ -131,9 +138,7 @@ def _split_by_length(texts: list[str], parts: int) -> list[list[int]]:
     work; characters stand in for tokens, which only the replicas count.
     """
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    if parts <= 1:
-        return [list(range(len(texts)))]
-    costs = [len(t) + _TEXT_OVERHEAD for t in texts]
+    costs = [_text_cost(t) for t in texts]
     return [p for p in _cut(order, costs, sum(costs) / parts, parts) if p]
 
 

@@ -317,14 +317,14 @@ def embed_batch_handler(ctxs: list[TaskContext]) -> BatchResults:
             continue
         spans.append((i, len(joint), len(joint) + len(texts)))
         joint.extend(texts)
-    if spans and (upstream := _upstream(ctxs[spans[0][0]])) is not None:
+    if not spans:
+        return results
+    if (upstream := _upstream(ctxs[spans[0][0]])) is not None:
         for i, start, end in spans:
             try:
                 results[i] = _upstream_embed(upstream, joint[start:end])
             except AutoGLMError as exc:
                 results[i] = exc
-        return results
-    if not spans:
         return results
     return _embed_spans(ctxs, results, spans, joint)
 
@@ -384,14 +384,16 @@ def _requests(ctx: TaskContext) -> tuple[list[Any], bool]:
     if not p.stream:
         return [GenerationRequest(params=sampling, chat=p.chat, **item) for item in items], single
     return [
-        GenerationRequest(params=sampling, chat=p.chat, on_delta=_delta_events(ctx, i), **item)
+        GenerationRequest(
+            params=sampling, chat=p.chat, on_delta=_delta_events(ctx, i, p.max_tokens), **item
+        )
         for i, item in enumerate(items)
     ], single
 
 
-def _delta_events(ctx: TaskContext, index: int) -> Any:
+def _delta_events(ctx: TaskContext, index: int, max_tokens: int) -> Any:
     """An engine ``on_delta`` callback that reports each piece of text as a progress event."""
-    limit = max(1, _params(ctx, GenerationParams).max_tokens)
+    limit = max(1, max_tokens)
     seen = [0]
 
     def emit(delta: str) -> None:

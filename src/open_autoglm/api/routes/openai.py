@@ -233,6 +233,13 @@ _FAILURES: dict[str, type[errors.AutoGLMError]] = {
 }
 
 
+def _failure(final: dict[str, Any]) -> errors.AutoGLMError:
+    """The platform error for a task that did not succeed (by its stored error code)."""
+    err = final.get("error") or {}
+    cls = _FAILURES.get(err.get("code", ""), errors.TaskFailedError)
+    return cls(err.get("message", final["status"]), details=err.get("details") or [])
+
+
 async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> dict[str, Any]:
     """Run an online-inference task through admission and the scheduler; its result."""
     spec = runtime.parse(raw)
@@ -257,9 +264,7 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     final = await asyncio.wrap_future(done)
     if final["status"] == "succeeded":
         return {"id": final["id"], **(final.get("result") or {})}
-    err = final.get("error") or {}
-    cls = _FAILURES.get(err.get("code", ""), errors.TaskFailedError)
-    raise cls(err.get("message", final["status"]), details=err.get("details") or [])
+    raise _failure(final)
 
 
 async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any]) -> LiveTask:
@@ -273,11 +278,7 @@ async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any])
     task, _ = runtime.submit(spec, durable=False, events=events).result()
     lt = runtime.scheduler.live_task(task["id"])
     if lt is None:  # gone already: it can only have failed before any work
-        final = runtime.get_task(task["id"])
-        err = final.get("error") or {}
-        raise _FAILURES.get(err.get("code", ""), errors.TaskFailedError)(
-            err.get("message", final["status"])
-        )
+        raise _failure(runtime.get_task(task["id"]))
     return lt
 
 
@@ -502,9 +503,7 @@ def _stream_response(
                 yield _sse(chunk(delta, None))
             final = lt.done.result()
             if final["status"] != "succeeded":
-                err = final.get("error") or {}
-                cls = _FAILURES.get(err.get("code", ""), errors.TaskFailedError)
-                exc = cls(err.get("message", final["status"]))
+                exc = _failure(final)
                 yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
             else:
                 g = (final.get("result") or {})["generations"][0]
