@@ -183,6 +183,9 @@ def test_a_stalled_replica_cannot_overwrite_tasks_taken_over_from_it(replica, tm
         assert row["owner"] == b.replica_id
     # A waiter on the stalled replica is told what the database says.
     assert a.wait(slow, 5)["status"] == "succeeded"
+    # Its metrics do not count the success it could not record; b's count both.
+    assert a.metrics.tasks.transitions.get("succeeded", 0) == 0
+    assert b.metrics.tasks.transitions.get("succeeded", 0) == 2
 
 
 def test_a_stalled_replica_cannot_drive_a_workflow_run_taken_over_from_it(

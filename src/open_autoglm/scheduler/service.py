@@ -43,6 +43,9 @@ __all__ = ["Scheduler", "SchedulerObserver", "StorageLike"]
 log = logging.getLogger(__name__)
 
 _FORCE_TIMEOUT_GRACE_S = 2.0
+# A terminal write, its task, its result and the transition to report once it is stored
+# (None: reported already).
+_Finished = tuple[Any, LiveTask, Any, tuple[TaskStatus | None, TaskStatus, float] | None]
 
 
 class StorageLike(Protocol):
@@ -378,7 +381,7 @@ class Scheduler:
                 self._kicked = False
 
     def _drain_inbox(self, now: float, answered: list[tuple[LiveTask, Any]]) -> None:
-        finished: list[tuple[Any, LiveTask, Any]] = []
+        finished: list[_Finished] = []
         inbox = self._inbox
         while inbox:
             msg = inbox.popleft()
@@ -561,9 +564,7 @@ class Scheduler:
         """The executor's report that a job ended; handled by the dispatcher's next pass."""
         self._post(("done", task_id, outcome))
 
-    def _complete_locked(
-        self, task_id: str, outcome: Any, finished: list[tuple[Any, LiveTask, Any]]
-    ) -> None:
+    def _complete_locked(self, task_id: str, outcome: Any, finished: list[_Finished]) -> None:
         from open_autoglm.executors.base import OutcomeStatus
 
         lt = self.live.get(task_id)
@@ -650,7 +651,7 @@ class Scheduler:
         has_result: bool = False,
         error: dict[str, Any] | None = None,
         artifacts: list[dict[str, Any]] | None = None,
-        into: list[tuple[Any, LiveTask, Any]] | None = None,
+        into: list[_Finished] | None = None,
     ) -> None:
         """Move ``lt`` to a terminal state; its write goes into ``into`` (flushed by the
         caller with the rest of the pass) or straight to storage."""
@@ -683,15 +684,19 @@ class Scheduler:
             result=result,
             has_result=has_result,
         )
-        self._observe(lt, old, status, now)
+        # A durable task's end counts once it is stored as this replica's: a replica that
+        # lost its lease must not report a success whose write was fenced.
+        seen = (old, status, now) if lt.durable else None
+        if seen is None:
+            self._observe(lt, old, status, now)
         if into is not None:
-            into.append((write, lt, result))
+            into.append((write, lt, result, seen))
         else:
-            self._flush_finished([(write, lt, result)])
+            self._flush_finished([(write, lt, result, seen)])
 
     def _flush_finished(
         self,
-        finished: list[tuple[Any, LiveTask, Any]],
+        finished: list[_Finished],
         answered: list[tuple[LiveTask, Any]] | None = None,
     ) -> None:
         """Store the terminal writes of one pass together; then the tasks leave ``live``
@@ -701,10 +706,10 @@ class Scheduler:
         their record is a log entry, not a promise, so the answer does not wait for the
         commit. They stay in ``live`` until it is stored, so a read by id finds them all along.
         """
-        committed = self._storage.write_many([w for w, _, _ in finished])
+        committed = self._storage.write_many([w for w, _, _, _ in finished])
         early: set[str] = set()
         if answered is not None:
-            for _, lt, result in finished:
+            for _, lt, result, _ in finished:
                 if not lt.durable and lt.status is TaskStatus.SUCCEEDED:
                     answered.append((lt, result))
                     early.add(lt.id)
@@ -714,13 +719,15 @@ class Scheduler:
             exc = f.exception()
             outcomes = f.result() if exc is None else [None] * len(finished)
             with self._lock:
-                for _, lt, _ in finished:
+                for (_, lt, _, seen), outcome in zip(finished, outcomes, strict=True):
+                    if seen is not None and outcome != FENCED:
+                        self._observe(lt, *seen)
                     if self.live.get(lt.id) is lt:
                         del self.live[lt.id]
                     key = lt.spec.idempotency_key
                     if key and self._keys.get(key) == lt.id:
                         del self._keys[key]
-            for (_, lt, result), outcome in zip(finished, outcomes, strict=True):
+            for (_, lt, result, _), outcome in zip(finished, outcomes, strict=True):
                 if lt.id in early:
                     if exc is not None:
                         log.error("online task %s answered but not logged: %s", lt.id, exc)
