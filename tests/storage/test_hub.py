@@ -195,3 +195,32 @@ def test_a_replica_that_renews_its_lease_while_being_declared_dead_keeps_its_tas
     # Once its lease really lapses, it is declared dead and its task is taken over.
     claimed = hub.replicas.claim_orphans("me", now + 31, lease_s=30)
     assert [r["id"] for r in claimed] == ["t"] and hub.get_task("t")["owner"] == "me"
+
+
+def test_late_workflow_bookkeeping_of_a_lost_run_is_fenced(hub):
+    """A replica that lost a run can neither repoint its step at another task nor turn a
+    callback the new owner delivered back into a failure."""
+    from open_autoglm.storage.workflows_repo import RunWrite, WorkflowRepo
+
+    repo = WorkflowRepo(hub.engine)
+    created = {"name": "w", "spec": {}, "inputs": {}, "created_at": 1.0, "owner": "r1"}
+    step = {"step_id": "s", "attempt": 1, "task": {}, "idempotency_key": "w/s/1"}
+    callback = {"id": "cb1", "event": "run.succeeded", "url": "http://127.0.0.1:9/", "payload": {}}
+    first = RunWrite(
+        "w", "running", {}, None, 1.0, created=created, step_tasks=[step], callbacks=[callback]
+    )
+    assert repo.save([first]) == set()
+
+    assert repo.set_task_id("w", "s", 1, "t-r1", owner="r1")
+    assert not repo.set_task_id("w", "s", 1, "t-r2", owner="r2")  # r2 does not drive "w"
+    assert [s["task_id"] for s in repo.step_tasks("w")] == ["t-r1"]
+
+    def attempt(n: int, status: int | None) -> dict:
+        return {"attempt": n, "status": status, "error": None, "timestamp": 2.0, "duration_s": 0}
+
+    repo.record_callback_attempt("cb1", "w", attempt(1, 200), "delivered")
+    repo.record_callback_attempt("cb1", "w", attempt(2, None), "failed")  # a late retry
+    (cb,) = repo.callbacks("w")
+    assert cb["status"] == "delivered"
+    assert [d["status_code"] for d in cb["deliveries"]] == [200, None]  # both on the record
+    assert repo.pending_callbacks() == []

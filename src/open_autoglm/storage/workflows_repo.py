@@ -209,17 +209,21 @@ class WorkflowRepo:
             )
         return True
 
-    def set_task_id(self, run_id: str, step_id: str, attempt: int, task_id: str) -> None:
+    def set_task_id(
+        self, run_id: str, step_id: str, attempt: int, task_id: str, owner: str | None = None
+    ) -> bool:
+        """Record the task a step attempt runs as; with ``owner``, only while that replica
+        still drives the run (fenced like :meth:`save`). False when nothing was written."""
+        update = workflow_step_tasks.update().where(
+            workflow_step_tasks.c.run_id == run_id,
+            workflow_step_tasks.c.step_id == step_id,
+            workflow_step_tasks.c.attempt == attempt,
+        )
+        if owner is not None:
+            runs = workflow_runs.c
+            update = update.where(sa.exists().where(runs.id == run_id, runs.owner == owner))
         with self.engine.begin() as conn:
-            conn.execute(
-                workflow_step_tasks.update()
-                .where(
-                    workflow_step_tasks.c.run_id == run_id,
-                    workflow_step_tasks.c.step_id == step_id,
-                    workflow_step_tasks.c.attempt == attempt,
-                )
-                .values(task_id=task_id)
-            )
+            return bool(conn.execute(update.values(task_id=task_id)).rowcount)
 
     def record_callback_attempt(
         self, callback_id: str, run_id: str, attempt: dict[str, Any], status: str
@@ -238,9 +242,14 @@ class WorkflowRepo:
                     duration_s=attempt["duration_s"],
                 )
             )
+            # Delivered stays delivered: a replica that lost the run may still be retrying
+            # the same callback after the new owner got it through.
             conn.execute(
                 workflow_callbacks.update()
-                .where(workflow_callbacks.c.id == callback_id)
+                .where(
+                    workflow_callbacks.c.id == callback_id,
+                    workflow_callbacks.c.status != "delivered",
+                )
                 .values(status=status, attempts=attempt["attempt"], updated_at=now)
             )
 

@@ -534,7 +534,9 @@ class WorkflowService:
     def _accepted(self, msg: _Accepted) -> None:
         live = self._runs.get(msg.run_id)
         try:
-            self.repo.set_task_id(msg.run_id, msg.step_id, msg.attempt, msg.task_id)
+            self.repo.set_task_id(
+                msg.run_id, msg.step_id, msg.attempt, msg.task_id, self.runtime.replica_id
+            )
         except Exception:
             log.exception("could not record the task of %s/%s", msg.run_id, msg.step_id)
         if live is not None:
