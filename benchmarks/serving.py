@@ -147,6 +147,18 @@ def autoglm_targets(url: str, pid: int, int8: bool) -> list[Target]:
     return targets
 
 
+def _model_of(target: Target) -> str:
+    return str(target.body_factory(0)["model"])
+
+
+def _replica_counts(url: str, model: str) -> tuple[int, int] | None:
+    """(calls, texts) the model's replica pool has run so far (the warm-up included)."""
+    for m in httpx.get(url + "/v1/models").json()["data"]:
+        if m["id"] == model and m.get("replicas"):
+            return int(m["replicas"]["batches"]), int(m["replicas"]["texts"])
+    return None
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     def qps_of(target: str) -> dict[Any, float]:
         return {r["concurrency"]: r["qps"] for r in rows if r["target"] == target}
@@ -156,6 +168,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     d2 = qps_of("loop-batch32-bucketed-x2").get(None)
     d_ort = qps_of("loop-onnx-batch32-bucketed-x2").get(None)
     d_mkl = qps_of("loop-batch32-bucketed-torch-linear-x2").get(None)
+    d_8 = qps_of("loop-batch8-bucketed-x2").get(None)
 
     def ratio(x: float, ref: float | None) -> str:
         return f"{x / ref:6.2f}" if ref else f"{'-':>6}"
@@ -163,7 +176,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(
         f"\n{'target':<32} {'conc':>4} {'qps':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'p50/b':>6} {'x(d1)':>6} {'x(d2)':>6} {'x(dT)':>6} "
-        f"{'x(dO)':>6} "
+        f"{'x(dO)':>6} {'x(d8)':>6} {'tpc':>5} "
         f"{'err':>4}"
     )
     p50_b = {r["concurrency"]: r["p50_ms"] for r in rows if r["target"] == "flask-1thread"}
@@ -173,18 +186,21 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r[k]:8.1f}" if k in r else f"{'-':>8}" for k in ("mean_ms", "p50_ms", "p99_ms")
         )
         p50 = ratio(r["p50_ms"], p50_b.get(c)) if "p50_ms" in r else f"{'-':>6}"
+        tpc = f"{r['texts_per_call']:5.1f}" if "texts_per_call" in r else f"{'-':>5}"
         print(
             f"{r['target']:<32} {'-' if c is None else c:>4} {r['qps']:7.1f} {lat} "
             f"{r['server_cpu_cores']:5.2f} {ratio(r['qps'], a.get(c))} {ratio(r['qps'], b.get(c))} "
             f"{p50} {ratio(r['qps'], d1)} {ratio(r['qps'], d2)} {ratio(r['qps'], d_mkl)} "
-            f"{ratio(r['qps'], d_ort)} "
+            f"{ratio(r['qps'], d_ort)} {ratio(r['qps'], d_8)} {tpc} "
             f"{r.get('errors', 0):>4}"
         )
     print("x(a)/x(b): QPS vs Flask default / 1-thread at the same concurrency; p50/b: p50 vs "
           "Flask 1-thread's; x(d1)/x(d2): vs the no-HTTP bucketed loop (the server's torch "
           "forward, oneDNN Linears) in 1 / 2 processes; x(dT): the same loop with torch's own "
           "Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
-          "loop in 2 processes")  # fmt: skip
+          "loop in 2 processes; x(d8): vs the bucketed loop (server's forward) in calls of 8, "
+          "about the size of each replica's calls at c=32, in 2 processes; tpc: texts per "
+          "replica call the server actually ran")  # fmt: skip
 
 
 def main() -> None:
@@ -206,10 +222,18 @@ def main() -> None:
         targets = [stack.enter_context(TARGETS[name]()) for name in baselines]
         url, pid = stack.enter_context(autoglm_server(int8))
         targets += autoglm_targets(url, pid, int8)
+        models = {t.name: _model_of(t) for t in targets if t.name.startswith("autoglm-")}
         for c in concurrency:
             print(f"concurrency {c}:", flush=True)
             for target in targets:
-                rows.extend(measure_target(target, [c], args.seconds))
+                model = models.get(target.name)
+                before = _replica_counts(url, model) if model else None
+                (row,) = measure_target(target, [c], args.seconds)
+                if model and before:
+                    after = _replica_counts(url, model)
+                    if after and after[0] > before[0]:
+                        row["texts_per_call"] = (after[1] - before[1]) / (after[0] - before[0])
+                rows.append(row)
         # Replica pools' counters: calls, texts (so texts per call), restarts.
         replicas = {
             m["id"]: m.get("replicas") for m in httpx.get(url + "/v1/models").json()["data"]

@@ -6,7 +6,8 @@
 (a) ``flask-default``: Flask under gunicorn, 2 sync workers, one tokenize+forward per request,
     torch threads left at their default (each worker uses every core: oversubscribed).
 (b) ``flask-1thread``: the same with 1 torch thread per worker.
-(d) ``loop``: no HTTP; a plain loop over the same sentences in calls of 32 texts: one text per
+(d) ``loop``: no HTTP; a plain loop over the same sentences in calls of 32 texts (and of 8:
+    ``-batch8-``, the size of the server's replica calls at c=32): one text per
     forward (plain transformers), batches of 32 without and with length bucketing
     (``Embedder``, whose float Linears run in oneDNN as the server's do; ``-torch-linear``:
     torch's own Linear, i.e. MKL, as in (a) and (b)), and the bucketed loop in ONNX Runtime
@@ -144,6 +145,9 @@ LOOP_MODES = (
     "loop-batch32-bucketed-torch-linear",
     "loop-batch32-bucketed",
     "loop-onnx-batch32-bucketed",
+    # Calls of 8: about what each of the server's two replicas gets at c=32 (32 requests
+    # over two processes, some always in flight over HTTP): the same forward at that size.
+    "loop-batch8-bucketed",
 )
 
 
@@ -185,13 +189,14 @@ def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any
         embedder = Embedder.from_path(path, batch_size=32, linear=linear)
         bucket = "bucketed" in mode
         fn = lambda texts: embedder.embed(texts, bucket=bucket)  # noqa: E731
+    call = 8 if "-batch8-" in mode else 32
     fn(SENTENCES[:32])  # warm-up
     barrier.wait()
     done, cpu0, start = 0, time.process_time(), time.perf_counter()
     while time.perf_counter() - start < seconds:
         # Calls of 32 texts: the batch the server's scheduler forms at c >= 32.
-        fn([SENTENCES[(done + i) % len(SENTENCES)] for i in range(32)])
-        done += 32
+        fn([SENTENCES[(done + i) % len(SENTENCES)] for i in range(call)])
+        done += call
     out.put((done, time.perf_counter() - start, time.process_time() - cpu0))
 
 
