@@ -194,7 +194,7 @@ def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any
     barrier.wait()
     done, cpu0, start = 0, time.process_time(), time.perf_counter()
     while time.perf_counter() - start < seconds:
-        # Calls of 32 texts: the batch the server's scheduler forms at c >= 32.
+        # Calls of 32 texts (the batch the server's scheduler forms at c >= 32), or of 8.
         fn([SENTENCES[(done + i) % len(SENTENCES)] for i in range(call)])
         done += call
     out.put((done, time.perf_counter() - start, time.process_time() - cpu0))

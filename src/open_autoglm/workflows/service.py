@@ -534,9 +534,11 @@ class WorkflowService:
     def _accepted(self, msg: _Accepted) -> None:
         live = self._runs.get(msg.run_id)
         try:
-            self.repo.set_task_id(
+            if not self.repo.set_task_id(
                 msg.run_id, msg.step_id, msg.attempt, msg.task_id, self.runtime.replica_id
-            )
+            ):
+                log.info("task %s of %s/%s not recorded: this replica no longer drives the run",
+                         msg.task_id, msg.run_id, msg.step_id)  # fmt: skip
         except Exception:
             log.exception("could not record the task of %s/%s", msg.run_id, msg.step_id)
         if live is not None:
