@@ -19,7 +19,7 @@ from open_autoglm.errors import (
 from open_autoglm.executors.base import Outcome, OutcomeStatus
 from open_autoglm.tasks.base import BatchResults, TaskContext, TaskHandler
 
-__all__ = ["iter_batch_outcomes", "run_batch_handler", "run_handler"]
+__all__ = ["iter_batch_outcomes", "run_handler"]
 
 log = logging.getLogger(__name__)
 
@@ -49,16 +49,6 @@ def run_handler(handler: TaskHandler, ctx: TaskContext) -> Outcome:
     except Exception as exc:
         return _unexpected(exc)
     return Outcome(OutcomeStatus.SUCCEEDED, result=result)
-
-
-def run_batch_handler(
-    batch_handler: Callable[[list[TaskContext]], BatchResults], ctxs: list[TaskContext]
-) -> list[Outcome]:
-    """Call ``batch_handler(ctxs)``; a slot holding an exception fails only that task."""
-    out: list[Outcome | None] = [None] * len(ctxs)
-    for i, outcome in iter_batch_outcomes(batch_handler, ctxs):
-        out[i] = outcome
-    return out  # type: ignore[return-value]  # iter_batch_outcomes yields every index
 
 
 def iter_batch_outcomes(

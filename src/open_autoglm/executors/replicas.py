@@ -513,7 +513,7 @@ class ReplicaPool:
         )
         start = time.perf_counter()
         replies: list[tuple[dict[str, Any], bytes] | BaseException]
-        next_replica: _Replica | None = replica
+        dead = False
         try:
             header, payload = replica.call({"op": lead.op, "texts": texts, **extra})
             replies = _split(header, payload, group)
@@ -525,10 +525,10 @@ class ReplicaPool:
                     "restarted"
                 )
             ] * len(group)
-            next_replica = None
-        except BaseException as exc:  # never leave a caller waiting
+            dead = True
+        except BaseException as exc:  # never leave a caller waiting; the stream may be torn
             replies = [exc] * len(group)
-            next_replica = None
+            dead = True
         busy = time.perf_counter() - start
         with self._lock:
             replica.busy = False
@@ -540,10 +540,11 @@ class ReplicaPool:
                 request.promise.set_exception(answer)
             else:
                 request.promise.set_result(answer)
-        return next_replica if next_replica is not None else self._replace(replica)
+        return self._replace(replica) if dead else replica
 
     def _replace(self, dead: _Replica) -> _Replica | None:
-        """Reap a dead replica and start its successor (this worker's other replicas go on)."""
+        """Reap a dead replica and start its successor in this worker's thread (the other
+        workers go on serving); returns it, or None when the pool closed or it did not start."""
         with self._lock:
             if self._all.get(dead.index) is dead:
                 del self._all[dead.index]

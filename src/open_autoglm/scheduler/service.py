@@ -333,21 +333,37 @@ class Scheduler:
             if lt is None or lt.status.terminal:
                 pass
             elif lt.status is TaskStatus.QUEUED:
-                self.queue.remove(task_id)
-                if lt.task_type.batch_handler is not None:
-                    self.batches.discard(lt)
+                self._unqueue_locked(lt)
                 self._drop_timer_task(task_id)
                 self._finish_locked(
                     lt, TaskStatus.CANCELLED, error={"code": "cancelled", "message": reason}
                 )
                 return lt.as_dict()
-            else:  # running: ask the executor to stop it; the outcome finishes it
-                lt.cancel_requested = reason
-                if lt.handle is not None:
-                    lt.handle.cancel("cancelled")
+            else:
+                self._stop_locked(lt, reason)
                 return lt.as_dict()
         row = self._storage.get_task(task_id)
         raise ConflictError(f"task {task_id} is already {row['status']}")
+
+    def _unqueue_locked(self, lt: LiveTask) -> None:
+        """Take a queued task out of the queue and its batch group (no-op if not there)."""
+        self.queue.remove(lt.id)
+        if lt.task_type.batch_handler is not None:
+            self.batches.discard(lt)
+
+    def _stop_locked(self, lt: LiveTask, reason: str) -> None:
+        """Ask a running task's executor to stop it; its outcome then finishes it."""
+        lt.cancel_requested = reason
+        if lt.handle is not None:
+            lt.handle.cancel("cancelled")
+
+    def _forget_locked(self, lt: LiveTask) -> None:
+        """``lt`` leaves the in-memory view: its record in storage is the one to read now."""
+        if self.live.get(lt.id) is lt:
+            del self.live[lt.id]
+        key = lt.spec.idempotency_key
+        if key and self._keys.get(key) == lt.id:
+            del self._keys[key]
 
     def _drop_timer_task(self, task_id: str) -> None:
         self._timers = [t for t in self._timers if t[3] != task_id]
@@ -722,11 +738,7 @@ class Scheduler:
                 for (_, lt, _, seen), outcome in zip(finished, outcomes, strict=True):
                     if seen is not None and outcome != FENCED:
                         self._observe(lt, *seen)
-                    if self.live.get(lt.id) is lt:
-                        del self.live[lt.id]
-                    key = lt.spec.idempotency_key
-                    if key and self._keys.get(key) == lt.id:
-                        del self._keys[key]
+                    self._forget_locked(lt)
             for (_, lt, result, _), outcome in zip(finished, outcomes, strict=True):
                 if lt.id in early:
                     if exc is not None:
@@ -755,15 +767,10 @@ class Scheduler:
                 if lt is None or not lt.durable or lt.status.terminal:
                     continue
                 if lt.status is TaskStatus.QUEUED:
-                    if tid in self.queue:
-                        self.queue.remove(tid)
-                    if lt.task_type.batch_handler is not None:
-                        self.batches.discard(lt)
+                    self._unqueue_locked(lt)
                     dropped.append(lt)
                 else:
-                    lt.cancel_requested = "taken over by another replica"
-                    if lt.handle is not None:
-                        lt.handle.cancel("cancelled")
+                    self._stop_locked(lt, "taken over by another replica")
                     stopping += 1
         if dropped:
             self._lose(dropped)
@@ -776,11 +783,7 @@ class Scheduler:
             for lt in lost:
                 self._release_locked(lt)
                 self._drop_timer_task(lt.id)
-                if self.live.get(lt.id) is lt:
-                    del self.live[lt.id]
-                key = lt.spec.idempotency_key
-                if key and self._keys.get(key) == lt.id:
-                    del self._keys[key]
+                self._forget_locked(lt)
         for lt in lost:
             log.warning("task %s was taken over by another replica; not running it here", lt.id)
             lt.done.set_exception(_taken_over(lt))

@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "LINEAR_MODES",
     "TEXT_ROLES",
     "ArtifactFilesSource",
     "ArtifactSource",
@@ -35,6 +36,9 @@ __all__ = [
     "ModelSpec",
     "UpstreamSource",
 ]
+
+# ``options.linear``: how the torch runtime computes float32 Linear layers (ml/text/linear.py).
+LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "torch")
 
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")
@@ -163,7 +167,7 @@ class ModelSpec(BaseModel):
             if self.options.get("runtime") not in (None, "torch", "onnx"):
                 raise ValueError("options.runtime must be torch or onnx")
             linear = self.options.get("linear")
-            if linear not in (None, "auto", "onednn", "torch"):
+            if linear is not None and linear not in LINEAR_MODES:
                 raise ValueError("options.linear must be auto, onednn or torch")
             if linear not in (None, "torch") and (
                 self.options.get("runtime") == "onnx" or self.options.get("quantize") == "onnx-int8"

@@ -351,6 +351,7 @@ def _embed_spans(
             normalize=params.normalize,
             pooling=params.pooling,
         )
+        # In completion order; the pool's futures are Promises, which as_completed can't watch.
         ready: SimpleQueue[int] = SimpleQueue()
         for k, future in enumerate(futures):
             future.add_done_callback(lambda _, k=k: ready.put(k))

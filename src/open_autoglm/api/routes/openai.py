@@ -36,7 +36,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm import errors
-from open_autoglm.api.deps import client_id, get_runtime, json_body
+from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.errors import status_for
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes.models import model_service
@@ -347,7 +347,7 @@ async def get_model(model_id: str, runtime: Rt) -> JSONResponse:
 
 @router.post("/embeddings", summary="OpenAI: embeddings")
 async def embeddings(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime  # not a dependency: none to resolve per call
+    runtime = runtime_of(request)
     raw = await json_body(request)
     body: EmbeddingRequest = _parse(EmbeddingRequest, raw)
     service = model_service(runtime)
@@ -372,7 +372,7 @@ async def embeddings(request: Request) -> Response:
 
 @router.post("/completions", summary="OpenAI: text completions (stream with stream: true)")
 async def completions(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime  # not a dependency: none to resolve per call
+    runtime = runtime_of(request)
     raw = await json_body(request)
     body: CompletionRequest = _parse(CompletionRequest, raw)
     service = model_service(runtime)
@@ -409,7 +409,7 @@ async def completions(request: Request) -> Response:
 
 @router.post("/chat/completions", summary="OpenAI: chat completions (stream with stream: true)")
 async def chat_completions(request: Request) -> Response:
-    runtime: Runtime = request.app.state.runtime  # not a dependency: none to resolve per call
+    runtime = runtime_of(request)
     raw = await json_body(request)
     body: ChatCompletionRequest = _parse(ChatCompletionRequest, raw)
     service = model_service(runtime)

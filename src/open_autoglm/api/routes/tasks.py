@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from open_autoglm.api.deps import client_id, get_runtime, json_body
+from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import PolicyBlockedError, ValidationError
@@ -49,7 +49,7 @@ async def _accept(
 @router.post("/tasks", status_code=202, openapi_extra=_SPEC_BODY, summary="Submit a task")
 async def submit_task(request: Request) -> JSONResponse:
     """Accept a task; the 202 is sent only after the task is committed to storage."""
-    task, created = await _accept(request.app.state.runtime, request, durable=True)
+    task, created = await _accept(runtime_of(request), request, durable=True)
     return JSONResponse(
         {**task, "created": created},
         status_code=202 if created else 200,
@@ -90,7 +90,7 @@ async def submit_batch(request: Request) -> JSONResponse:
     blocked spec rejects the request (422 naming every problem by index, or 403) and nothing
     is stored. The 202 is sent once every task is committed; tasks keep their order.
     """
-    runtime: Runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     body = await json_body(request)
     if not isinstance(body, dict) or set(body) != {"tasks"}:
         raise ValidationError(
@@ -120,7 +120,7 @@ async def submit_batch(request: Request) -> JSONResponse:
 @router.post("/infer", openapi_extra=_SPEC_BODY, summary="Run a task and wait for its result")
 async def infer(request: Request) -> JSONResponse:
     """Online inference: the result comes back in the response (not replayed after a crash)."""
-    runtime: Runtime = request.app.state.runtime
+    runtime = runtime_of(request)
     task, _ = await _accept(runtime, request, durable=False)
     lt = runtime.scheduler.live_task(task["id"])
     final = (

@@ -33,15 +33,14 @@ from __future__ import annotations
 import copy
 import functools
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from open_autoglm.errors import ValidationError
+from open_autoglm.spec.model import LINEAR_MODES
 
 __all__ = [
-    "LINEAR_MODES",
-    "LinearMode",
     "OneDNNLinear",
     "onednn_available",
     "row_bucket",
@@ -49,9 +48,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-LinearMode = Literal["auto", "onednn", "torch"]
-LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "torch")
 
 
 class OneDNNLinear(torch.nn.Linear):
