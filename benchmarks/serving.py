@@ -12,8 +12,9 @@ closed-loop load from a separate process on 127.0.0.1, see ``benchmarks/loadgen.
     ``autoglm-ort-fp32``    opt-in: ``/v1/embeddings`` on ``options.runtime: onnx`` (ONNX
                             Runtime float32, same weights; not torch: compare with ``x(dO)``)
     ``autoglm-int8``        opt-in: ``/v1/embeddings`` on ``options.quantize: onnx-int8``
-(d) ``loop-*``  no HTTP: a plain loop (per text, batch 32, bucketed batch 32, ORT bucketed) in
-    one process and in two at once (``-x2``, one per core: the physical limit)
+(d) ``loop-*``  no HTTP: a plain loop (per text, batch 32, bucketed batch 32 packed as the
+    server runs it or in padded passes, ORT bucketed) in one process and in two at once
+    (``-x2``, one per core: the physical limit)
 
 All servers are started first and stay up; for each concurrency level every HTTP target is
 measured in turn, so slow drift of a shared machine spreads over all of them instead of
@@ -196,8 +197,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
     print("x(a)/x(b): QPS vs Flask default / 1-thread at the same concurrency; p50/b: p50 vs "
           "Flask 1-thread's; x(d1)/x(d2): vs the no-HTTP bucketed loop (the server's torch "
-          "forward, oneDNN Linears) in 1 / 2 processes; x(dT): the same loop with torch's own "
-          "Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
+          "forward: packed rows, oneDNN Linears) in 1 / 2 processes; x(dT): the loop in padded "
+          "passes through torch's own Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
           "loop in 2 processes; x(d8): vs the bucketed loop (server's forward) in calls of 8, "
           "about the size of each replica's calls at c=32, in 2 processes; tpc: texts per "
           "replica call the server actually ran")  # fmt: skip

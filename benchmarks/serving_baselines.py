@@ -9,10 +9,11 @@
 (d) ``loop``: no HTTP; a plain loop over the same sentences in calls of 32 texts (and of 8:
     ``-batch8-``, the size of the server's replica calls at c=32): one text per
     forward (plain transformers), batches of 32 without and with length bucketing
-    (``Embedder``, whose float Linears run in oneDNN as the server's do; ``-torch-linear``:
-    torch's own Linear, i.e. MKL, as in (a) and (b)), and the bucketed loop in ONNX Runtime
-    fp32; 1 torch thread (``--loop-threads``), in one process and in two processes at once
-    (``-x2``: both cores, the machine's physical limit).
+    (``Embedder``, the server's forward: packed rows, float Linears in oneDNN;
+    ``-padded``: the same bucketed into padded passes instead of packed; ``-torch-linear``:
+    padded passes through torch's own Linear, i.e. MKL, as in (a) and (b)), and the bucketed
+    loop in ONNX Runtime fp32 (packed too); 1 torch thread (``--loop-threads``), in one
+    process and in two processes at once (``-x2``: both cores, the machine's physical limit).
 Open-AutoGLM's ``/v1/embeddings`` (c) plugs in as another entry of ``TARGETS``: a context
 manager yielding a :class:`Target` (url, body factory, server pid).
 
@@ -143,6 +144,7 @@ LOOP_MODES = (
     "loop-single",
     "loop-batch32",
     "loop-batch32-bucketed-torch-linear",
+    "loop-batch32-bucketed-padded",
     "loop-batch32-bucketed",
     "loop-onnx-batch32-bucketed",
     # Calls of 8: about what each of the server's two replicas gets at c=32 (32 requests
@@ -186,7 +188,8 @@ def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any
         fn = lambda texts: onnx.embed(texts, bucket=True)  # noqa: E731
     else:
         linear = "torch" if mode.endswith("-torch-linear") else "auto"
-        embedder = Embedder.from_path(path, batch_size=32, linear=linear)
+        pack = not mode.endswith(("-torch-linear", "-padded"))
+        embedder = Embedder.from_path(path, batch_size=32, linear=linear, pack=pack)
         bucket = "bucketed" in mode
         fn = lambda texts: embedder.embed(texts, bucket=bucket)  # noqa: E731
     call = 8 if "-batch8-" in mode else 32

@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from open_autoglm.errors import ValidationError
-from open_autoglm.ml.text.embedding import Embedder, Pooling, plan_buckets, read_pooling_config
-from open_autoglm.ml.text.loading import bundled_minilm_dir
+from open_autoglm.ml.text.embedding import (
+    Embedder,
+    Pooling,
+    packable,
+    plan_buckets,
+    plan_packs,
+    read_pooling_config,
+)
+from open_autoglm.ml.text.loading import bundled_minilm_dir, load_model
 from open_autoglm.ml.text.tiny import build_tiny_bert_embedder
 
 TEXTS = [
@@ -41,6 +48,41 @@ def test_plan_buckets_splits_mixed_lengths_and_keeps_equal_ones_together() -> No
     maxima = [max(many[i] for i in c) for c in chunks]
     assert maxima == sorted(maxima)
     assert plan_buckets([], max_batch=4) == []
+
+
+def test_plan_packs_caps_tokens_and_texts_and_groups_similar_lengths() -> None:
+    lengths = [(i * 37) % 50 + 1 for i in range(100)]
+    packs = plan_packs(lengths, max_tokens=64, max_texts=8)
+    assert sorted(i for p in packs for i in p) == list(range(100))  # every text once
+    assert max(len(p) for p in packs) <= 8
+    assert all(sum(lengths[i] for i in p) <= 64 for p in packs if len(p) > 1)
+    # Shortest first, so a pack's texts are neighbours in length.
+    flat = [lengths[i] for p in packs for i in p]
+    assert flat == sorted(flat)
+    # A text over the cap is a pack of its own; equal short texts fill a pack to the cap.
+    assert plan_packs([100, 3, 3], max_tokens=64, max_texts=8) == [[1, 2], [0]]
+    assert plan_packs([16] * 8, max_tokens=64, max_texts=32) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert plan_packs([], max_tokens=64, max_texts=8) == []
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_packed_forward_matches_the_padded_one(tiny_embedder_dir: Path, pooling: str) -> None:
+    # Small packs: several per call, and the longest text alone in one.
+    packed = Embedder.from_path(tiny_embedder_dir, pack_tokens=24)
+    padded = Embedder.from_path(tiny_embedder_dir, pack=False)
+    assert packed.packed and not padded.packed
+    texts = TEXTS * 3
+    for normalize in (True, False):
+        got = packed.embed(texts, pooling=pooling, normalize=normalize)
+        want = padded.embed(texts, pooling=pooling, normalize=normalize)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
+    assert packed.embed_with_usage(texts)[1] == padded.embed_with_usage(texts)[1]
+
+
+def test_only_bert_encoders_are_packed(tiny_gpt2_dir: Path, tiny_embedder_dir: Path) -> None:
+    assert packable(load_model(tiny_embedder_dir, "embedding").model)
+    assert not packable(load_model(tiny_gpt2_dir, "text-generation").model)
+    assert not packable(object())
 
 
 def test_bucketing_keeps_order_and_values(tiny_embedder_dir: Path) -> None:

@@ -57,7 +57,35 @@ def test_onnx_int8_embedder_matches_torch(tiny_embedder_dir: Path, tmp_path: Pat
     assert not torch.equal(base, vectors)
     assert counts == torch_embedder.embed_with_usage(texts)[1]
     assert 0 < onnx_embedder.memory_bytes
-    assert list((tmp_path / "onnx").glob("*-int8-keepffn.onnx"))
+    assert list((tmp_path / "onnx").glob("*-packed-int8-keepffn.onnx"))
+    assert onnx_embedder.graph_packed  # a BERT encoder is exported packed
+
+
+def test_onnx_packed_graph_matches_torch_and_keeps_ffn_outputs_float(
+    tiny_embedder_dir: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    from open_autoglm.ml.text.embedding import Embedder
+    from open_autoglm.ml.text.loading import load_model
+    from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
+
+    loaded = load_model(tiny_embedder_dir, "embedding")
+    layers = loaded.model.config.num_hidden_layers
+    fp32 = OnnxEmbedder(loaded, export_encoder_onnx(loaded, tmp_path, int8=False))
+    texts = ["the cat sat on the mat", "hello", "one two three four five six seven eight"] * 4
+    want = Embedder(loaded, pack=False).embed(texts)
+    assert fp32.graph_packed
+    torch.testing.assert_close(fp32.embed(texts), want, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fp32.embed(texts, bucket=False), want, atol=1e-5, rtol=1e-4)
+    # int8: every Linear but the FFN output projections (one per layer) is MatMulInteger.
+    int8 = export_encoder_onnx(loaded, tmp_path, int8=True)
+    ops = [n.op_type for n in onnx.load(str(int8)).graph.node]
+    assert ops.count("MatMulInteger") == 5 * layers, ops
+    everything = export_encoder_onnx(loaded, tmp_path, int8=True, keep_ffn_fp32=False)
+    assert [n.op_type for n in onnx.load(str(everything)).graph.node].count(
+        "MatMulInteger"
+    ) == 6 * layers
 
 
 def _export_in_child(model_dir: str, out_dirs: list[str], barrier: Any, results: Any) -> None:
