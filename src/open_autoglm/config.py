@@ -75,12 +75,24 @@ class SchedulerSettings(BaseModel):
     )
 
 
+class RateLimitSettings(BaseModel):
+    per_s: float | None = Field(
+        default=None, gt=0, description="requests per second per client (API key or IP); None: off"
+    )
+    burst: int = Field(default=20, ge=1, description="requests a client may send at once")
+    redis_url: str | None = Field(
+        default=None,
+        description="share the limits between API replicas through this Redis; unset: in memory",
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     api_keys: list[str] = Field(default_factory=list, description="empty: no auth")
     max_input_depth: int = Field(default=32, ge=1)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
 
 
 class PluginSettings(BaseModel):

@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from open_autoglm import __version__
 from open_autoglm.api.errors import install_error_handlers
-from open_autoglm.api.middleware import ApiKeyMiddleware, BodyLimitMiddleware
+from open_autoglm.api.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    RateLimitGate,
+    RateLimitMiddleware,
+)
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes import system, tasks
-from open_autoglm.config import Settings, load_settings
+from open_autoglm.config import RateLimitSettings, Settings, load_settings
+from open_autoglm.resilience.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from open_autoglm.runtime import Runtime
 
-__all__ = ["AREA_ROUTES", "create_app"]
+__all__ = ["AREA_ROUTES", "create_app", "rate_limiter"]
 
 # Route modules of the areas built on the core. Each exposes ``router`` and may define
 # ``setup(runtime)`` to register services, admission policies or start/stop hooks.
@@ -35,6 +42,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     """Build the app; the runtime starts with the app's lifespan and stops with it."""
     runtime = runtime or Runtime(settings or load_settings())
     s = runtime.settings
+    gate = RateLimitGate(rate_limiter(s.api.rate_limit))
+    runtime.metrics.registry.register(_RateLimitCollector(gate))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,6 +51,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         try:
             yield
         finally:
+            await gate.close()
             runtime.stop()
 
     app = FastAPI(
@@ -66,6 +76,40 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(system.router)
     for extra in runtime.extra_routers:
         app.include_router(extra)
+    # The last added runs first: API key, then the rate limit (per key), then the body bound.
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
+    app.add_middleware(RateLimitMiddleware, gate=gate)
     app.add_middleware(ApiKeyMiddleware, keys=s.api.api_keys)
     return app
+
+
+def rate_limiter(cfg: RateLimitSettings) -> RateLimiter | None:
+    """The configured per-client limit: None (off), in memory, or shared through Redis."""
+    if cfg.per_s is None:
+        return None
+    if cfg.redis_url:
+        return RedisRateLimiter(cfg.redis_url, cfg.per_s, cfg.burst)
+    return MemoryRateLimiter(cfg.per_s, cfg.burst)
+
+
+class _RateLimitCollector:
+    def __init__(self, gate: RateLimitGate) -> None:
+        self.gate = gate
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import CounterMetricFamily
+
+        gate = self.gate
+        yield CounterMetricFamily(
+            "autoglm_rate_limited",
+            "Requests refused by the per-client rate limit",
+            value=gate.limited,
+        )
+        yield CounterMetricFamily(
+            "autoglm_rate_limit_fallbacks",
+            "Requests limited in memory because the shared (Redis) limit did not answer",
+            value=getattr(gate.limiter, "fallbacks", 0),
+        )
+
+    def describe(self) -> Iterator[Any]:
+        return iter(())

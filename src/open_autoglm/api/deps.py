@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
+from open_autoglm.api.middleware import scope_client
 from open_autoglm.errors import ValidationError
 from open_autoglm.runtime import Runtime
 
@@ -27,11 +28,7 @@ async def get_runtime(request: Request) -> Runtime:
 
 
 def client_id(request: Request) -> str:
-    state = request.scope.get("state", {})
-    if "client_id" in state:
-        return str(state["client_id"])
-    host = request.client.host if request.client else "unknown"
-    return f"ip:{host}"
+    return scope_client(request.scope)
 
 
 async def json_body(request: Request) -> Any:

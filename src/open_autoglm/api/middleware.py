@@ -1,4 +1,4 @@
-"""ASGI middleware: request body bound and API-key authentication."""
+"""ASGI middleware: request body bound, API-key authentication and per-client rate limits."""
 
 from __future__ import annotations
 
@@ -9,11 +9,27 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["ApiKeyMiddleware", "BodyLimitMiddleware"]
+from open_autoglm.resilience.rate_limit import RateLimiter, retry_after_header
+
+__all__ = [
+    "ApiKeyMiddleware",
+    "BodyLimitMiddleware",
+    "RateLimitGate",
+    "RateLimitMiddleware",
+    "scope_client",
+]
 
 
-async def _reject(send: Send, status: int, code: str, message: str) -> None:
-    body = orjson.dumps({"error": {"code": code, "message": message, "details": []}})
+async def _reject(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = orjson.dumps({"error": {"code": code, "message": message, "details": details or []}})
     await send(
         {
             "type": "http.response.start",
@@ -21,10 +37,20 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *(headers or []),
             ],
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def scope_client(scope: Scope) -> str:
+    """Who is asking: ``key:<fingerprint>`` once an API key was checked, else ``ip:<host>``."""
+    state = scope.get("state") or {}
+    if "client_id" in state:
+        return str(state["client_id"])
+    client = scope.get("client")
+    return f"ip:{client[0] if client else 'unknown'}"
 
 
 class BodyLimitMiddleware:
@@ -113,3 +139,55 @@ def _fingerprint(key: bytes) -> Any:
     import hashlib
 
     return hashlib.sha256(key).hexdigest()[:12]
+
+
+class RateLimitGate:
+    """The limiter the middleware asks, and what it refused (for /metrics)."""
+
+    def __init__(self, limiter: RateLimiter | None) -> None:
+        self.limiter = limiter
+        self.limited = 0
+        self.allowed = 0
+
+    async def close(self) -> None:
+        close = getattr(self.limiter, "close", None)
+        if close is not None:
+            await close()
+
+
+class RateLimitMiddleware:
+    """429 ``rate_limited`` with ``Retry-After`` once a client has spent its burst.
+
+    Runs inside :class:`ApiKeyMiddleware`, so a client is its API key when keys are configured
+    (its IP otherwise), and a request without a valid key is refused before it costs a token.
+    Health checks and /metrics are never limited.
+    """
+
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp, gate: RateLimitGate) -> None:
+        self.app = app
+        self.gate = gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limiter = self.gate.limiter
+        if limiter is None or scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        client = scope_client(scope)
+        decision = await limiter.acquire(client)
+        if decision.allowed:
+            self.gate.allowed += 1
+            await self.app(scope, receive, send)
+            return
+        self.gate.limited += 1
+        limit = f"{limiter.rate:g} requests/s, burst {limiter.burst:g}"
+        await _reject(
+            send,
+            429,
+            "rate_limited",
+            f"rate limit exceeded for client {client} ({limit}); retry in "
+            f"{decision.retry_after:.2f} s",
+            details=[{"loc": ["client"], "msg": f"over {limit}"}],
+            headers=[(b"retry-after", retry_after_header(decision.retry_after).encode())],
+        )
