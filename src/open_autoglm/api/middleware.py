@@ -147,7 +147,6 @@ class RateLimitGate:
     def __init__(self, limiter: RateLimiter | None) -> None:
         self.limiter = limiter
         self.limited = 0
-        self.allowed = 0
 
     async def close(self) -> None:
         close = getattr(self.limiter, "close", None)
@@ -177,7 +176,6 @@ class RateLimitMiddleware:
         client = scope_client(scope)
         decision = await limiter.acquire(client)
         if decision.allowed:
-            self.gate.allowed += 1
             await self.app(scope, receive, send)
             return
         self.gate.limited += 1
