@@ -37,6 +37,7 @@ __all__ = [
     "RateLimiter",
     "RedisRateLimiter",
     "refill",
+    "retry_after_header",
 ]
 
 log = logging.getLogger(__name__)

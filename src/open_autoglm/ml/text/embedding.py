@@ -12,7 +12,7 @@ Linear as one run of rows with no padding at all, and only attention, a small sh
 work, sees them padded per text. A padded forward pays a fixed cost per pass (streaming the
 encoder's weights) and pads each pass to its longest text, so padded bucketing has to trade
 passes against padding (:func:`plan_buckets`); packing pays neither. On MiniLM with one
-thread it took a text from 4.4 to 3.7 ms in calls of 8 texts and from 3.8 to 3.4 ms in
+thread it took a text from 4.8 to 3.9 ms in calls of 8 texts and from 4.0 to 3.6 ms in
 calls of 32, with cosine >= 0.9999998 to the padded forward. Packs are capped at
 ``pack_tokens`` (256) tokens: bigger ones spill the activations out of the core's cache and
 ran slower again. Other architectures keep :func:`plan_buckets`.
@@ -30,6 +30,7 @@ from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text.loading import LoadedModel, ModelRole, load_model
 
 __all__ = [
+    "PACKED_INPUTS",
     "Embedder",
     "Pooling",
     "pack_inputs",

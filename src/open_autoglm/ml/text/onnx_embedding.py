@@ -150,7 +150,7 @@ def _outlier_projections(graph: Any, config: Any) -> list[str]:
 
     Found by weight shape, not by name: the packed export's node names carry no layer path
     (``/output/dense/Gemm`` is also the attention output's). Linears over 2-D rows export as
-    ``Gemm`` (ONNX Runtime ran the packed fp32 graph ~10% faster so than as 3-D ``MatMul``),
+    ``Gemm`` (ONNX Runtime ran the packed fp32 graph ~10% faster that way than as 3-D ``MatMul``),
     which onnxruntime's quantizer first rewrites to a ``MatMul`` named ``<name>_MatMul``:
     both names are listed.
     """
