@@ -82,7 +82,7 @@ def test_redis_limit_is_shared_between_replicas() -> None:
         asyncio.run(scenario(url))
 
 
-def test_redis_down_limits_locally_and_fails_fast() -> None:
+def test_redis_down_limits_locally_and_fails_fast(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario(url: str) -> None:
         limiter = RedisRateLimiter(url, 1.0, 3, timeout_s=0.2, failure_threshold=2)
         try:
@@ -98,4 +98,6 @@ def test_redis_down_limits_locally_and_fails_fast() -> None:
         finally:
             await limiter.close()
 
-    asyncio.run(scenario(f"redis://127.0.0.1:{free_port()}/0"))  # nothing listens there
+    # Nothing listens there; the password must not reach the log.
+    asyncio.run(scenario(f"redis://:hunter2@127.0.0.1:{free_port()}/0"))
+    assert "limiting locally" in caplog.text and "hunter2" not in caplog.text

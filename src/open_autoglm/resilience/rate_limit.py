@@ -4,8 +4,9 @@ A client's bucket holds up to ``burst`` tokens and refills at ``rate`` tokens pe
 request takes one token or is refused with the time until one is back. The state per client
 is two numbers (tokens, last refill), so:
 
-- :class:`MemoryRateLimiter` keeps them in a dict (one server process; idle clients' full
-  buckets are dropped, since a missing bucket means a full one).
+- :class:`MemoryRateLimiter` keeps them in a dict (one server process; past ``max_clients``
+  the longest-idle client's bucket is dropped: a missing bucket reads as a full one, which
+  an idle client's has become by then).
 - :class:`RedisRateLimiter` keeps them in a Redis hash per client and updates it in one Lua
   script (atomic, Redis's own clock, so replicas on hosts with drifting clocks agree), with an
   expiry so idle clients cost nothing. Several API replicas then share one limit per client.
@@ -160,7 +161,7 @@ class RedisRateLimiter:
         self.rate = rate
         self.burst = burst
         self.prefix = prefix
-        self.url = url
+        self.where = _redacted(url)  # for logs: never the password
         if client is None:
             try:
                 import redis.asyncio as aioredis
@@ -187,7 +188,9 @@ class RedisRateLimiter:
                 )
             except Exception as exc:  # any Redis failure: decide locally, never fail the request
                 self.breaker.record_failure()
-                log.warning("rate limit: Redis at %s failed (%s); limiting locally", self.url, exc)
+                log.warning(
+                    "rate limit: Redis at %s failed (%s); limiting locally", self.where, exc
+                )
             else:
                 self.breaker.record_success()
                 return Decision(bool(int(allowed)), float(remaining), float(retry))
@@ -196,6 +199,13 @@ class RedisRateLimiter:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def _redacted(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
 
 
 def retry_after_header(seconds: float) -> str:
