@@ -6,13 +6,9 @@ import time
 import pytest
 
 from helpers.services import free_port, redis_server
+from open_autoglm.api.errors import retry_after_header
 from open_autoglm.resilience.circuit_breaker import BreakerState
-from open_autoglm.resilience.rate_limit import (
-    MemoryRateLimiter,
-    RedisRateLimiter,
-    refill,
-    retry_after_header,
-)
+from open_autoglm.resilience.rate_limit import MemoryRateLimiter, RedisRateLimiter, refill
 
 
 class Clock:

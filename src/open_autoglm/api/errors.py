@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from open_autoglm import errors
 from open_autoglm.api.responses import JSONResponse
 
-__all__ = ["STATUS_BY_ERROR", "error_response", "install_error_handlers", "status_for"]
+__all__ = [
+    "STATUS_BY_ERROR",
+    "error_response",
+    "install_error_handlers",
+    "retry_after_header",
+    "status_for",
+]
 
 STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
     errors.ValidationError: 422,
@@ -38,11 +45,17 @@ def status_for(exc: errors.AutoGLMError) -> int:
     return 500
 
 
+def retry_after_header(seconds: float) -> str:
+    """Retry-After in whole seconds, rounded up (never 0): a client that comes back when told
+    must not arrive before the token, probe or queue slot it waits for."""
+    return str(max(1, math.ceil(seconds)))
+
+
 def error_response(exc: errors.AutoGLMError) -> JSONResponse:
     headers: dict[str, str] = {}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(retry_after)))
+        headers["Retry-After"] = retry_after_header(retry_after)
     body: dict[str, Any] = {"error": exc.to_dict()}
     if isinstance(exc, errors.PolicyBlockedError):
         body["error"]["rule"] = exc.rule

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from open_autoglm.resilience.rate_limit import RateLimiter, retry_after_header
+from open_autoglm.api.errors import retry_after_header
+from open_autoglm.resilience.rate_limit import RateLimiter
 
 __all__ = [
     "ApiKeyMiddleware",

@@ -22,7 +22,6 @@ exist are per-framework decorators without the Redis-down fallback.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import OrderedDict
@@ -38,7 +37,6 @@ __all__ = [
     "RateLimiter",
     "RedisRateLimiter",
     "refill",
-    "retry_after_header",
 ]
 
 log = logging.getLogger(__name__)
@@ -156,8 +154,7 @@ class RedisRateLimiter:
         reset_timeout_s: float = 5.0,
         client: Any = None,
     ) -> None:
-        if rate <= 0 or burst < 1:
-            raise ValueError("rate must be > 0 and burst >= 1")
+        self.fallback = MemoryRateLimiter(rate, burst)  # validates rate and burst
         self.rate = rate
         self.burst = burst
         self.prefix = prefix
@@ -174,7 +171,6 @@ class RedisRateLimiter:
             )
         self._redis = client
         self._script = client.register_script(_SCRIPT)
-        self.fallback = MemoryRateLimiter(rate, burst)
         self.breaker = CircuitBreaker(
             failure_threshold=failure_threshold, reset_timeout_s=reset_timeout_s
         )
@@ -206,8 +202,3 @@ def _redacted(url: str) -> str:
 
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
-
-
-def retry_after_header(seconds: float) -> str:
-    """Retry-After is whole seconds; never 0 for a refused request."""
-    return str(max(1, math.ceil(seconds)))

@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 
 from open_autoglm import errors
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
-from open_autoglm.api.errors import status_for
+from open_autoglm.api.errors import retry_after_header, status_for
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes.models import model_service
 from open_autoglm.executors.model_service import ModelService
@@ -97,7 +97,7 @@ def _from_platform(exc: errors.AutoGLMError) -> JSONResponse:
     response = openai_error(message, status, code=code, param=param)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(retry_after)))
+        response.headers["Retry-After"] = retry_after_header(retry_after)
     return response
 
 
