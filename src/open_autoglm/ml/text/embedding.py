@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,11 +190,15 @@ PACKED_INPUTS = ("input_ids", "token_type_ids", "position_ids", "gather", "scatt
 """The tensors :func:`packed_hidden` reads (``lengths`` is only for pooling)."""
 
 
-def packed_hidden(model: Any, inputs: dict[str, Any]) -> Any:
+def packed_hidden(
+    model: Any, inputs: dict[str, Any], *, qkv: Sequence[Callable[[Any], Any]] | None = None
+) -> Any:
     """Token states (T, dim) of a BERT encoder for a pack from :func:`pack_inputs`.
 
     The model's own modules run on the unpadded rows (embeddings, Q/K/V, attention output,
     FFN, LayerNorms); only scaled-dot-product attention runs on the per-text padded layout.
+    ``qkv``, one per layer, replaces the three Q/K/V projections with one that returns them
+    side by side (T, 3 * dim): the ONNX export fuses them so int8 quantises the input once.
     """
     import torch
     import torch.nn.functional as F
@@ -207,12 +211,15 @@ def packed_hidden(model: Any, inputs: dict[str, Any]) -> Any:
     gather, scatter = inputs["gather"], inputs["scatter"]
     mask = inputs["mask"].to(hidden.dtype)
     texts, longest = mask.shape[0], mask.shape[-1]
-    for layer in model.encoder.layer:
+    for i, layer in enumerate(model.encoder.layer):
         attn = layer.attention.self
         heads, size = attn.num_attention_heads, attn.attention_head_size
-        qkv = torch.cat([attn.query(hidden), attn.key(hidden), attn.value(hidden)], dim=1)
-        qkv = torch.cat([qkv, qkv.new_zeros(1, qkv.shape[1])]).index_select(0, gather)
-        q, k, v = qkv.view(texts, longest, 3, heads, size).permute(2, 0, 3, 1, 4)
+        if qkv is None:
+            rows = torch.cat([attn.query(hidden), attn.key(hidden), attn.value(hidden)], dim=1)
+        else:
+            rows = qkv[i](hidden)
+        rows = torch.cat([rows, rows.new_zeros(1, rows.shape[1])]).index_select(0, gather)
+        q, k, v = rows.view(texts, longest, 3, heads, size).permute(2, 0, 3, 1, 4)
         context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scaling)
         context = context.transpose(1, 2).reshape(texts * longest, heads * size)
         attended = layer.attention.output(context.index_select(0, scatter), hidden)
