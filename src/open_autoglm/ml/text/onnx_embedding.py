@@ -11,12 +11,13 @@ after LLM.int8()'s decomposition, with the channels fixed once from a few senten
 hidden dimensions of each Q/K/V and FFN input and eight FFN channels per layer; every big
 Linear runs in int8.
 
-Measured on MiniLM, one thread, calls of 8 and 32 texts (``/tmp`` scripts described in the
-issue note): cosine to float32 min 0.9956-0.9979 over five sets (the 512 benchmark
-sentences, two other generated sets of 1024, two sets of real product reviews) at 1.73-1.77
-ms per text. The previous int8 graph, which kept every FFN output projection and the first
-FFN input projection whole in float32, took 2.27-2.31 ms at min 0.9890-0.9942 (0.9890 on
-reviews); float32 ONNX takes 3.4 ms.
+Measured on MiniLM, one thread, calls of 8 and 32 texts: cosine to float32 min
+0.9956-0.9979 over five sets (the 512 benchmark sentences, two other generated sets of 1024,
+two sets of real product reviews; ``benchmarks/quantize_minilm.py --onnx`` prints them) at
+1.73-1.77 ms per text, where every Linear quantised whole gave min 0.9735-0.9855. The
+previous int8 graph, which kept every FFN output projection and the first FFN input
+projection whole in float32, took 2.27-2.31 ms at min 0.9890-0.9942 (0.9890 on reviews);
+float32 ONNX takes 3.4 ms.
 
 The export runs once per model directory and is cached; tokenisation, bucketing and pooling are
 the :class:`Embedder`'s, only the encoder forward is replaced. BERT encoders are exported
