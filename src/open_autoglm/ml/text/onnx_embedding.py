@@ -26,7 +26,6 @@ rows, Q/K/V fused into one), so int8 and float32 gain from packing alike; other 
 the padded forward, whose int8 keeps the FFN output projections in float32 instead.
 """
 
-
 from __future__ import annotations
 
 import hashlib
