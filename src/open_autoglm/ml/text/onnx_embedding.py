@@ -297,7 +297,8 @@ def split_outliers(model: Any, outliers: list[Outliers]) -> tuple[Any, Any]:
     every outlier channel in a small Linear of its own (named ``outlier*``).
 
     - Input dimensions (Q/K/V and FFN inputs): the big Linear gets its input with those
-      dimensions zeroed, an ``outlier_in`` Linear adds their share from the rest of them.
+      dimensions zeroed, and an ``outlier_in`` Linear over just those dimensions adds
+      their share.
     - FFN channels: the FFN is split in two (``outlier`` and ``bulk`` input and output
       Linears) and the output projection adds both parts.
 
