@@ -131,15 +131,19 @@ def export_encoder_onnx(
     # does not take the lock from seeing a half-written graph.
     with FileLock(str(out_dir / f".encoder-{key}.lock")):
         if not target.exists():
-            _export_locked(loaded, out_dir / f"encoder-{key}.onnx", target, outliers_fp32)
+            split = int8 and outliers_fp32 and packed
+            _export_locked(loaded, out_dir / f"encoder-{key}.onnx", target, outliers_fp32, split)
     return target
 
 
-def _export_locked(loaded: LoadedModel, fp32: Path, target: Path, outliers_fp32: bool) -> None:
+def _export_locked(
+    loaded: LoadedModel, fp32: Path, target: Path, outliers_fp32: bool, split: bool
+) -> None:
+    """Write ``target``: the float32 graph, or int8 quantised from it or (``split``) from a
+    :func:`split_outliers` graph of its own."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    split = target != fp32 and outliers_fp32 and packable(loaded.model)
     source = fp32
     if split:  # a graph of its own, only quantised: removed once the int8 graph exists
         source = target.with_name(f".{target.stem}.{os.getpid()}.fp32.onnx")
@@ -220,6 +224,21 @@ def _export_graph(loaded: LoadedModel, path: Path, *, split: bool) -> None:
     os.replace(tmp, path)
 
 
+def _linear(weight: Any, bias: Any = None) -> Any:
+    """An ``nn.Linear`` holding copies of ``weight`` (out, in) and ``bias`` (zero if None).
+
+    Always with a bias: a Linear without one exports as a MatMul over a renamed, transposed
+    copy of its weight, which :func:`_split_float_nodes` could not find by name.
+    """
+    import torch
+
+    linear = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        linear.weight.copy_(weight)
+        linear.bias.copy_(bias if bias is not None else torch.zeros(weight.shape[0]))
+    return linear
+
+
 def fused_qkv(model: Any) -> Any:
     """Per layer, one Linear computing the layer's query, key and value side by side."""
     import torch
@@ -227,11 +246,9 @@ def fused_qkv(model: Any) -> Any:
     fused = torch.nn.ModuleList()
     for layer in model.encoder.layer:
         parts = [layer.attention.self.query, layer.attention.self.key, layer.attention.self.value]
-        linear = torch.nn.Linear(parts[0].in_features, sum(p.out_features for p in parts))
-        with torch.no_grad():
-            linear.weight.copy_(torch.cat([p.weight for p in parts]))
-            linear.bias.copy_(torch.cat([p.bias for p in parts]))
-        fused.append(linear)
+        fused.append(
+            _linear(torch.cat([p.weight for p in parts]), torch.cat([p.bias for p in parts]))
+        )
     return fused
 
 
@@ -309,13 +326,6 @@ def split_outliers(model: Any, outliers: list[Outliers]) -> tuple[Any, Any]:
 
     import torch
 
-    def rows(linear: Any, keep: Any) -> Any:
-        part = torch.nn.Linear(linear.in_features, len(keep))
-        with torch.no_grad():
-            part.weight.copy_(linear.weight[keep])
-            part.bias.copy_(linear.bias[keep])
-        return part
-
     class InputSplit(torch.nn.Module):
         def __init__(self, linear: Any, dims: list[int]) -> None:
             super().__init__()
@@ -324,15 +334,8 @@ def split_outliers(model: Any, outliers: list[Outliers]) -> tuple[Any, Any]:
             mask[index] = 0.0
             self.register_buffer("dims", index)
             self.register_buffer("mask", mask)
-            self.bulk = torch.nn.Linear(linear.in_features, linear.out_features)
-            # With a bias (zero): a Linear without one exports as a MatMul over a renamed,
-            # transposed copy of its weight, which _split_float_nodes could not find.
-            self.outlier_in = torch.nn.Linear(len(dims), linear.out_features)
-            with torch.no_grad():
-                self.bulk.weight.copy_(linear.weight * mask)
-                self.bulk.bias.copy_(linear.bias)
-                self.outlier_in.weight.copy_(linear.weight[:, index])
-                self.outlier_in.bias.zero_()
+            self.bulk = _linear(linear.weight * mask, linear.bias)
+            self.outlier_in = _linear(linear.weight[:, index])
 
         def forward(self, x: Any) -> Any:
             return self.bulk(x * self.mask) + self.outlier_in(x.index_select(1, self.dims))
@@ -340,8 +343,9 @@ def split_outliers(model: Any, outliers: list[Outliers]) -> tuple[Any, Any]:
     class SplitIntermediate(torch.nn.Module):
         def __init__(self, dense: Any, act: Any, found: Outliers, rest: Any) -> None:
             super().__init__()
-            self.outlier = rows(dense, torch.tensor(found.inner))
-            self.bulk = InputSplit(rows(dense, rest), found.ffn_in)
+            inner = torch.tensor(found.inner)
+            self.outlier = _linear(dense.weight[inner], dense.bias[inner])
+            self.bulk = InputSplit(_linear(dense.weight[rest], dense.bias[rest]), found.ffn_in)
             self.act = act
 
         def forward(self, x: Any) -> tuple[Any, Any]:
@@ -350,13 +354,8 @@ def split_outliers(model: Any, outliers: list[Outliers]) -> tuple[Any, Any]:
     class SplitOutput(torch.nn.Module):
         def __init__(self, dense: Any, inner: list[int], rest: Any) -> None:
             super().__init__()
-            self.outlier = torch.nn.Linear(len(inner), dense.out_features)
-            self.bulk = torch.nn.Linear(len(rest), dense.out_features)
-            with torch.no_grad():
-                self.outlier.weight.copy_(dense.weight[:, inner])
-                self.outlier.bias.zero_()  # with a bias: see InputSplit
-                self.bulk.weight.copy_(dense.weight[:, rest])
-                self.bulk.bias.copy_(dense.bias)
+            self.outlier = _linear(dense.weight[:, inner])
+            self.bulk = _linear(dense.weight[:, rest], dense.bias)
 
         def forward(self, parts: tuple[Any, Any]) -> Any:
             return self.outlier(parts[0]) + self.bulk(parts[1])
@@ -365,8 +364,10 @@ def split_outliers(model: Any, outliers: list[Outliers]) -> tuple[Any, Any]:
     qkv = fused_qkv(split)
     for i, (layer, found) in enumerate(zip(split.encoder.layer, outliers, strict=True)):
         qkv[i] = InputSplit(qkv[i], found.qkv_in)
-        size = layer.intermediate.dense.out_features
-        rest = torch.tensor([c for c in range(size) if c not in set(found.inner)])
+        inner = set(found.inner)
+        rest = torch.tensor(
+            [c for c in range(layer.intermediate.dense.out_features) if c not in inner]
+        )
         act = layer.intermediate.intermediate_act_fn
         layer.intermediate = SplitIntermediate(layer.intermediate.dense, act, found, rest)
         layer.output.dense = SplitOutput(layer.output.dense, found.inner, rest)
