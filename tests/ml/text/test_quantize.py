@@ -146,29 +146,31 @@ def test_outliers_are_found_and_the_split_model_is_the_same_function(
 def test_int8_with_outliers_in_float_stays_close_where_plain_int8_drifts(
     tiny_embedder_dir: Path, tmp_path: Path
 ) -> None:
-    from open_autoglm.ml.text.embedding import Embedder
+    from open_autoglm.ml.text.embedding import Pooling, pack_inputs, packed_hidden, pool_packed
     from open_autoglm.ml.text.loading import load_model
     from open_autoglm.ml.text.onnx_embedding import OnnxEmbedder, export_encoder_onnx
 
     loaded = load_model(tiny_embedder_dir, "embedding")
     _plant_outliers(loaded.model)
-    texts = [
-        "the cat sat on the mat",
-        "hello world",
-        "one two three four five six seven",
-        "a much longer sentence about graphs, tokens and the models that read them",
-    ] * 3
-    want = Embedder(loaded).embed(texts)
+    # Fixed token ids rather than tokenised text: the tiny model's weights are the same every
+    # run, its trained tokenizer's vocabulary is not (and with it the ids of any text).
+    # find_outliers still tokenises its sentences, so which non-planted channels it picks
+    # varies: over 12 runs split int8 gave min cosine 0.9864-0.9942, plain int8 0.0792.
+    generator = torch.Generator().manual_seed(0)
+    vocab = loaded.model.config.vocab_size
+    ids = [torch.randint(vocab, (n,), generator=generator).tolist() for n in (3, 7, 12, 20, 31) * 3]
+    inputs = pack_inputs({"input_ids": ids}, range(len(ids)))
+    with torch.inference_mode():
+        want = pool_packed(packed_hidden(loaded.model, inputs), inputs, Pooling.MEAN)
 
     def worst(**kwargs: Any) -> float:
         path = export_encoder_onnx(loaded, tmp_path, int8=True, **kwargs)
-        got = OnnxEmbedder(loaded, path).embed(texts)
+        hidden = OnnxEmbedder(loaded, path)._packed_hidden_states(inputs)
+        got = pool_packed(hidden, inputs, Pooling.MEAN)
         return float(torch.nn.functional.cosine_similarity(want, got, dim=1).min())
 
     split, plain = worst(), worst(outliers_fp32=False)
-    # Over runs (the tiny model's tokenizer differs run to run): split 0.993-0.9998, plain
-    # 0.91-0.993, plain's distance from 1 at 8-70x split's.
-    assert split > 0.99 and 1 - plain > 3 * (1 - split), (split, plain)
+    assert split > 0.98 and 1 - plain > 10 * (1 - split), (split, plain)
 
 
 def _export_in_child(model_dir: str, out_dirs: list[str], barrier: Any, results: Any) -> None:

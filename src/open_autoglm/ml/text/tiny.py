@@ -132,6 +132,12 @@ def build_tiny_gpt2(
     return out
 
 
+# The BERT models' embedding rows: the trained WordPiece vocabulary stays under it. Fixed, not
+# the tokenizer's size: tokenizers' trainer breaks ties differently run to run (342 or 343
+# tokens here), and a model sized by it got other random weights from the same seed.
+_BERT_VOCAB = 400
+
+
 def _tiny_bert_config(vocab_size: int, **extra: Any) -> Any:  # BertConfig
     from transformers import BertConfig
 
@@ -153,10 +159,10 @@ def build_tiny_bert_embedder(out_dir: str | Path, *, pooling: str = "mean", seed
     from transformers import BertModel
 
     out = Path(out_dir)
-    tokenizer = _wordpiece_tokenizer(vocab_size=400)
+    tokenizer = _wordpiece_tokenizer(vocab_size=_BERT_VOCAB)
     torch.manual_seed(seed)
     # Keep the pooler so AutoModel finds every weight it expects (no "missing keys" report).
-    model = BertModel(_tiny_bert_config(len(tokenizer))).eval()  # type: ignore[no-untyped-call]
+    model = BertModel(_tiny_bert_config(_BERT_VOCAB)).eval()  # type: ignore[no-untyped-call]
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
     (out / "1_Pooling").mkdir(exist_ok=True)
@@ -200,9 +206,9 @@ def build_tiny_bert_classifier(
     from transformers import BertForSequenceClassification
 
     out = Path(out_dir)
-    tokenizer = _wordpiece_tokenizer(vocab_size=400)
+    tokenizer = _wordpiece_tokenizer(vocab_size=_BERT_VOCAB)
     config = _tiny_bert_config(
-        len(tokenizer),
+        _BERT_VOCAB,
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
         label2id={name: i for i, name in enumerate(labels)},
