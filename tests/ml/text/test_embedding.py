@@ -10,6 +10,7 @@ from open_autoglm.ml.text.embedding import (
     Embedder,
     Pooling,
     packable,
+    plan_attention,
     plan_buckets,
     plan_packs,
     read_pooling_config,
@@ -133,3 +134,37 @@ def test_minilm_matches_reference_mean_pooling() -> None:
     # Sanity: related sentences are closer than unrelated ones.
     a, b, c = emb.embed(["a cat sits on a mat", "the cat sat on the mat", "stock prices fell"])
     assert float(a @ b) > float(a @ c)
+
+
+def test_plan_attention_groups_texts_of_similar_length() -> None:
+    # Equal lengths: one group, padding would buy nothing by splitting.
+    assert plan_attention([20] * 6) == [list(range(6))]
+    # Short and long texts: two groups, so the short ones are not padded to 120 tokens.
+    assert plan_attention([120, 4, 118, 5, 4]) == [[1, 4, 3], [2, 0]]
+    # A group costs a kernel call: a near-equal neighbour joins instead of starting one.
+    assert plan_attention([30, 31], group_cost=500) == [[0, 1]]
+    assert plan_attention([30, 31], group_cost=0) == [[0], [1]]
+    lengths = [(i * 37) % 90 + 3 for i in range(40)]
+    groups = plan_attention(lengths)
+    assert sorted(i for g in groups for i in g) == list(range(40))
+    flat = [lengths[i] for g in groups for i in g]
+    assert flat == sorted(flat) and 1 < len(groups) < 40
+    assert plan_attention([]) == []
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
+def test_attention_groups_match_the_padded_forward(tiny_embedder_dir: Path, pooling: str) -> None:
+    from open_autoglm.ml.text.embedding import pack_inputs
+
+    # One pack of very different lengths, so attention runs in several groups.
+    texts = ["hi", "a b", " ".join(["word"] * 60), "tiny", " ".join(["graph"] * 45)]
+    packed = Embedder.from_path(tiny_embedder_dir, pack_tokens=4096)
+    padded = Embedder.from_path(tiny_embedder_dir, pack=False)
+    encoded = packed.tokenizer(texts)
+    masks = pack_inputs(encoded, range(len(texts)), split_attention=True)["mask"]
+    assert isinstance(masks, tuple) and len(masks) >= 2
+    assert sum(m.shape[0] for m in masks) == len(texts)
+    got = packed.embed(texts, pooling=pooling)
+    torch.testing.assert_close(got, padded.embed(texts, pooling=pooling), atol=1e-5, rtol=1e-4)
+    packed.split_attention = False  # one padded layout: the same vectors
+    torch.testing.assert_close(got, packed.embed(texts, pooling=pooling), atol=1e-5, rtol=1e-4)

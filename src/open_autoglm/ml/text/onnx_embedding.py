@@ -443,6 +443,8 @@ def _export(
 class OnnxEmbedder(Embedder):
     """An :class:`Embedder` whose encoder forward runs in ONNX Runtime."""
 
+    split_attention = False  # the packed graph takes one padded layout
+
     def __init__(
         self, loaded: LoadedModel, onnx_path: Path, *, threads: int = 1, **kwargs: Any
     ) -> None:
