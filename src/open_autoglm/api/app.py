@@ -14,6 +14,8 @@ from open_autoglm.api.errors import install_error_handlers
 from open_autoglm.api.middleware import (
     ApiKeyMiddleware,
     BodyLimitMiddleware,
+    DirectRoutes,
+    Endpoint,
     RateLimitGate,
     RateLimitMiddleware,
 )
@@ -63,6 +65,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.state.runtime = runtime
     install_error_handlers(app)
     app.include_router(tasks.router)  # first: routes are matched in order, these are hot
+    direct: dict[tuple[str, str], Endpoint] = dict(tasks.DIRECT_ROUTES)
     for name in AREA_ROUTES:
         try:
             module = importlib.import_module(name)
@@ -73,10 +76,13 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         if hasattr(module, "setup"):
             module.setup(runtime)
         app.include_router(module.router)
+        direct.update(getattr(module, "DIRECT_ROUTES", {}))
     app.include_router(system.router)
     for extra in runtime.extra_routers:
         app.include_router(extra)
-    # The last added runs first: API key, then the rate limit (per key), then the body bound.
+    # The last added runs first: API key, then the rate limit (per key), then the body bound,
+    # then the hottest routes without the router.
+    app.add_middleware(DirectRoutes, routes=direct)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, gate=gate)
     app.add_middleware(ApiKeyMiddleware, keys=s.api.api_keys)

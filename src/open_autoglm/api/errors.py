@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from open_autoglm import errors
@@ -16,6 +19,7 @@ __all__ = [
     "STATUS_BY_ERROR",
     "error_response",
     "install_error_handlers",
+    "platform_errors",
     "retry_after_header",
     "status_for",
 ]
@@ -60,6 +64,22 @@ def error_response(exc: errors.AutoGLMError) -> JSONResponse:
     if isinstance(exc, errors.PolicyBlockedError):
         body["error"]["rule"] = exc.rule
     return JSONResponse(body, status_code=status_for(exc), headers=headers)
+
+
+def platform_errors(
+    endpoint: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``endpoint`` answering the platform's errors itself, as the app's handlers would; for
+    an endpoint called without the router (``DirectRoutes``), outside those handlers."""
+
+    @functools.wraps(endpoint)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await endpoint(request)
+        except errors.AutoGLMError as exc:
+            return error_response(exc)
+
+    return guarded
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -84,6 +84,7 @@ def serve(
     import uvicorn
 
     from open_autoglm.api.app import create_app
+    from open_autoglm.api.http import CoalescingHttpToolsProtocol
     from open_autoglm.config import load_settings
 
     overrides: dict[str, Any] = {}
@@ -95,7 +96,15 @@ def serve(
     host = host or settings.api.host
     port = port if port is not None else settings.api.port
     console.print(f"Open-AutoGLM on http://{host}:{port}  (storage: {settings.storage_url()})")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    # Each response's head and body in one write (api/http.py).
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        http=CoalescingHttpToolsProtocol,
+    )
 
 
 @app.command()

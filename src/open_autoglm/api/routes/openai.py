@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from concurrent.futures import Future
@@ -46,6 +47,7 @@ from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.model import ModelBackend, ModelSpec
 
 __all__ = [
+    "DIRECT_ROUTES",
     "ChatCompletionRequest",
     "CompletionRequest",
     "EmbeddingRequest",
@@ -101,22 +103,29 @@ def _from_platform(exc: errors.AutoGLMError) -> JSONResponse:
     return response
 
 
+def openai_errors(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]],
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """``handler`` answering errors in OpenAI's shape instead of the platform's."""
+
+    @functools.wraps(handler)
+    async def guarded(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except errors.AutoGLMError as exc:
+            return _from_platform(exc)
+        except RequestValidationError as exc:
+            first = exc.errors()[0] if exc.errors() else {}
+            return openai_error(str(first.get("msg", "invalid request")), 400)
+
+    return guarded
+
+
 class OpenAIRoute(APIRoute):
     """Answers errors in OpenAI's shape instead of the platform's."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def guarded(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except errors.AutoGLMError as exc:
-                return _from_platform(exc)
-            except RequestValidationError as exc:
-                first = exc.errors()[0] if exc.errors() else {}
-                return openai_error(str(first.get("msg", "invalid request")), 400)
-
-        return guarded
+        return openai_errors(super().get_route_handler())
 
 
 router = APIRouter(prefix="/v1", tags=["openai"], route_class=OpenAIRoute)
@@ -368,6 +377,11 @@ async def embeddings(request: Request) -> Response:
     return JSONResponse(
         {"object": "list", "data": data, "model": body.model, "usage": result["usage"]}
     )
+
+
+# Called without the router (api/middleware.py: DirectRoutes): the hottest route, and one that
+# needs nothing FastAPI resolves.
+DIRECT_ROUTES = {("POST", "/v1/embeddings"): openai_errors(embeddings)}
 
 
 @router.post("/completions", summary="OpenAI: text completions (stream with stream: true)")

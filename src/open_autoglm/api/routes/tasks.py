@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
+from open_autoglm.api.errors import platform_errors
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import PolicyBlockedError, ValidationError
@@ -145,6 +146,11 @@ async def infer(request: Request) -> JSONResponse:
         },
         status_code=status,
     )
+
+
+# Called without the router (api/middleware.py: DirectRoutes), with the platform's error
+# answers: online inference is the hot path and needs nothing FastAPI resolves.
+DIRECT_ROUTES = {("POST", "/v1/infer"): platform_errors(infer)}
 
 
 @router.get("/tasks/{task_id}", summary="Get a task (with its result once finished)")
