@@ -296,6 +296,7 @@ class ModelService:
         """What TextModelLoader takes: a local source plus the serving fields."""
         options = dict(spec.options)
         options.pop("replicas", None)
+        options.pop("replica_hold_ms", None)
         if spec.role == "text-generation":
             options.setdefault("max_batch_size", spec.max_batch_size)
         source: str
@@ -318,8 +319,13 @@ class ModelService:
         log.info("loading model %s (%s, %d replica processes)", name, spec.role, replicas)
         model: Any
         if replicas:
+            hold = spec.options.get("replica_hold_ms", "auto")
             model = ReplicaPool(
-                name, self._entry(spec), replicas=replicas, cache_dir=self.cache_dir
+                name,
+                self._entry(spec),
+                replicas=replicas,
+                cache_dir=self.cache_dir,
+                max_hold_s=None if hold == "auto" else float(hold) / 1000,
             )
         else:
             self._limit_threads()

@@ -43,6 +43,7 @@ from open_autoglm.errors import (
     UnavailableError,
     ValidationError,
 )
+from open_autoglm.executors.replica_dispatch import DispatchPolicy
 from open_autoglm.futures import Promise
 
 __all__ = ["REPLICA_ROLES", "ReplicaPool", "main", "read_frame", "write_frame"]
@@ -226,6 +227,7 @@ class _Replica:
         self.proc = proc
         self.info: dict[str, Any] = {}
         self.busy = False  # a call is in flight (set under the pool's lock; tests read it)
+        self.busy_until = 0.0  # when that call is predicted to end (time.monotonic())
 
     @property
     def pid(self) -> int:
@@ -265,13 +267,16 @@ class ReplicaPool:
     requests at once and answers each on its own.
 
     Dispatch: callers append requests to one queue; each replica has a worker thread that,
-    when its replica is free, takes its share of the compatible waiting requests (all of them
-    if it is the only free one; with two free, the shorter half and the longer half) and
-    sends them as one call. Each request is answered the moment its own call returns, so a
-    replica that finishes early hands its results back (and its clients can send the next
-    requests) while the other is still computing; the replicas drift apart and keep each
-    other fed instead of waiting for each other. A request with several texts is split by
-    length into one request per replica first, so one big call still uses every free core.
+    when its replica is free, takes its share of the compatible waiting requests and sends
+    them as one call. The share (:class:`~open_autoglm.executors.replica_dispatch.
+    DispatchPolicy`, from a cost model of the pool's own calls) lets this replica and the
+    busy ones finish together: all of it when the others are busy for long, the shorter half
+    when another is free too. While another replica is busy and texts keep arriving, a
+    worker with too little waiting for an efficient call may wait briefly for more. Each
+    request is answered the moment its own call returns, so a replica that finishes early
+    hands its results back (and its clients can send the next requests) while the other is
+    still computing. A request with several texts is split by length into one request per
+    replica first, so one big call still uses every free core.
 
     Args:
         name: the model's registry name (for errors and logs).
@@ -280,6 +285,8 @@ class ReplicaPool:
         cache_dir: the loader's cache directory (ONNX exports, converted models).
         start_timeout_s: how long a replica may take to import and load the model.
         max_merge: at most this many texts in one call.
+        max_hold_s: the longest a free replica waits for a fuller call (None: half the
+            fitted fixed cost of a call; 0: never).
     """
 
     def __init__(
@@ -291,6 +298,7 @@ class ReplicaPool:
         cache_dir: Path,
         start_timeout_s: float = 300.0,
         max_merge: int = 128,
+        max_hold_s: float | None = None,
     ) -> None:
         if replicas < 1:
             raise ValidationError("a replica pool needs at least one replica")
@@ -305,6 +313,7 @@ class ReplicaPool:
         self.texts = 0
         self.busy_seconds = 0.0  # summed over replicas: wall time with a call in flight
         self.max_merge = max_merge
+        self.policy = DispatchPolicy(max_hold_s=max_hold_s)
         self._pending: list[_Request] = []  # oldest first
         self._free = 0  # worker threads waiting for work
         self._all: dict[int, _Replica] = {}
@@ -394,6 +403,7 @@ class ReplicaPool:
         with self._lock:
             alive = sum(1 for r in self._all.values() if r.alive())
             threads = sorted({int(r.info.get("threads", 0)) for r in self._all.values()})
+            packs = sorted({r.info.get("pack_tokens") or 0 for r in self._all.values()})
         return {
             "replicas": self.size,
             "alive": alive,
@@ -401,7 +411,10 @@ class ReplicaPool:
             "batches": self.batches,
             "texts": self.texts,
             "busy_seconds": round(self.busy_seconds, 3),
+            "holds": self.policy.holds,
+            "call_fixed_ms": round(self.policy.cost.fixed_s * 1000, 2),
             "threads_per_replica": threads[0] if len(threads) == 1 else threads,
+            "pack_tokens": (packs[0] if len(packs) == 1 else packs) or None,
         }
 
     def close(self) -> None:
@@ -446,17 +459,16 @@ class ReplicaPool:
                     f"model {self.name!r}: no replica is running ({self._restart_error})"
                 )
             self._pending.extend(queued)
+            now = time.monotonic()
+            for request in queued:
+                self.policy.arrived(request.cost, now)
             if self._free:
                 self._lock.notify(min(self._free, len(queued)))
         return promises
 
-    def _take_share(self) -> list[_Request]:
-        """This worker's share of the waiting requests compatible with the oldest one.
-
-        The oldest requests (up to ``max_merge`` texts) are sorted by text length and cut
-        into one run per free worker: this worker takes the shortest run; the others, woken
-        too, take the rest. A worker alone takes them all. Called with the lock held.
-        """
+    def _window(self) -> list[_Request]:
+        """The oldest waiting requests compatible with the oldest one, up to ``max_merge``
+        texts (at least one request). Called with the lock held."""
         lead = self._pending[0]
         window: list[_Request] = []
         size = 0
@@ -466,11 +478,55 @@ class ReplicaPool:
                     break
                 window.append(request)
                 size += len(request.texts)
-        if self._free > 1 and len(window) > 1:
+        return window
+
+    def _others_free_in(self, replica: _Replica, now: float) -> list[float]:
+        """Seconds until each other live replica is free (0: free now)."""
+        return [
+            max(0.0, r.busy_until - now) if r.busy else 0.0
+            for r in self._all.values()
+            if r is not replica
+        ]
+
+    def _hold(self, replica: _Replica) -> None:
+        """Wait while the policy expects a fuller call soon. Called with the lock held and
+        work pending; returns with the lock held (the work may have been taken meanwhile)."""
+        deadline: float | None = None
+        while self._pending and not self._closed:
+            now = time.monotonic()
+            cost = sum(r.cost for r in self._window())
+            busy = any(r.busy for r in self._all.values() if r is not replica)
+            if deadline is None:
+                wait = self.policy.hold_s(cost, now, others_busy=busy)
+                if wait <= 0:
+                    return
+                deadline = now + wait
+                self.policy.holds += 1
+            elif (
+                now >= deadline
+                or not busy
+                or self.policy.cost.efficiency(cost) >= self.policy.efficiency
+            ):
+                return
+            self._lock.wait(deadline - now)
+
+    def _take_share(self, replica: _Replica) -> list[_Request]:
+        """This worker's share of the waiting requests compatible with the oldest one.
+
+        The window (see :meth:`_window`) is sorted by text length and this worker takes the
+        shortest run of the cost the policy gives it (all of it when the other replicas are
+        busy for longer than it takes); the others take the rest when they are free.
+        Called with the lock held.
+        """
+        window = self._window()
+        if len(window) > 1:
             costs = [r.cost for r in window]
-            order = sorted(range(len(window)), key=lambda i: costs[i] / len(window[i].texts))
-            mine = _cut(order, costs, sum(costs) / self._free, self._free)[0]
-            window = [window[i] for i in sorted(mine)]
+            total = sum(costs)
+            share = self.policy.share(total, self._others_free_in(replica, time.monotonic()))
+            if share < total:
+                order = sorted(range(len(window)), key=lambda i: costs[i] / len(window[i].texts))
+                mine = _cut(order, costs, share, 2)[0]
+                window = [window[i] for i in sorted(mine)]
         taken = {id(r) for r in window}
         self._pending = [r for r in self._pending if id(r) not in taken]
         return window
@@ -480,16 +536,23 @@ class ReplicaPool:
         while True:
             with self._lock:
                 self._free += 1
-                while not self._pending and not self._closed:
-                    self._lock.wait()
+                while not self._closed:
+                    while not self._pending and not self._closed:
+                        self._lock.wait()
+                    self._hold(replica)
+                    if self._pending:  # else another worker took it while this one held
+                        break
                 if self._closed:
                     self._free -= 1
                     return
-                group = self._take_share()
+                group = self._take_share(replica)
                 self._free -= 1
                 if self._pending and self._free:  # more than this share is waiting
                     self._lock.notify()
                 replica.busy = True
+                replica.busy_until = self.policy.predicted_end(
+                    time.monotonic(), sum(r.cost for r in group)
+                )
             if not replica.alive():  # died while idle: restart first; no request is lost
                 with self._lock:
                     self._pending[:0] = group
@@ -535,6 +598,8 @@ class ReplicaPool:
             self.batches += 1
             self.texts += len(texts)
             self.busy_seconds += busy
+            if not dead:
+                self.policy.finished(sum(r.cost for r in group), busy)
         for request, answer in zip(group, replies, strict=True):
             if isinstance(answer, BaseException):
                 request.promise.set_exception(answer)
@@ -703,6 +768,7 @@ def main() -> None:
             "threads": torch.get_num_threads(),
             "memory_bytes": int(getattr(model, "memory_bytes", 0)),
             "dimension": int(getattr(model, "dimension", 0) or 0),
+            "pack_tokens": model.pack_tokens if getattr(model, "packed", False) else None,
         }
     except Exception as exc:
         write_frame(out, _failure(exc))
