@@ -66,6 +66,56 @@ def test_plan_packs_caps_tokens_and_texts_and_groups_similar_lengths() -> None:
     assert plan_packs([], max_tokens=64, max_texts=8) == []
 
 
+def test_plan_packs_makes_as_few_packs_as_the_caps_allow_of_about_equal_size() -> None:
+    # 10 texts of 27 tokens under a cap of 256: two packs of 5, not 9 and a pack of one
+    # (which would cost nearly a full pack's fixed part for 27 tokens).
+    assert [len(p) for p in plan_packs([27] * 10, max_tokens=256, max_texts=32)] == [5, 5]
+    lengths = [(i * 37) % 50 + 1 for i in range(100)]  # 2,550 tokens
+    packs = plan_packs(lengths, max_tokens=512, max_texts=64)
+    sizes = [sum(lengths[i] for i in p) for p in packs]
+    # Five packs of ~510 do not fit texts of up to 50 tokens under 512: six of ~425.
+    assert len(packs) == 6 and max(sizes) <= 512 and max(sizes) - min(sizes) <= 50
+    assert sorted(len(p) for p in plan_packs([3] * 10, max_tokens=512, max_texts=4)) == [3, 3, 4]
+
+
+class _CostedEmbedder(Embedder):
+    """An Embedder whose pack forward costs a set time per token for each pack size."""
+
+    us_per_token: dict[int, float] = {}
+
+    def _packed_hidden_states(self, inputs: dict[str, object]) -> object:
+        import time
+
+        tokens = int(inputs["input_ids"].numel())  # type: ignore[attr-defined]
+        size = min(self.us_per_token, key=lambda s: abs(s - tokens))
+        end = time.perf_counter() + self.us_per_token[size] * tokens * 1e-6
+        while time.perf_counter() < end:
+            pass
+        return None
+
+
+def test_tune_pack_tokens_keeps_the_largest_pack_no_dearer_per_token(
+    tiny_embedder_dir: Path,
+) -> None:
+    loaded = load_model(tiny_embedder_dir, "embedding", linear="torch")
+    embedder = _CostedEmbedder(loaded, max_length=32)
+    # 256 and 512 cost the same per token (bigger packs: fewer of them per call); 1024
+    # spills out of cache; 128 pays its fixed part over too few tokens.
+    embedder.us_per_token = {128: 6.0, 256: 2.0, 512: 2.0, 1024: 4.0}
+    assert embedder.tune_pack_tokens(rounds=2) == 512
+    assert embedder.pack_tokens == 512 and set(embedder.pack_timings) == {128, 256, 512, 1024}
+    embedder.us_per_token = {128: 6.0, 256: 2.0, 512: 3.0, 1024: 4.0}  # the EPYC's shape
+    assert embedder.tune_pack_tokens(rounds=2) == 256
+    # The real forward on the tiny model: one of the candidates, and vectors unchanged.
+    real = Embedder.from_path(tiny_embedder_dir)
+    assert real.pack_tokens in (128, 256, 512, 1024)
+    fixed = Embedder.from_path(tiny_embedder_dir, pack_tokens=24)
+    assert fixed.pack_tokens == 24
+    torch.testing.assert_close(real.embed(TEXTS * 4), fixed.embed(TEXTS * 4), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValidationError, match="pack_tokens"):
+        Embedder(loaded, pack_tokens=0)
+
+
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])
 def test_packed_forward_matches_the_padded_one(tiny_embedder_dir: Path, pooling: str) -> None:
     # Small packs: several per call, and the longest text alone in one.

