@@ -1,4 +1,4 @@
-"""The replica pool's dispatch policy, driven directly: cost model, shares, holds."""
+"""The replica pool's dispatch policy, driven directly: its cost model and shares."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ def test_cost_model_recovers_the_fixed_and_per_text_parts() -> None:
     assert model.ready
     assert model.fixed_s == pytest.approx(FIXED, rel=0.2)
     assert model.per_unit_s == pytest.approx(PER_UNIT, rel=0.1)
-    # A call of one text is mostly fixed cost; one of sixteen mostly texts.
-    assert model.efficiency(TEXT) < 0.5 < 0.8 < model.efficiency(16 * TEXT)
     assert model.predict(8 * TEXT) == pytest.approx(FIXED + PER_UNIT * 8 * TEXT, rel=0.1)
 
 
@@ -44,7 +42,6 @@ def test_cost_model_is_not_ready_without_enough_different_calls() -> None:
     for _ in range(50):  # every call the same size: no slope can be told from the fixed part
         same.observe(8 * TEXT, 0.05)
     assert not same.ready and same.predict(8 * TEXT) == 0.0
-    assert same.efficiency(TEXT) == 1.0  # an unready model never asks anyone to wait
 
 
 def test_cost_model_follows_a_machine_that_got_slower() -> None:
@@ -80,37 +77,3 @@ def test_before_the_model_is_ready_busy_replicas_get_no_share() -> None:
     assert policy.predicted_end(10.0, 5 * TEXT) == math.inf
     assert policy.share(10 * TEXT, [math.inf]) == 10 * TEXT
     assert policy.share(10 * TEXT, [0.0, math.inf]) == 5 * TEXT
-    assert policy.hold_s(TEXT, 0.0, others_busy=True) == 0.0
-
-
-def test_a_worker_waits_only_for_a_burst_while_another_replica_is_busy() -> None:
-    policy = DispatchPolicy(cost=_trained())
-    bound = policy.hold_bound()
-    assert bound == pytest.approx(policy.cost.fixed_s / 2)
-    now = 100.0
-    # Requests arriving one by one (~60/s): nothing more is due within the bound.
-    for k in reversed(range(5)):
-        policy.arrived(TEXT, now - 0.016 * k)
-    assert policy.hold_s(TEXT, now, others_busy=True) == 0.0
-    # A burst (clients answered a moment ago send their next requests): wait for it.
-    for k in reversed(range(6)):
-        policy.arrived(TEXT, now - 0.0002 * k)
-    assert policy.hold_s(TEXT, now, others_busy=True) == pytest.approx(bound)
-    # ... but not when no other replica is busy (low load: latency first) ...
-    assert policy.hold_s(TEXT, now, others_busy=False) == 0.0
-    # ... nor when what waits already makes an efficient call.
-    assert policy.hold_s(20 * TEXT, now, others_busy=True) == 0.0
-    # Old arrivals leave the window.
-    assert policy.hold_s(TEXT, now + 1.0, others_busy=True) == 0.0
-
-
-def test_the_hold_bound_can_be_set_or_turned_off() -> None:
-    never = DispatchPolicy(cost=_trained(), max_hold_s=0.0)
-    fixed = DispatchPolicy(cost=_trained(), max_hold_s=0.004)
-    for policy in (never, fixed):
-        for k in reversed(range(10)):
-            policy.arrived(TEXT, 1.0 - 0.0001 * k)
-    assert never.hold_s(TEXT, 1.0, others_busy=True) == 0.0
-    assert fixed.hold_s(TEXT, 1.0, others_busy=True) == 0.004
-    with pytest.raises(ValueError, match="max_hold_s"):
-        DispatchPolicy(max_hold_s=-1)

@@ -91,7 +91,6 @@ def test_replicas_embed_like_the_in_process_model(service: ModelService) -> None
         stats["pack_tokens"] if isinstance(stats["pack_tokens"], list) else [stats["pack_tokens"]]
     )
     assert set(packs) <= {128, 256, 512, 1024}
-    assert stats["holds"] >= 0 and stats["call_fixed_ms"] >= 0
     assert len({os.getpid(), *pool.pids()}) == 3  # two processes of their own
     with service.lease("emb") as model:
         vectors, counts = model.embed_with_usage(TEXTS)

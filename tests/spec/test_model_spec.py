@@ -47,8 +47,6 @@ def test_transformers_backend_is_an_alias_of_hf() -> None:
         ({"options": {"runtime": "tensorrt"}}, "runtime"),
         ({"options": {"pack_tokens": 8}}, "pack_tokens"),
         ({"options": {"pack_tokens": "big"}}, "pack_tokens"),
-        ({"options": {"replica_hold_ms": -1}}, "replica_hold_ms"),
-        ({"options": {"replica_hold_ms": True}}, "replica_hold_ms"),
         ({"source": {"artifacts": {"../config.json": SHA}}}, "relative name"),
         ({"source": {"artifacts": {"model.safetensors": SHA}}}, "config.json"),
         ({"source": {"artifact": "not-a-sha"}}, "source"),

@@ -296,7 +296,6 @@ class ModelService:
         """What TextModelLoader takes: a local source plus the serving fields."""
         options = dict(spec.options)
         options.pop("replicas", None)
-        options.pop("replica_hold_ms", None)
         if spec.role == "text-generation":
             options.setdefault("max_batch_size", spec.max_batch_size)
         source: str
@@ -319,13 +318,8 @@ class ModelService:
         log.info("loading model %s (%s, %d replica processes)", name, spec.role, replicas)
         model: Any
         if replicas:
-            hold = spec.options.get("replica_hold_ms", "auto")
             model = ReplicaPool(
-                name,
-                self._entry(spec),
-                replicas=replicas,
-                cache_dir=self.cache_dir,
-                max_hold_s=None if hold == "auto" else float(hold) / 1000,
+                name, self._entry(spec), replicas=replicas, cache_dir=self.cache_dir
             )
         else:
             self._limit_threads()

@@ -271,8 +271,7 @@ class ReplicaPool:
     them as one call. The share (:class:`~open_autoglm.executors.replica_dispatch.
     DispatchPolicy`, from a cost model of the pool's own calls) lets this replica and the
     busy ones finish together: all of it when the others are busy for long, the shorter half
-    when another is free too. While another replica is busy and texts keep arriving, a
-    worker with too little waiting for an efficient call may wait briefly for more. Each
+    when another is free too. Each
     request is answered the moment its own call returns, so a replica that finishes early
     hands its results back (and its clients can send the next requests) while the other is
     still computing. A request with several texts is split by length into one request per
@@ -285,8 +284,6 @@ class ReplicaPool:
         cache_dir: the loader's cache directory (ONNX exports, converted models).
         start_timeout_s: how long a replica may take to import and load the model.
         max_merge: at most this many texts in one call.
-        max_hold_s: the longest a free replica waits for a fuller call (None: half the
-            fitted fixed cost of a call; 0: never).
     """
 
     def __init__(
@@ -298,7 +295,6 @@ class ReplicaPool:
         cache_dir: Path,
         start_timeout_s: float = 300.0,
         max_merge: int = 128,
-        max_hold_s: float | None = None,
     ) -> None:
         if replicas < 1:
             raise ValidationError("a replica pool needs at least one replica")
@@ -313,7 +309,7 @@ class ReplicaPool:
         self.texts = 0
         self.busy_seconds = 0.0  # summed over replicas: wall time with a call in flight
         self.max_merge = max_merge
-        self.policy = DispatchPolicy(max_hold_s=max_hold_s)
+        self.policy = DispatchPolicy()
         self._pending: list[_Request] = []  # oldest first
         self._free = 0  # worker threads waiting for work
         self._all: dict[int, _Replica] = {}
@@ -411,8 +407,6 @@ class ReplicaPool:
             "batches": self.batches,
             "texts": self.texts,
             "busy_seconds": round(self.busy_seconds, 3),
-            "holds": self.policy.holds,
-            "call_fixed_ms": round(self.policy.cost.fixed_s * 1000, 2),
             "threads_per_replica": threads[0] if len(threads) == 1 else threads,
             "pack_tokens": (packs[0] if len(packs) == 1 else packs) or None,
         }
@@ -459,9 +453,6 @@ class ReplicaPool:
                     f"model {self.name!r}: no replica is running ({self._restart_error})"
                 )
             self._pending.extend(queued)
-            now = time.monotonic()
-            for request in queued:
-                self.policy.arrived(request.cost, now)
             if self._free:
                 self._lock.notify(min(self._free, len(queued)))
         return promises
@@ -487,28 +478,6 @@ class ReplicaPool:
             for r in self._all.values()
             if r is not replica
         ]
-
-    def _hold(self, replica: _Replica) -> None:
-        """Wait while the policy expects a fuller call soon. Called with the lock held and
-        work pending; returns with the lock held (the work may have been taken meanwhile)."""
-        deadline: float | None = None
-        while self._pending and not self._closed:
-            now = time.monotonic()
-            cost = sum(r.cost for r in self._window())
-            busy = any(r.busy for r in self._all.values() if r is not replica)
-            if deadline is None:
-                wait = self.policy.hold_s(cost, now, others_busy=busy)
-                if wait <= 0:
-                    return
-                deadline = now + wait
-                self.policy.holds += 1
-            elif (
-                now >= deadline
-                or not busy
-                or self.policy.cost.efficiency(cost) >= self.policy.efficiency
-            ):
-                return
-            self._lock.wait(deadline - now)
 
     def _take_share(self, replica: _Replica) -> list[_Request]:
         """This worker's share of the waiting requests compatible with the oldest one.
@@ -536,12 +505,8 @@ class ReplicaPool:
         while True:
             with self._lock:
                 self._free += 1
-                while not self._closed:
-                    while not self._pending and not self._closed:
-                        self._lock.wait()
-                    self._hold(replica)
-                    if self._pending:  # else another worker took it while this one held
-                        break
+                while not self._pending and not self._closed:
+                    self._lock.wait()
                 if self._closed:
                     self._free -= 1
                     return

@@ -133,9 +133,7 @@ class ModelSpec(BaseModel):
         default_factory=dict,
         description="wrapper options, e.g. {'quantize': 'onnx-int8'}; {'replicas': n} sets the "
         "worker processes of an embedding/classification model (0: in the server process); "
-        "{'replica_hold_ms': x} bounds how long a free replica may wait for a fuller call "
-        "('auto': half a call's measured fixed cost, 0: never); {'pack_tokens': n} caps a "
-        "packed encoder's pack ('auto': measured at load)",
+        "{'pack_tokens': n} caps a packed encoder's pack ('auto': measured at load)",
     )
     config: dict[str, Any] = Field(default_factory=dict)
 
@@ -189,13 +187,6 @@ class ModelSpec(BaseModel):
             ):
                 raise ValueError(
                     "options.pack_tokens must be 'auto' or an integer from 16 to 16384"
-                )
-            hold = self.options.get("replica_hold_ms", "auto")
-            if hold != "auto" and (
-                isinstance(hold, bool) or not isinstance(hold, int | float) or not 0 <= hold <= 1000
-            ):
-                raise ValueError(
-                    "options.replica_hold_ms must be 'auto' or a number from 0 to 1000"
                 )
         return self
 
