@@ -25,8 +25,9 @@ are that round's); ``qps_rounds`` lists every round, and the table's ``spread`` 
 their (max - min) / median. With one sample each, the loop measured 459 and 497 texts/s in
 two runs an hour apart, and the int8/fp32 ratio at c=32 moved by 0.1. Open-AutoGLM runs with its defaults: no thread variables in its environment;
 each embedding model is served by one worker process per CPU with one torch thread each
-(float32 Linears in oneDNN), the scheduler batches up to 32 requests without holding small
-batches back (the replica pool merges what waits). Server CPU is the server process
+(float32 Linears in oneDNN or torch's own, packs sized, as measured at load), the scheduler
+batches up to 32 requests without holding small batches back (the replica pool shares out
+what waits). Server CPU is the server process
 tree's CPU seconds per wall second (replicas included). Writes ``benchmarks/results/serving.json``.
 """
 
@@ -203,7 +204,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
     print("x(a)/x(b): QPS vs Flask default / 1-thread at the same concurrency; p50/b: p50 vs "
           "Flask 1-thread's; x(d1)/x(d2): vs the no-HTTP bucketed loop (the server's torch "
-          "forward: packed rows, oneDNN Linears) in 1 / 2 processes; x(dT): the loop in padded "
+          "forward: packed rows, Linears as tuned at load) in 1 / 2 processes; x(dT): the loop in padded "
           "passes through torch's own Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
           "loop in 2 processes; x(d8): vs the bucketed loop (server's forward) in calls of 8, "
           "about the size of each replica's calls at c=32, in 2 processes; tpc: texts per "

@@ -9,7 +9,8 @@
 (d) ``loop``: no HTTP; a plain loop over the same sentences in calls of 32 texts (and of 8:
     ``-batch8-``, the size of the server's replica calls at c=32): one text per
     forward (plain transformers), batches of 32 without and with length bucketing
-    (``Embedder``, the server's forward: packed rows, float Linears in oneDNN;
+    (``Embedder``, the server's forward: packed rows, its Linears' form and pack size
+    measured at load as the server's replicas do;
     ``-padded``: the same bucketed into padded passes instead of packed; ``-torch-linear``:
     padded passes through torch's own Linear, i.e. MKL, as in (a) and (b)), and the bucketed
     loop in ONNX Runtime fp32 (packed too); 1 torch thread (``--loop-threads``), in one

