@@ -22,7 +22,11 @@ concurrency level in turn, then the loop (d) while the servers idle; ``--rounds`
 one after the other, so slow drift of a shared machine spreads over all targets, the loop
 included, instead of landing on one. A row is the round with the median QPS (its latencies
 are that round's); ``qps_rounds`` lists every round, and the table's ``spread`` column is
-their (max - min) / median. With one sample each, the loop measured 459 and 497 texts/s in
+their (max - min) / median. Because the loop at the end of a round can run minutes after a
+level's HTTP measurements (on this shared machine the loop once sped up by 31% from the
+first round to the third while the servers did not), each level is also followed at once
+by a short run of the reference loop (the server's forward, batch 32, two processes):
+``x(dP)`` is the median over rounds of QPS over that paired loop. With one sample each, the loop measured 459 and 497 texts/s in
 two runs an hour apart, and the int8/fp32 ratio at c=32 moved by 0.1. Open-AutoGLM runs with its defaults: no thread variables in its environment;
 each embedding model is served by one worker process per CPU with one torch thread each
 (float32 Linears in oneDNN or torch's own, packs sized, as measured at load), the scheduler
@@ -52,6 +56,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import httpx
 
 from benchmarks.serving_baselines import (
+    REFERENCE,
     RESULTS,
     SENTENCES,
     TARGETS,
@@ -183,7 +188,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print(
         f"\n{'target':<32} {'conc':>4} {'qps':>7} {'mean ms':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cpu':>5} {'x(a)':>6} {'x(b)':>6} {'p50/b':>6} {'x(d1)':>6} {'x(d2)':>6} {'x(dT)':>6} "
-        f"{'x(dO)':>6} {'x(d8)':>6} {'tpc':>5} {'spread':>6} "
+        f"{'x(dO)':>6} {'x(d8)':>6} {'x(dP)':>6} {'tpc':>5} {'spread':>6} "
         f"{'err':>4}"
     )
     p50_b = {r["concurrency"]: r["p50_ms"] for r in rows if r["target"] == "flask-1thread"}
@@ -195,11 +200,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         p50 = ratio(r["p50_ms"], p50_b.get(c)) if "p50_ms" in r else f"{'-':>6}"
         tpc = f"{r['texts_per_call']:5.1f}" if "texts_per_call" in r else f"{'-':>5}"
         spread = f"{r['qps_spread']:6.2f}" if "qps_spread" in r else f"{'-':>6}"
+        paired = f"{r['x_d_paired']:6.2f}" if "x_d_paired" in r else f"{'-':>6}"
         print(
             f"{r['target']:<32} {'-' if c is None else c:>4} {r['qps']:7.1f} {lat} "
             f"{r['server_cpu_cores']:5.2f} {ratio(r['qps'], a.get(c))} {ratio(r['qps'], b.get(c))} "
             f"{p50} {ratio(r['qps'], d1)} {ratio(r['qps'], d2)} {ratio(r['qps'], d_mkl)} "
-            f"{ratio(r['qps'], d_ort)} {ratio(r['qps'], d_8)} {tpc} {spread} "
+            f"{ratio(r['qps'], d_ort)} {ratio(r['qps'], d_8)} {paired} {tpc} {spread} "
             f"{r.get('errors', 0):>4}"
         )
     print("x(a)/x(b): QPS vs Flask default / 1-thread at the same concurrency; p50/b: p50 vs "
@@ -207,7 +213,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           "forward: packed rows, Linears as tuned at load) in 1 / 2 processes; x(dT): the loop in padded "
           "passes through torch's own Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
           "loop in 2 processes; x(d8): vs the bucketed loop (server's forward) in calls of 8, "
-          "about the size of each replica's calls at c=32, in 2 processes; tpc: texts per "
+          "about the size of each replica's calls at c=32, in 2 processes; x(dP): median over rounds "
+          "of QPS over x(d2)'s loop measured right after that round's level; tpc: texts per "
           "replica call the server actually ran; spread: (max - min) / median QPS over the "
           "rounds (the row is the median round)")  # fmt: skip
 
@@ -260,10 +267,24 @@ def main() -> None:
                             calls = after[0] - before[0]
                             row["texts_per_call"] = (after[1] - before[1]) / calls
                     http[(c, target.name)].append(row)
+                if not args.no_loop:  # the reference loop right after this level's targets
+                    (ref,) = measure_loop(
+                        args.seconds, threads=1, procs=(2,), modes=(REFERENCE,), quiet=True
+                    )
+                    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f}", flush=True)
+                    for target in targets:
+                        last = http[(c, target.name)][-1]
+                        last["paired_loop_qps"] = ref["qps"]
             if not args.no_loop:  # in every round too: the limit drifts like the servers do
                 print(f"round {r + 1}/{args.rounds}, loop (no HTTP, servers idle):", flush=True)
                 for row in measure_loop(args.seconds, threads=1):
                     loop.setdefault(row["target"], []).append(row)
+        for rounds in http.values():
+            paired = [r["qps"] / r["paired_loop_qps"] for r in rounds if "paired_loop_qps" in r]
+            for r in rounds:
+                if paired:
+                    r["x_d_paired_rounds"] = paired
+                    r["x_d_paired"] = sorted(paired)[(len(paired) - 1) // 2]
         rows.extend(median_round(r) for r in http.values())
         rows.extend(median_round(r) for r in loop.values())
         # Replica pools' counters: calls, texts (so texts per call), restarts.

@@ -154,6 +154,10 @@ LOOP_MODES = (
 )
 
 
+REFERENCE = "loop-batch32-bucketed"
+"""The loop (d) the serving targets are measured against: the server's forward, batch 32."""
+
+
 def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any) -> None:
     """One process of (d): load, warm up, wait for the others, then loop for ``seconds``."""
     import torch
@@ -205,7 +209,11 @@ def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any
 
 
 def measure_loop(
-    seconds: float, threads: int, procs: tuple[int, ...] = (1, 2)
+    seconds: float,
+    threads: int,
+    procs: tuple[int, ...] = (1, 2),
+    modes: tuple[str, ...] = LOOP_MODES,
+    quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """(d) no HTTP: per-text forward, batches of 32 without / with length bucketing, and the
     bucketed loop in ONNX Runtime fp32; each in 1 process and in ``procs`` processes at once
@@ -215,7 +223,7 @@ def measure_loop(
     ctx = multiprocessing.get_context("spawn")
     rows = []
     for n in procs:
-        for mode in LOOP_MODES:
+        for mode in modes:
             barrier, out = ctx.Barrier(n), ctx.Queue()
             workers = [
                 ctx.Process(target=_loop_worker, args=(mode, seconds, threads, barrier, out))
@@ -235,9 +243,11 @@ def measure_loop(
                 "torch_threads": threads, "processes": n,
             }  # fmt: skip
             rows.append(row)
-            print(
-                f"  {name:<30} qps={row['qps']:7.1f} cpu={row['server_cpu_cores']:4.2f}", flush=True
-            )
+            if not quiet:
+                print(
+                    f"  {name:<30} qps={row['qps']:7.1f} cpu={row['server_cpu_cores']:4.2f}",
+                    flush=True,
+                )
     return rows
 
 

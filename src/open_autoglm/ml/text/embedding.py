@@ -13,9 +13,11 @@ them padded. A padded forward pays a fixed cost per pass (streaming the encoder'
 and pads each pass to its longest text, so padded bucketing has to trade passes against
 padding (:func:`plan_buckets`); packing pays neither. On MiniLM with one thread it took a
 text from 4.8 to 3.9 ms in calls of 8 texts and from 4.0 to 3.6 ms in calls of 32, with
-cosine >= 0.9999998 to the padded forward. Packs are capped at ``pack_tokens`` (256)
-tokens: bigger ones spill the activations out of the core's cache and ran slower again
-(384: 10-14% slower). Other architectures keep :func:`plan_buckets`.
+cosine >= 0.9999998 to the padded forward. A call goes in as few packs as ``pack_tokens``
+allows, of about equal size; the cap is measured at load (:meth:`Embedder.tune`), since
+where a pack's activations spill out of the core's cache depends on the machine (on an AMD
+EPYC 384 tokens ran 10-14% slower per token than 256; on a Xeon with 2 MB of L2 per core
+256 to 1024 cost the same). Other architectures keep :func:`plan_buckets`.
 
 Attention's cost grows with the square of the padded length, so within a pack it runs per
 group of similar lengths (:func:`plan_attention`), each group padded to its own longest
