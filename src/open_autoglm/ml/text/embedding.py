@@ -358,8 +358,7 @@ def pool(hidden: Any, mask: Any, mode: Pooling) -> Any:
 
 
 DEFAULT_PACK_TOKENS = 256
-PACK_CANDIDATES = (128, 256, 512, 1024)
-"""Pack sizes :meth:`Embedder.tune_pack_tokens` tries (tokens per pack)."""
+"""The pack cap until :meth:`Embedder.tune` measures one."""
 
 
 class Embedder:
@@ -418,125 +417,14 @@ class Embedder:
         return embedder
 
     def tune(self, *, linear: bool = True, pack_tokens: bool = True) -> None:
-        """Measure this machine: the Linears' form (:meth:`tune_linear`), then the pack size
-        (:meth:`tune_pack_tokens`). ~1-2 s for MiniLM at one thread."""
+        """Measure this machine (:mod:`open_autoglm.ml.text.tuning`): the Linears' form, then
+        the pack cap. ~2-3 s for MiniLM at one thread."""
+        from open_autoglm.ml.text import tuning
+
         if linear:
-            self.tune_linear()
+            tuning.tune_linear(self)
         if pack_tokens:
-            self.tune_pack_tokens()
-
-    def tune_linear(self, *, sizes: Sequence[int] = (64, 384), margin: float = 0.03) -> str:
-        """Keep oneDNN Linears only if they make this model's packed forward faster here.
-
-        Returns ``"onednn"`` or ``"torch"``: what the model computes its Linears with now
-        (``"torch"`` too when it had no oneDNN layers to begin with). oneDNN was 2x MKL on an
-        AMD EPYC but 8-15% slower on a Xeon, where MKL uses AVX-512
-        (:mod:`open_autoglm.ml.text.linear`), so a load times a small and a large pack both
-        ways and keeps oneDNN only if it is more than ``margin`` faster per token.
-        """
-        from open_autoglm.ml.text.linear import LinearChoice
-
-        choice = LinearChoice(self.model) if self.packed and self.model is not None else None
-        if not choice or not choice.slots:
-            return "torch"
-        ways = {"onednn": lambda: choice.use(True), "torch": lambda: choice.use(False)}
-        best = self._time_packs(self._synthetic_packs(sizes, variants=3), ways, rounds=2)
-        cost = {w: sum(t for (way, _), t in best.items() if way == w) for w in ways}
-        way = "onednn" if cost["onednn"] < cost["torch"] * (1 - margin) else "torch"
-        choice.use(way == "onednn")
-        self.linear_timings = {w: round(c * 1e6, 2) for w, c in cost.items()}  # summed us/token
-        return way
-
-    def tune_pack_tokens(
-        self, candidates: Sequence[int] = PACK_CANDIDATES, *, margin: float = 0.05
-    ) -> int:
-        """Set :attr:`pack_tokens` to the largest pack size that costs no more per token
-        than the cheapest (within ``margin``) on this machine; returns it.
-
-        A call's texts go in as few packs as the cap allows, and each pack pays a fixed cost
-        (every weight streamed once), so a bigger cap means fewer, fuller packs, as long as a
-        full pack of that size is not dearer per token: its activations can outgrow the
-        core's cache. Where that happens depends on the machine. MiniLM, one thread: on an
-        AMD EPYC a pack of 384 tokens cost 10-14% more per token than one of 256; on a Xeon
-        with 2 MB of L2 per core, 256 to 1024 cost the same per token, and calls of ~10
-        texts (~275 tokens) ran ~10% faster under a cap of 512 or 1024 (one pack) than of
-        256 (two). So each load times one full pack of every candidate size.
-        """
-        if not self.packed:
-            return self.pack_tokens
-        best = self._time_packs(self._synthetic_packs(candidates, variants=1))
-        per_token = {size: t for (_, size), t in best.items()}
-        cheapest = min(per_token.values())
-        self.pack_tokens = max(s for s, t in per_token.items() if t <= cheapest * (1 + margin))
-        self.pack_timings = {s: round(t * 1e6, 2) for s, t in per_token.items()}  # us/token
-        return self.pack_tokens
-
-    def _synthetic_packs(
-        self, sizes: Sequence[int], *, text_tokens: int = 32, variants: int = 3
-    ) -> dict[int, tuple[list[dict[str, Any]], int]]:
-        """Per size, ``variants`` packs of texts of mixed lengths around ``text_tokens``,
-        holding between half the size and the size in all: ``size -> (packs, tokens)``.
-
-        Real calls vary in shape from one to the next, and timing one pack again and again
-        misleads: oneDNN, whose kernels are compiled per row count, timed 6% faster than
-        torch's Linears on one 32-token pack repeated and 11% slower on real sentences one
-        after the other. Token ids do not change the cost.
-        """
-        mean = max(4, min(text_tokens, self.max_length))
-        vocab = max(2, len(self.tokenizer))
-        out = {}
-        for size in sorted({min(s, self.batch_size * mean) for s in sizes}):
-            packs, tokens = [], 0
-            for v in range(variants):
-                goal = max(1, size - (size * v) // (2 * variants))
-                lengths: list[int] = []
-                while sum(lengths) < goal and len(lengths) < self.batch_size:
-                    k = len(lengths) + v
-                    lengths.append(
-                        min(self.max_length, mean - mean // 4 + (k * 7) % (mean // 2 + 1))
-                    )
-                ids = [[(7919 * j + 101) % vocab for j in range(n)] for n in lengths]
-                encoded = {"input_ids": ids, "token_type_ids": [[0] * n for n in lengths]}
-                packs.append(
-                    pack_inputs(encoded, range(len(ids)), split_attention=self.split_attention)
-                )
-                tokens += sum(lengths)
-            out[size] = (packs, tokens)
-        return out
-
-    def _time_packs(
-        self,
-        packs: dict[int, tuple[list[dict[str, Any]], int]],
-        ways: dict[str, Callable[[], None]] | None = None,
-        *,
-        rounds: int = 3,
-    ) -> dict[tuple[str, int], float]:
-        """Best seconds per token of the packed forward for each (way, pack size).
-
-        ``ways`` maps a name to a setter run before that way's passes (default: one way,
-        as the model is). Ways and sizes are interleaved, alternating direction each round,
-        so drift on a shared machine spreads over all of them; the first round compiles
-        kernels and is not timed.
-        """
-        import time
-
-        import torch
-
-        ways = ways or {"": lambda: None}
-        best = {(w, size): float("inf") for w in ways for size in packs}
-        order = [(w, size) for w in ways for size in packs]
-        with torch.inference_mode():
-            for round_ in range(rounds + 1):
-                for w, size in order if round_ % 2 else reversed(order):
-                    ways[w]()
-                    group, tokens = packs[size]
-                    start = time.perf_counter()
-                    for inputs in group:
-                        self._packed_hidden_states(inputs)
-                    if round_:
-                        elapsed = (time.perf_counter() - start) / tokens
-                        best[(w, size)] = min(best[(w, size)], elapsed)
-        return best
+            tuning.tune_pack_tokens(self)
 
     @property
     def memory_bytes(self) -> int:

@@ -28,10 +28,10 @@ The op is internal to PyTorch, so the swap checks it first: it must exist and ma
 ``F.linear`` on a probe; otherwise models keep the stock layers (and a log line says why).
 
 On Intel CPUs MKL does pick its AVX-512 kernels, and there oneDNN did not pay: on a 2-core
-Xeon (AVX-512, AMX) MiniLM's packed forward ran 8-15% faster with torch's own Linears, though
+Xeon (AVX-512, AMX) MiniLM's packed forward ran 7-15% faster with torch's own Linears, though
 each Linear timed alone was about as fast either way. So an embedding model loaded with
 ``auto`` times its own forward both ways (:class:`LinearChoice`, used by
-``Embedder.tune_linear``) and keeps the faster. Generation keeps oneDNN wherever it is
+``ml/text/tuning.py``) and keeps the faster. Generation keeps oneDNN wherever it is
 usable, for the invariance above.
 """
 

@@ -1,0 +1,139 @@
+"""Measure this machine at load: the form of an embedding model's Linears and its pack cap.
+
+What runs fastest depends on the CPU, so :meth:`Embedder.tune <open_autoglm.ml.text.
+embedding.Embedder.tune>` times the model's own packed forward on synthetic packs and keeps
+the winner:
+
+- :func:`tune_linear`: oneDNN Linears (prepacked weights, ``ml/text/linear.py``) or torch's
+  own. oneDNN was 2x MKL on an AMD EPYC, where MKL skips its AVX-512 kernels, but MiniLM's
+  forward ran 7-15% faster with torch's Linears on a Xeon, where MKL uses them.
+- :func:`tune_pack_tokens`: the token cap of a pack. A pack pays a fixed cost (every weight
+  streamed once), so a bigger cap means fewer packs per call, as long as a full pack is not
+  dearer per token once its activations outgrow the core's cache: on the EPYC 384 tokens
+  cost 10-14% more per token than 256; on the Xeon (2 MB of L2 per core) 256 to 1024 cost
+  the same.
+
+Both together take ~2-3 s for MiniLM at one thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["PACK_CANDIDATES", "synthetic_packs", "time_packs", "tune_linear", "tune_pack_tokens"]
+
+PACK_CANDIDATES = (128, 256, 512, 1024)
+"""Pack sizes :func:`tune_pack_tokens` tries (tokens per pack)."""
+
+Packs = dict[int, tuple[list[dict[str, Any]], int]]
+
+
+def tune_linear(embedder: Any, *, sizes: Sequence[int] = (64, 384), margin: float = 0.03) -> str:
+    """Keep oneDNN Linears only if they make ``embedder``'s packed forward faster here.
+
+    Times packs of about ``sizes`` tokens both ways and keeps oneDNN only if it is more than
+    ``margin`` faster per token (a tie keeps torch's: no packed copies in memory). Returns
+    what computes the Linears now, ``"onednn"`` or ``"torch"`` (unchanged when the model has
+    no oneDNN layers or does not run packed).
+    """
+    from open_autoglm.ml.text.linear import LinearChoice
+
+    model = embedder.model
+    choice = LinearChoice(model) if embedder.packed and model is not None else None
+    if choice is None or not choice.slots:
+        return str(embedder.linear)
+    ways = {"onednn": lambda: choice.use(True), "torch": lambda: choice.use(False)}
+    best = time_packs(embedder, synthetic_packs(embedder, sizes, variants=3), ways, rounds=2)
+    cost = {w: sum(t for (way, _), t in best.items() if way == w) for w in ways}
+    way = "onednn" if cost["onednn"] < cost["torch"] * (1 - margin) else "torch"
+    choice.use(way == "onednn")
+    embedder.linear_timings = {w: round(c * 1e6, 2) for w, c in cost.items()}  # summed us/token
+    return way
+
+
+def tune_pack_tokens(
+    embedder: Any, candidates: Sequence[int] = PACK_CANDIDATES, *, margin: float = 0.05
+) -> int:
+    """Set ``embedder.pack_tokens`` to the largest candidate whose full pack costs no more
+    per token than the cheapest (within ``margin``); returns it.
+
+    On the Xeon above, calls of ~10 sentences (~275 tokens) ran ~10% faster under a cap of
+    512 or 1024 (one pack) than of 256 (two).
+    """
+    if not embedder.packed:
+        return int(embedder.pack_tokens)
+    best = time_packs(embedder, synthetic_packs(embedder, candidates, variants=1))
+    per_token = {size: t for (_, size), t in best.items()}
+    cheapest = min(per_token.values())
+    embedder.pack_tokens = max(s for s, t in per_token.items() if t <= cheapest * (1 + margin))
+    embedder.pack_timings = {s: round(t * 1e6, 2) for s, t in per_token.items()}  # us/token
+    return int(embedder.pack_tokens)
+
+
+def synthetic_packs(
+    embedder: Any, sizes: Sequence[int], *, text_tokens: int = 32, variants: int = 3
+) -> Packs:
+    """Per size, ``variants`` packs of texts of mixed lengths around ``text_tokens``,
+    holding between half the size and the size in all: ``size -> (packs, tokens)``.
+
+    Real calls vary in shape from one to the next, and timing one pack again and again
+    misleads: oneDNN, whose kernels are compiled per row count, timed 6% faster than torch's
+    Linears on one 32-token pack repeated and 11% slower on real sentences one after the
+    other. Token ids do not change the cost.
+    """
+    from open_autoglm.ml.text.embedding import pack_inputs
+
+    cap, most = int(embedder.max_length), int(embedder.batch_size)
+    mean = max(4, min(text_tokens, cap))
+    vocab = max(2, len(embedder.tokenizer))
+    out: Packs = {}
+    for size in sorted({min(s, most * mean) for s in sizes}):
+        packs, tokens = [], 0
+        for v in range(variants):
+            goal = max(1, size - (size * v) // (2 * variants))
+            lengths: list[int] = []
+            while sum(lengths) < goal and len(lengths) < most:
+                k = len(lengths) + v
+                lengths.append(min(cap, mean - mean // 4 + (k * 7) % (mean // 2 + 1)))
+            ids = [[(7919 * j + 101) % vocab for j in range(n)] for n in lengths]
+            encoded = {"input_ids": ids, "token_type_ids": [[0] * n for n in lengths]}
+            split = embedder.split_attention
+            packs.append(pack_inputs(encoded, range(len(ids)), split_attention=split))
+            tokens += sum(lengths)
+        out[size] = (packs, tokens)
+    return out
+
+
+def time_packs(
+    embedder: Any,
+    packs: Packs,
+    ways: dict[str, Callable[[], None]] | None = None,
+    *,
+    rounds: int = 3,
+) -> dict[tuple[str, int], float]:
+    """Best seconds per token of ``embedder``'s packed forward for each (way, pack size).
+
+    ``ways`` maps a name to a setter run before that way's passes (default: one way, as the
+    model is). Ways and sizes are interleaved, alternating direction each round, so drift on
+    a shared machine spreads over all of them; the first round compiles kernels and is not
+    timed.
+    """
+    import torch
+
+    ways = ways or {"": lambda: None}
+    best = {(w, size): float("inf") for w in ways for size in packs}
+    order = [(w, size) for w in ways for size in packs]
+    with torch.inference_mode():
+        for round_ in range(rounds + 1):
+            for w, size in order if round_ % 2 else reversed(order):
+                ways[w]()
+                group, tokens = packs[size]
+                start = time.perf_counter()
+                for inputs in group:
+                    embedder._packed_hidden_states(inputs)
+                if round_:
+                    elapsed = (time.perf_counter() - start) / tokens
+                    best[(w, size)] = min(best[(w, size)], elapsed)
+    return best

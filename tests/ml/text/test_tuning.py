@@ -1,0 +1,108 @@
+"""Load-time measurements of an embedding model: its Linears' form and its pack cap."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from open_autoglm.errors import ValidationError
+from open_autoglm.ml.text import tuning
+from open_autoglm.ml.text.embedding import Embedder
+from open_autoglm.ml.text.linear import OneDNNLinear, onednn_available
+from open_autoglm.ml.text.loading import load_model
+
+TEXTS = [
+    "the cat sat on the mat",
+    "a graph neural network passes messages between nodes and edges of a large graph",
+    "hello",
+    "embeddings map sentences to vectors",
+    "one two three four five six seven eight nine ten one two three",
+]
+
+
+class _CostedEmbedder(Embedder):
+    """An Embedder whose pack forward costs a set time per token for each pack size."""
+
+    us_per_token: dict[int, float] = {}
+
+    def _packed_hidden_states(self, inputs: dict[str, Any]) -> Any:
+        tokens = int(inputs["input_ids"].numel())
+        size = min(self.us_per_token, key=lambda s: abs(s - tokens))
+        end = time.perf_counter() + self.us_per_token[size] * tokens * 1e-6
+        while time.perf_counter() < end:
+            pass
+        return None
+
+
+def test_the_pack_cap_is_the_largest_pack_no_dearer_per_token(tiny_embedder_dir: Path) -> None:
+    loaded = load_model(tiny_embedder_dir, "embedding", linear="torch")
+    embedder = _CostedEmbedder(loaded, max_length=32)
+    # 256 and 512 cost the same per token (bigger packs: fewer of them per call); 1024
+    # spills out of cache; 128 pays its fixed part over too few tokens.
+    embedder.us_per_token = {128: 6.0, 256: 2.0, 512: 2.0, 1024: 4.0}
+    assert tuning.tune_pack_tokens(embedder) == 512
+    assert embedder.pack_tokens == 512 and set(embedder.pack_timings) == {128, 256, 512, 1024}
+    embedder.us_per_token = {128: 6.0, 256: 2.0, 512: 3.0, 1024: 4.0}  # the EPYC's shape
+    assert tuning.tune_pack_tokens(embedder) == 256
+    # The real forward on the tiny model: one of the candidates, and vectors unchanged.
+    real = Embedder.from_path(tiny_embedder_dir)
+    assert real.pack_tokens in tuning.PACK_CANDIDATES
+    fixed = Embedder.from_path(tiny_embedder_dir, pack_tokens=24)
+    assert fixed.pack_tokens == 24
+    torch.testing.assert_close(real.embed(TEXTS * 4), fixed.embed(TEXTS * 4), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValidationError, match="pack_tokens"):
+        Embedder(loaded, pack_tokens=0)
+
+
+def test_synthetic_packs_vary_in_shape_within_their_size(tiny_embedder_dir: Path) -> None:
+    embedder = Embedder(load_model(tiny_embedder_dir, "embedding", linear="torch"))
+    packs = tuning.synthetic_packs(embedder, (64, 384), variants=3)
+    for size, (group, tokens) in packs.items():
+        counts = [int(p["input_ids"].numel()) for p in group]
+        assert len(set(counts)) == 3  # three shapes, as real calls change shape
+        assert all(size // 2 <= c <= size + embedder.max_length for c in counts)
+        assert tokens == sum(counts)
+
+
+def test_onednn_linears_are_kept_only_where_they_are_faster(
+    tiny_embedder_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not onednn_available()[0]:
+        pytest.fail("this torch build has no usable oneDNN linear op; the test needs it")
+    texts = TEXTS * 3
+    want = Embedder.from_path(tiny_embedder_dir, linear="torch", pack=False).embed(texts)
+
+    def timed(onednn: float, torch_: float) -> Embedder:
+        per_token = {"onednn": onednn, "torch": torch_}
+        monkeypatch.setattr(
+            tuning,
+            "time_packs",
+            lambda _e, packs, ways=None, rounds=3: {
+                (w, size): per_token[w] for w in (ways or {}) for size in packs
+            },
+        )
+        embedder = Embedder(load_model(tiny_embedder_dir, "embedding", linear="onednn"))
+        assert embedder.linear == "onednn"
+        tuning.tune_linear(embedder)
+        return embedder
+
+    tie = timed(onednn=1.0e-6, torch_=1.0e-6)  # a tie keeps torch's (no packed copies)
+    assert tie.linear == "torch"
+    assert not any(isinstance(m, OneDNNLinear) for m in tie.model.modules())
+    faster = timed(onednn=0.9e-6, torch_=1.0e-6)
+    assert faster.linear == "onednn"
+    assert faster.linear_timings["onednn"] < faster.linear_timings["torch"]
+    for embedder in (tie, faster):  # either form computes the same vectors
+        torch.testing.assert_close(embedder.embed(texts), want, atol=1e-5, rtol=1e-4)
+    monkeypatch.undo()
+    # The real measurement on the tiny model picks one of the two and keeps it.
+    real = Embedder.from_path(tiny_embedder_dir)
+    assert real.linear in ("onednn", "torch") and set(real.linear_timings) == {"onednn", "torch"}
+    torch.testing.assert_close(real.embed(texts), want, atol=1e-5, rtol=1e-4)
+    # A model that does not run packed keeps what it has, unmeasured.
+    padded = Embedder(load_model(tiny_embedder_dir, "embedding", linear="onednn"), pack=False)
+    assert tuning.tune_linear(padded) == "onednn" == padded.linear
