@@ -271,11 +271,10 @@ class ReplicaPool:
     them as one call. The share (:class:`~open_autoglm.executors.replica_dispatch.
     DispatchPolicy`, from a cost model of the pool's own calls) lets this replica and the
     busy ones finish together: all of it when the others are busy for long, the shorter half
-    when another is free too. Each
-    request is answered the moment its own call returns, so a replica that finishes early
-    hands its results back (and its clients can send the next requests) while the other is
-    still computing. A request with several texts is split by length into one request per
-    replica first, so one big call still uses every free core.
+    when another is free too. Each request is answered the moment its own call returns, so a
+    replica that finishes early hands its results back (and its clients can send the next
+    requests) while the other is still computing. A request with several texts is split by
+    length into one request per replica first, so one big call still uses every free core.
 
     Args:
         name: the model's registry name (for errors and logs).
@@ -399,8 +398,10 @@ class ReplicaPool:
         with self._lock:
             alive = sum(1 for r in self._all.values() if r.alive())
             threads = sorted({int(r.info.get("threads", 0)) for r in self._all.values()})
-            packs = sorted({r.info.get("pack_tokens") or 0 for r in self._all.values()})
-            linear = sorted({str(r.info.get("linear")) for r in self._all.values()})
+            infos = [r.info for r in self._all.values()]
+        # What each replica measured at load (embedding models; two replicas may differ).
+        packs = sorted({p for i in infos if (p := i.get("pack_tokens"))})
+        linears = sorted({v for i in infos if (v := i.get("linear"))})
         return {
             "replicas": self.size,
             "alive": alive,
@@ -410,7 +411,7 @@ class ReplicaPool:
             "busy_seconds": round(self.busy_seconds, 3),
             "threads_per_replica": threads[0] if len(threads) == 1 else threads,
             "pack_tokens": (packs[0] if len(packs) == 1 else packs) or None,
-            "linear": linear[0] if len(linear) == 1 else linear,
+            "linear": (linears[0] if len(linears) == 1 else linears) or None,
         }
 
     def close(self) -> None:

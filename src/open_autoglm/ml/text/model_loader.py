@@ -116,7 +116,9 @@ class TextModelLoader:
 
             int8 = quantize == "onnx-int8"
             onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx", int8=int8)
-            return _tuned(OnnxEmbedder(loaded, onnx_path, **options), "torch", pack_tokens)
+            onnx = OnnxEmbedder(loaded, onnx_path, **options)
+            onnx.tune(linear=False, pack_tokens=pack_tokens == "auto")
+            return onnx
         if runtime != "torch":
             raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
         if quantize:
@@ -128,7 +130,9 @@ class TextModelLoader:
 
         use_onednn_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
-            return _tuned(Embedder(loaded, **options), linear, pack_tokens)
+            embedder = Embedder(loaded, **options)
+            embedder.tune(linear=linear == "auto", pack_tokens=pack_tokens == "auto")
+            return embedder
         if role is ModelRole.TEXT_GENERATION:
             options.setdefault("max_batch_size", self.max_batch_size)
             return Generator(loaded, **options)
@@ -153,10 +157,3 @@ class TextModelLoader:
         except NotFoundError:
             return 0
         return sum(f.stat().st_size for f in directory.glob("*.safetensors"))
-
-
-def _tuned(embedder: TextModel, linear: str, pack_tokens: Any) -> TextModel:
-    """``embedder`` with its Linears' form and pack size measured here, where the entry left
-    them to ``auto``."""
-    embedder.tune(linear=linear == "auto", pack_tokens=pack_tokens == "auto")
-    return embedder
