@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers.texts import MIXED_TEXTS
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text.embedding import (
     Embedder,
@@ -18,13 +19,7 @@ from open_autoglm.ml.text.embedding import (
 from open_autoglm.ml.text.loading import bundled_minilm_dir, load_model
 from open_autoglm.ml.text.tiny import build_tiny_bert_embedder
 
-TEXTS = [
-    "the cat sat on the mat",
-    "a graph neural network passes messages between nodes and edges of a large graph",
-    "hello",
-    "embeddings map sentences to vectors",
-    "one two three four five six seven eight nine ten one two three",
-]
+TEXTS = MIXED_TEXTS
 
 
 def test_reads_sentence_transformers_pooling(tmp_path: Path) -> None:

@@ -9,19 +9,14 @@ from typing import Any
 import pytest
 import torch
 
+from helpers.texts import MIXED_TEXTS
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text import tuning
 from open_autoglm.ml.text.embedding import Embedder
 from open_autoglm.ml.text.linear import OneDNNLinear, onednn_available
 from open_autoglm.ml.text.loading import load_model
 
-TEXTS = [
-    "the cat sat on the mat",
-    "a graph neural network passes messages between nodes and edges of a large graph",
-    "hello",
-    "embeddings map sentences to vectors",
-    "one two three four five six seven eight nine ten one two three",
-]
+TEXTS = MIXED_TEXTS
 
 
 class _CostedEmbedder(Embedder):
