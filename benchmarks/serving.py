@@ -26,13 +26,16 @@ their (max - min) / median. Because the loop at the end of a round can run minut
 level's HTTP measurements (on this shared machine the loop once sped up by 31% from the
 first round to the third while the servers did not), each level is also followed at once
 by a short run of the reference loop (the server's forward, batch 32, two processes):
-``x(dP)`` is the median over rounds of QPS over that paired loop. With one sample each, the loop measured 459 and 497 texts/s in
-two runs an hour apart, and the int8/fp32 ratio at c=32 moved by 0.1. Open-AutoGLM runs with its defaults: no thread variables in its environment;
-each embedding model is served by one worker process per CPU with one torch thread each
-(float32 Linears in oneDNN or torch's own, packs sized, as measured at load), the scheduler
-batches up to 32 requests without holding small batches back (the replica pool shares out
-what waits). Server CPU is the server process
-tree's CPU seconds per wall second (replicas included). Writes ``benchmarks/results/serving.json``.
+``x(dP)`` is the median over rounds of QPS over that paired loop. With one sample each, the
+loop measured 459 and 497 texts/s in two runs an hour apart, and the int8/fp32 ratio at c=32
+moved by 0.1.
+
+Open-AutoGLM runs with its defaults: no thread variables in its environment; each embedding
+model is served by one worker process per CPU with one torch thread each (float32 Linears
+in oneDNN or torch's own, and the pack cap, as measured at load); the scheduler batches up
+to 32 requests without holding small batches back (the replica pool shares out what waits).
+Server CPU is the server process tree's CPU seconds per wall second (replicas included).
+Writes ``benchmarks/results/serving.json``.
 """
 
 from __future__ import annotations
@@ -279,12 +282,12 @@ def main() -> None:
                 print(f"round {r + 1}/{args.rounds}, loop (no HTTP, servers idle):", flush=True)
                 for row in measure_loop(args.seconds, threads=1):
                     loop.setdefault(row["target"], []).append(row)
-        for rounds in http.values():
+        for rounds in http.values():  # every round's row carries them: any can be the median
             paired = [r["qps"] / r["paired_loop_qps"] for r in rounds if "paired_loop_qps" in r]
-            for r in rounds:
-                if paired:
-                    r["x_d_paired_rounds"] = paired
-                    r["x_d_paired"] = sorted(paired)[(len(paired) - 1) // 2]
+            if paired:
+                middle = sorted(paired)[(len(paired) - 1) // 2]
+                for r in rounds:
+                    r.update(x_d_paired_rounds=paired, x_d_paired=middle)
         rows.extend(median_round(r) for r in http.values())
         rows.extend(median_round(r) for r in loop.values())
         # Replica pools' counters: calls, texts (so texts per call), restarts.
