@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from open_autoglm.ml.text.generation import GenerationRequest, Generator, SamplingParams
-    from open_autoglm.ml.text.linear import use_onednn_linears
+    from open_autoglm.ml.text.linear import swap_linears
     from open_autoglm.ml.text.loading import (
         ModelRole,
         bundled_smollm2_gguf,
@@ -69,7 +69,7 @@ def main() -> None:
         )
         for _ in range(args.requests)
     ]
-    assert use_onednn_linears(fast.model) == 0  # already swapped by the loader
+    assert swap_linears(fast.model) == 0  # already swapped by the loader
     rows: list[dict] = []
     outputs = {}
     for linear, model in (("onednn", fast), ("torch", loaded)):

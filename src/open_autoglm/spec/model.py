@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 # ``options.linear``: how the torch runtime computes float32 Linear layers (ml/text/linear.py).
-LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "torch")
+LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "mkl", "torch")
 
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")
@@ -169,7 +169,7 @@ class ModelSpec(BaseModel):
                 raise ValueError("options.runtime must be torch or onnx")
             linear = self.options.get("linear")
             if linear is not None and linear not in LINEAR_MODES:
-                raise ValueError("options.linear must be auto, onednn or torch")
+                raise ValueError("options.linear must be auto, onednn, mkl or torch")
             if linear not in (None, "torch") and (
                 self.options.get("runtime") == "onnx" or self.options.get("quantize") == "onnx-int8"
             ):

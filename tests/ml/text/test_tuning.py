@@ -13,7 +13,7 @@ from helpers.texts import MIXED_TEXTS
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text import tuning
 from open_autoglm.ml.text.embedding import Embedder
-from open_autoglm.ml.text.linear import OneDNNLinear, onednn_available
+from open_autoglm.ml.text.linear import PackedLinear, form_available
 from open_autoglm.ml.text.loading import load_model
 
 TEXTS = MIXED_TEXTS
@@ -63,16 +63,17 @@ def test_synthetic_packs_vary_in_shape_within_their_size(tiny_embedder_dir: Path
         assert tokens == sum(counts)
 
 
-def test_onednn_linears_are_kept_only_where_they_are_faster(
+def test_the_fastest_form_of_linears_is_kept(
     tiny_embedder_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not onednn_available()[0]:
-        pytest.fail("this torch build has no usable oneDNN linear op; the test needs it")
+    for form in ("onednn", "mkl"):
+        if not form_available(form)[0]:
+            pytest.fail(f"this torch build has no usable {form} linear op; the test needs it")
     texts = TEXTS * 3
     want = Embedder.from_path(tiny_embedder_dir, linear="torch", pack=False).embed(texts)
 
-    def timed(onednn: float, torch_: float) -> Embedder:
-        per_token = {"onednn": onednn, "torch": torch_}
+    def timed(onednn: float, mkl: float, torch_: float = 1.0e-6) -> Embedder:
+        per_token = {"onednn": onednn, "mkl": mkl, "torch": torch_}
         monkeypatch.setattr(
             tuning,
             "time_packs",
@@ -85,18 +86,22 @@ def test_onednn_linears_are_kept_only_where_they_are_faster(
         tuning.tune_linear(embedder)
         return embedder
 
-    tie = timed(onednn=1.0e-6, torch_=1.0e-6)  # a tie keeps torch's (no packed copies)
+    # A tie keeps torch's (no packed copies); oneDNN must win by more than the margin.
+    tie = timed(onednn=0.98e-6, mkl=1.0e-6)
     assert tie.linear == "torch"
-    assert not any(isinstance(m, OneDNNLinear) for m in tie.model.modules())
-    faster = timed(onednn=0.9e-6, torch_=1.0e-6)
-    assert faster.linear == "onednn"
-    assert faster.linear_timings["onednn"] < faster.linear_timings["torch"]
-    for embedder in (tie, faster):  # either form computes the same vectors
+    assert not any(isinstance(m, PackedLinear) for m in tie.model.modules())
+    onednn = timed(onednn=0.9e-6, mkl=0.95e-6)
+    assert onednn.linear == "onednn"
+    assert onednn.linear_timings["onednn"] < onednn.linear_timings["torch"]
+    mkl = timed(onednn=0.96e-6, mkl=0.98e-6)  # MKL's packed form needs only to be faster
+    assert mkl.linear == "mkl" and set(mkl.linear_timings) == {"onednn", "mkl", "torch"}
+    for embedder in (tie, onednn, mkl):  # every form computes the same vectors
         torch.testing.assert_close(embedder.embed(texts), want, atol=1e-5, rtol=1e-4)
     monkeypatch.undo()
     # The real measurement on the tiny model picks one of the two and keeps it.
     real = Embedder.from_path(tiny_embedder_dir)
-    assert real.linear in ("onednn", "torch") and set(real.linear_timings) == {"onednn", "torch"}
+    assert real.linear in ("onednn", "mkl", "torch")
+    assert set(real.linear_timings) == {"onednn", "mkl", "torch"}
     torch.testing.assert_close(real.embed(texts), want, atol=1e-5, rtol=1e-4)
     # A model that does not run packed keeps what it has, unmeasured.
     padded = Embedder(load_model(tiny_embedder_dir, "embedding", linear="onednn"), pack=False)

@@ -406,8 +406,8 @@ class Embedder:
         pack_tokens: int | str = "auto",
         **kwargs: Any,
     ) -> Embedder:
-        """Load ``path`` and wrap it. ``linear="auto"`` keeps oneDNN Linears only where they
-        are faster here, and ``pack_tokens="auto"`` sizes packs by a measurement
+        """Load ``path`` and wrap it. ``linear="auto"`` keeps the form of Linears that runs
+        fastest here, and ``pack_tokens="auto"`` sizes packs by a measurement
         (:meth:`tune`)."""
         loaded = load_model(path, ModelRole.EMBEDDING, dtype=dtype, linear=linear)
         if pack_tokens != "auto":
@@ -432,12 +432,10 @@ class Embedder:
 
     @property
     def linear(self) -> str:
-        """What computes the float32 Linears now: ``"onednn"`` or ``"torch"``."""
-        from open_autoglm.ml.text.linear import OneDNNLinear
+        """What computes the float32 Linears now: ``"onednn"``, ``"mkl"`` or ``"torch"``."""
+        from open_autoglm.ml.text.linear import linear_form
 
-        model = self.model
-        onednn = model is not None and any(isinstance(m, OneDNNLinear) for m in model.modules())
-        return "onednn" if onednn else "torch"
+        return linear_form(self.model)
 
     @property
     def dimension(self) -> int:

@@ -1,4 +1,4 @@
-"""Float32 ``nn.Linear`` layers computed by oneDNN with prepacked weights, on CPU.
+"""Float32 ``nn.Linear`` layers computed on prepacked weights, on CPU: oneDNN or MKL.
 
 An encoder forward on CPU is almost all matrix products: in MiniLM ``aten::addmm`` takes 89% of
 the time. PyTorch sends float32 ``Linear`` to MKL's sgemm, and MKL picks its AVX-512 kernels
@@ -6,33 +6,39 @@ only on Intel CPUs; on this machine's AMD EPYC (Zen 4, AVX-512) it ran at ~115 G
 where oneDNN, which ships inside the same torch wheel and picks kernels by the CPU's features,
 ran the same product at ~250 (``benchmarks/serving.py`` records the effect end to end).
 
-:func:`use_onednn_linears` swaps a model's float32 ``Linear`` modules for :class:`OneDNNLinear`,
-which keeps the ``weight`` and ``bias`` parameters (``state_dict``, ``dtype`` and tied weights
-behave as before) plus a copy of the weight packed once in oneDNN's blocked layout, and
-computes ``x @ W.T + b`` with ``torch.ops.mkldnn._linear_pointwise``, the op TorchInductor's
-CPU backend emits for the same purpose. Serving models are frozen: the packed copy is not
-updated if the weights change, so this is for inference only.
+:func:`swap_linears` swaps a model's float32 ``Linear`` modules for a :class:`PackedLinear`
+form, which keeps the ``weight`` and ``bias`` parameters (``state_dict``, ``dtype`` and tied
+weights behave as before) plus a copy of the weight packed once for one library:
+
+- :class:`OneDNNLinear`: oneDNN's blocked layout, ``torch.ops.mkldnn._linear_pointwise``, the
+  op TorchInductor's CPU backend emits for the same purpose;
+- :class:`MklLinear`: MKL's packed layout (``cblas_sgemm_pack``), ``torch.ops.mkl._mkl_linear``,
+  the op Inductor emits for frozen float32 Linears where torch has MKL.
+
+Serving models are frozen: the packed copy is not updated if the weights change, so this is
+for inference only.
 
 oneDNN compiles and caches a kernel per input shape, so inputs are padded to one of a few
 row counts (:func:`row_bucket`): without that, a server meeting thousands of text-count x
 length combinations grew by gigabytes and recompiled once past oneDNN's cache.
 
-Rows are independent bit for bit: a row's output is the same whatever other rows share the
-call (measured for every shape SmolLM2 and MiniLM use, 1 to 520 rows; ``tests/ml/text/
-test_linear.py`` keeps it so). torch's own path does not have this property: a single row
-goes through MKL's gemv, several through its gemm, which sum in a different order. It is
+Rows are independent bit for bit in oneDNN: a row's output is the same whatever other rows
+share the call (measured for every shape SmolLM2 and MiniLM use, 1 to 520 rows; ``tests/ml/
+text/test_linear.py`` keeps it so). torch's own path does not have this property: a single
+row goes through MKL's gemv, several through its gemm, which sum in a different order. It is
 what lets generation batch requests and still give each the output it gets alone, and the
 decode steps (a few rows against large weights) ran ~2x faster for SmolLM2-135M.
 
-The op is internal to PyTorch, so the swap checks it first: it must exist and match
+The ops are internal to PyTorch, so the swap checks one first: it must exist and match
 ``F.linear`` on a probe; otherwise models keep the stock layers (and a log line says why).
 
 On Intel CPUs MKL does pick its AVX-512 kernels, and there oneDNN did not pay: on a 2-core
 Xeon (AVX-512, AMX) MiniLM's packed forward ran 7-15% faster with torch's own Linears, though
-each Linear timed alone was about as fast either way. So an embedding model loaded with
-``auto`` times its own forward both ways (:class:`LinearChoice`, used by
-``ml/text/tuning.py``) and keeps the faster. Generation keeps oneDNN wherever it is
-usable, for the invariance above.
+each Linear timed alone was about as fast either way, and 3-13% faster again with
+:class:`MklLinear`, which saves sgemm repacking the weight on every call. So an embedding
+model loaded with ``auto`` times its own forward in every usable form (:class:`LinearChoice`,
+used by ``ml/text/tuning.py``) and keeps the fastest. Generation and classification keep
+oneDNN wherever it is usable, for the invariance above.
 """
 
 from __future__ import annotations
@@ -48,22 +54,30 @@ from open_autoglm.errors import ValidationError
 from open_autoglm.spec.model import LINEAR_MODES
 
 __all__ = [
+    "PACKED_FORMS",
     "LinearChoice",
+    "MklLinear",
     "OneDNNLinear",
+    "PackedLinear",
+    "form_available",
+    "linear_form",
     "onednn_available",
     "row_bucket",
-    "use_onednn_linears",
+    "swap_linears",
 ]
 
 log = logging.getLogger(__name__)
 
 
-class OneDNNLinear(torch.nn.Linear):
-    """An ``nn.Linear`` whose forward runs oneDNN on a prepacked copy of its weight.
+class PackedLinear(torch.nn.Linear):
+    """An ``nn.Linear`` whose forward runs on a copy of its weight packed once for a library's
+    matrix product; subclasses name the ``form`` and do the packing and the product.
 
     Inference only: the output carries no gradient, and the packed copy does not follow
     later changes to ``weight``.
     """
+
+    form = ""
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         torch.nn.Module.__init__(self)
@@ -72,20 +86,34 @@ class OneDNNLinear(torch.nn.Linear):
         self.weight = linear.weight
         self.bias = linear.bias
         with torch.no_grad():
-            # Packed for a typical batch x sequence row count; any row count works.
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 256)
+            self.packed = self._pack(self.weight.detach())
 
-    def __deepcopy__(self, memo: dict[int, Any]) -> OneDNNLinear:
-        # The packed copy is an opaque oneDNN tensor that copy.deepcopy cannot copy: repack.
+    def _pack(self, weight: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PackedLinear:
+        # The packed copy is an opaque tensor that copy.deepcopy cannot copy: repack.
         plain = torch.nn.Linear(self.in_features, self.out_features, bias=self.bias is not None)
         plain.weight = copy.deepcopy(self.weight, memo)
         plain.bias = copy.deepcopy(self.bias, memo)
-        return OneDNNLinear(plain)
+        return type(self)(plain)
 
     @property
     def packed_bytes(self) -> int:
         """The packed copy's size (the same elements as ``weight``, another layout)."""
         return int(self.weight.numel() * self.weight.element_size())
+
+
+class OneDNNLinear(PackedLinear):
+    """``x @ W.T + b`` by oneDNN (``torch.ops.mkldnn._linear_pointwise``) on its blocked layout,
+    rows padded to :func:`row_bucket`."""
+
+    form = "onednn"
+
+    def _pack(self, weight: torch.Tensor) -> torch.Tensor:
+        # Packed for a typical batch x sequence row count; any row count works.
+        packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight, 256)
+        return packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.detach()
@@ -100,6 +128,41 @@ class OneDNNLinear(torch.nn.Linear):
             rows, self.packed, bias, "none", [], ""
         )
         return out[:m].reshape(*lead, self.out_features)
+
+
+class MklLinear(PackedLinear):
+    """``x @ W.T + b`` by MKL's sgemm on a weight packed once (``cblas_sgemm_pack``), through
+    ``torch.ops.mkl._mkl_linear``, the op TorchInductor emits for frozen float32 Linears.
+
+    torch's own Linear calls sgemm with the plain weight, and sgemm repacks it on every call:
+    for the few rows of a short text that is most of the work. Packed once, a 384 x 1536
+    product ran 1.57x as fast at 16 rows, 1.33x at 33, 1.15x at 100 and the same from ~300
+    rows (one thread, Xeon with AVX-512). MKL's packed layout does not depend on the row
+    count: one copy serves every call, no shapes are compiled and nothing is padded. The result
+    equals torch's Linear bit for bit from 16 rows up and within rounding below, where the
+    kernels differ (tests/ml/text/test_linear.py).
+    The op is told the call's own row count, since it falls back to the plain weight
+    whenever the count differs from the one it is given.
+    """
+
+    form = "mkl"
+
+    def _pack(self, weight: torch.Tensor) -> torch.Tensor:
+        packed: torch.Tensor = torch.ops.mkl._mkl_reorder_linear_weight(weight, 256)
+        return packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.detach()
+        lead = x.shape[:-1]
+        m = x.numel() // self.in_features
+        out: torch.Tensor = torch.ops.mkl._mkl_linear(
+            x.reshape(m, self.in_features), self.packed, self.weight.detach(), bias, m
+        )
+        return out.reshape(*lead, self.out_features)
+
+
+PACKED_FORMS: dict[str, type[PackedLinear]] = {"onednn": OneDNNLinear, "mkl": MklLinear}
+"""The packed forms a float32 Linear can take, by the name ``options.linear`` gives them."""
 
 
 def row_bucket(m: int) -> int:
@@ -118,37 +181,47 @@ def row_bucket(m: int) -> int:
 
 
 @functools.cache
-def onednn_available() -> tuple[bool, str]:
-    """(usable, reason): the oneDNN linear op exists here and agrees with ``F.linear``."""
-    if not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
+def form_available(form: str) -> tuple[bool, str]:
+    """(usable, reason): ``form``'s op exists in this torch build and agrees with ``F.linear``."""
+    if form == "onednn" and not torch.backends.mkldnn.is_available():  # type: ignore[no-untyped-call]
         return False, "this torch build has no oneDNN (mkldnn)"
+    if form == "mkl" and not torch.backends.mkl.is_available():  # type: ignore[no-untyped-call]
+        return False, "this torch build has no MKL"
     try:
         probe = torch.nn.Linear(48, 40)
         x = torch.randn(2, 7, 48)
         with torch.inference_mode():
-            got = OneDNNLinear(probe)(x)
+            got = PACKED_FORMS[form](probe)(x)
             want = torch.nn.functional.linear(x, probe.weight, probe.bias)
     except (RuntimeError, AttributeError, TypeError) as exc:
-        return False, f"oneDNN linear op unusable: {exc}"
+        return False, f"{form} linear op unusable: {exc}"
     if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
-        return False, "oneDNN linear op disagrees with F.linear on a probe"
+        return False, f"{form} linear op disagrees with F.linear on a probe"
     return True, "ok"
 
 
-def use_onednn_linears(model: Any, mode: str = "auto") -> int:
-    """Swap ``model``'s float32 CPU ``nn.Linear`` layers in place; returns how many.
+def onednn_available() -> tuple[bool, str]:
+    """(usable, reason) for the oneDNN form (:func:`form_available`)."""
+    return form_available("onednn")
 
-    ``mode``: ``"auto"`` swaps when oneDNN is usable, ``"onednn"`` requires it (ValidationError
-    otherwise), ``"torch"`` leaves the model alone.
+
+def swap_linears(model: Any, mode: str = "auto") -> int:
+    """Swap ``model``'s float32 CPU ``nn.Linear`` layers in place for a packed form; returns
+    how many.
+
+    ``mode``: ``"auto"`` swaps to oneDNN when it is usable (an embedding model's
+    :func:`~open_autoglm.ml.text.tuning.tune_linear` then times every form), ``"onednn"`` or
+    ``"mkl"`` require that form (ValidationError otherwise), ``"torch"`` leaves the model alone.
     """
     if mode not in LINEAR_MODES:
         raise ValidationError(f"options.linear must be one of {list(LINEAR_MODES)}, not {mode!r}")
     if mode == "torch":
         return 0
-    usable, reason = onednn_available()
+    form = "onednn" if mode == "auto" else mode
+    usable, reason = form_available(form)
     if not usable:
-        if mode == "onednn":
-            raise ValidationError(f"options.linear 'onednn' is not available: {reason}")
+        if mode != "auto":
+            raise ValidationError(f"options.linear {mode!r} is not available: {reason}")
         log.info("keeping torch's Linear layers: %s", reason)
         return 0
     swaps = [
@@ -160,32 +233,52 @@ def use_onednn_linears(model: Any, mode: str = "auto") -> int:
         and child.weight.device.type == "cpu"
     ]
     for parent, name, child in swaps:
-        setattr(parent, name, OneDNNLinear(child))
+        setattr(parent, name, PACKED_FORMS[form](child))
     return len(swaps)
 
 
-class LinearChoice:
-    """Both forms of a model's swapped Linears, to time one against the other in place.
+def linear_form(model: Any) -> str:
+    """What computes ``model``'s float32 Linears: a packed form's name, or ``"torch"``."""
+    for module in model.modules() if model is not None else ():
+        if isinstance(module, PackedLinear):
+            return module.form
+    return "torch"
 
-    Holds, for every :class:`OneDNNLinear` of ``model``, a plain ``nn.Linear`` over the same
-    weight and bias; :meth:`use` puts one form or the other in the model.
+
+class LinearChoice:
+    """Every usable form of a model's swapped Linears, to time them against each other in place.
+
+    For every :class:`PackedLinear` of ``model`` it holds a plain ``nn.Linear`` over the same
+    weight and bias and the other packed forms usable here (each its own packed copy, freed
+    with the choice); :meth:`use` puts one form in the model.
     """
 
     def __init__(self, model: Any) -> None:
-        self.slots = []
+        self.forms: list[str] = []
+        self.slots: list[tuple[Any, str, dict[str, torch.nn.Module]]] = []
+        usable = [f for f in PACKED_FORMS if form_available(f)[0]]
         for parent in model.modules():
             for name, child in parent.named_children():
-                if isinstance(child, OneDNNLinear):
-                    plain = torch.nn.Linear(
-                        child.in_features,
-                        child.out_features,
-                        bias=child.bias is not None,
-                        device="meta",
-                    )
-                    plain.weight, plain.bias = child.weight, child.bias
-                    self.slots.append((parent, name, child, plain))
+                if not isinstance(child, PackedLinear):
+                    continue
+                plain = torch.nn.Linear(
+                    child.in_features,
+                    child.out_features,
+                    bias=child.bias is not None,
+                    device="meta",
+                )
+                plain.weight, plain.bias = child.weight, child.bias
+                forms: dict[str, torch.nn.Module] = {"torch": plain}
+                for form in usable:
+                    forms[form] = child if child.form == form else PACKED_FORMS[form](plain)
+                forms.setdefault(child.form, child)
+                self.slots.append((parent, name, forms))
+        if self.slots:
+            self.forms = list(self.slots[0][2])
 
-    def use(self, onednn: bool) -> None:
-        """Put the oneDNN layers (True) or torch's own (False) in the model."""
-        for parent, name, fast, plain in self.slots:
-            setattr(parent, name, fast if onednn else plain)
+    def use(self, form: str) -> None:
+        """Put ``form`` (one of :attr:`forms`) in the model."""
+        if form not in self.forms:
+            raise ValueError(f"no {form!r} form here; have {self.forms}")
+        for parent, name, forms in self.slots:
+            setattr(parent, name, forms[form])

@@ -92,8 +92,8 @@ def load_model(
 
     ``gguf_file`` names a ``.gguf`` file inside ``path``; transformers dequantises it to
     float, which is slow, so prefer :func:`convert_gguf_to_safetensors` once and load the result.
-    ``linear`` other than ``"torch"`` swaps float32 Linears for oneDNN ones
-    (:func:`~open_autoglm.ml.text.linear.use_onednn_linears`).
+    ``linear`` other than ``"torch"`` swaps float32 Linears for packed ones
+    (:func:`~open_autoglm.ml.text.linear.swap_linears`).
     """
     from transformers import AutoTokenizer
 
@@ -113,9 +113,9 @@ def load_model(
     )
     model.eval()
     if linear != "torch":
-        from open_autoglm.ml.text.linear import use_onednn_linears
+        from open_autoglm.ml.text.linear import swap_linears
 
-        use_onednn_linears(model, linear)
+        swap_linears(model, linear)
     return LoadedModel(
         model=model,
         tokenizer=tokenizer,

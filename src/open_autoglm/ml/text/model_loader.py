@@ -7,10 +7,11 @@ The core's model service stores entries like::
 
 ``options.runtime: "onnx"`` runs an embedding model's encoder in ONNX Runtime (float32,
 exported once); ``options.quantize: "onnx-int8"`` does the same with int8 weights. On the
-torch runtime, float32 Linear layers run in oneDNN (``options.linear``: ``auto``, the
-default, ``onednn`` to require it, ``torch`` for torch's own; see ``ml/text/linear.py``).
-An embedding model loaded with ``auto`` keeps oneDNN Linears only if its packed forward is
-faster with them on this machine, and sizes its packs by a measurement too
+torch runtime, float32 Linear layers run on prepacked weights (``options.linear``: ``auto``,
+the default, ``onednn`` or ``mkl`` to require that form, ``torch`` for torch's own; see
+``ml/text/linear.py``). With ``auto`` an embedding model keeps whichever form its packed
+forward runs fastest in on this machine, other models oneDNN; embedding models size their
+packs by a measurement too
 (``options.pack_tokens``: ``auto``, the default, or a number of tokens; see
 ``Embedder.tune``).
 
@@ -126,9 +127,9 @@ class TextModelLoader:
         # oneDNN for the float Linears left (ml/text/linear.py), generation included: its rows
         # come out bit for bit the same whatever the batch (torch's MKL path does not: one
         # row goes through gemv), so a greedy output cannot depend on its batch mates.
-        from open_autoglm.ml.text.linear import use_onednn_linears
+        from open_autoglm.ml.text.linear import swap_linears
 
-        use_onednn_linears(loaded.model, linear)
+        swap_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
             embedder = Embedder(loaded, **options)
             embedder.tune(linear=linear == "auto", pack_tokens=pack_tokens == "auto")

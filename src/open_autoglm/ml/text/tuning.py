@@ -4,9 +4,11 @@ What runs fastest depends on the CPU, so :meth:`Embedder.tune <open_autoglm.ml.t
 embedding.Embedder.tune>` times the model's own packed forward on synthetic packs and keeps
 the winner:
 
-- :func:`tune_linear`: oneDNN Linears (prepacked weights, ``ml/text/linear.py``) or torch's
-  own. oneDNN was 2x MKL on an AMD EPYC, where MKL skips its AVX-512 kernels, but MiniLM's
-  forward ran 7-15% faster with torch's Linears on a Xeon, where MKL uses them.
+- :func:`tune_linear`: the form of the Linears (``ml/text/linear.py``): torch's own, oneDNN
+  on a prepacked weight, or MKL on a prepacked weight. oneDNN was 2x MKL on an AMD EPYC,
+  where MKL skips its AVX-512 kernels, but MiniLM's forward ran 7-15% faster with torch's
+  Linears than with oneDNN on a Xeon, where MKL uses them, and 3-13% faster again with MKL
+  on a packed weight.
 - :func:`tune_pack_tokens`: the token cap of a pack. A pack pays a fixed cost (every weight
   streamed once), so a bigger cap means fewer packs per call, as long as a full pack is not
   dearer per token once its activations outgrow the core's cache: on the EPYC 384 tokens
@@ -18,8 +20,9 @@ Both together take ~2-3 s for MiniLM at one thread.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["PACK_CANDIDATES", "synthetic_packs", "time_packs", "tune_linear", "tune_pack_tokens"]
@@ -31,12 +34,16 @@ Packs = dict[int, tuple[list[dict[str, Any]], int]]
 
 
 def tune_linear(embedder: Any, *, sizes: Sequence[int] = (64, 384), margin: float = 0.03) -> str:
-    """Keep oneDNN Linears only if they make ``embedder``'s packed forward faster here.
+    """Keep the form of Linears that runs ``embedder``'s packed forward fastest here.
 
-    Times packs of about ``sizes`` tokens both ways and keeps oneDNN only if it is more than
-    ``margin`` faster per token (a tie keeps torch's: no packed copies in memory). Returns
-    what computes the Linears now, ``"onednn"`` or ``"torch"`` (unchanged when the model has
-    no oneDNN layers or does not run packed).
+    Times packs of about ``sizes`` tokens in every form usable here (torch's own, oneDNN,
+    MKL with a packed weight) and keeps the cheapest per token. oneDNN counts only if it is
+    more than ``margin`` faster than the best of the other two: another library, rows padded
+    to buckets, and its copy of the weights in memory. MKL's packed form is torch's own
+    product without the repacking of the weight on every call (the same result bit for bit
+    from 16 rows), so it is kept whenever it is faster at all; a tie keeps torch's. Returns
+    what computes the Linears now (unchanged when the model has no packed layers or does not
+    run packed).
     """
     from open_autoglm.ml.text.linear import LinearChoice
 
@@ -44,11 +51,12 @@ def tune_linear(embedder: Any, *, sizes: Sequence[int] = (64, 384), margin: floa
     choice = LinearChoice(model) if embedder.packed and model is not None else None
     if choice is None or not choice.slots:
         return str(embedder.linear)
-    ways = {"onednn": lambda: choice.use(True), "torch": lambda: choice.use(False)}
+    ways = {form: functools.partial(choice.use, form) for form in choice.forms}
     best = time_packs(embedder, synthetic_packs(embedder, sizes, variants=3), ways, rounds=2)
     cost = {w: sum(t for (way, _), t in best.items() if way == w) for w in ways}
-    way = "onednn" if cost["onednn"] < cost["torch"] * (1 - margin) else "torch"
-    choice.use(way == "onednn")
+    handicap = {"onednn": 1 / (1 - margin)}
+    way = min(cost, key=lambda w: cost[w] * handicap.get(w, 1.0))  # torch first: wins a tie
+    choice.use(way)
     embedder.linear_timings = {w: round(c * 1e6, 2) for w, c in cost.items()}  # summed us/token
     return way
 
@@ -109,7 +117,7 @@ def synthetic_packs(
 def time_packs(
     embedder: Any,
     packs: Packs,
-    ways: dict[str, Callable[[], None]] | None = None,
+    ways: Mapping[str, Callable[[], None]] | None = None,
     *,
     rounds: int = 3,
 ) -> dict[tuple[str, int], float]:
