@@ -128,6 +128,30 @@ def test_one_bad_write_fails_alone(hub):
     assert hub.get_task("g")["status"] == "queued"
 
 
+def test_log_writes_wait_for_company_but_never_hold_up_a_write_someone_waits_on(hub):
+    # Online tasks' records are logged lazily: a batch of only such writes lingers (here up
+    # to 30 s, so any early commit below is caused by the code, not by the clock).
+    hub.writer._log_linger_s = 30.0
+    batches = hub.writer.batches
+    logs = [hub.write(TaskWrite(task_id=f"l{i}", row=row(f"l{i}")), lazy=True) for i in range(3)]
+    time.sleep(0.2)
+    assert not any(f.done() for f in logs)  # still gathering
+    logs.append(hub.write_many([TaskWrite(task_id="l3", row=row("l3"))], lazy=True))
+    start = time.monotonic()
+    urgent = hub.write(TaskWrite(task_id="u", row=row("u")))  # the API waits on this one
+    assert urgent.result(10) == ("u", True)
+    assert time.monotonic() - start < 5  # not held for the linger
+    assert [f.result(0) for f in logs[:3]] == [(f"l{i}", True) for i in range(3)]
+    assert logs[3].result(0) == [("l3", True)]
+    assert hub.writer.batches - batches <= 2  # the log writes rode along, not one commit each
+    # Closing flushes what lingers, at once.
+    last = hub.write(TaskWrite(task_id="l4", row=row("l4")), lazy=True)
+    start = time.monotonic()
+    hub.writer.close()
+    assert last.result(0) == ("l4", True) and time.monotonic() - start < 5
+    assert hub.get_task("l4")["status"] == "queued"
+
+
 def test_pagination_cursor(hub):
     for i in range(5):
         hub.write(TaskWrite(task_id=f"p{i}", row=row(f"p{i}"))).result(10)

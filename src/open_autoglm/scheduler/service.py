@@ -49,9 +49,9 @@ _Finished = tuple[Any, LiveTask, Any, tuple[TaskStatus | None, TaskStatus, float
 
 
 class StorageLike(Protocol):
-    def write(self, w: Any) -> Future[Any]: ...
+    def write(self, w: Any, *, lazy: bool = False) -> Future[Any]: ...
 
-    def write_many(self, writes: list[Any]) -> Future[list[Any]]: ...
+    def write_many(self, writes: list[Any], *, lazy: bool = False) -> Future[list[Any]]: ...
 
     def get_task(self, task_id: str) -> dict[str, Any]: ...
 
@@ -571,8 +571,9 @@ class Scheduler:
         lt = self.live.get(task_id)
         if lt is not None and kind == "progress":
             lt.progress = data
-        write = self._write_online if lt is not None and not lt.durable else self._write
-        self._storage.write(write(task_id=task_id, events=[(now, kind, data)]))
+        online = lt is not None and not lt.durable
+        write = self._write_online if online else self._write
+        self._storage.write(write(task_id=task_id, events=[(now, kind, data)]), lazy=online)
         if self._observer is not None:
             self._observer.on_event(task_id, kind, data)
 
@@ -722,7 +723,11 @@ class Scheduler:
         their record is a log entry, not a promise, so the answer does not wait for the
         commit. They stay in ``live`` until it is stored, so a read by id finds them all along.
         """
-        committed = self._storage.write_many([w for w, _, _, _ in finished])
+        # Only answered online tasks in the pass: a log write, which may wait for company.
+        lazy = answered is not None and all(
+            not lt.durable and lt.status is TaskStatus.SUCCEEDED for _, lt, _, _ in finished
+        )
+        committed = self._storage.write_many([w for w, _, _, _ in finished], lazy=lazy)
         early: set[str] = set()
         if answered is not None:
             for _, lt, result, _ in finished:

@@ -69,12 +69,13 @@ class StorageHub:
 
     # -- tasks -------------------------------------------------------------------------------
 
-    def write(self, w: TaskWrite) -> Future[Any]:
-        return self.writer.submit(w)
+    def write(self, w: TaskWrite, *, lazy: bool = False) -> Future[Any]:
+        """One task write; ``lazy``: a log write no one waits on soon (``storage/writer.py``)."""
+        return self.writer.submit(w, lazy=lazy)
 
-    def write_many(self, writes: list[TaskWrite]) -> Future[list[Any]]:
+    def write_many(self, writes: list[TaskWrite], *, lazy: bool = False) -> Future[list[Any]]:
         """Several task writes in one transaction; the future gives their outcomes in order."""
-        return self.writer.submit_many(writes)
+        return self.writer.submit_many(writes, lazy=lazy)
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
