@@ -44,6 +44,11 @@ class ExecutorSettings(BaseModel):
     memory_mb: int = Field(default=16_384, gt=0)
     gpu: int = Field(default=0, ge=0)
     threads: int = Field(default=8, ge=1, description="worker threads for in-process tasks")
+    yield_to_replicas: bool = Field(
+        default=True,
+        description="autoglm serve: the server's threads run under Linux SCHED_BATCH and wait "
+        "for a computing replica's time slice instead of preempting it (executors/sched_policy.py)",
+    )
 
 
 class SchedulerSettings(BaseModel):

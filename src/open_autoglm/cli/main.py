@@ -96,6 +96,10 @@ def serve(
     host = host or settings.api.host
     port = port if port is not None else settings.api.port
     console.print(f"Open-AutoGLM on http://{host}:{port}  (storage: {settings.storage_url()})")
+    if settings.executor.yield_to_replicas:
+        from open_autoglm.executors.sched_policy import yield_to_replicas
+
+        yield_to_replicas()  # before any thread starts: they all inherit it
     # Each response's head and body in one write (api/http.py).
     uvicorn.run(
         create_app(settings),

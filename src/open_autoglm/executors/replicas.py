@@ -44,6 +44,7 @@ from open_autoglm.errors import (
     ValidationError,
 )
 from open_autoglm.executors.replica_dispatch import DispatchPolicy
+from open_autoglm.executors.sched_policy import compute_policy
 from open_autoglm.futures import Promise
 
 __all__ = ["REPLICA_ROLES", "ReplicaPool", "main", "read_frame", "write_frame"]
@@ -628,6 +629,7 @@ class ReplicaPool:
             stdout=subprocess.PIPE,
             env=env,
         )
+        compute_policy(proc.pid)
         replica = _Replica(index, proc)
         assert proc.stdin is not None
         try:

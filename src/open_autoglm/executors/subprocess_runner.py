@@ -22,6 +22,7 @@ import orjson
 from open_autoglm import errors
 from open_autoglm.errors import AutoGLMError
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
+from open_autoglm.executors.sched_policy import compute_policy
 
 __all__ = ["ProcessJob"]
 
@@ -99,6 +100,8 @@ class ProcessJob:
                 self._finish(self._cancelled_outcome([]))
                 return
             proc.start()
+            if proc.pid is not None:
+                compute_policy(proc.pid)
             self._proc = proc
         child.close()
         outcome: Outcome | None = None

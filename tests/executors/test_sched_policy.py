@@ -1,0 +1,56 @@
+"""The server's threads run under SCHED_BATCH (they yield to computing replicas); the replica
+processes get the default policy back; the setting turns it off."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import httpx
+import psutil
+
+from helpers.services import ServerProcess
+
+
+def _policies(pid: int) -> set[int]:
+    return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_server_threads_yield_and_replicas_compute_at_the_default_policy(tmp_path: Path) -> None:
+    import torch
+
+    from open_autoglm.ml.text.tiny import build_tiny_bert_embedder
+
+    torch.set_num_threads(1)
+    model = build_tiny_bert_embedder(tmp_path / "emb")
+    env = {"AUTOGLM_MODELS__REPLICAS": "1"}
+    server = ServerProcess(tmp_path / "on", env=env).start()
+    try:
+        assert server.proc is not None
+        # Every thread, including those started after serve set the policy (event loop,
+        # scheduler, storage writer, executor workers).
+        threads = _policies(server.proc.pid)
+        assert threads == {os.SCHED_BATCH}, threads
+        entry = {"name": "emb", "source": str(model), "task_types": ["embedding"]}
+        httpx.post(server.url + "/v1/models/registry", json=entry, timeout=30).raise_for_status()
+        got = httpx.post(server.url + "/v1/embeddings", json={"model": "emb", "input": "hi"},
+                         timeout=120)  # fmt: skip
+        assert got.status_code == 200, got.text
+        replicas = [
+            p
+            for p in psutil.Process(server.proc.pid).children(recursive=True)
+            if "open_autoglm.executors.replicas" in " ".join(p.cmdline())
+        ]
+        assert replicas, "no replica process started"
+        for replica in replicas:
+            assert _policies(replica.pid) == {os.SCHED_OTHER}
+        assert _policies(server.proc.pid) == {os.SCHED_BATCH}  # replica dispatch threads too
+    finally:
+        server.stop()
+    off = {"AUTOGLM_EXECUTOR__YIELD_TO_REPLICAS": "false"}
+    server = ServerProcess(tmp_path / "off", env=off).start()
+    try:
+        assert server.proc is not None
+        assert _policies(server.proc.pid) == {os.SCHED_OTHER}
+    finally:
+        server.stop()
