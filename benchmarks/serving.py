@@ -26,13 +26,20 @@ their (max - min) / median. Because the loop at the end of a round can run minut
 level's HTTP measurements (on this shared machine the loop once sped up by 31% from the
 first round to the third while the servers did not), each level is also followed at once
 by a short run of the reference loop (the server's forward, batch 32, two processes):
-``x(dP)`` is the median over rounds of QPS over that paired loop. With one sample each, the
+``x(dP)`` is the median over rounds of QPS over that paired loop. The paired loop runs just
+before the level's targets and again just after, and the pair's mean is the reference, so
+drift within the level lands on both sides; and it runs the very forward the server's
+replicas measured for themselves at load (the Linears' form and the pack cap, from
+``GET /v1/models``), where every loop spawn would otherwise measure afresh and, on a noisy
+machine, sometimes pick differently from the server (MKL or torch Linears, a cap of 512
+or 1024: 3-8% apart). With one sample each, the
 loop measured 459 and 497 texts/s in two runs an hour apart, and the int8/fp32 ratio at c=32
 moved by 0.1.
 
 Open-AutoGLM runs with its defaults: no thread variables in its environment; each embedding
 model is served by one worker process per CPU with one torch thread each (float32 Linears
-in oneDNN or torch's own, and the pack cap, as measured at load); the scheduler batches up
+in oneDNN, MKL on packed weights or torch's own, and the pack cap, as measured at load);
+the scheduler batches up
 to 32 requests without holding small batches back (the replica pool shares out what waits).
 Server CPU is the server process tree's CPU seconds per wall second (replicas included).
 Writes ``benchmarks/results/serving.json``.
@@ -174,6 +181,22 @@ def _replica_counts(url: str, model: str) -> tuple[int, int] | None:
     return None
 
 
+def _replica_forwards(url: str, model: str) -> list[dict[str, Any]] | None:
+    """The forward ``model``'s replicas measured at load, one dict per distinct setting, for
+    the paired loop to run the same (None if the model has no replicas or reports nothing)."""
+    for m in httpx.get(url + "/v1/models").json()["data"]:
+        info = m.get("replicas") or {}
+        if m["id"] != model or not info.get("linear") or not info.get("pack_tokens"):
+            continue
+        linears, packs = info["linear"], info["pack_tokens"]
+        linears = linears if isinstance(linears, list) else [linears]
+        packs = packs if isinstance(packs, list) else [packs]
+        n = max(len(linears), len(packs))
+        return [{"linear": linears[i % len(linears)], "pack_tokens": int(packs[i % len(packs)])}
+                for i in range(n)]  # fmt: skip
+    return None
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
     def qps_of(target: str) -> dict[Any, float]:
         return {r["concurrency"]: r["qps"] for r in rows if r["target"] == target}
@@ -260,6 +283,13 @@ def main() -> None:
         for r in range(args.rounds):
             for c in concurrency:
                 print(f"round {r + 1}/{args.rounds}, concurrency {c}:", flush=True)
+                forwards = _replica_forwards(url, "minilm")
+                paired_before = None
+                if not args.no_loop:  # the reference loop brackets this level's targets
+                    (ref,) = measure_loop(args.seconds, threads=1, procs=(2,), modes=(REFERENCE,),
+                                          quiet=True, forwards=forwards)  # fmt: skip
+                    paired_before = ref["qps"]
+                    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f} (before)", flush=True)
                 for target in targets:
                     model = models.get(target.name)
                     before = _replica_counts(url, model) if model else None
@@ -270,14 +300,15 @@ def main() -> None:
                             calls = after[0] - before[0]
                             row["texts_per_call"] = (after[1] - before[1]) / calls
                     http[(c, target.name)].append(row)
-                if not args.no_loop:  # the reference loop right after this level's targets
-                    (ref,) = measure_loop(
-                        args.seconds, threads=1, procs=(2,), modes=(REFERENCE,), quiet=True
-                    )
-                    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f}", flush=True)
+                if paired_before is not None:
+                    (ref,) = measure_loop(args.seconds, threads=1, procs=(2,), modes=(REFERENCE,),
+                                          quiet=True, forwards=forwards)  # fmt: skip
+                    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f} (after)", flush=True)
                     for target in targets:
                         last = http[(c, target.name)][-1]
-                        last["paired_loop_qps"] = ref["qps"]
+                        last["paired_loop_qps"] = (paired_before + ref["qps"]) / 2
+                        last["paired_loop_before_after"] = [paired_before, ref["qps"]]
+                        last["paired_loop_forwards"] = forwards
             if not args.no_loop:  # in every round too: the limit drifts like the servers do
                 print(f"round {r + 1}/{args.rounds}, loop (no HTTP, servers idle):", flush=True)
                 for row in measure_loop(args.seconds, threads=1):

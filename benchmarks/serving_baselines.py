@@ -158,8 +158,18 @@ REFERENCE = "loop-batch32-bucketed"
 """The loop (d) the serving targets are measured against: the server's forward, batch 32."""
 
 
-def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any) -> None:
-    """One process of (d): load, warm up, wait for the others, then loop for ``seconds``."""
+def _loop_worker(
+    mode: str,
+    seconds: float,
+    threads: int,
+    barrier: Any,
+    out: Any,
+    forward: dict[str, Any] | None = None,
+) -> None:
+    """One process of (d): load, warm up, wait for the others, then loop for ``seconds``.
+
+    ``forward`` (``linear``, ``pack_tokens``) fixes what the embedder otherwise measures at
+    load, so the loop can run exactly the forward a server's replica measured for itself."""
     import torch
 
     # Default threads oversubscribe a shared 2-core box (spinning OpenMP workers), like (a).
@@ -194,7 +204,14 @@ def _loop_worker(mode: str, seconds: float, threads: int, barrier: Any, out: Any
     else:
         linear = "torch" if mode.endswith("-torch-linear") else "auto"
         pack = not mode.endswith(("-torch-linear", "-padded"))
-        embedder = Embedder.from_path(path, batch_size=32, linear=linear, pack=pack)
+        fixed = forward or {}
+        embedder = Embedder.from_path(
+            path,
+            batch_size=32,
+            linear=fixed.get("linear", linear),
+            pack=pack,
+            pack_tokens=fixed.get("pack_tokens", "auto"),
+        )
         bucket = "bucketed" in mode
         fn = lambda texts: embedder.embed(texts, bucket=bucket)  # noqa: E731
     call = 8 if "-batch8-" in mode else 32
@@ -214,10 +231,12 @@ def measure_loop(
     procs: tuple[int, ...] = (1, 2),
     modes: tuple[str, ...] = LOOP_MODES,
     quiet: bool = False,
+    forwards: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """(d) no HTTP: per-text forward, batches of 32 without / with length bucketing, and the
     bucketed loop in ONNX Runtime fp32; each in 1 process and in ``procs`` processes at once
-    (one per core: the machine's physical limit). Texts go in calls of 32."""
+    (one per core: the machine's physical limit). Texts go in calls of 32. ``forwards``:
+    process i runs ``forwards[i % len]`` (see :func:`_loop_worker`) instead of measuring."""
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
@@ -226,8 +245,12 @@ def measure_loop(
         for mode in modes:
             barrier, out = ctx.Barrier(n), ctx.Queue()
             workers = [
-                ctx.Process(target=_loop_worker, args=(mode, seconds, threads, barrier, out))
-                for _ in range(n)
+                ctx.Process(
+                    target=_loop_worker,
+                    args=(mode, seconds, threads, barrier, out),
+                    kwargs={"forward": forwards[i % len(forwards)] if forwards else None},
+                )
+                for i in range(n)
             ]
             for w in workers:
                 w.start()
