@@ -240,7 +240,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           "passes through torch's own Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
           "loop in 2 processes; x(d8): vs the bucketed loop (server's forward) in calls of 8, "
           "about the size of each replica's calls at c=32, in 2 processes; x(dP): median over rounds "
-          "of QPS over x(d2)'s loop measured right after that round's level; tpc: texts per "
+          "of QPS over x(d2)'s loop with the replicas' own Linears and pack cap, measured just "
+          "before and just after that round's level (their mean); tpc: texts per "
           "replica call the server actually ran; spread: (max - min) / median QPS over the "
           "rounds (the row is the median round)")  # fmt: skip
 

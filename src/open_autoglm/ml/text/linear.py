@@ -103,6 +103,15 @@ class PackedLinear(torch.nn.Linear):
         """The packed copy's size (the same elements as ``weight``, another layout)."""
         return int(self.weight.numel() * self.weight.element_size())
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.detach()
+        rows = x.reshape(x.numel() // self.in_features, self.in_features)
+        return self._product(rows, bias).reshape(*x.shape[:-1], self.out_features)
+
+    def _product(self, rows: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``rows @ W.T + bias`` for a 2-D ``rows``."""
+        raise NotImplementedError
+
 
 class OneDNNLinear(PackedLinear):
     """``x @ W.T + b`` by oneDNN (``torch.ops.mkldnn._linear_pointwise``) on its blocked layout,
@@ -115,19 +124,15 @@ class OneDNNLinear(PackedLinear):
         packed: torch.Tensor = torch.ops.mkldnn._reorder_linear_weight(weight, 256)
         return packed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.detach()
-        lead = x.shape[:-1]
-        m = x.numel() // self.in_features
+    def _product(self, rows: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        m = rows.shape[0]
         padded = row_bucket(m)
-        if padded == m:
-            rows = x.reshape(m, self.in_features)
-        else:  # a bounded set of shapes: see row_bucket
-            rows = torch.nn.functional.pad(x.reshape(m, -1), (0, 0, 0, padded - m))
+        if padded != m:  # a bounded set of shapes: see row_bucket
+            rows = torch.nn.functional.pad(rows, (0, 0, 0, padded - m))
         out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
             rows, self.packed, bias, "none", [], ""
         )
-        return out[:m].reshape(*lead, self.out_features)
+        return out[:m]
 
 
 class MklLinear(PackedLinear):
@@ -151,14 +156,11 @@ class MklLinear(PackedLinear):
         packed: torch.Tensor = torch.ops.mkl._mkl_reorder_linear_weight(weight, 256)
         return packed
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = None if self.bias is None else self.bias.detach()
-        lead = x.shape[:-1]
-        m = x.numel() // self.in_features
+    def _product(self, rows: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out: torch.Tensor = torch.ops.mkl._mkl_linear(
-            x.reshape(m, self.in_features), self.packed, self.weight.detach(), bias, m
+            rows, self.packed, self.weight.detach(), bias, rows.shape[0]
         )
-        return out.reshape(*lead, self.out_features)
+        return out
 
 
 PACKED_FORMS: dict[str, type[PackedLinear]] = {"onednn": OneDNNLinear, "mkl": MklLinear}
