@@ -418,7 +418,7 @@ class Embedder:
 
     def tune(self, *, linear: bool = True, pack_tokens: bool = True) -> None:
         """Measure this machine (:mod:`open_autoglm.ml.text.tuning`): the Linears' form, then
-        the pack cap. ~2-3 s for MiniLM at one thread."""
+        the pack cap. ~4-5 s for MiniLM at one thread."""
         from open_autoglm.ml.text import tuning
 
         if linear:

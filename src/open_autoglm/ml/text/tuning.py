@@ -15,7 +15,7 @@ the winner:
   cost 10-14% more per token than 256; on the Xeon (2 MB of L2 per core) 256 to 1024 cost
   the same.
 
-Both together take ~2-3 s for MiniLM at one thread.
+Both together take ~4-5 s for MiniLM at one thread (three forms of Linears timed).
 """
 
 from __future__ import annotations
