@@ -173,28 +173,40 @@ def _model_of(target: Target) -> str:
     return str(target.body_factory(0)["model"])
 
 
-def _replica_counts(url: str, model: str) -> tuple[int, int] | None:
-    """(calls, texts) the model's replica pool has run so far (the warm-up included)."""
+def _replica_stats(url: str, model: str) -> dict[str, Any] | None:
+    """The model's replica pool as ``GET /v1/models`` reports it (None: no replicas)."""
     for m in httpx.get(url + "/v1/models").json()["data"]:
         if m["id"] == model and m.get("replicas"):
-            return int(m["replicas"]["batches"]), int(m["replicas"]["texts"])
+            return dict(m["replicas"])
     return None
+
+
+def _replica_counts(url: str, model: str) -> tuple[int, int] | None:
+    """(calls, texts) the model's replica pool has run so far (the warm-up included)."""
+    info = _replica_stats(url, model)
+    return (int(info["batches"]), int(info["texts"])) if info else None
 
 
 def _replica_forwards(url: str, model: str) -> list[dict[str, Any]] | None:
     """The forward ``model``'s replicas measured at load, one dict per distinct setting, for
     the paired loop to run the same (None if the model has no replicas or reports nothing)."""
-    for m in httpx.get(url + "/v1/models").json()["data"]:
-        info = m.get("replicas") or {}
-        if m["id"] != model or not info.get("linear") or not info.get("pack_tokens"):
-            continue
-        linears, packs = info["linear"], info["pack_tokens"]
-        linears = linears if isinstance(linears, list) else [linears]
-        packs = packs if isinstance(packs, list) else [packs]
-        n = max(len(linears), len(packs))
-        return [{"linear": linears[i % len(linears)], "pack_tokens": int(packs[i % len(packs)])}
-                for i in range(n)]  # fmt: skip
-    return None
+    info = _replica_stats(url, model) or {}
+    if not info.get("linear") or not info.get("pack_tokens"):
+        return None
+    linears, packs = info["linear"], info["pack_tokens"]
+    linears = linears if isinstance(linears, list) else [linears]
+    packs = packs if isinstance(packs, list) else [packs]
+    n = max(len(linears), len(packs))
+    return [{"linear": linears[i % len(linears)], "pack_tokens": int(packs[i % len(packs)])}
+            for i in range(n)]  # fmt: skip
+
+
+def _paired(seconds: float, forwards: list[dict[str, Any]] | None, when: str) -> float:
+    """QPS of the reference loop (two processes) running ``forwards``, printed."""
+    (ref,) = measure_loop(seconds, threads=1, procs=(2,), modes=(REFERENCE,), quiet=True,
+                          forwards=forwards)  # fmt: skip
+    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f} ({when})", flush=True)
+    return float(ref["qps"])
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -285,12 +297,8 @@ def main() -> None:
             for c in concurrency:
                 print(f"round {r + 1}/{args.rounds}, concurrency {c}:", flush=True)
                 forwards = _replica_forwards(url, "minilm")
-                paired_before = None
-                if not args.no_loop:  # the reference loop brackets this level's targets
-                    (ref,) = measure_loop(args.seconds, threads=1, procs=(2,), modes=(REFERENCE,),
-                                          quiet=True, forwards=forwards)  # fmt: skip
-                    paired_before = ref["qps"]
-                    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f} (before)", flush=True)
+                # The reference loop brackets this level's targets.
+                paired_before = None if args.no_loop else _paired(args.seconds, forwards, "before")
                 for target in targets:
                     model = models.get(target.name)
                     before = _replica_counts(url, model) if model else None
@@ -302,13 +310,11 @@ def main() -> None:
                             row["texts_per_call"] = (after[1] - before[1]) / calls
                     http[(c, target.name)].append(row)
                 if paired_before is not None:
-                    (ref,) = measure_loop(args.seconds, threads=1, procs=(2,), modes=(REFERENCE,),
-                                          quiet=True, forwards=forwards)  # fmt: skip
-                    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f} (after)", flush=True)
+                    paired_after = _paired(args.seconds, forwards, "after")
                     for target in targets:
                         last = http[(c, target.name)][-1]
-                        last["paired_loop_qps"] = (paired_before + ref["qps"]) / 2
-                        last["paired_loop_before_after"] = [paired_before, ref["qps"]]
+                        last["paired_loop_qps"] = (paired_before + paired_after) / 2
+                        last["paired_loop_before_after"] = [paired_before, paired_after]
                         last["paired_loop_forwards"] = forwards
             if not args.no_loop:  # in every round too: the limit drifts like the servers do
                 print(f"round {r + 1}/{args.rounds}, loop (no HTTP, servers idle):", flush=True)

@@ -519,9 +519,8 @@ class ReplicaPool:
                 if self._pending and self._free:  # more than this share is waiting
                     self._lock.notify()
                 replica.busy = True
-                replica.busy_until = self.policy.predicted_end(
-                    time.monotonic(), sum(r.cost for r in group)
-                )
+                cost = sum(r.cost for r in group)
+                replica.busy_until = self.policy.predicted_end(time.monotonic(), cost)
             if not replica.alive():  # died while idle: restart first; no request is lost
                 with self._lock:
                     self._pending[:0] = group
@@ -529,13 +528,14 @@ class ReplicaPool:
                     self._lock.notify()  # a free worker takes it while this one restarts
                 next_replica = self._replace(replica)
             else:
-                next_replica = self._run(replica, group)
+                next_replica = self._run(replica, group, cost)
             if next_replica is None:
                 return
             replica = next_replica
 
-    def _run(self, replica: _Replica, group: list[_Request]) -> _Replica | None:
-        """One call for ``group``; returns the replica to go on with (None: stop)."""
+    def _run(self, replica: _Replica, group: list[_Request], cost: float) -> _Replica | None:
+        """One call for ``group`` (of ``cost`` in all); returns the replica to go on with
+        (None: stop)."""
         lead = group[0]
         texts = [t for r in group for t in r.texts] if len(group) > 1 else lead.texts
         extra: dict[str, Any] = (
@@ -568,7 +568,7 @@ class ReplicaPool:
             self.texts += len(texts)
             self.busy_seconds += busy
             if not dead:
-                self.policy.finished(sum(r.cost for r in group), busy)
+                self.policy.finished(cost, busy)
         for request, answer in zip(group, replies, strict=True):
             if isinstance(answer, BaseException):
                 request.promise.set_exception(answer)

@@ -410,6 +410,15 @@ class Embedder:
         fastest here, and ``pack_tokens="auto"`` sizes packs by a measurement
         (:meth:`tune`)."""
         loaded = load_model(path, ModelRole.EMBEDDING, dtype=dtype, linear=linear)
+        return cls.tuned(loaded, linear=linear, pack_tokens=pack_tokens, **kwargs)
+
+    @classmethod
+    def tuned(
+        cls, loaded: LoadedModel, *, linear: str, pack_tokens: int | str, **kwargs: Any
+    ) -> Embedder:
+        """Wrap ``loaded`` and measure what its options leave at ``"auto"`` (:meth:`tune`):
+        the Linears' form (``loaded`` already has the form ``linear`` asks for) and the pack
+        cap (a number fixes it)."""
         if pack_tokens != "auto":
             kwargs["pack_tokens"] = pack_tokens
         embedder = cls(loaded, **kwargs)

@@ -106,8 +106,6 @@ class TextModelLoader:
         runtime = options.pop("runtime", "torch")
         linear = str(options.pop("linear", "auto"))
         pack_tokens = options.pop("pack_tokens", "auto")
-        if role is ModelRole.EMBEDDING and pack_tokens != "auto":
-            options["pack_tokens"] = pack_tokens
         if quantize == "onnx-int8" or runtime == "onnx":
             if role is not ModelRole.EMBEDDING:
                 raise ValidationError("ONNX Runtime serves only embedding models here")
@@ -117,6 +115,8 @@ class TextModelLoader:
 
             int8 = quantize == "onnx-int8"
             onnx_path = export_encoder_onnx(loaded, self.cache_dir / "onnx", int8=int8)
+            if pack_tokens != "auto":
+                options["pack_tokens"] = pack_tokens
             onnx = OnnxEmbedder(loaded, onnx_path, **options)
             onnx.tune(linear=False, pack_tokens=pack_tokens == "auto")
             return onnx
@@ -131,9 +131,7 @@ class TextModelLoader:
 
         swap_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
-            embedder = Embedder(loaded, **options)
-            embedder.tune(linear=linear == "auto", pack_tokens=pack_tokens == "auto")
-            return embedder
+            return Embedder.tuned(loaded, linear=linear, pack_tokens=pack_tokens, **options)
         if role is ModelRole.TEXT_GENERATION:
             options.setdefault("max_batch_size", self.max_batch_size)
             return Generator(loaded, **options)
