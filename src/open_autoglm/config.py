@@ -34,6 +34,15 @@ class StorageSettings(BaseModel):
         description="SQLAlchemy URL; default sqlite:///<data_dir>/autoglm.db (WAL).",
     )
     commit_batch: int = Field(default=512, ge=1, description="max writes per group commit")
+    online_retention_s: float = Field(
+        default=7 * 86_400,
+        ge=0,
+        description="online inference records (/v1/infer, OpenAI routes: one per request, with "
+        "its result) are deleted this long after they end; 0 keeps them for good",
+    )
+    prune_interval_s: float = Field(
+        default=300.0, gt=0, description="how often expired online records are deleted"
+    )
 
 
 class ExecutorSettings(BaseModel):

@@ -52,6 +52,8 @@ class Runtime:
         self.replica_id = uuid.uuid4().hex
         self._lease_stop = threading.Event()
         self._lease_thread: threading.Thread | None = None
+        self._prune_stop = threading.Event()
+        self._prune_thread: threading.Thread | None = None
         self.scheduler = Scheduler(
             self.storage,
             resolve_type=self.plugins.task_type,
@@ -128,6 +130,12 @@ class Runtime:
             target=self._keep_lease, name="autoglm-lease", daemon=True
         )
         self._lease_thread.start()
+        if s.storage.online_retention_s > 0:
+            self._prune_stop.clear()
+            self._prune_thread = threading.Thread(
+                target=self._prune_online, name="autoglm-prune", daemon=True
+            )
+            self._prune_thread.start()
         for fn in self.on_start:
             fn()
         self.plugins.call_hooks("on_startup")
@@ -144,8 +152,11 @@ class Runtime:
             except Exception:
                 log.exception("shutdown hook failed")
         self._lease_stop.set()
-        if self._lease_thread is not None:
-            self._lease_thread.join(timeout=10)
+        self._prune_stop.set()
+        for thread in (self._lease_thread, self._prune_thread):
+            if thread is not None:
+                thread.join(timeout=10)
+        self._prune_thread = None
         self.scheduler.stop()
         self._executor.shutdown(wait=False)
         try:  # our unfinished tasks become claimable at once, not after the lease
@@ -311,6 +322,27 @@ class Runtime:
                 self._renew_lease()
             except Exception:  # the database may be briefly unreachable; try next beat
                 log.exception("lease renewal failed")
+
+    def _prune_online(self) -> None:
+        """Delete online inference records past ``storage.online_retention_s``, at start and
+        every ``storage.prune_interval_s``. Each request leaves one (row, events, result: ~9
+        KB for a MiniLM embedding), so a busy server would otherwise grow its database by
+        gigabytes an hour. Durable tasks are kept."""
+        st = self.settings.storage
+        while True:
+            try:
+                before = time.time() - st.online_retention_s
+                n = self.storage.prune_online(before, stop=self._prune_stop)
+                if n:
+                    log.info(
+                        "deleted %d online inference records older than %.0f s",
+                        n,
+                        st.online_retention_s,
+                    )
+            except Exception:  # the database may be briefly unreachable; try next time
+                log.exception("pruning online inference records failed")
+            if self._prune_stop.wait(st.prune_interval_s):
+                return
 
     def _renew_lease(self) -> None:
         """One beat: renew; if another replica declared us dead meanwhile, stop running what

@@ -9,7 +9,7 @@ import pytest
 
 from helpers.paths import PLUGIN_DIR
 from helpers.settings import make_settings
-from open_autoglm.errors import AdmissionError, ConflictError
+from open_autoglm.errors import AdmissionError, ConflictError, NotFoundError
 from open_autoglm.runtime import Runtime
 
 
@@ -221,6 +221,38 @@ def test_online_task_is_stored_once_when_it_ends(make_runtime):
     ]
     assert statuses == ["queued", "running", "succeeded"]
     assert rt.get_task(final["id"])["result"]["slept"] >= 0.3
+
+
+def _online(rt, spec):
+    task, _ = rt.submit(spec, durable=False).result(10)
+    return rt.wait(task["id"], 10)
+
+
+def test_online_records_are_pruned_after_their_retention(make_runtime):
+    rt = make_runtime(storage={"online_retention_s": 0.3, "prune_interval_s": 0.1})
+    online = _online(rt, {"task_type": "echo", "input": 1})
+    durable = rt.run({"task_type": "echo", "input": 2}, timeout=10)
+    assert rt.storage.get_task(online["id"])["durable"] is False
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            rt.storage.get_task(online["id"])
+        except NotFoundError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the online record outlived its retention")
+    assert rt.storage.get_result(online["id"]) == (False, None)
+    assert rt.storage.events(online["id"]) == []
+    assert rt.storage.get_task(durable["id"])["status"] == "succeeded"  # durable: kept
+    assert rt.storage.get_result(durable["id"])[0] is True
+
+
+def test_online_retention_zero_keeps_records(make_runtime):
+    rt = make_runtime(storage={"online_retention_s": 0, "prune_interval_s": 0.05})
+    online = _online(rt, {"task_type": "echo", "input": 1})
+    time.sleep(0.3)
+    assert rt.storage.get_task(online["id"])["status"] == "succeeded"
 
 
 def test_cancelled_online_task_is_stored_cancelled(make_runtime):

@@ -248,3 +248,42 @@ def test_late_workflow_bookkeeping_of_a_lost_run_is_fenced(hub):
     assert cb["status"] == "delivered"
     assert [d["status_code"] for d in cb["deliveries"]] == [200, None]  # both on the record
     assert repo.pending_callbacks() == []
+
+
+def _finished(hub, tid: str, *, durable: bool, ended: float) -> None:
+    hub.write(
+        TaskWrite(
+            task_id=tid,
+            row={**row(tid), "durable": durable},
+            fields={"status": "succeeded", "finished_at": ended},
+            terminal=True,
+            events=[(ended, "status", {"status": "succeeded"})],
+            result={"embeddings": [[0.5] * 8]},
+            has_result=True,
+        )
+    ).result(10)
+
+
+def test_prune_online_deletes_only_expired_online_records(hub):
+    now = time.time()
+    _finished(hub, "old-online", durable=False, ended=now - 100)
+    _finished(hub, "old-online-2", durable=False, ended=now - 50)
+    _finished(hub, "new-online", durable=False, ended=now)
+    _finished(hub, "old-durable", durable=True, ended=now - 100)
+    _finished(hub, "old-online-art", durable=False, ended=now - 100)
+    hub.put_artifact(b"png", media_type="image/png", task_id="old-online-art")
+    running = {**row("running-online"), "durable": False, "status": "running"}
+    hub.write(TaskWrite(task_id="running-online", row=running)).result(10)
+
+    # chunk=1: several transactions, stopping at the first that finds fewer than a chunk
+    assert hub.prune_online(now - 10, chunk=1) == 2
+    for gone in ("old-online", "old-online-2"):
+        with pytest.raises(NotFoundError):
+            hub.get_task(gone)
+        assert hub.events(gone) == []
+        assert hub.get_result(gone) == (False, None)
+    for kept in ("new-online", "old-durable", "old-online-art", "running-online"):
+        assert hub.get_task(kept)["id"] == kept
+    assert hub.get_result("old-durable") == (True, {"embeddings": [[0.5] * 8]})
+    assert len(hub.events("new-online")) == 1
+    assert hub.prune_online(now - 10) == 0  # nothing left to do

@@ -6,13 +6,15 @@ connections directly. Sessions and connections never leave this module.
 
 from __future__ import annotations
 
+import functools
+import threading
 import time
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.storage.artifacts import ArtifactFiles
@@ -130,6 +132,25 @@ class StorageHub:
         )
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
+
+    def prune_online(
+        self, before: float, *, chunk: int = 1000, stop: threading.Event | None = None
+    ) -> int:
+        """Delete online inference records (``durable`` false) that ended before ``before``
+        (epoch seconds), with their events and results; returns how many tasks went.
+
+        Durable tasks are never touched, nor an online task that recorded an artifact (the
+        artifact keeps naming it). Runs through the writer in transactions of ``chunk``
+        tasks, so it never holds the database long or races the writes of the hot path;
+        ``stop``, once set, ends it between two of them.
+        """
+        pruned = 0
+        while True:
+            n = self.writer.submit(functools.partial(_prune_chunk, before=before, limit=chunk))
+            done = int(n.result())
+            pruned += done
+            if done < chunk or (stop is not None and stop.is_set()):
+                return pruned
 
     # -- artifacts ---------------------------------------------------------------------------
 
@@ -262,3 +283,25 @@ class StorageHub:
 def _row(row: Any) -> dict[str, Any]:
     # Column keys are sqlalchemy ``quoted_name`` (a str subclass); orjson wants plain str.
     return {str(k): v for k, v in row._mapping.items()}
+
+
+def _prune_chunk(conn: Connection, *, before: float, limit: int) -> int:
+    """One transaction of :meth:`StorageHub.prune_online`: up to ``limit`` tasks."""
+    has_artifact = sa.exists().where(artifacts.c.task_id == tasks.c.id)
+    ids = [
+        str(r[0])
+        for r in conn.execute(
+            sa.select(tasks.c.id)
+            .where(
+                tasks.c.durable.is_(False),
+                tasks.c.finished_at < before,
+                ~has_artifact,
+            )
+            .limit(limit)
+        )
+    ]
+    if ids:
+        conn.execute(task_events.delete().where(task_events.c.task_id.in_(ids)))
+        conn.execute(results.delete().where(results.c.task_id.in_(ids)))
+        conn.execute(tasks.delete().where(tasks.c.id.in_(ids)))
+    return len(ids)

@@ -66,6 +66,8 @@ tasks = sa.Table(
     sa.Index("ix_tasks_status_seq", "status", "seq"),
     sa.Index("ix_tasks_type_seq", "task_type", "seq"),
     sa.Index("ix_tasks_owner_status", "owner", "status"),
+    # Finds online records past their retention (StorageHub.prune_online).
+    sa.Index("ix_tasks_durable_finished", "durable", "finished_at"),
 )
 
 # Live server processes sharing the database, each renewing its lease by heartbeat.
