@@ -121,6 +121,8 @@ artifacts = sa.Table(
     sa.Column("name", sa.String(500), nullable=False, default=""),
     sa.Column("task_id", sa.String(32)),
     sa.Column("created_at", sa.Float, nullable=False),
+    # Pruning keeps an online task that recorded an artifact: asked once per candidate.
+    sa.Index("ix_artifacts_task_id", "task_id"),
 )
 
 rulesets = sa.Table(
