@@ -293,7 +293,7 @@ def _prune_chunk(conn: Connection, *, before: float, limit: int) -> int:
         for r in conn.execute(
             sa.select(tasks.c.id)
             .where(
-                tasks.c.durable.is_(False),
+                tasks.c.durable == sa.false(),
                 tasks.c.finished_at < before,
                 ~has_artifact,
             )
