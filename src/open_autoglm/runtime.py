@@ -334,6 +334,7 @@ class Runtime:
                 before = time.time() - st.online_retention_s
                 n = self.storage.prune_online(before, stop=self._prune_stop)
                 if n:
+                    self.metrics.online_pruned.inc(n)
                     log.info(
                         "deleted %d online inference records older than %.0f s",
                         n,

@@ -246,6 +246,10 @@ def test_online_records_are_pruned_after_their_retention(make_runtime):
     assert rt.storage.events(online["id"]) == []
     assert rt.storage.get_task(durable["id"])["status"] == "succeeded"  # durable: kept
     assert rt.storage.get_result(durable["id"])[0] is True
+    pruned = "autoglm_online_records_pruned_total"
+    while rt.metrics.registry.get_sample_value(pruned) != 1 and time.monotonic() < deadline:
+        time.sleep(0.02)  # counted just after the delete commits
+    assert rt.metrics.registry.get_sample_value(pruned) == 1
 
 
 def test_online_retention_zero_keeps_records(make_runtime):

@@ -7,7 +7,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -139,6 +139,11 @@ class PlatformMetrics:
         self.tasks = TaskMetrics()
         self.registry.register(self.tasks)
         self.registry.register(_SchedulerCollector(stats))
+        self.online_pruned = Counter(
+            "autoglm_online_records_pruned",
+            "Online inference records deleted after storage.online_retention_s",
+            registry=self.registry,
+        )
 
 
 class _SchedulerCollector(Collector):
