@@ -229,10 +229,10 @@ def _online(rt, spec):
 
 
 def test_online_records_are_pruned_after_their_retention(make_runtime):
-    rt = make_runtime(storage={"online_retention_s": 0.3, "prune_interval_s": 0.1})
-    online = _online(rt, {"task_type": "echo", "input": 1})
+    rt = make_runtime(storage={"online_retention_s": 1.0, "prune_interval_s": 0.1})
     durable = rt.run({"task_type": "echo", "input": 2}, timeout=10)
-    assert rt.storage.get_task(online["id"])["durable"] is False
+    online = _online(rt, {"task_type": "echo", "input": 1})
+    assert rt.storage.get_task(online["id"])["durable"] is False  # stored, not yet expired
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
