@@ -61,7 +61,6 @@ __all__ = [
     "PackedLinear",
     "form_available",
     "linear_form",
-    "onednn_available",
     "row_bucket",
     "swap_linears",
 ]
@@ -200,11 +199,6 @@ def form_available(form: str) -> tuple[bool, str]:
     if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
         return False, f"{form} linear op disagrees with F.linear on a probe"
     return True, "ok"
-
-
-def onednn_available() -> tuple[bool, str]:
-    """(usable, reason) for the oneDNN form (:func:`form_available`)."""
-    return form_available("onednn")
 
 
 def swap_linears(model: Any, mode: str = "auto") -> int:
