@@ -98,7 +98,7 @@ def test_the_fastest_form_of_linears_is_kept(
     for embedder in (tie, torch_, onednn):  # every form computes the same vectors
         torch.testing.assert_close(embedder.embed(texts), want, atol=1e-5, rtol=1e-4)
     monkeypatch.undo()
-    # The real measurement on the tiny model picks one of the two and keeps it.
+    # The real measurement on the tiny model picks one of the three and keeps it.
     real = Embedder.from_path(tiny_embedder_dir)
     assert real.linear in ("onednn", "mkl", "torch")
     assert set(real.linear_timings) == {"onednn", "mkl", "torch"}
