@@ -135,7 +135,8 @@ def measure_target(target: Target, concurrency: list[int], seconds: float) -> li
         rows.append({"target": target.name, **stats, "server_cpu_cores": cores})
         print(
             f"  {target.name:<16} c={c:<3} qps={stats['qps']:7.1f} p50={stats['p50_ms']:7.1f}ms "
-            f"p99={stats['p99_ms']:7.1f}ms cpu={cores:4.2f} errors={stats['errors']}",
+            f"p99={stats['p99_ms']:7.1f}ms cpu={cores:4.2f} "
+            f"client={stats['client_cpu_cores']:4.2f} errors={stats['errors']}",
             flush=True,
         )
     return rows
