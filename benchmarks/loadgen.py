@@ -106,7 +106,8 @@ def _drive(
     cpu = time.process_time()
     stats = asyncio.run(_load(url, bodies, concurrency, duration))
     # The load generator shares the cores with the server; what it takes, the server lacks.
-    stats["client_cpu_cores"] = (time.process_time() - cpu) / stats["seconds"]
+    seconds = stats["seconds"]
+    stats["client_cpu_cores"] = (time.process_time() - cpu) / seconds if seconds else 0.0
     return stats
 
 
