@@ -125,17 +125,18 @@ class Runtime:
         self._tune_gc()
         self.storage.replicas.register(self.replica_id, time.time())
         self.scheduler.start()
-        self._lease_stop.clear()
-        self._lease_thread = threading.Thread(
-            target=self._keep_lease, name="autoglm-lease", daemon=True
+        # Renew this replica's lease; take over the tasks of replicas whose lease lapsed.
+        self._lease_thread = _every(
+            "autoglm-lease", self._lease_stop, s.scheduler.lease_s / 3, self._renew_lease
         )
-        self._lease_thread.start()
         if s.storage.online_retention_s > 0:
-            self._prune_stop.clear()
-            self._prune_thread = threading.Thread(
-                target=self._prune_online, name="autoglm-prune", daemon=True
+            self._prune_thread = _every(
+                "autoglm-prune",
+                self._prune_stop,
+                s.storage.prune_interval_s,
+                self._prune_online,
+                at_start=True,
             )
-            self._prune_thread.start()
         for fn in self.on_start:
             fn()
         self.plugins.call_hooks("on_startup")
@@ -156,7 +157,7 @@ class Runtime:
         for thread in (self._lease_thread, self._prune_thread):
             if thread is not None:
                 thread.join(timeout=10)
-        self._prune_thread = None
+        self._lease_thread = self._prune_thread = None
         self.scheduler.stop()
         self._executor.shutdown(wait=False)
         try:  # our unfinished tasks become claimable at once, not after the lease
@@ -314,36 +315,16 @@ class Runtime:
             _, task["result"] = self.storage.get_result(task_id)
         return task
 
-    def _keep_lease(self) -> None:
-        """Renew this replica's lease; take over the tasks of replicas whose lease lapsed."""
-        lease = self.settings.scheduler.lease_s
-        while not self._lease_stop.wait(lease / 3):
-            try:
-                self._renew_lease()
-            except Exception:  # the database may be briefly unreachable; try next beat
-                log.exception("lease renewal failed")
-
     def _prune_online(self) -> None:
-        """Delete online inference records past ``storage.online_retention_s``, at start and
-        every ``storage.prune_interval_s``. Each request leaves one (row, events, result: ~9
-        KB for a MiniLM embedding), so a busy server would otherwise grow its database by
+        """Delete online inference records past ``storage.online_retention_s`` (at start and
+        every ``storage.prune_interval_s``). Each request leaves one (row, events, result:
+        ~9 KB for a MiniLM embedding), so a busy server would otherwise grow its database by
         gigabytes an hour. Durable tasks are kept."""
-        st = self.settings.storage
-        while True:
-            try:
-                before = time.time() - st.online_retention_s
-                n = self.storage.prune_online(before, stop=self._prune_stop)
-                if n:
-                    self.metrics.online_pruned.inc(n)
-                    log.info(
-                        "deleted %d online inference records older than %.0f s",
-                        n,
-                        st.online_retention_s,
-                    )
-            except Exception:  # the database may be briefly unreachable; try next time
-                log.exception("pruning online inference records failed")
-            if self._prune_stop.wait(st.prune_interval_s):
-                return
+        retention = self.settings.storage.online_retention_s
+        n = self.storage.prune_online(time.time() - retention, stop=self._prune_stop)
+        if n:
+            self.metrics.online_pruned.inc(n)
+            log.info("deleted %d online inference records older than %.0f s", n, retention)
 
     def _renew_lease(self) -> None:
         """One beat: renew; if another replica declared us dead meanwhile, stop running what
@@ -436,3 +417,34 @@ def public_task(row: dict[str, Any]) -> dict[str, Any]:
         "spec": row["spec"],
         "seq": row.get("seq"),
     }
+
+
+def _every(
+    name: str,
+    stop: threading.Event,
+    interval_s: float,
+    beat: Callable[[], None],
+    *,
+    at_start: bool = False,
+) -> threading.Thread:
+    """A daemon thread calling ``beat`` every ``interval_s`` (and once at once if
+    ``at_start``) until ``stop`` is set. A failing beat is logged and tried again next time:
+    the database may be briefly unreachable."""
+    stop.clear()
+
+    def run() -> None:
+        if at_start and not stop.is_set():
+            _guarded(name, beat)
+        while not stop.wait(interval_s):
+            _guarded(name, beat)
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def _guarded(name: str, beat: Callable[[], None]) -> None:
+    try:
+        beat()
+    except Exception:
+        log.exception("%s failed", name)
