@@ -1,7 +1,7 @@
 """MiniLM embedding serving: Open-AutoGLM against the baselines, one run, servers alternated.
 
     .venv/bin/python benchmarks/serving.py [--seconds 5] [--rounds 3] [--concurrency 1,8,32,64]
-                                          [--no-int8]
+                                          [--no-int8] [--replicas N]
 
 Targets (same bundled all-MiniLM-L6-v2, same deterministic 6-40 word sentences, same
 closed-loop load from a separate process on 127.0.0.1, see ``benchmarks/loadgen.py``):
@@ -42,6 +42,10 @@ in oneDNN, MKL on packed weights or torch's own, and the pack cap, as measured a
 the scheduler batches up
 to 32 requests without holding small batches back (the replica pool shares out what waits).
 Server CPU is the server process tree's CPU seconds per wall second (replicas included).
+``--replicas N`` serves the models with N worker processes instead (``models.replicas``), and
+the paired loop runs in N processes: with 1 on this 2-core machine, the server process has a
+core of its own beside the one replica, so ``x(dP)`` shows what serving costs per replica
+core, apart from the CPU the server process itself takes from the replicas at 2 on 2 cores.
 Writes ``benchmarks/results/serving.json``.
 """
 
@@ -78,8 +82,9 @@ from benchmarks.serving_baselines import (
 
 
 @contextlib.contextmanager
-def autoglm_server(int8: bool) -> Iterator[tuple[str, int]]:
-    """An ``autoglm serve`` process with ``minilm`` (and ``minilm-int8``) registered and warm."""
+def autoglm_server(int8: bool, replicas: int | None = None) -> Iterator[tuple[str, int]]:
+    """An ``autoglm serve`` process with ``minilm`` (and ``minilm-int8``) registered and warm;
+    ``replicas`` worker processes per model instead of the default (one per CPU)."""
     from open_autoglm.ml.text.model_loader import default_cache_dir
 
     port = _free_port()
@@ -90,6 +95,8 @@ def autoglm_server(int8: bool) -> Iterator[tuple[str, int]]:
         # Reuse ONNX exports across runs; materialised copies stay in the temp data dir.
         "AUTOGLM_MODELS__CACHE_DIR": str(default_cache_dir()),
     }
+    if replicas is not None:
+        env["AUTOGLM_MODELS__REPLICAS"] = str(replicas)
     log = open(RESULTS / "autoglm-serving.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "open_autoglm.cli.main", "serve", "--host", "127.0.0.1",
@@ -201,11 +208,13 @@ def _replica_forwards(url: str, model: str) -> list[dict[str, Any]] | None:
             for i in range(n)]  # fmt: skip
 
 
-def _paired(seconds: float, forwards: list[dict[str, Any]] | None, when: str) -> float:
-    """QPS of the reference loop (two processes) running ``forwards``, printed."""
-    (ref,) = measure_loop(seconds, threads=1, procs=(2,), modes=(REFERENCE,), quiet=True,
+def _paired(
+    seconds: float, forwards: list[dict[str, Any]] | None, when: str, procs: int = 2
+) -> float:
+    """QPS of the reference loop (``procs`` processes) running ``forwards``, printed."""
+    (ref,) = measure_loop(seconds, threads=1, procs=(procs,), modes=(REFERENCE,), quiet=True,
                           forwards=forwards)  # fmt: skip
-    print(f"  paired {REFERENCE}-x2 qps={ref['qps']:7.1f} ({when})", flush=True)
+    print(f"  paired {REFERENCE}-x{procs} qps={ref['qps']:7.1f} ({when})", flush=True)
     return float(ref["qps"])
 
 
@@ -252,7 +261,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           "passes through torch's own Linear (MKL, as in (a)/(b)) in 2 processes; x(dO): vs the ONNX Runtime fp32 bucketed "
           "loop in 2 processes; x(d8): vs the bucketed loop (server's forward) in calls of 8, "
           "about the size of each replica's calls at c=32, in 2 processes; x(dP): median over rounds "
-          "of QPS over x(d2)'s loop with the replicas' own Linears and pack cap, measured just "
+          "of QPS over that loop, in as many processes as the server has replicas (2 unless "
+          "--replicas), with the replicas' own Linears and pack cap, measured just "
           "before and just after that round's level (their mean); tpc: texts per "
           "replica call the server actually ran; spread: (max - min) / median QPS over the "
           "rounds (the row is the median round)")  # fmt: skip
@@ -276,8 +286,17 @@ def main() -> None:
     ap.add_argument("--no-int8", action="store_true", help="skip the ONNX int8 row")
     ap.add_argument("--no-baselines", action="store_true", help="only Open-AutoGLM (quick look)")
     ap.add_argument("--no-loop", action="store_true", help="skip the no-HTTP loop (d)")
+    ap.add_argument(
+        "--replicas",
+        type=int,
+        default=None,
+        help="worker processes per model (default: one per CPU); the paired loop runs as many",
+    )
     args = ap.parse_args()
+    if args.replicas is not None and not 1 <= args.replicas <= (os.cpu_count() or 1):
+        ap.error(f"--replicas must be between 1 and the CPU count ({os.cpu_count()})")
     int8 = not args.no_int8
+    paired_procs = args.replicas or 2
     concurrency = [int(c) for c in args.concurrency.split(",")]
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -286,7 +305,7 @@ def main() -> None:
         print("starting servers ...", flush=True)
         baselines = () if args.no_baselines else ("flask-default", "flask-1thread")
         targets = [stack.enter_context(TARGETS[name]()) for name in baselines]
-        url, pid = stack.enter_context(autoglm_server(int8))
+        url, pid = stack.enter_context(autoglm_server(int8, args.replicas))
         targets += autoglm_targets(url, pid, int8)
         models = {t.name: _model_of(t) for t in targets if t.name.startswith("autoglm-")}
         http: dict[tuple[int, str], list[dict[str, Any]]] = {
@@ -298,7 +317,11 @@ def main() -> None:
                 print(f"round {r + 1}/{args.rounds}, concurrency {c}:", flush=True)
                 forwards = _replica_forwards(url, "minilm")
                 # The reference loop brackets this level's targets.
-                paired_before = None if args.no_loop else _paired(args.seconds, forwards, "before")
+                paired_before = (
+                    None
+                    if args.no_loop
+                    else _paired(args.seconds, forwards, "before", paired_procs)
+                )
                 for target in targets:
                     model = models.get(target.name)
                     before = _replica_counts(url, model) if model else None
@@ -310,12 +333,13 @@ def main() -> None:
                             row["texts_per_call"] = (after[1] - before[1]) / calls
                     http[(c, target.name)].append(row)
                 if paired_before is not None:
-                    paired_after = _paired(args.seconds, forwards, "after")
+                    paired_after = _paired(args.seconds, forwards, "after", paired_procs)
                     for target in targets:
                         last = http[(c, target.name)][-1]
                         last["paired_loop_qps"] = (paired_before + paired_after) / 2
                         last["paired_loop_before_after"] = [paired_before, paired_after]
                         last["paired_loop_forwards"] = forwards
+                        last["paired_loop_processes"] = paired_procs
             if not args.no_loop:  # in every round too: the limit drifts like the servers do
                 print(f"round {r + 1}/{args.rounds}, loop (no HTTP, servers idle):", flush=True)
                 for row in measure_loop(args.seconds, threads=1):
@@ -341,7 +365,11 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "wall_seconds": time.perf_counter() - started,
         "autoglm": {
-            "replicas": "default: one worker process per CPU, 1 torch thread each",
+            "replicas": (
+                f"{args.replicas} worker processes per model, 1 torch thread each"
+                if args.replicas
+                else "default: one worker process per CPU, 1 torch thread each"
+            ),
             "replica_stats": replicas,
             "batching": "max 32, no hold (replica-served default)",
         },
