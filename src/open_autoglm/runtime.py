@@ -321,10 +321,23 @@ class Runtime:
         ~9 KB for a MiniLM embedding), so a busy server would otherwise grow its database by
         gigabytes an hour. Durable tasks are kept."""
         retention = self.settings.storage.online_retention_s
-        n = self.storage.prune_online(time.time() - retention, stop=self._prune_stop)
+        n = self.prune_online(retention)
+        if n:
+            log.info("deleted %d online inference records older than %.0f s", n, retention)
+
+    def prune_online(self, older_than_s: float) -> int:
+        """Delete the online inference records that ended more than ``older_than_s`` seconds
+        ago, with their events and results, now; returns how many went (also counted in
+        /metrics). Durable tasks and online ones that recorded an artifact are kept."""
+        if older_than_s < 0:
+            raise ValidationError(
+                "older_than_s must be >= 0",
+                details=[{"loc": ["older_than_s"], "msg": "must be >= 0"}],
+            )
+        n = self.storage.prune_online(time.time() - older_than_s, stop=self._prune_stop)
         if n:
             self.metrics.online_pruned.inc(n)
-            log.info("deleted %d online inference records older than %.0f s", n, retention)
+        return n
 
     def _renew_lease(self) -> None:
         """One beat: renew; if another replica declared us dead meanwhile, stop running what

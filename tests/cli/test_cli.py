@@ -6,6 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import time
+
+import httpx
+
+from open_autoglm import errors
+from open_autoglm.client import Client
 
 
 def autoglm(server, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -91,3 +97,41 @@ def test_cancel_list_task_types_plugins(server):
     assert {"echo", "sleep"} <= {t["name"] for t in types}
     plugins = autoglm(server, "plugins")
     assert "recorder" in plugins.stdout and "failed" in plugins.stdout
+
+
+def test_prune_online_deletes_online_records_and_keeps_jobs(server):
+    with Client(server.url, api_key="sekret") as c:
+        job = c.wait(c.submit(task_type="echo", input="job")["id"], timeout=10)
+        online = c.request(
+            "POST",
+            "/v1/infer",
+            json={"task_type": "echo", "input": "online"},
+        )
+        assert online["result"] == "online" and c.get(online["id"])["status"] == "succeeded"
+        # The online record is logged off the hot path: prune until its write has landed.
+        pruned, deadline = 0, time.monotonic() + 10
+        while time.monotonic() < deadline:
+            out = autoglm(server, "prune-online", "--older-than", "0", "--json")
+            assert out.returncode == 0, out.stderr
+            pruned += json.loads(out.stdout)["pruned"]
+            try:
+                c.get(online["id"])
+            except errors.NotFoundError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the online record was never pruned")
+        assert pruned >= 1
+        assert c.get(job["id"])["result"] == "job"  # a durable task is never pruned
+        assert c.prune_online(3600) == 0  # nothing else ended an hour ago
+
+    bad = autoglm(server, "prune-online", "--older-than", "-1")
+    assert bad.returncode != 0 and "older-than" in bad.stderr
+    for query in ("?older_than_s=-1", "?older_than_s=soon", ""):
+        r = httpx.post(
+            f"{server.url}/v1/tasks/prune-online{query}", headers={"Authorization": "Bearer sekret"}
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["details"][0]["loc"] == ["query", "older_than_s"]
+    anon = httpx.post(f"{server.url}/v1/tasks/prune-online?older_than_s=0")
+    assert anon.status_code == 401

@@ -108,6 +108,7 @@ def test_async_client(server):
             assert [(await c.wait(t["id"], timeout=10))["result"] for t in many] == [0, 1, 2]
             listed = [t async for t in c.list(limit=5)]
             assert len(listed) == 5
+            assert await c.prune_online(3600) == 0  # nothing here ended an hour ago
 
     asyncio.run(go())
 

@@ -9,7 +9,7 @@ import pytest
 
 from helpers.paths import PLUGIN_DIR
 from helpers.settings import make_settings
-from open_autoglm.errors import AdmissionError, ConflictError, NotFoundError
+from open_autoglm.errors import AdmissionError, ConflictError, NotFoundError, ValidationError
 from open_autoglm.runtime import Runtime
 
 
@@ -257,6 +257,14 @@ def test_online_retention_zero_keeps_records(make_runtime):
     online = _online(rt, {"task_type": "echo", "input": 1})
     time.sleep(0.3)
     assert rt.storage.get_task(online["id"])["status"] == "succeeded"
+    # On demand, the record goes all the same (the API's and CLI's prune-online).
+    with pytest.raises(ValidationError):
+        rt.prune_online(-1)
+    assert rt.prune_online(3600) == 0
+    assert rt.prune_online(0) == 1
+    with pytest.raises(NotFoundError):
+        rt.storage.get_task(online["id"])
+    assert rt.metrics.registry.get_sample_value("autoglm_online_records_pruned_total") == 1
 
 
 def test_cancelled_online_task_is_stored_cancelled(make_runtime):

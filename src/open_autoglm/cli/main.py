@@ -253,6 +253,24 @@ def cancel(
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
 
 
+@app.command("prune-online")
+def prune_online(
+    older_than: Annotated[
+        float, typer.Option("--older-than", min=0, help="seconds since the record ended")
+    ],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete online inference records (/v1/infer, OpenAI routes) older than --older-than
+    seconds now, as storage.online_retention_s does on its own; durable tasks stay."""
+    pruned = _call(url, api_key, lambda c: c.prune_online(older_than))
+    if json_out:
+        _print_json({"pruned": pruned, "older_than_s": older_than})
+    else:
+        console.print(f"deleted {pruned} online inference records older than {older_than:g} s")
+
+
 @app.command("list")
 def list_(
     status_: Annotated[str | None, typer.Option("--status", help="filter by status")] = None,

@@ -75,6 +75,14 @@ class AsyncClient(BaseClient):
     async def cancel(self, task_id: str) -> dict[str, Any]:
         return await self.request("POST", f"/v1/tasks/{task_id}/cancel")
 
+    async def prune_online(self, older_than_s: float) -> int:
+        """Delete online inference records that ended more than ``older_than_s`` s ago;
+        returns how many went (durable tasks stay)."""
+        out = await self.request(
+            "POST", "/v1/tasks/prune-online", params={"older_than_s": older_than_s}
+        )
+        return int(out["pruned"])
+
     async def infer(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         out = await self.request(
             "POST",

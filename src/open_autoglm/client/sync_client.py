@@ -77,6 +77,12 @@ class Client(BaseClient):
     def cancel(self, task_id: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/tasks/{task_id}/cancel")
 
+    def prune_online(self, older_than_s: float) -> int:
+        """Delete online inference records that ended more than ``older_than_s`` s ago;
+        returns how many went (durable tasks stay)."""
+        out = self.request("POST", "/v1/tasks/prune-online", params={"older_than_s": older_than_s})
+        return int(out["pruned"])
+
     def infer(self, spec: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """Run a task and return its result (raises on failure)."""
         out = self.request(

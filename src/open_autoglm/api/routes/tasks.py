@@ -179,6 +179,20 @@ async def list_tasks(
     return JSONResponse({"tasks": tasks, "next_cursor": next_cursor})
 
 
+@router.post("/tasks/prune-online", summary="Delete online inference records now")
+async def prune_online(
+    runtime: Rt,
+    older_than_s: Annotated[
+        float, Query(ge=0, description="delete those that ended more than this many s ago")
+    ],
+) -> JSONResponse:
+    """Online inference records (``/v1/infer``, OpenAI routes) that ended more than
+    ``older_than_s`` ago go, with their events and results, as
+    ``storage.online_retention_s`` does on its own schedule; durable tasks stay."""
+    pruned = await run_in_threadpool(runtime.prune_online, older_than_s)
+    return JSONResponse({"pruned": pruned, "older_than_s": older_than_s})
+
+
 @router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
 async def cancel_task(task_id: str, runtime: Rt) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(runtime.scheduler.cancel, task_id))
