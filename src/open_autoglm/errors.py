@@ -12,6 +12,7 @@ and ``error.code`` back to the same classes.
     ├── PolicyBlockedError            403 blocked            (admission rule blocked the task)
     ├── PayloadTooLargeError          413 payload_too_large
     ├── AdmissionError                429 queue_full         (queue bounded; carries retry_after)
+    │   └── BulkheadFullError         429 bulkhead_full      (a dependency's calls at their bound)
     ├── RateLimitedError              429 rate_limited       (carries retry_after)
     ├── UnavailableError              503 unavailable        (shutting down, no replica)
     │   └── CircuitOpenError          503 circuit_open       (upstream failing; retry_after)
@@ -31,6 +32,7 @@ __all__ = [
     "AdmissionError",
     "AuthenticationError",
     "AutoGLMError",
+    "BulkheadFullError",
     "CircuitOpenError",
     "ConflictError",
     "ErrorDetail",
@@ -114,6 +116,13 @@ class AdmissionError(AutoGLMError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class BulkheadFullError(AdmissionError):
+    """A dependency (an upstream model) already has its bound of calls in flight and its line
+    of waiting calls is full, or a call waited its time in line: refused at once."""
+
+    code = "bulkhead_full"
 
 
 class RateLimitedError(AutoGLMError):
