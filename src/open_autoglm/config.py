@@ -136,6 +136,26 @@ class ModelSettings(BaseModel):
     upstream_reset_s: float = Field(
         default=10.0, gt=0, description="seconds an open upstream circuit waits before a probe"
     )
+    upstream_max_concurrency: int = Field(
+        default=32,
+        ge=1,
+        le=10_000,
+        description="calls in flight to one upstream model at once (its bulkhead); a source's "
+        "max_concurrency overrides it",
+    )
+    upstream_max_waiting: int = Field(
+        default=64,
+        ge=0,
+        le=100_000,
+        description="calls that may wait for one of those slots; beyond them a call is refused "
+        "at once (429 bulkhead_full); a source's max_waiting overrides it",
+    )
+    upstream_max_wait_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=600,
+        description="seconds a call waits for an upstream slot before it is refused",
+    )
 
 
 class WorkflowSettings(BaseModel):

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -15,7 +18,7 @@ import pytest
 
 from helpers.services import ServerProcess
 from open_autoglm.client import Client
-from open_autoglm.errors import CircuitOpenError, NotFoundError
+from open_autoglm.errors import BulkheadFullError, CircuitOpenError, NotFoundError
 
 # Tiny models are ~0.6-0.66 MB loaded (oneDNN packed copies included): any two fit in
 # 1.5 MB, all three do not.
@@ -297,6 +300,7 @@ def test_upstream_backend_and_circuit_breaker(
             stream=True,
         )
         assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        assert _bulkhead(server, "remote-gen")["in_flight"] == 0  # the stream gave its slot back
         emb = proxy.embeddings.create(model="remote-emb", input=["a", "b"])
         assert len(emb.data) == 2
         # Upstream models serve task types too: /v1/infer and durable /v1/tasks.
@@ -337,3 +341,114 @@ def test_upstream_backend_and_circuit_breaker(
     with pytest.raises(openai.APIStatusError) as other:
         proxy.embeddings.create(model="remote-emb", input="a")
     assert other.value.body["code"] == "unavailable"  # type: ignore[index]
+
+
+class GatedUpstream:
+    """An OpenAI-compatible embeddings server on loopback that answers only when let go.
+
+    A real HTTP server, so the platform's bulkhead is driven through its real forwarding path;
+    its slowness is held by the test instead of timed, which no real model here can be."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.arrived = 0
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                with lock:
+                    outer.arrived += 1
+                outer.gate.wait(30)
+                body = json.dumps(
+                    {
+                        "object": "list",
+                        "model": "gated",
+                        "data": [{"object": "embedding", "index": 0, "embedding": [0.6, 0.8]}],
+                        "usage": {"prompt_tokens": 1, "total_tokens": 1},
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.gate.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _bulkhead(url: str, model: str) -> dict[str, int]:
+    """The model's bulkhead stats; empty until its first call creates its forwarder."""
+    cards = {m["id"]: m for m in httpx.get(url + "/v1/models").json()["data"]}
+    return cards[model].get("upstream", {}).get("bulkhead", {})  # type: ignore[no-any-return]
+
+
+def test_a_slow_upstream_holds_only_its_bulkhead(server: str) -> None:
+    upstream = GatedUpstream()
+    try:
+        Client(server).register_model(
+            {
+                "name": "slow-emb",
+                "backend": "openai",
+                "source": {
+                    "base_url": upstream.url + "/v1",
+                    "model": "gated",
+                    "max_concurrency": 2,
+                    "max_waiting": 1,
+                },
+                "task_types": ["embedding"],
+            }
+        )
+        body = {"model": "slow-emb", "input": "held"}
+        with ThreadPoolExecutor(3) as pool:
+            held = [
+                pool.submit(httpx.post, server + "/v1/embeddings", json=body, timeout=30)
+                for _ in range(3)
+            ]
+            deadline = time.monotonic() + 15
+            while (upstream.arrived, _bulkhead(server, "slow-emb").get("waiting")) != (2, 1):
+                assert time.monotonic() < deadline, (
+                    upstream.arrived,
+                    _bulkhead(server, "slow-emb"),
+                )
+                time.sleep(0.02)
+            # Two calls inside, one in line: the next is refused at once, in OpenAI's shape.
+            start = time.perf_counter()
+            refused = httpx.post(server + "/v1/embeddings", json=body, timeout=30)
+            assert time.perf_counter() - start < 1.0
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "bulkhead_full"
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+            assert "2 of 2 in flight, 1 waiting" in refused.json()["error"]["message"]
+            assert int(refused.headers["retry-after"]) >= 1
+            # The task path (a worker thread forwarding) meets the same bound, as a typed error.
+            with Client(server) as c, pytest.raises(BulkheadFullError) as typed:
+                c.infer(task_type="embedding", model="slow-emb", input="held")
+            assert "in flight" in typed.value.message and typed.value.retry_after >= 1
+            # Models behind other bulkheads are served meanwhile.
+            other = oai(server, max_retries=0).embeddings.create(model="emb", input="free")
+            assert len(other.data[0].embedding) > 0
+            assert upstream.arrived == 2
+            upstream.gate.set()
+            answers = [f.result(timeout=30) for f in held]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert upstream.arrived == 3  # the one in line got the first slot that freed
+        stats = _bulkhead(server, "slow-emb")
+        assert (stats["in_flight"], stats["waiting"], stats["waited"]) == (0, 0, 1)
+        assert stats["rejected"] == 2 and stats["peak_in_flight"] == 2
+        metrics = httpx.get(server + "/metrics").text
+        assert 'autoglm_upstream_bulkhead_rejected_total{model="slow-emb"} 2.0' in metrics
+        assert 'autoglm_upstream_in_flight{model="slow-emb"} 0.0' in metrics
+    finally:
+        upstream.close()

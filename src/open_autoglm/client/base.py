@@ -43,9 +43,10 @@ def raise_for_error(resp: httpx.Response) -> None:
     details = err.get("details") or []
     retry_after = float(resp.headers.get("Retry-After", "1") or 1)
     if resp.status_code == 429:
-        cls: type[errors.AutoGLMError] = (
-            errors.AdmissionError if code == "queue_full" else errors.RateLimitedError
-        )
+        cls: type[errors.AutoGLMError] = {
+            "queue_full": errors.AdmissionError,
+            "bulkhead_full": errors.BulkheadFullError,
+        }.get(code, errors.RateLimitedError)
         raise cls(message, retry_after=retry_after)  # type: ignore[call-arg]
     if code == "circuit_open":
         raise errors.CircuitOpenError(message, retry_after=retry_after)

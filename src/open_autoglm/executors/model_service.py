@@ -6,7 +6,8 @@ and upstream forwarding, behind one object that handlers reach as ``ctx.service(
 - ``lease(name)`` pins a loaded ``hf`` model (Embedder / Generator / Classifier) for a block,
   loading it on first use within the memory budget; sources that live in the artifact store
   are materialised once into ``cache_dir`` (hard links where the file system allows).
-- ``upstream(name)`` gives the breaker-guarded forwarder of an ``openai``-backend model.
+- ``upstream(name)`` gives the forwarder of an ``openai``-backend model, behind its circuit
+  breaker and bulkhead.
 - ``batch_policy(task_type, model)`` is the scheduler's per-model batching hook; it reads only
   memory, because the dispatcher calls it under its lock.
 
@@ -46,8 +47,9 @@ from pydantic import ValidationError as PydanticValidationError
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
 from open_autoglm.executors.replicas import REPLICA_ROLES, ReplicaPool
-from open_autoglm.executors.upstream import Upstream
+from open_autoglm.executors.upstream import Upstream, upstream_bulkhead
 from open_autoglm.ml.text.loading import written_whole  # imports no torch
+from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
 from open_autoglm.spec.model import (
     ArtifactFilesSource,
@@ -90,6 +92,8 @@ class ModelService:
         budget_bytes: the model cache's memory budget.
         loader: ``loader(entry) -> wrapper``; default a TextModelLoader over ``cache_dir``.
         breaker: ``breaker(name) -> CircuitBreaker`` for each upstream model.
+        bulkhead: ``bulkhead(name, source) -> Bulkhead`` for each upstream model (default:
+            the source's bounds, else 32 in flight, 64 waiting up to 10 s).
         replicas: worker processes per embedding/classification model (0: in-process).
         inprocess_threads: torch threads for models loaded in this process.
         cpu_slots: leases of in-process models that may compute at once (None: no bound).
@@ -103,6 +107,7 @@ class ModelService:
         budget_bytes: int,
         loader: Callable[[dict[str, Any]], Any] | None = None,
         breaker: Callable[[str], CircuitBreaker] | None = None,
+        bulkhead: Callable[[str, UpstreamSource], Bulkhead] | None = None,
         replicas: int = 0,
         inprocess_threads: int | None = None,
         cpu_slots: int | None = None,
@@ -114,6 +119,11 @@ class ModelService:
         self.text_loader = TextModelLoader(self.cache_dir)
         self._load_entry = loader or self.text_loader
         self._breaker = breaker or (lambda _name: CircuitBreaker())
+        self._bulkhead = bulkhead or (
+            lambda name, source: upstream_bulkhead(
+                name, source, limit=32, max_waiting=64, max_wait_s=10.0
+            )
+        )
         self.replicas = replicas
         self.inprocess_threads = inprocess_threads
         self._slots = threading.BoundedSemaphore(cpu_slots) if cpu_slots else None
@@ -243,7 +253,9 @@ class ModelService:
         with self._lock:
             up = self._upstreams.get(name)
             if up is None or up.source != spec.source:
-                up = self._upstreams[name] = Upstream(name, spec.source, self._breaker(name))
+                up = self._upstreams[name] = Upstream(
+                    name, spec.source, self._breaker(name), self._bulkhead(name, spec.source)
+                )
             return up
 
     def batch_policy(self, task_type: str, model: str | None) -> tuple[int, float]:
@@ -495,9 +507,30 @@ class ModelCacheCollector:
             "1 when the upstream model's circuit breaker is open",
             labels=["model"],
         )
+        in_flight = GaugeMetricFamily(
+            "autoglm_upstream_in_flight",
+            "Calls in flight to the upstream model (at most its bulkhead's limit)",
+            labels=["model"],
+        )
+        waiting = GaugeMetricFamily(
+            "autoglm_upstream_waiting",
+            "Calls waiting for a slot of the upstream model's bulkhead",
+            labels=["model"],
+        )
+        refused = CounterMetricFamily(
+            "autoglm_upstream_bulkhead_rejected",
+            "Calls refused by the upstream model's bulkhead (429 bulkhead_full)",
+            labels=["model"],
+        )
         for name, info in s["upstreams"].items():
             circuit.add_metric([name], 1.0 if info["open"] else 0.0)
+            in_flight.add_metric([name], info["bulkhead"]["in_flight"])
+            waiting.add_metric([name], info["bulkhead"]["waiting"])
+            refused.add_metric([name], info["bulkhead"]["rejected"])
         yield circuit
+        yield in_flight
+        yield waiting
+        yield refused
 
     def describe(self) -> Iterator[Any]:
         return iter(())

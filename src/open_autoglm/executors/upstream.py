@@ -1,33 +1,71 @@
-"""Forward OpenAI-style requests to an upstream OpenAI-compatible server, behind a breaker.
+"""Forward OpenAI-style requests to an upstream OpenAI-compatible server, behind a breaker
+and a bulkhead.
 
-The breaker (``resilience/circuit_breaker.py``) decides; this shell does the I/O. Transport
-errors, timeouts and 5xx answers count as failures; anything else (including the client's own
-4xx mistakes) counts as a success. While the circuit is open a call raises
-:class:`~open_autoglm.errors.CircuitOpenError` (a 503 with ``Retry-After``) at once, without touching the network.
+The breaker (``resilience/circuit_breaker.py``) and the bulkhead (``resilience/bulkhead.py``)
+decide; this shell does the I/O. Transport errors, timeouts and 5xx answers count as
+failures; anything else (including the client's own 4xx mistakes) counts as a success. While
+the circuit is open a call raises :class:`~open_autoglm.errors.CircuitOpenError` (a 503 with
+``Retry-After``) at once, without touching the network. A slow upstream holds at most its
+bulkhead's slots (``max_concurrency``, from the source or ``models.upstream_max_concurrency``):
+calls beyond them wait in a bounded line, then get
+:class:`~open_autoglm.errors.BulkheadFullError` (429), and never hold every worker thread
+and connection of the server.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+import threading
+import weakref
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 
 from open_autoglm.errors import CircuitOpenError, UnavailableError
+from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import BreakerState, CircuitBreaker
 from open_autoglm.spec.model import UpstreamSource
 
-__all__ = ["Upstream"]
+__all__ = ["Upstream", "upstream_bulkhead"]
+
+
+def upstream_bulkhead(
+    name: str, source: UpstreamSource, *, limit: int, max_waiting: int, max_wait_s: float
+) -> Bulkhead:
+    """The bulkhead of one upstream model: the source's own bounds where it sets them."""
+    return Bulkhead(
+        name,
+        source.max_concurrency or limit,
+        max_waiting=max_waiting if source.max_waiting is None else source.max_waiting,
+        max_wait_s=max_wait_s,
+    )
+
+
+def _once(release: Callable[[], None]) -> Callable[[], None]:
+    """``release`` made safe to call from several places: only the first call runs it."""
+    lock, done = threading.Lock(), [False]
+
+    def call() -> None:
+        with lock:
+            if done[0]:
+                return
+            done[0] = True
+        release()
+
+    return call
 
 
 class Upstream:
-    """One upstream model: its source, breaker and the forwarding calls."""
+    """One upstream model: its source, breaker, bulkhead and the forwarding calls."""
 
-    def __init__(self, name: str, source: UpstreamSource, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, name: str, source: UpstreamSource, breaker: CircuitBreaker, bulkhead: Bulkhead
+    ) -> None:
         self.name = name
         self.source = source
         self.breaker = breaker
+        self.bulkhead = bulkhead
 
     def _headers(self) -> dict[str, str]:
         key = os.environ.get(self.source.api_key_env) if self.source.api_key_env else None
@@ -61,7 +99,7 @@ class Upstream:
         """POST ``body`` (model renamed to the upstream's); returns (status, decoded JSON)."""
         self._admit()
         try:
-            async with self._client() as client:
+            async with self.bulkhead.aslot(), self._client() as client:
                 resp = await client.post(
                     self._url(path), json=self._body(body), headers=self._headers()
                 )
@@ -77,7 +115,10 @@ class Upstream:
         self._admit()
         t = self.source.timeout_s
         try:
-            with httpx.Client(timeout=httpx.Timeout(t, connect=min(5.0, t))) as client:
+            with (
+                self.bulkhead.slot(),
+                httpx.Client(timeout=httpx.Timeout(t, connect=min(5.0, t))) as client,
+            ):
                 resp = client.post(self._url(path), json=self._body(body), headers=self._headers())
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
@@ -101,17 +142,24 @@ class Upstream:
             }
 
     async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
-        """Open a streaming POST; returns (status, raw SSE bytes) once the headers are in."""
+        """Open a streaming POST; returns (status, raw SSE bytes) once the headers are in.
+
+        The stream holds its bulkhead slot until it ends (or its reader stops reading)."""
         self._admit()
+        await self.bulkhead.enter_async()
+        leave = _once(self.bulkhead.leave)
         client = self._client()
         try:
             request = client.build_request(
                 "POST", self._url(path), json=self._body(body), headers=self._headers()
             )
             resp = await client.send(request, stream=True)
-        except httpx.HTTPError as exc:
+        except BaseException as exc:
+            leave()
             await client.aclose()
-            raise self._unreachable(exc) from exc
+            if isinstance(exc, httpx.HTTPError):
+                raise self._unreachable(exc) from exc
+            raise
 
         async def relay() -> AsyncIterator[bytes]:
             ok = resp.status_code < 500
@@ -121,11 +169,16 @@ class Upstream:
             except httpx.HTTPError:
                 ok = False  # died mid-stream: the client sees a cut stream
             finally:
+                leave()
                 await resp.aclose()
                 await client.aclose()
                 self._settle(200 if ok else None)
 
-        return resp.status_code, relay()
+        chunks = relay()
+        # A stream dropped before its first read never runs its ``finally``: the slot comes
+        # back when the generator is collected.
+        weakref.finalize(chunks, leave)
+        return resp.status_code, chunks
 
     def state(self) -> dict[str, Any]:
         state = self.breaker.state
@@ -135,4 +188,5 @@ class Upstream:
             "open": state is BreakerState.OPEN,
             "rejected": self.breaker.rejected,
             "transitions": len(self.breaker.transitions),
+            "bulkhead": self.bulkhead.stats(),
         }

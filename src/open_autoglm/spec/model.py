@@ -91,6 +91,10 @@ class UpstreamSource(BaseModel):
         None
     )
     timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # The bulkhead: calls in flight to this upstream at once, and calls that may wait for a
+    # slot; None takes the server's models.upstream_max_concurrency / _max_waiting.
+    max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    max_waiting: int | None = Field(default=None, ge=0, le=100_000)
 
 
 Source = (

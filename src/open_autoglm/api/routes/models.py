@@ -22,6 +22,7 @@ from open_autoglm.api.deps import get_runtime, json_body
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.executors.model_service import ModelCacheCollector, ModelService
+from open_autoglm.executors.upstream import upstream_bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
 from open_autoglm.runtime import Runtime
 
@@ -43,6 +44,13 @@ def setup(runtime: Runtime) -> None:
         budget_bytes=max(1, int(m.memory_budget_mb * 1024 * 1024)),
         breaker=lambda _name: CircuitBreaker(
             failure_threshold=m.upstream_failure_threshold, reset_timeout_s=m.upstream_reset_s
+        ),
+        bulkhead=lambda name, source: upstream_bulkhead(
+            name,
+            source,
+            limit=m.upstream_max_concurrency,
+            max_waiting=m.upstream_max_waiting,
+            max_wait_s=m.upstream_max_wait_s,
         ),
         # Torch threads come from the executor's CPU allotment: one replica (one thread) per
         # CPU, and one thread per in-process batch (each runs as a 1-CPU task).

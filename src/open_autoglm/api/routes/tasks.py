@@ -135,6 +135,8 @@ async def infer(request: Request) -> JSONResponse:
         )
     err = final.get("error") or {}
     status = _INFER_STATUS.get(err.get("code", ""), 500)
+    # Worth another try soon; the stored error does not keep the exact wait.
+    retry = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse(
         {
             "error": {
@@ -145,6 +147,7 @@ async def infer(request: Request) -> JSONResponse:
             }
         },
         status_code=status,
+        headers=retry,
     )
 
 
@@ -267,4 +270,5 @@ _INFER_STATUS = {
     "not_found": 404,
     "unavailable": 503,
     "circuit_open": 503,
+    "bulkhead_full": 429,
 }
