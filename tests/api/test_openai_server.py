@@ -18,7 +18,12 @@ import pytest
 
 from helpers.services import ServerProcess
 from open_autoglm.client import Client
-from open_autoglm.errors import BulkheadFullError, CircuitOpenError, NotFoundError
+from open_autoglm.errors import (
+    BulkheadFullError,
+    CircuitOpenError,
+    NotFoundError,
+    RateLimitedError,
+)
 
 # Tiny models are ~0.6-0.66 MB loaded (oneDNN packed copies included): any two fit in
 # 1.5 MB, all three do not.
@@ -352,6 +357,7 @@ class GatedUpstream:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.arrived = 0
+        self.status = 200  # what it answers once let go
         lock = threading.Lock()
         outer = self
 
@@ -361,6 +367,9 @@ class GatedUpstream:
                 with lock:
                     outer.arrived += 1
                 outer.gate.wait(30)
+                if outer.status != 200:
+                    self.send_error(outer.status, "slow down")
+                    return
                 body = json.dumps(
                     {
                         "object": "list",
@@ -439,16 +448,39 @@ def test_a_slow_upstream_holds_only_its_bulkhead(server: str) -> None:
             # Models behind other bulkheads are served meanwhile.
             other = oai(server, max_retries=0).embeddings.create(model="emb", input="free")
             assert len(other.data[0].embedding) > 0
+            # A durable job that allows retries is refused the same way, then retried with
+            # backoff (0.5 s first) until the upstream has room again.
+            with Client(server) as c:
+                job = c.submit(
+                    task_type="embedding", model="slow-emb", input="later", max_retries=5
+                )
+            while _bulkhead(server, "slow-emb")["rejected"] < 3:
+                assert time.monotonic() < deadline + 15, _bulkhead(server, "slow-emb")
+                time.sleep(0.01)
             assert upstream.arrived == 2
             upstream.gate.set()
             answers = [f.result(timeout=30) for f in held]
         assert [a.status_code for a in answers] == [200, 200, 200]
-        assert upstream.arrived == 3  # the one in line got the first slot that freed
+        with Client(server) as c:
+            done = c.wait(job["id"], timeout=60)
+            events = c.events(job["id"])
+        assert done["status"] == "succeeded" and done["attempts"] >= 2
+        assert done["result"]["embeddings"] == [[0.6, 0.8]]
+        retries = [e["data"] for e in events if e["data"].get("reason") == "retry"]
+        assert retries and retries[0]["error"]["code"] == "bulkhead_full"
+        assert upstream.arrived == 4  # the one in line got the first slot that freed, then the job
         stats = _bulkhead(server, "slow-emb")
         assert (stats["in_flight"], stats["waiting"], stats["waited"]) == (0, 0, 1)
-        assert stats["rejected"] == 2 and stats["peak_in_flight"] == 2
+        assert stats["rejected"] == 2 + len(retries) and stats["peak_in_flight"] == 2
         metrics = httpx.get(server + "/metrics").text
-        assert 'autoglm_upstream_bulkhead_rejected_total{model="slow-emb"} 2.0' in metrics
+        assert (
+            f'autoglm_upstream_bulkhead_rejected_total{{model="slow-emb"}} {stats["rejected"]}.0'
+            in metrics
+        )
         assert 'autoglm_upstream_in_flight{model="slow-emb"} 0.0' in metrics
+        # The upstream's own 429 is a rate limit to come back after, not a bad request.
+        upstream.status = 429
+        with Client(server) as c, pytest.raises(RateLimitedError, match="upstream answered 429"):
+            c.infer(task_type="embedding", model="slow-emb", input="too soon")
     finally:
         upstream.close()

@@ -10,10 +10,13 @@ from typing import Any
 import orjson
 
 from open_autoglm.errors import (
+    AdmissionError,
     AutoGLMError,
+    RateLimitedError,
     TaskCancelledError,
     TaskFailedError,
     TaskTimeoutError,
+    UnavailableError,
     ValidationError,
 )
 from open_autoglm.executors.base import Outcome, OutcomeStatus
@@ -37,6 +40,10 @@ def run_handler(handler: TaskHandler, ctx: TaskContext) -> Outcome:
         return Outcome(OutcomeStatus.FAILED, error=_err(exc.code, exc), retryable=exc.retryable)
     except ValidationError as exc:
         return Outcome(OutcomeStatus.FAILED, error=_err(exc.code, exc), retryable=False)
+    except (UnavailableError, AdmissionError, RateLimitedError) as exc:
+        # A dependency down, its circuit open, its bulkhead full or its rate spent: another
+        # attempt later may well succeed (for tasks that allow retries: max_retries).
+        return Outcome(OutcomeStatus.FAILED, error=_err(exc.code, exc), retryable=True)
     except AutoGLMError as exc:
         return Outcome(OutcomeStatus.FAILED, error=_err(exc.code, exc), retryable=False)
     except TypeError as exc:

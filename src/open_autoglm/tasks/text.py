@@ -30,6 +30,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from open_autoglm.errors import (
     AutoGLMError,
+    RateLimitedError,
     TaskCancelledError,
     TaskFailedError,
     ValidationError,
@@ -212,6 +213,8 @@ def _upstream_call(upstream: Any, path: str, body: dict[str, Any]) -> dict[str, 
     error = data.get("error") if isinstance(data, dict) else None
     message = (error or {}).get("message") if isinstance(error, dict) else None
     text = f"upstream answered {status}: {message or data}"
+    if status == 429:  # the upstream's own limit: not the request's fault, try again later
+        raise RateLimitedError(text)
     if 400 <= status < 500:
         raise ValidationError(text)
     raise TaskFailedError(text, retryable=True)

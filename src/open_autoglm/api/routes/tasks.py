@@ -271,4 +271,5 @@ _INFER_STATUS = {
     "unavailable": 503,
     "circuit_open": 503,
     "bulkhead_full": 429,
+    "rate_limited": 429,
 }
