@@ -44,6 +44,7 @@ from typing import Any
 
 from pydantic import ValidationError as PydanticValidationError
 
+from open_autoglm.config import ModelSettings
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
 from open_autoglm.executors.replicas import REPLICA_ROLES, ReplicaPool
@@ -93,7 +94,7 @@ class ModelService:
         loader: ``loader(entry) -> wrapper``; default a TextModelLoader over ``cache_dir``.
         breaker: ``breaker(name) -> CircuitBreaker`` for each upstream model.
         bulkhead: ``bulkhead(name, source) -> Bulkhead`` for each upstream model (default:
-            the source's bounds, else 32 in flight, 64 waiting up to 10 s).
+            the source's bounds, else the ``models.upstream_max_*`` settings' defaults).
         replicas: worker processes per embedding/classification model (0: in-process).
         inprocess_threads: torch threads for models loaded in this process.
         cpu_slots: leases of in-process models that may compute at once (None: no bound).
@@ -120,9 +121,7 @@ class ModelService:
         self._load_entry = loader or self.text_loader
         self._breaker = breaker or (lambda _name: CircuitBreaker())
         self._bulkhead = bulkhead or (
-            lambda name, source: upstream_bulkhead(
-                name, source, limit=32, max_waiting=64, max_wait_s=10.0
-            )
+            lambda name, source: upstream_bulkhead(name, source, ModelSettings())
         )
         self.replicas = replicas
         self.inprocess_threads = inprocess_threads

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from open_autoglm.config import ModelSettings
 from open_autoglm.errors import CircuitOpenError, UnavailableError
 from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import BreakerState, CircuitBreaker
@@ -30,15 +31,16 @@ from open_autoglm.spec.model import UpstreamSource
 __all__ = ["Upstream", "upstream_bulkhead"]
 
 
-def upstream_bulkhead(
-    name: str, source: UpstreamSource, *, limit: int, max_waiting: int, max_wait_s: float
-) -> Bulkhead:
-    """The bulkhead of one upstream model: the source's own bounds where it sets them."""
+def upstream_bulkhead(name: str, source: UpstreamSource, settings: ModelSettings) -> Bulkhead:
+    """The bulkhead of one upstream model: the source's own bounds where it sets them, else
+    the server's (``models.upstream_max_*``)."""
     return Bulkhead(
         name,
-        source.max_concurrency or limit,
-        max_waiting=max_waiting if source.max_waiting is None else source.max_waiting,
-        max_wait_s=max_wait_s,
+        source.max_concurrency or settings.upstream_max_concurrency,
+        max_waiting=(
+            settings.upstream_max_waiting if source.max_waiting is None else source.max_waiting
+        ),
+        max_wait_s=settings.upstream_max_wait_s,
     )
 
 
@@ -154,11 +156,13 @@ class Upstream:
                 "POST", self._url(path), json=self._body(body), headers=self._headers()
             )
             resp = await client.send(request, stream=True)
-        except BaseException as exc:
+        except httpx.HTTPError as exc:
             leave()
             await client.aclose()
-            if isinstance(exc, httpx.HTTPError):
-                raise self._unreachable(exc) from exc
+            raise self._unreachable(exc) from exc
+        except BaseException:  # cancelled while connecting: the slot goes back all the same
+            leave()
+            await client.aclose()
             raise
 
         async def relay() -> AsyncIterator[bytes]:

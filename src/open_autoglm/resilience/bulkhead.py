@@ -33,14 +33,12 @@ from open_autoglm.errors import BulkheadFullError
 
 __all__ = ["Bulkhead"]
 
-_WAITING, _GRANTED, _GAVE_UP = 0, 1, 2
-
 
 class _Waiter:
-    __slots__ = ("state", "wake")
+    __slots__ = ("granted", "wake")
 
     def __init__(self, wake: Callable[[], None]) -> None:
-        self.state = _WAITING
+        self.granted = False  # set, under the lock, by the call that hands over its slot
         self.wake = wake
 
 
@@ -105,9 +103,8 @@ class Bulkhead:
 
     def _give_up_locked(self, waiter: _Waiter) -> bool:
         """The waiter stops waiting; True if a slot had been handed to it already."""
-        if waiter.state == _GRANTED:
+        if waiter.granted:
             return True
-        waiter.state = _GAVE_UP
         self._line.remove(waiter)
         return False
 
@@ -123,7 +120,7 @@ class Bulkhead:
                 self._inside -= 1
                 return
             waiter = self._line.popleft()  # those who gave up have left the line already
-            waiter.state = _GRANTED
+            waiter.granted = True
             self.admitted += 1
             self.waited += 1
         waiter.wake()

@@ -45,13 +45,7 @@ def setup(runtime: Runtime) -> None:
         breaker=lambda _name: CircuitBreaker(
             failure_threshold=m.upstream_failure_threshold, reset_timeout_s=m.upstream_reset_s
         ),
-        bulkhead=lambda name, source: upstream_bulkhead(
-            name,
-            source,
-            limit=m.upstream_max_concurrency,
-            max_waiting=m.upstream_max_waiting,
-            max_wait_s=m.upstream_max_wait_s,
-        ),
+        bulkhead=lambda name, source: upstream_bulkhead(name, source, m),
         # Torch threads come from the executor's CPU allotment: one replica (one thread) per
         # CPU, and one thread per in-process batch (each runs as a 1-CPU task).
         replicas=max(1, int(s.executor.cpu)) if m.replicas is None else m.replicas,
