@@ -38,6 +38,21 @@ def pg_db(pg_url: str, request: pytest.FixtureRequest) -> str:
     return create_database(pg_url, name)
 
 
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[object]:
+    """One real local Ray instance for the session (4 logical CPUs on this 2-core machine, so
+    a test's actor replicas and a test's Ray tasks never wait on each other's reservation).
+
+    Runtimes and pools that ``acquire`` it meanwhile share it; it stops after the last test.
+    """
+    from open_autoglm.config import ExecutorSettings
+    from open_autoglm.executors import ray_cluster as rc
+
+    info = rc.acquire(ExecutorSettings(backend="ray", cpu=4, memory_mb=4096))
+    yield info
+    rc.release()
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return make_settings(tmp_path / "data")

@@ -46,8 +46,26 @@ class StorageSettings(BaseModel):
 
 
 class ExecutorSettings(BaseModel):
-    backend: Literal["local"] = Field(
-        default="local", description="where tasks run; only 'local' exists so far (no Ray yet)"
+    backend: Literal["local", "ray"] = Field(
+        default="local",
+        description="where work runs: 'local' (threads and subprocesses on this machine) or "
+        "'ray' (process-mode tasks such as training run as Ray tasks with their cpu/memory/gpu "
+        "requests, embedding and classification replicas as Ray actors; thread-mode tasks stay "
+        "in the server's worker threads); needs the 'ray' extra",
+    )
+    ray_address: str | None = Field(
+        default=None,
+        description="'ray' backend: the cluster to join ('auto', 'host:6379', 'ray://host:10001'); "
+        "None starts a local Ray instance sized by cpu, memory_mb and gpu",
+    )
+    ray_callback_host: str = Field(
+        default="127.0.0.1",
+        description="'ray' backend: the address of this server that Ray workers connect back to "
+        "for a task's events, artifacts and service calls (this machine's cluster-facing address "
+        "on a multi-node cluster, whose nodes must also share the artifact directory)",
+    )
+    ray_object_store_mb: int = Field(
+        default=256, ge=64, description="'ray' backend: object store of a local Ray instance"
     )
     cpu: float = Field(default_factory=lambda: float(os.cpu_count() or 1), gt=0)
     memory_mb: int = Field(default=16_384, gt=0)
