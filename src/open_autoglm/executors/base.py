@@ -36,6 +36,10 @@ class Job:
     metadata: dict[str, Any]
     cpu_threads: int
     attempt: int
+    # The task's resource request as the scheduler placed it (Ray maps it one to one).
+    cpu: float = 1.0
+    memory_mb: int = 0
+    gpu: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,16 +84,7 @@ class LocalExecutor:
         items: list[tuple[list[Job], ResultSink, list[ThreadContext]]] = []
         for job in jobs:
             if job.task_type.mode is ExecutionMode.PROCESS:
-                pj = ProcessJob(
-                    job,
-                    sink,
-                    artifact_root=self._artifact_root,
-                    record_artifact=self._record,
-                    env=self._process_env,
-                    services=self._services,
-                )
-                pj.start()
-                handles.append(pj)
+                handles.append(self._start_process(job, sink))
                 continue
             ctx = self._context(job, sink)
             items.append(([job], sink, [ctx]))
@@ -101,6 +92,19 @@ class LocalExecutor:
         if items:
             self._enqueue(items)
         return handles
+
+    def _start_process(self, job: Job, sink: ResultSink) -> Any:
+        """Start a process-mode job (killable work): here, a fresh spawned interpreter."""
+        pj = ProcessJob(
+            job,
+            sink,
+            artifact_root=self._artifact_root,
+            record_artifact=self._record,
+            env=self._process_env,
+            services=self._services,
+        )
+        pj.start()
+        return pj
 
     def submit_batch(self, jobs: list[Job], sink: ResultSink) -> list[Any]:
         """Run jobs of one batch group together through their type's ``batch_handler``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from multiprocessing.connection import Connection
@@ -24,7 +25,7 @@ from open_autoglm.errors import AutoGLMError
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
 from open_autoglm.executors.sched_policy import compute_policy
 
-__all__ = ["ProcessJob"]
+__all__ = ["ProcessJob", "cancelled_outcome", "job_payload", "relay", "run_child", "worker_died"]
 
 log = logging.getLogger(__name__)
 
@@ -81,112 +82,145 @@ class ProcessJob:
     def _supervise(self) -> None:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
-        payload = {
-            "task_id": self.job.task_id,
-            "task_type": self.job.task_type.name,
-            "model": self.job.model,
-            "input": self.job.input,
-            "params": self.job.params.model_dump(mode="json"),
-            "metadata": dict(self.job.metadata),
-            "cpu_threads": self.job.cpu_threads,
-            "artifact_root": self._artifact_root,
-            "env": self._env,
-            # Only plain, JSON-speaking services are proxied (not the storage hub itself).
-            "services": [n for n in self._services if n != "storage"],
-        }
+        payload = job_payload(self.job, self._artifact_root, self._env, self._services)
         proc = ctx.Process(target=_child_main, args=(child, orjson.dumps(payload)), daemon=True)
         with self._lock:
             if self._reason:
-                self._finish(self._cancelled_outcome([]))
+                self._finish(cancelled_outcome(self._reason, []))
                 return
             proc.start()
             if proc.pid is not None:
                 compute_policy(proc.pid)
             self._proc = proc
         child.close()
-        outcome: Outcome | None = None
-        artifacts: list[dict[str, Any]] = []
         try:
-            while True:
-                try:
-                    raw = parent.recv_bytes()
-                except (EOFError, OSError):
-                    break
-                msg = orjson.loads(raw)
-                kind = msg.pop("type")
-                if kind == "event":
-                    self._sink.event(self.job.task_id, msg["kind"], msg["data"])
-                elif kind == "artifact":
-                    meta = self._record(
-                        msg["sha256"],
-                        msg["size"],
-                        media_type=msg["media_type"],
-                        name=msg.get("name", ""),
-                        task_id=self.job.task_id,
-                    )
-                    artifacts.append(meta)
-                elif kind == "call":
-                    parent.send_bytes(self._call_service(msg))
-                elif kind == "done":
-                    outcome = Outcome(
-                        OutcomeStatus(msg["status"]),
-                        msg.get("result"),
-                        msg.get("error"),
-                        bool(msg.get("retryable")),
-                        artifacts,
-                    )
+            outcome, artifacts = relay(
+                parent, self.job, self._sink, record_artifact=self._record, services=self._services
+            )
         finally:
             parent.close()
             proc.join()
         if self._reason:
-            outcome = self._cancelled_outcome(artifacts)
+            outcome = cancelled_outcome(self._reason, artifacts)
         elif outcome is None:
-            outcome = Outcome(
-                OutcomeStatus.FAILED,
-                error={
-                    "code": "worker_died",
-                    "message": f"worker process exited with code {proc.exitcode}",
-                },
-                retryable=True,
-                artifacts=artifacts,
-            )
+            outcome = worker_died(f"worker process exited with code {proc.exitcode}", artifacts)
         self._finish(outcome)
-
-    def _call_service(self, msg: dict[str, Any]) -> bytes:
-        name, method = msg["service"], msg["method"]
-        try:
-            if method.startswith("_"):
-                raise PermissionError(f"{method} is private")
-            service = self._services[name]
-            value = getattr(service, method)(*msg.get("args", []), **msg.get("kwargs", {}))
-            return orjson.dumps({"ok": True, "value": value}, option=orjson.OPT_SERIALIZE_NUMPY)
-        except Exception as exc:
-            return orjson.dumps(
-                {
-                    "ok": False,
-                    "error": f"{type(exc).__name__}: {exc}",
-                    "key": isinstance(exc, KeyError),
-                }
-            )
-
-    def _cancelled_outcome(self, artifacts: list[dict[str, Any]]) -> Outcome:
-        if self._reason == "timeout":
-            return Outcome(
-                OutcomeStatus.FAILED,
-                error={"code": "timeout", "message": "task exceeded its timeout"},
-                artifacts=artifacts,
-            )
-        return Outcome(
-            OutcomeStatus.CANCELLED,
-            error={"code": "cancelled", "message": self._reason},
-            artifacts=artifacts,
-        )
 
     def _finish(self, outcome: Outcome) -> None:
         try:
             self._sink.done(self.job.task_id, outcome)
         except Exception:
             log.exception("result sink failed for task %s", self.job.task_id)
+
+
+def job_payload(
+    job: Job, artifact_root: str, env: Mapping[str, Any], services: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What a worker process needs to run ``job`` (JSON: it crosses a process boundary)."""
+    return {
+        "task_id": job.task_id,
+        "task_type": job.task_type.name,
+        "model": job.model,
+        "input": job.input,
+        "params": job.params.model_dump(mode="json"),
+        "metadata": dict(job.metadata),
+        "cpu_threads": job.cpu_threads,
+        "artifact_root": artifact_root,
+        "env": dict(env),
+        # Only plain, JSON-speaking services are proxied (not the storage hub itself).
+        "services": [n for n in services if n != "storage"],
+    }
+
+
+def relay(
+    conn: Connection,
+    job: Job,
+    sink: ResultSink,
+    *,
+    record_artifact: Callable[..., dict[str, Any]],
+    services: Mapping[str, Any],
+) -> tuple[Outcome | None, list[dict[str, Any]]]:
+    """Serve a running child's messages until it closes ``conn``.
+
+    Events go to ``sink``, artifacts the child wrote are recorded, service calls run here and
+    their JSON answer goes back. Returns the child's outcome (None if it never sent one: it
+    died or was killed) and the artifacts it recorded. Used for subprocess and Ray workers.
+    """
+    outcome: Outcome | None = None
+    artifacts: list[dict[str, Any]] = []
+    while True:
+        try:
+            raw = conn.recv_bytes()
+        except (EOFError, OSError):
+            break
+        msg = orjson.loads(raw)
+        kind = msg.pop("type")
+        if kind == "event":
+            sink.event(job.task_id, msg["kind"], msg["data"])
+        elif kind == "artifact":
+            meta = record_artifact(
+                msg["sha256"],
+                msg["size"],
+                media_type=msg["media_type"],
+                name=msg.get("name", ""),
+                task_id=job.task_id,
+            )
+            artifacts.append(meta)
+        elif kind == "call":
+            try:
+                conn.send_bytes(_call_service(services, msg))
+            except OSError:
+                break
+        elif kind == "done":
+            outcome = Outcome(
+                OutcomeStatus(msg["status"]),
+                msg.get("result"),
+                msg.get("error"),
+                bool(msg.get("retryable")),
+                artifacts,
+            )
+    return outcome, artifacts
+
+
+def _call_service(services: Mapping[str, Any], msg: dict[str, Any]) -> bytes:
+    name, method = msg["service"], msg["method"]
+    try:
+        if method.startswith("_"):
+            raise PermissionError(f"{method} is private")
+        service = services[name]
+        value = getattr(service, method)(*msg.get("args", []), **msg.get("kwargs", {}))
+        return orjson.dumps({"ok": True, "value": value}, option=orjson.OPT_SERIALIZE_NUMPY)
+    except Exception as exc:
+        return orjson.dumps(
+            {
+                "ok": False,
+                "error": f"{type(exc).__name__}: {exc}",
+                "key": isinstance(exc, KeyError),
+            }
+        )
+
+
+def cancelled_outcome(reason: str, artifacts: list[dict[str, Any]]) -> Outcome:
+    """A killed worker's outcome: a timeout fails the task, anything else cancels it."""
+    if reason == "timeout":
+        return Outcome(
+            OutcomeStatus.FAILED,
+            error={"code": "timeout", "message": "task exceeded its timeout"},
+            artifacts=artifacts,
+        )
+    return Outcome(
+        OutcomeStatus.CANCELLED, error={"code": "cancelled", "message": reason}, artifacts=artifacts
+    )
+
+
+def worker_died(message: str, artifacts: list[dict[str, Any]]) -> Outcome:
+    """A worker that ended without an outcome (killed, out of memory): retryable."""
+    return Outcome(
+        OutcomeStatus.FAILED,
+        error={"code": "worker_died", "message": message},
+        retryable=True,
+        artifacts=artifacts,
+    )
 
 
 class _ChildContext:
@@ -283,6 +317,11 @@ class _ServiceProxy:
 
 
 def _child_main(conn: Connection, raw: bytes) -> None:
+    run_child(conn, raw)
+
+
+def run_child(conn: Connection, raw: bytes) -> None:
+    """Run the job in ``raw`` (the JSON payload) in this process, reporting over ``conn``."""
     payload = orjson.loads(raw)
     for key, value in payload["env"].get("environ", {}).items():
         os.environ[key] = str(value)
@@ -290,6 +329,8 @@ def _child_main(conn: Connection, raw: bytes) -> None:
     # Set before anything imports torch: one torch thread per allotted CPU, never more.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:  # a reused worker (Ray) may have imported it already
+        sys.modules["torch"].set_num_threads(threads)
     from open_autoglm.executors.outcome import run_handler
     from open_autoglm.plugins.registry import PluginRegistry
 
