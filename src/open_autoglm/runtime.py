@@ -103,22 +103,28 @@ class Runtime:
         self.plugins.discover(
             dirs=s.plugins.dirs, entry_points=s.plugins.entry_points, config=s.plugins.config
         )
-        executor = LocalExecutor(
-            name="local",
-            capacity=Capacity(
+        common: dict[str, Any] = {
+            "capacity": Capacity(
                 cpu=s.executor.cpu, memory_mb=s.executor.memory_mb, gpu=s.executor.gpu
             ),
-            threads=s.executor.threads,
-            save_artifact=self.storage.put_artifact,
-            load_artifact=self.storage.read_artifact,
-            record_artifact=self.storage.record_artifact,
-            artifact_root=str(self.storage.files.root),
-            services=self.services,
-            process_env={
+            "threads": s.executor.threads,
+            "save_artifact": self.storage.put_artifact,
+            "load_artifact": self.storage.read_artifact,
+            "record_artifact": self.storage.record_artifact,
+            "artifact_root": str(self.storage.files.root),
+            "services": self.services,
+            "process_env": {
                 "plugins": s.plugins.model_dump(mode="json"),
                 "environ": {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
             },
-        )
+        }
+        executor: LocalExecutor
+        if s.executor.backend == "ray":  # imported only when used: Ray is an optional extra
+            from open_autoglm.executors.ray_executor import RayExecutor
+
+            executor = RayExecutor(settings=s.executor, **common)
+        else:
+            executor = LocalExecutor(name="local", **common)
         executor.start()
         self.scheduler.add_executor(executor)
         self._executor = executor
@@ -400,6 +406,9 @@ class Runtime:
             metadata=spec.metadata,
             cpu_threads=max(1, math.ceil(lt.shape[0])),
             attempt=lt.attempts,
+            cpu=lt.shape[0],
+            memory_mb=lt.shape[1],
+            gpu=lt.shape[2],
         )
 
 

@@ -15,12 +15,14 @@ from open_autoglm.runtime import Runtime
 def test_unknown_executor_backend_is_rejected_by_name(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("AUTOGLM_EXECUTOR__BACKEND", "ray")
+    monkeypatch.setenv("AUTOGLM_EXECUTOR__BACKEND", "slurm")
     with pytest.raises(ValidationError) as info:
         load_settings(data_dir=tmp_path)
     (err,) = info.value.errors()
     assert err["loc"] == ("executor", "backend")
-    assert "'local'" in err["msg"]
+    assert "'local'" in err["msg"] and "'ray'" in err["msg"]
+    monkeypatch.setenv("AUTOGLM_EXECUTOR__BACKEND", "ray")
+    assert load_settings(data_dir=tmp_path).executor.backend == "ray"
     monkeypatch.delenv("AUTOGLM_EXECUTOR__BACKEND")
     toml = tmp_path / "autoglm.toml"
     toml.write_text('[executor]\nbackend = "kubernetes"\n')

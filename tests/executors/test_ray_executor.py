@@ -1,0 +1,195 @@
+"""``executor.backend = "ray"`` with a real local Ray instance (the session's ``ray_cluster``).
+
+Process-mode tasks run as Ray tasks with their resource request mapped one to one, in a Ray
+worker process (the raylet's child, not ours), and report back over the same protocol as a
+local subprocess: progress, artifacts, service calls, outcome. Deadlines, cancellation and a
+dying worker are handled as for a subprocess; shutting down kills what it started.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from fastapi.testclient import TestClient
+
+from helpers.graphs import community_graph
+from helpers.paths import PLUGIN_DIR
+from helpers.settings import make_settings
+from open_autoglm.api.app import create_app
+from open_autoglm.executors.ray_executor import RayExecutor
+from open_autoglm.runtime import Runtime
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def _settings(data: Path) -> Any:
+    return make_settings(
+        data,
+        plugins={"dirs": [PLUGIN_DIR]},
+        executor={"backend": "ray", "cpu": 4, "memory_mb": 4096},
+    )
+
+
+@pytest.fixture
+def api(tmp_path: Path, ray_cluster: object) -> Iterator[TestClient]:
+    app = create_app(runtime=Runtime(_settings(tmp_path / "data")))
+    with TestClient(app) as client:
+        yield client
+
+
+def submit(api: TestClient, spec: dict[str, Any]) -> str:
+    resp = api.post("/v1/tasks", json=spec)
+    assert resp.status_code == 202, resp.text
+    return str(resp.json()["id"])
+
+
+def wait_task(api: TestClient, task_id: str, timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        task = api.get(f"/v1/tasks/{task_id}").json()
+        if task["status"] in TERMINAL:
+            return dict(task)
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} did not finish")
+
+
+def events(api: TestClient, task_id: str) -> list[dict[str, Any]]:
+    return list(api.get(f"/v1/tasks/{task_id}/events").json()["events"])
+
+
+def worker_pid(api: TestClient, task_id: str, timeout: float = 60) -> int:
+    """The pid the probe reports in its progress event, once it is running."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for e in events(api, task_id):
+            if e["kind"] == "progress" and "pid" in e["data"]:
+                return int(e["data"]["pid"])
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} never reported progress")
+
+
+def gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_process_task_runs_as_a_ray_task_with_its_resources(api: TestClient) -> None:
+    first = submit(
+        api, {"task_type": "probe", "resources": {"cpu": 2, "memory_mb": 300}, "timeout_s": 60}
+    )
+    second = submit(api, {"task_type": "probe", "timeout_s": 60})
+    a, b = wait_task(api, first), wait_task(api, second)
+    assert a["status"] == "succeeded", a["error"]
+    assert b["status"] == "succeeded", b["error"]
+    ra, rb = a["result"], b["result"]
+    # A Ray worker (started by the raylet), not a child of this test process.
+    assert ra["parent"] == "raylet" and ra["pid"] != psutil.Process().pid
+    # The request reached Ray one to one, and the worker's threads follow the cpu allotment.
+    assert ra["assigned"] == {"CPU": 2.0, "memory": 300 * 2**20}
+    assert rb["assigned"] == {"CPU": 1.0}
+    assert (ra["omp_threads"], rb["omp_threads"]) == ("2", "1")
+    assert ra["hub_offline"] == "1"
+    assert ra["pid"] != rb["pid"]  # max_calls=1: a fresh worker per task
+    # The artifact the worker wrote is recorded against the task and readable through the API.
+    content = api.get(f"/v1/artifacts/{ra['artifact']}/content")
+    assert content.status_code == 200 and content.content == f"probe {first}".encode()
+    assert api.get(f"/v1/artifacts/{ra['artifact']}").json()["task_id"] == first
+    assert ra["models"] == []  # the service call travelled back to this server and answered
+    kinds = [e["kind"] for e in events(api, first)]
+    assert "progress" in kinds
+
+
+def test_training_on_ray_stores_artifacts_registers_and_predicts(api: TestClient) -> None:
+    graph = community_graph(n_per_class=20, classes=3, dim=6, seed=3)
+    task_id = submit(
+        api,
+        {
+            "task_type": "graph-train",
+            "input": graph,
+            "params": {"kind": "sage", "hidden": 16, "epochs": 30, "lr": 0.02, "name": "ray-g"},
+            "timeout_s": 120,
+        },
+    )
+    task = wait_task(api, task_id)
+    assert task["status"] == "succeeded", task["error"]
+    result = task["result"]
+    assert result["registered"] == "ray-g"  # registered through the service proxy
+    assert result["metrics"]["test_acc"] >= 0.6
+    png = api.get(f"/v1/artifacts/{result['artifacts']['curves']}/content")
+    assert png.content[:8] == b"\x89PNG\r\n\x1a\n"
+    progress = [e for e in events(api, task_id) if e["kind"] == "progress"]
+    assert len(progress) >= 10
+    pred = api.post(
+        "/v1/infer",
+        json={
+            "task_type": "graph-predict",
+            "model": "ray-g",
+            "params": {"node_ids": graph["nodes"][:4]},
+        },
+    )
+    assert pred.status_code == 200, pred.text
+    assert [p["node"] for p in pred.json()["result"]["predictions"]] == graph["nodes"][:4]
+
+
+def test_deadline_and_cancel_kill_the_ray_worker(api: TestClient) -> None:
+    timed = submit(api, {"task_type": "probe", "params": {"seconds": 60}, "timeout_s": 3})
+    pid = worker_pid(api, timed)
+    task = wait_task(api, timed, timeout=30)
+    assert task["status"] == "failed" and task["error"]["code"] == "timeout"
+    assert gone(pid), f"the timed-out task's worker {pid} is still running"
+
+    cancelled = submit(api, {"task_type": "probe", "params": {"seconds": 60}})
+    pid = worker_pid(api, cancelled)
+    assert api.post(f"/v1/tasks/{cancelled}/cancel").status_code in (200, 202)
+    task = wait_task(api, cancelled, timeout=30)
+    assert task["status"] == "cancelled"
+    assert gone(pid), f"the cancelled task's worker {pid} is still running"
+
+
+def test_a_dying_worker_fails_retryably_and_is_retried(api: TestClient) -> None:
+    task_id = submit(api, {"task_type": "probe", "params": {"exit_code": 3}, "max_retries": 1})
+    task = wait_task(api, task_id, timeout=60)
+    assert task["status"] == "failed"
+    assert task["error"]["code"] == "worker_died"
+    assert "Ray worker" in task["error"]["message"]
+    assert task["attempts"] == 2  # worker_died is retryable: the scheduler ran it again
+
+
+def test_shutdown_kills_its_ray_tasks_and_leaves_them_to_recovery(
+    tmp_path: Path, ray_cluster: object
+) -> None:
+    import ray
+
+    rt = Runtime(_settings(tmp_path / "data")).start()
+    executor = rt._executor
+    assert isinstance(executor, RayExecutor)
+    try:
+        task, _ = rt.submit({"task_type": "probe", "params": {"seconds": 60}}).result(10)
+        deadline = time.monotonic() + 60
+        pid = None
+        while pid is None and time.monotonic() < deadline:
+            for e in rt.storage.events(task["id"]):
+                if e["kind"] == "progress":
+                    pid = e["data"]["pid"]
+            time.sleep(0.1)
+        assert pid is not None, "the probe never started"
+        assert executor.live_tasks() == [task["id"]]
+    finally:
+        rt.stop()
+    assert gone(pid), f"worker {pid} outlived the server"
+    assert ray.is_initialized()  # the session's instance: this runtime only released its use
+    storage = Runtime(_settings(tmp_path / "data")).storage.open()
+    try:
+        stored = storage.get_task(task["id"])
+    finally:
+        storage.close()
+    assert stored["status"] == "running"  # not marked cancelled: recovery re-queues it
