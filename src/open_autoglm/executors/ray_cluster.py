@@ -74,7 +74,10 @@ def acquire(settings: ExecutorSettings) -> ClusterInfo:
             if settings.ray_address:
                 kwargs["address"] = settings.ray_address
             else:
+                # "local", not None: with None Ray joins whatever cluster the machine's last
+                # `ray start` recorded (/tmp/ray/ray_current_cluster), even a stopped one.
                 kwargs.update(
+                    address="local",
                     num_cpus=settings.cpu,
                     num_gpus=settings.gpu,
                     resources={},
