@@ -174,6 +174,10 @@ class Runtime:
         self._untune_gc()
         self._started = False
 
+    def executor_info(self) -> dict[str, Any]:
+        """The executor's backend, capacity and (on Ray) cluster, for /readyz."""
+        return self._executor.describe() if self._started else {}
+
     def __enter__(self) -> Runtime:
         return self.start()
 

@@ -106,6 +106,9 @@ def test_a_process_task_runs_as_a_ray_task_with_its_resources(api: TestClient) -
     assert ra["models"] == []  # the service call travelled back to this server and answered
     kinds = [e["kind"] for e in events(api, first)]
     assert "progress" in kinds
+    where = api.get("/readyz").json()["executor"]
+    assert where["backend"] == "ray" and where["capacity"]["cpu"] == 4
+    assert where["ray"]["started_here"] is True and where["ray"]["tasks"] == 0
 
 
 def test_training_on_ray_stores_artifacts_registers_and_predicts(api: TestClient) -> None:

@@ -79,6 +79,17 @@ def serve(
     config: Annotated[Path | None, typer.Option(help="TOML config file")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="data directory")] = None,
     bundled_models: Annotated[bool, typer.Option(help="register the bundled models")] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="where work runs: 'local' (default) or 'ray' (training as Ray tasks, "
+            "embedding/classification replicas as Ray actors)"
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="with --executor ray: a cluster to join (default: a local instance)"),
+    ] = None,
 ) -> None:
     """Start the server (embedded SQLite and local executor by default)."""
     import uvicorn
@@ -92,6 +103,10 @@ def serve(
         overrides["data_dir"] = data_dir
     if bundled_models:
         overrides["register_bundled_models"] = True
+    if executor or ray_address:  # deep-merged over the file and the environment
+        overrides["executor"] = {"backend": executor or "ray"}
+        if ray_address:
+            overrides["executor"]["ray_address"] = ray_address
     settings = load_settings(config, **overrides)
     host = host or settings.api.host
     port = port if port is not None else settings.api.port

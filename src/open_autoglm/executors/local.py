@@ -75,6 +75,15 @@ class LocalExecutor:
             t.start()
             self._workers.append(t)
 
+    def describe(self) -> dict[str, Any]:
+        """What /readyz shows about where work runs."""
+        cap = self.capacity
+        return {
+            "backend": self.name,
+            "capacity": {"cpu": cap.cpu, "memory_mb": cap.memory_mb, "gpu": cap.gpu},
+            "threads": self._threads,
+        }
+
     def submit(self, job: Job, sink: ResultSink) -> Any:
         return self.submit_many([job], sink)[0]
 

@@ -313,6 +313,17 @@ class RayExecutor(LocalExecutor):
         with self._live_lock:
             self._live.discard(rj)
 
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        cluster = self.cluster
+        info["ray"] = {
+            "address": cluster.address if cluster else None,
+            "started_here": cluster.local if cluster else None,
+            "callback": "{}:{}".format(*self.callbacks.address) if cluster else None,
+            "tasks": len(self.live_tasks()),
+        }
+        return info
+
     def live_tasks(self) -> list[str]:
         """Ids of the tasks running (or queued) on Ray now."""
         with self._live_lock:

@@ -31,7 +31,12 @@ async def readyz(runtime: Rt) -> JSONResponse:
     except Exception as exc:
         return JSONResponse({"status": "not ready", "reason": f"storage: {exc}"}, status_code=503)
     return JSONResponse(
-        {"status": "ready", "tasks": counts, "scheduler": runtime.scheduler.stats()}
+        {
+            "status": "ready",
+            "tasks": counts,
+            "scheduler": runtime.scheduler.stats(),
+            "executor": runtime.executor_info(),
+        }
     )
 
 
