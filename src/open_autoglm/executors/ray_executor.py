@@ -190,9 +190,13 @@ class _RayJob:
                 if self._reason:
                     self._finish(cancelled_outcome(self._reason, []))
                     return
-                ref = ex.remote.options(**self._options()).remote(
-                    ex.callbacks.address, ex.callbacks.key, token, raw
-                )
+                try:
+                    ref = ex.remote.options(**self._options()).remote(
+                        ex.callbacks.address, ex.callbacks.key, token, raw
+                    )
+                except Exception as exc:  # Ray refused it (disconnected, bad options)
+                    self._finish(worker_died(f"Ray did not take the task: {exc}", []))
+                    return
                 self._ref = ref
             conn: Connection | None = None
             while conn is None:
