@@ -17,10 +17,17 @@ to stderr so a stray print cannot corrupt the stream.
 A replica that dies (killed, out of memory) fails only the batch it was running, with an
 error naming it, and is restarted in the background. ``close()`` (called when the model cache
 evicts the pool) stops every replica.
+
+What a replica is sits behind one seam, so the pool's dispatch serves every kind the same way:
+a :class:`ReplicaLauncher` starts :class:`Replica` objects (call, alive, pid, stop, how it
+exited). :class:`ProcessLauncher` starts the worker processes above; ``executor.backend =
+"ray"`` uses :class:`~open_autoglm.executors.ray_replicas.RayLauncher`, whose replicas are Ray
+actors that load and serve through the same :func:`load_replica_model` and :func:`_serve`.
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import functools
 import logging
@@ -33,7 +40,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import orjson
 
@@ -47,7 +54,18 @@ from open_autoglm.executors.replica_dispatch import DispatchPolicy
 from open_autoglm.executors.sched_policy import compute_policy
 from open_autoglm.futures import Promise
 
-__all__ = ["REPLICA_ROLES", "ReplicaPool", "main", "read_frame", "write_frame"]
+__all__ = [
+    "REPLICA_ROLES",
+    "ProcessLauncher",
+    "Replica",
+    "ReplicaGone",
+    "ReplicaLauncher",
+    "ReplicaPool",
+    "load_replica_model",
+    "main",
+    "read_frame",
+    "write_frame",
+]
 
 log = logging.getLogger(__name__)
 
@@ -220,29 +238,116 @@ def _vectors_into(out: Promise[tuple[Any, list[int]]], reply: Future[Any]) -> No
     out.set_result((np.frombuffer(payload, dtype="<f4").reshape(rows, dim), list(header["counts"])))
 
 
-class _Replica:
-    """One worker process and its pipes; used only by its pool's worker thread."""
+class ReplicaGone(Exception):
+    """The replica a call or a handshake went to is gone (exited, killed, its actor died)."""
 
-    def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+
+class Replica(abc.ABC):
+    """One model copy serving one call at a time, whatever carries the calls to it.
+
+    Used only by its pool's worker thread, except ``alive``, ``pid`` and ``info``, which the
+    pool's introspection reads. ``busy`` and ``busy_until`` are the pool's bookkeeping.
+    """
+
+    def __init__(self, index: int) -> None:
         self.index = index
-        self.proc = proc
-        self.info: dict[str, Any] = {}
+        self.info: dict[str, Any] = {}  # the hello of a successful handshake
         self.busy = False  # a call is in flight (set under the pool's lock; tests read it)
         self.busy_until = 0.0  # when that call is predicted to end (time.monotonic())
 
     @property
+    @abc.abstractmethod
+    def pid(self) -> int:
+        """The serving process's id (for logs, errors and stats)."""
+
+    @abc.abstractmethod
+    def ready(self, timeout: float) -> dict[str, Any]:
+        """Wait up to ``timeout`` s for the model to load; the replica's hello (``ok`` or
+        ``error``). Raises ReplicaGone when it exited or did not load in time."""
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """Whether it can take a call (cheap: the pool asks before every call)."""
+
+    @abc.abstractmethod
+    def call(self, header: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+        """One batch in, ``(reply header, payload)`` out. Raises ReplicaGone when it died."""
+
+    @abc.abstractmethod
+    def exit_status(self) -> str:
+        """How it ended, for errors and logs (``code -9``, ``Ray actor died: ...``)."""
+
+    @abc.abstractmethod
+    def begin_stop(self) -> None:
+        """Ask it to stop without waiting, so that several replicas stop side by side."""
+
+    @abc.abstractmethod
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop it (gracefully where the kind allows) and wait until it is gone."""
+
+    @abc.abstractmethod
+    def reap(self) -> None:
+        """Kill one found dead or hung and wait for it, so nothing of it lingers."""
+
+
+class ReplicaLauncher(abc.ABC):
+    """Starts a pool's replicas; one launcher per pool, opened and closed with it."""
+
+    kind: ClassVar[str]  # what GET /v1/models shows as the pool's replica_kind
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Before the pool's first start (a launcher that needs a connection makes it here)."""
+
+    @abc.abstractmethod
+    def spawn(self, model: str, index: int, hello: Mapping[str, Any]) -> Replica:
+        """Start replica ``index`` of ``model`` loading ``hello`` (``entry``, ``cache_dir``);
+        returns at once, so that a pool's replicas load in parallel."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """After the pool's last replica stopped; undoes :meth:`open`."""
+
+
+class _ProcessReplica(Replica):
+    """A worker process (``python -m open_autoglm.executors.replicas``) and its pipes."""
+
+    def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+        super().__init__(index)
+        self.proc = proc
+
+    @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def ready(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            reply, _ = read_frame(self.proc.stdout)
+        except (EOFError, OSError, struct.error):
+            self.reap()
+            raise ReplicaGone from None
+        finally:
+            timer.cancel()
+        return reply
 
     def alive(self) -> bool:
         return self.proc.poll() is None
 
     def call(self, header: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
-        write_frame(self.proc.stdin, header)
-        return read_frame(self.proc.stdout)
+        try:
+            write_frame(self.proc.stdin, header)
+            return read_frame(self.proc.stdout)
+        except (EOFError, OSError, ValueError, struct.error):  # a torn pipe: the process died
+            raise ReplicaGone from None
 
-    def close_input(self) -> None:
+    def exit_status(self) -> str:
+        return f"code {self.proc.poll()}"
+
+    def begin_stop(self) -> None:
         """EOF on the replica's stdin: its loop returns and the process exits."""
         with contextlib.suppress(OSError, ValueError):
             if self.proc.stdin is not None:
@@ -251,7 +356,7 @@ class _Replica:
     def stop(self, timeout: float = 5.0) -> None:
         proc = self.proc
         try:
-            self.close_input()
+            self.begin_stop()
             proc.wait(timeout)
         except (OSError, ValueError, subprocess.TimeoutExpired):
             proc.kill()
@@ -259,9 +364,43 @@ class _Replica:
         if proc.stdout is not None:
             proc.stdout.close()
 
+    def reap(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+class ProcessLauncher(ReplicaLauncher):
+    """Replicas as child processes of this one, talking frames over their stdin/stdout."""
+
+    kind = "process"
+
+    def open(self) -> None:
+        """Nothing to connect to: replicas are children of this process."""
+
+    def spawn(self, model: str, index: int, hello: Mapping[str, Any]) -> Replica:
+        env = {**os.environ, **_REPLICA_ENV}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "open_autoglm.executors.replicas"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+        )
+        compute_policy(proc.pid)
+        replica = _ProcessReplica(index, proc)
+        assert proc.stdin is not None
+        try:
+            write_frame(proc.stdin, hello)
+        except OSError:
+            pass  # the handshake reports the exit
+        return replica
+
+    def close(self) -> None:
+        """Nothing held beyond the replicas, which the pool has stopped."""
+
 
 class ReplicaPool:
-    """A model served by ``replicas`` worker processes (embedding or classification).
+    """A model served by ``replicas`` replicas (embedding or classification): worker
+    processes, or whatever ``launcher`` starts (Ray actors on the ray backend).
 
     Quacks like the in-process wrapper for the task handlers: ``role``, ``memory_bytes``,
     ``embed_with_usage`` (numpy float32 rows) and ``classify``; ``embed_many`` submits several
@@ -280,10 +419,12 @@ class ReplicaPool:
     Args:
         name: the model's registry name (for errors and logs).
         entry: what TextModelLoader takes (local ``source``, ``dtype``, ``options``...).
-        replicas: number of worker processes (>= 1), one torch thread each.
+        replicas: number of replicas (>= 1), one torch thread each.
         cache_dir: the loader's cache directory (ONNX exports, converted models).
         start_timeout_s: how long a replica may take to import and load the model.
         max_merge: at most this many texts in one call.
+        launcher: starts the replicas (default: :class:`ProcessLauncher`); the pool opens it
+            first and closes it after its last replica stopped, also when starting fails.
     """
 
     def __init__(
@@ -295,6 +436,7 @@ class ReplicaPool:
         cache_dir: Path,
         start_timeout_s: float = 300.0,
         max_merge: int = 128,
+        launcher: ReplicaLauncher | None = None,
     ) -> None:
         if replicas < 1:
             raise ValidationError("a replica pool needs at least one replica")
@@ -312,17 +454,22 @@ class ReplicaPool:
         self.policy = DispatchPolicy()
         self._pending: list[_Request] = []  # oldest first
         self._free = 0  # worker threads waiting for work
-        self._all: dict[int, _Replica] = {}
+        self._all: dict[int, Replica] = {}
         self._lock = threading.Condition()
         self._closed = False
         self._restart_error: str | None = None
-        started = [self._spawn(i) for i in range(replicas)]  # import and load in parallel
+        self.launcher = launcher or ProcessLauncher()
+        self.launcher.open()
+        started: list[Replica] = []
         try:
+            for i in range(replicas):  # all start before any is waited for: they load in parallel
+                started.append(self._spawn(i))
             for replica in started:
                 self._handshake(replica)
         except BaseException:
             for replica in started:
                 replica.stop(timeout=1.0)
+            self.launcher.close()
             raise
         self._all = {replica.index: replica for replica in started}
         self._workers = [
@@ -405,6 +552,7 @@ class ReplicaPool:
         linears = sorted({v for i in infos if (v := i.get("linear"))})
         return {
             "replicas": self.size,
+            "replica_kind": self.launcher.kind,
             "alive": alive,
             "restarts": self.restarts,
             "batches": self.batches,
@@ -425,10 +573,11 @@ class ReplicaPool:
             self._lock.notify_all()
         for request in orphans:  # the cache never evicts a model in use; be safe anyway
             request.promise.set_exception(UnavailableError(f"model {self.name!r} was unloaded"))
-        for replica in replicas:  # all get EOF first, so they exit side by side
-            replica.close_input()
+        for replica in replicas:  # all are asked first, so they exit side by side
+            replica.begin_stop()
         for replica in replicas:
             replica.stop()
+        self.launcher.close()
         log.info("model %s: stopped %d replicas", self.name, len(replicas))
 
     # -- dispatch ----------------------------------------------------------------------------
@@ -475,7 +624,7 @@ class ReplicaPool:
                 size += len(request.texts)
         return window
 
-    def _others_free_in(self, replica: _Replica, now: float) -> list[float]:
+    def _others_free_in(self, replica: Replica, now: float) -> list[float]:
         """Seconds until each other live replica is free (0: free now)."""
         return [
             max(0.0, r.busy_until - now) if r.busy else 0.0
@@ -483,7 +632,7 @@ class ReplicaPool:
             if r is not replica
         ]
 
-    def _take_share(self, replica: _Replica) -> list[_Request]:
+    def _take_share(self, replica: Replica) -> list[_Request]:
         """This worker's share of the waiting requests compatible with the oldest one.
 
         The window (see :meth:`_window`) is sorted by text length and this worker takes the
@@ -504,7 +653,7 @@ class ReplicaPool:
         self._pending = [r for r in self._pending if id(r) not in taken]
         return window
 
-    def _work(self, replica: _Replica) -> None:
+    def _work(self, replica: Replica) -> None:
         """A replica's worker thread: take a share of the queue, call, answer; restart on death."""
         while True:
             with self._lock:
@@ -533,7 +682,7 @@ class ReplicaPool:
                 return
             replica = next_replica
 
-    def _run(self, replica: _Replica, group: list[_Request], cost: float) -> _Replica | None:
+    def _run(self, replica: Replica, group: list[_Request], cost: float) -> Replica | None:
         """One call for ``group`` (of ``cost`` in all); returns the replica to go on with
         (None: stop)."""
         lead = group[0]
@@ -549,11 +698,11 @@ class ReplicaPool:
         try:
             header, payload = replica.call({"op": lead.op, "texts": texts, **extra})
             replies = _split(header, payload, group)
-        except (EOFError, OSError, ValueError, struct.error):
+        except ReplicaGone:
             replies = [
                 TaskFailedError(
                     f"model {self.name!r}: replica {replica.index} (pid {replica.pid}) exited "
-                    f"(code {replica.proc.poll()}) while running this batch; it is being "
+                    f"({replica.exit_status()}) while running this batch; it is being "
                     "restarted"
                 )
             ] * len(group)
@@ -576,7 +725,7 @@ class ReplicaPool:
                 request.promise.set_result(answer)
         return self._replace(replica) if dead else replica
 
-    def _replace(self, dead: _Replica) -> _Replica | None:
+    def _replace(self, dead: Replica) -> Replica | None:
         """Reap a dead replica and start its successor in this worker's thread (the other
         workers go on serving); returns it, or None when the pool closed or it did not start."""
         with self._lock:
@@ -585,16 +734,15 @@ class ReplicaPool:
             closed = self._closed
             if not closed:
                 self.restarts += 1
-        dead.proc.kill()
-        dead.proc.wait()
+        dead.reap()
         if closed:
             return None
         log.warning(
-            "model %s: replica %d (pid %d) died with code %s; restarting",
+            "model %s: replica %d (pid %d) died (%s); restarting",
             self.name,
             dead.index,
             dead.pid,
-            dead.proc.returncode,
+            dead.exit_status(),
         )
         try:
             replica = self._spawn(dead.index)
@@ -619,48 +767,29 @@ class ReplicaPool:
         replica.stop()
         return None
 
-    # -- process start -----------------------------------------------------------------------
+    # -- replica start -----------------------------------------------------------------------
 
-    def _spawn(self, index: int) -> _Replica:
-        env = {**os.environ, **_REPLICA_ENV}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "open_autoglm.executors.replicas"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        compute_policy(proc.pid)
-        replica = _Replica(index, proc)
-        assert proc.stdin is not None
-        try:
-            write_frame(proc.stdin, {"entry": self.entry, "cache_dir": str(self.cache_dir)})
-        except OSError:
-            pass  # the handshake reports the exit
-        return replica
+    def _spawn(self, index: int) -> Replica:
+        hello = {"entry": self.entry, "cache_dir": str(self.cache_dir)}
+        return self.launcher.spawn(self.name, index, hello)
 
-    def _handshake(self, replica: _Replica) -> None:
-        assert replica.proc.stdout is not None
-        timer = threading.Timer(self.start_timeout_s, replica.proc.kill)
-        timer.start()
+    def _handshake(self, replica: Replica) -> None:
         try:
-            reply, _ = read_frame(replica.proc.stdout)
-        except (EOFError, OSError, struct.error):
-            replica.proc.kill()
-            replica.proc.wait()
+            reply = replica.ready(self.start_timeout_s)
+        except ReplicaGone:
             raise UnavailableError(
                 f"model {self.name!r}: replica {replica.index} exited while loading "
-                f"(code {replica.proc.returncode}); see the server log"
+                f"({replica.exit_status()}); see the server log"
             ) from None
-        finally:
-            timer.cancel()
         if not reply.get("ok"):
             replica.stop(timeout=1.0)
             raise _error_from(reply.get("error") or {})
         replica.info = reply
         log.info(
-            "model %s: replica %d ready (pid %d, %d torch thread(s))",
+            "model %s: replica %d ready (%s, pid %d, %d torch thread(s))",
             self.name,
             replica.index,
+            self.launcher.kind,
             replica.pid,
             reply.get("threads", 0),
         )
@@ -707,6 +836,31 @@ def _serve(model: Any, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
     raise ValidationError(f"unknown replica op {op!r}")
 
 
+def load_replica_model(entry: Mapping[str, Any], cache_dir: str) -> tuple[Any, dict[str, Any]]:
+    """Load a replica's model with one torch thread; the model and the hello its pool reads.
+
+    Every kind of replica loads through here, so a process and an actor serve the same model
+    the same way and report the same facts (memory, pack size, Linear form) to their pool.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+    with contextlib.suppress(RuntimeError):  # only settable before any parallel work
+        torch.set_num_interop_threads(1)
+    from open_autoglm.ml.text.model_loader import TextModelLoader
+
+    model = TextModelLoader(cache_dir).load(dict(entry))
+    return model, {
+        "ok": True,
+        "pid": os.getpid(),
+        "threads": torch.get_num_threads(),
+        "memory_bytes": int(getattr(model, "memory_bytes", 0)),
+        "dimension": int(getattr(model, "dimension", 0) or 0),
+        "pack_tokens": model.pack_tokens if getattr(model, "packed", False) else None,
+        "linear": getattr(model, "linear", None),
+    }
+
+
 def _failure(exc: BaseException) -> dict[str, Any]:
     code = exc.code if isinstance(exc, AutoGLMError) else "internal"
     return {"ok": False, "error": {"code": code, "message": f"{exc}"}}
@@ -724,23 +878,7 @@ def main() -> None:
     except EOFError:
         return
     try:
-        import torch
-
-        torch.set_num_threads(1)
-        with contextlib.suppress(RuntimeError):  # only settable before any parallel work
-            torch.set_num_interop_threads(1)
-        from open_autoglm.ml.text.model_loader import TextModelLoader
-
-        model = TextModelLoader(hello["cache_dir"]).load(hello["entry"])
-        ready = {
-            "ok": True,
-            "pid": os.getpid(),
-            "threads": torch.get_num_threads(),
-            "memory_bytes": int(getattr(model, "memory_bytes", 0)),
-            "dimension": int(getattr(model, "dimension", 0) or 0),
-            "pack_tokens": model.pack_tokens if getattr(model, "packed", False) else None,
-            "linear": getattr(model, "linear", None),
-        }
+        model, ready = load_replica_model(hello["entry"], hello["cache_dir"])
     except Exception as exc:
         write_frame(out, _failure(exc))
         return
