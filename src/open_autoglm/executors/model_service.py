@@ -11,11 +11,12 @@ and upstream forwarding, behind one object that handlers reach as ``ctx.service(
 - ``batch_policy(task_type, model)`` is the scheduler's per-model batching hook; it reads only
   memory, because the dispatcher calls it under its lock.
 
-Embedding and classification models are served by worker processes (``executors/replicas.py``)
-unless ``replicas`` is 0: the service's default (one per CPU of the executor's allotment) or
-the entry's ``options.replicas``. Each replica runs one torch thread and holds its own copy of
-the weights, so a pool counts ``replicas x`` the model's bytes against the memory budget and
-evicting it stops its processes. Models loaded in the server process (generation, and
+Embedding and classification models are served by worker processes (``executors/replicas.py``),
+or by Ray actors when ``replica_backend`` is ``"ray"`` (``executors/ray_replicas.py``), unless
+``replicas`` is 0: the service's default (one per CPU of the executor's allotment) or the
+entry's ``options.replicas``. Each replica runs one torch thread and holds its own copy of the
+weights, so a pool counts ``replicas x`` the model's bytes against the memory budget and
+evicting it stops its processes or actors. Models loaded in the server process (generation, and
 ``replicas: 0``) run with ``inprocess_threads`` torch threads: the scheduler runs up to one
 1-CPU batch per CPU at once, so one thread each keeps the total within the allotment.
 
@@ -40,14 +41,20 @@ import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError as PydanticValidationError
 
-from open_autoglm.config import ModelSettings
+from open_autoglm.config import ExecutorSettings, ModelSettings
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
-from open_autoglm.executors.replicas import REPLICA_ROLES, ReplicaPool
+from open_autoglm.executors.ray_replicas import RayLauncher
+from open_autoglm.executors.replicas import (
+    REPLICA_ROLES,
+    ProcessLauncher,
+    ReplicaLauncher,
+    ReplicaPool,
+)
 from open_autoglm.executors.upstream import Upstream, upstream_bulkhead
 from open_autoglm.ml.text.loading import written_whole  # imports no torch
 from open_autoglm.resilience.bulkhead import Bulkhead
@@ -67,6 +74,13 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH_POLICY: tuple[int, float] = (32, 0.002)
 _MB = 1024 * 1024
 _SERVING_FIELDS = ("dtype", "device", "max_batch_size", "max_wait_ms", "memory_mb", "options")
+
+ReplicaBackend = Literal["process", "ray"]
+# What starts a pool's replicas, per replica backend (a new launcher for every pool).
+_LAUNCHERS: dict[str, Callable[[ExecutorSettings], ReplicaLauncher]] = {
+    "process": lambda _settings: ProcessLauncher(),
+    "ray": RayLauncher,
+}
 
 
 def _details(exc: PydanticValidationError) -> list[dict[str, Any]]:
@@ -95,9 +109,13 @@ class ModelService:
         breaker: ``breaker(name) -> CircuitBreaker`` for each upstream model.
         bulkhead: ``bulkhead(name, source) -> Bulkhead`` for each upstream model (default:
             the source's bounds, else the ``models.upstream_max_*`` settings' defaults).
-        replicas: worker processes per embedding/classification model (0: in-process).
+        replicas: replicas per embedding/classification model (0: in-process).
         inprocess_threads: torch threads for models loaded in this process.
         cpu_slots: leases of in-process models that may compute at once (None: no bound).
+        replica_backend: what a replica is: a worker process (``"process"``) or a Ray actor
+            (``"ray"``, as ``executor.backend = "ray"`` asks).
+        executor: the executor settings the ray backend connects with (``ray_address``, the
+            size of a local instance); default ``ExecutorSettings(backend="ray")``.
     """
 
     def __init__(
@@ -112,6 +130,8 @@ class ModelService:
         replicas: int = 0,
         inprocess_threads: int | None = None,
         cpu_slots: int | None = None,
+        replica_backend: ReplicaBackend = "process",
+        executor: ExecutorSettings | None = None,
     ) -> None:
         from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
 
@@ -124,6 +144,12 @@ class ModelService:
             lambda name, source: upstream_bulkhead(name, source, ModelSettings())
         )
         self.replicas = replicas
+        if replica_backend not in _LAUNCHERS:
+            raise ValidationError(
+                f"unknown replica backend {replica_backend!r}; one of {sorted(_LAUNCHERS)}"
+            )
+        self.replica_backend = replica_backend
+        self.executor = executor or ExecutorSettings(backend="ray")
         self.inprocess_threads = inprocess_threads
         self._slots = threading.BoundedSemaphore(cpu_slots) if cpu_slots else None
         self._specs: dict[str, ModelSpec] = {}
@@ -297,7 +323,7 @@ class ModelService:
     # -- loading -----------------------------------------------------------------------------
 
     def replicas_for(self, spec: ModelSpec) -> int:
-        """Worker processes that serve ``spec`` (0: it loads in this process)."""
+        """Replicas that serve ``spec`` (0: it loads in this process)."""
         if spec.role not in REPLICA_ROLES:
             return 0
         wanted = spec.options.get("replicas")
@@ -326,11 +352,21 @@ class ModelService:
     def _load(self, name: str) -> Any:
         spec = self.spec(name)
         replicas = self.replicas_for(spec)
-        log.info("loading model %s (%s, %d replica processes)", name, spec.role, replicas)
+        log.info(
+            "loading model %s (%s, %d replicas, %s)",
+            name,
+            spec.role,
+            replicas,
+            self.replica_backend,
+        )
         model: Any
         if replicas:
             model = ReplicaPool(
-                name, self._entry(spec), replicas=replicas, cache_dir=self.cache_dir
+                name,
+                self._entry(spec),
+                replicas=replicas,
+                cache_dir=self.cache_dir,
+                launcher=_LAUNCHERS[self.replica_backend](self.executor),
             )
         else:
             self._limit_threads()

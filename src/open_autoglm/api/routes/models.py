@@ -51,6 +51,9 @@ def setup(runtime: Runtime) -> None:
         replicas=max(1, int(s.executor.cpu)) if m.replicas is None else m.replicas,
         inprocess_threads=1,
         cpu_slots=max(1, int(s.executor.cpu)),
+        # executor.backend = "ray": replicas are Ray actors on the process's Ray connection.
+        replica_backend="ray" if s.executor.backend == "ray" else "process",
+        executor=s.executor,
     )
     runtime.services["models"] = service
     runtime.batch_policy = service.batch_policy
