@@ -196,3 +196,30 @@ def test_shutdown_kills_its_ray_tasks_and_leaves_them_to_recovery(
     finally:
         storage.close()
     assert stored["status"] == "running"  # not marked cancelled: recovery re-queues it
+
+
+def test_a_task_ray_cannot_place_yet_says_so_and_runs_when_cpus_free(api: TestClient) -> None:
+    import ray
+
+    @ray.remote(num_cpus=2)
+    class Holder:  # stands for other work holding cluster CPUs (e.g. model replicas)
+        def ping(self) -> bool:
+            return True
+
+    holder = Holder.remote()  # type: ignore[attr-defined]
+    assert ray.get(holder.ping.remote(), timeout=60)
+    try:
+        task_id = submit(api, {"task_type": "probe", "resources": {"cpu": 3}, "timeout_s": 120})
+        deadline = time.monotonic() + 30
+        notes: list[dict[str, Any]] = []
+        while not notes and time.monotonic() < deadline:
+            notes = [e for e in events(api, task_id) if e["data"].get("ray_pending")]
+            time.sleep(0.2)
+        assert notes, "a task Ray could not place left no note"
+        assert "'num_cpus': 3" in notes[0]["data"]["message"]
+        assert api.get(f"/v1/tasks/{task_id}").json()["status"] == "running"
+    finally:
+        ray.kill(holder)
+    task = wait_task(api, task_id, timeout=60)
+    assert task["status"] == "succeeded", task["error"]
+    assert task["result"]["assigned"] == {"CPU": 3.0}

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _POLL_S = 0.2  # how often a supervisor checks on a Ray task that has not connected yet
 _HELLO_TIMEOUT_S = 10.0
+_PENDING_NOTE_S = 2.0  # a task Ray has not started after this long gets a note in its events
 
 
 def _run_on_ray(address: tuple[str, int], key: bytes, token: str, raw: bytes) -> None:
@@ -199,6 +200,7 @@ class _RayJob:
                     return
                 self._ref = ref
             conn: Connection | None = None
+            waited = 0.0
             while conn is None:
                 try:
                     conn = inbox.get(timeout=_POLL_S)
@@ -206,6 +208,9 @@ class _RayJob:
                     finished, _ = ray.wait([ref], timeout=0)
                     if finished:  # removed while queued, or died before it connected
                         break
+                    waited += _POLL_S
+                    if waited >= _PENDING_NOTE_S and waited - _POLL_S < _PENDING_NOTE_S:
+                        self._note_pending(ray)
             if conn is not None:
                 try:
                     outcome, artifacts = relay(
@@ -228,6 +233,26 @@ class _RayJob:
                 artifacts,
             )
         self._finish(outcome)
+
+    def _note_pending(self, ray: Any) -> None:
+        """Say so in the task's events when Ray has not started it yet: the cluster's CPUs
+        may be held by other work (model replicas are actors holding one CPU each)."""
+        try:
+            free = ray.available_resources()
+        except Exception:  # only a note: never fail the task over it
+            free = {}
+        asks = {k: v for k, v in self._options().items() if k != "name"}
+        have = {k: free.get(k, 0.0) for k in ("CPU", "memory", "GPU") if k in free or k == "CPU"}
+        self._sink.event(
+            self.job.task_id,
+            "log",
+            {
+                "level": "warning",
+                "message": f"waiting for Ray to place this task: it asks {asks}, the cluster "
+                f"has {have} free (model replicas on Ray hold one CPU each)",
+                "ray_pending": True,
+            },
+        )
 
     def _finish(self, outcome: Outcome) -> None:
         self._ex.forget(self)
