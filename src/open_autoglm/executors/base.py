@@ -1,4 +1,4 @@
-"""The executor seam. The scheduler speaks only this protocol, so a Ray backend can follow.
+"""The executor seam. The scheduler speaks only this protocol (local.py, ray_executor.py).
 
 The scheduler calls ``submit_many(jobs, sink)`` with the independent jobs one dispatcher pass
 started (``submit(job, sink)`` for one) and ``submit_batch(jobs, sink)`` for a batch group; the
