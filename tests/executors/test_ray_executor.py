@@ -223,3 +223,45 @@ def test_a_task_ray_cannot_place_yet_says_so_and_runs_when_cpus_free(api: TestCl
     task = wait_task(api, task_id, timeout=60)
     assert task["status"] == "succeeded", task["error"]
     assert task["result"]["assigned"] == {"CPU": 3.0}
+
+
+# -- the callback listener, without Ray: only an authenticated worker naming its job gets in --
+
+
+def test_callback_listener_admits_only_authenticated_workers_naming_a_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+    from multiprocessing import AuthenticationError
+    from multiprocessing.connection import Client
+
+    from open_autoglm.executors import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_HELLO_TIMEOUT_S", 0.5)
+    server = ray_executor._CallbackServer("127.0.0.1")
+    try:
+        inbox = server.expect("job-token")
+        with pytest.raises(AuthenticationError):
+            Client(server.address, authkey=b"not the key")
+
+        stranger = Client(server.address, authkey=server.key)
+        stranger.send_bytes(b"unknown-token")
+        with pytest.raises(EOFError):
+            stranger.recv_bytes()  # hung up on: it names no job that is waiting
+
+        silent = socket.create_connection(server.address, timeout=5)
+        silent.recv(1024)  # the challenge; then nothing is sent back
+        t0 = time.monotonic()
+        assert silent.recv(1024) == b""  # hung up on after the hello timeout
+        assert time.monotonic() - t0 < 3
+        silent.close()
+
+        worker = Client(server.address, authkey=server.key)
+        worker.send_bytes(b"job-token")
+        conn = inbox.get(timeout=5)
+        worker.send_bytes(b"hello")
+        assert conn.recv_bytes() == b"hello"
+        worker.close()
+        conn.close()
+    finally:
+        server.close()

@@ -29,11 +29,15 @@ them: like a crash, they are re-queued when a replica takes them over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
 import secrets
+import socket
 import threading
 from collections.abc import Mapping
+from multiprocessing import AuthenticationError
 from multiprocessing.connection import (
     Client,
     Connection,
@@ -115,16 +119,36 @@ class _CallbackServer:
             threading.Thread(target=self._admit, args=(conn,), daemon=True).start()
 
     def _admit(self, conn: Connection) -> None:
+        """Authenticate, read the job token, hand over; a peer that does not finish within
+        ``_HELLO_TIMEOUT_S`` is hung up on (the handshake itself has no timeout)."""
+        state = {"done": False}
+        lock = threading.Lock()
+
+        def hang_up() -> None:
+            with lock:
+                if state["done"]:
+                    return
+            with contextlib.suppress(OSError):  # wakes the read blocked in the handshake
+                peer = socket.socket(fileno=os.dup(conn.fileno()))
+                try:
+                    peer.shutdown(socket.SHUT_RDWR)
+                finally:
+                    peer.close()
+
+        timer = threading.Timer(_HELLO_TIMEOUT_S, hang_up)
+        timer.start()
         try:
             deliver_challenge(conn, self.key)
             answer_challenge(conn, self.key)
-            if not conn.poll(_HELLO_TIMEOUT_S):
-                raise TimeoutError("no job token")
             token = conn.recv_bytes(64).decode()
-        except (OSError, EOFError, TimeoutError, UnicodeDecodeError) as exc:
-            log.warning("ray callback: refused a connection (%s)", exc)
+            with lock:
+                state["done"] = True
+        except (OSError, EOFError, AuthenticationError, UnicodeDecodeError) as exc:
+            log.warning("ray callback: refused a connection (%s)", type(exc).__name__)
             conn.close()
             return
+        finally:
+            timer.cancel()
         with self._lock:
             inbox = self._waiting.get(token)
         if inbox is None:
