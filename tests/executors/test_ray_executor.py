@@ -8,6 +8,9 @@ dying worker are handled as for a subprocess; shutting down kills what it starte
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,3 +268,55 @@ def test_callback_listener_admits_only_authenticated_workers_naming_a_job(
         conn.close()
     finally:
         server.close()
+
+
+def test_a_server_joins_an_existing_ray_cluster_and_leaves_it_running(tmp_path: Path) -> None:
+    """``autoglm serve --executor ray --ray-address``: capacity is the cluster's, tasks run on
+    its workers, and stopping the server disconnects without stopping the cluster."""
+    import httpx
+
+    from helpers.services import ServerProcess, ray_head
+
+    with ray_head(cpus=2) as address:
+        env = {
+            "AUTOGLM_PLUGINS__DIRS": f'["{PLUGIN_DIR}"]',
+            "AUTOGLM_EXECUTOR__CPU": "7",  # ignored when joining: the cluster has 2
+            "RAY_AUTH_MODE": "token",
+        }
+        server = ServerProcess(
+            tmp_path / "data", env=env, args=["--executor", "ray", "--ray-address", address]
+        ).start(timeout=120)
+        try:
+            ready = httpx.get(server.url + "/readyz", timeout=10).json()["executor"]
+            assert ready["backend"] == "ray"
+            assert ready["ray"]["started_here"] is False and ready["ray"]["address"] == address
+            assert ready["capacity"]["cpu"] == 2.0
+            task = httpx.post(
+                server.url + "/v1/tasks", json={"task_type": "probe", "timeout_s": 60}, timeout=10
+            ).json()
+            deadline = time.monotonic() + 90
+            while task["status"] not in TERMINAL and time.monotonic() < deadline:
+                time.sleep(0.2)
+                task = httpx.get(server.url + f"/v1/tasks/{task['id']}", timeout=10).json()
+            assert task["status"] == "succeeded", task.get("error")
+            assert task["result"]["parent"] == "raylet"
+            assert task["result"]["assigned"] == {"CPU": 1.0}
+        finally:
+            server.stop()
+        assert server.proc is not None and server.proc.returncode is not None
+        # The cluster outlived the server that joined it: a second client still gets work done.
+        out = subprocess.run(
+            [sys.executable, "-c", _JOIN_AND_RUN, address],
+            env={**os.environ, "RAY_AUTH_MODE": "token"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0 and out.stdout.strip().endswith("42"), out.stderr[-2000:]
+
+
+_JOIN_AND_RUN = """
+import sys, ray
+ray.init(address=sys.argv[1], log_to_driver=False)
+print(ray.get(ray.remote(lambda: 42).remote()))
+"""

@@ -17,7 +17,14 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["ServerProcess", "autoglm_server", "free_port", "postgres_server", "redis_server"]
+__all__ = [
+    "ServerProcess",
+    "autoglm_server",
+    "free_port",
+    "postgres_server",
+    "ray_head",
+    "redis_server",
+]
 
 
 def free_port() -> int:
@@ -209,3 +216,42 @@ def autoglm_server(data_dir: Path, **kwargs: object) -> Iterator[ServerProcess]:
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def ray_head(cpus: int = 2) -> Iterator[str]:
+    """A real Ray cluster head (``ray start --head --block``) in its own temp dir and process
+    group; yields the address to join (``127.0.0.1:PORT``) and kills the whole group after.
+
+    Joining needs ``RAY_AUTH_MODE=token`` in the joiner's environment: Ray 2.5x heads require
+    the token that ``ray start`` keeps in ``~/.ray/auth_token``.
+    """
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    port = free_port()
+    tmp = tempfile.mkdtemp(prefix="ray-head-")
+    log = open(Path(tmp) / "head.log", "wb")
+    proc = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
+         "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp}"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while b"Ray runtime started" not in (Path(tmp) / "head.log").read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(
+                    "ray head did not start:\n" + (Path(tmp) / "head.log").read_text()[-3000:]
+                )
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+        log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
