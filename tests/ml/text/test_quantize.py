@@ -140,7 +140,12 @@ def test_outliers_are_found_and_the_split_model_is_the_same_function(
         split, qkv = split_outliers(loaded.model, found)
         got = packed_hidden(split, inputs, qkv=qkv)
     torch.testing.assert_close(fused, want, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    # Same function, different float32 summation order: the planted channels carry values
+    # ~40x the rest, so rounding scales with the output's size. A fixed atol of 1e-4 failed
+    # once in CI at 1.55e-4 (two of 1344 values; ten local builds read 1e-5 to 4e-5); a
+    # dropped or misplaced outlier channel is off by whole units.
+    scale = max(1.0, float(want.abs().max()))
+    torch.testing.assert_close(got, want, atol=1e-4 * scale, rtol=1e-4)
 
 
 def test_int8_with_outliers_in_float_stays_close_where_plain_int8_drifts(
