@@ -40,20 +40,6 @@ EXECUTOR = ExecutorSettings(backend="ray", cpu=4, memory_mb=4096)
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import torch
-
-    from open_autoglm.ml.text.tiny import build_tiny_bert_classifier, build_tiny_bert_embedder
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("ray-replica-models")
-    return {
-        "emb": build_tiny_bert_embedder(root / "emb"),
-        "cls": build_tiny_bert_classifier(root / "cls"),
-    }
-
-
-@pytest.fixture(scope="module")
 def before(ray_cluster: object) -> dict[str, Any]:
     """The cluster as it was before this module started actors (CPUs free, connection users)."""
     import ray

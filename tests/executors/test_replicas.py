@@ -33,20 +33,6 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    import torch
-
-    from open_autoglm.ml.text.tiny import build_tiny_bert_classifier, build_tiny_bert_embedder
-
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("replica-models")
-    return {
-        "emb": build_tiny_bert_embedder(root / "emb"),
-        "cls": build_tiny_bert_classifier(root / "cls"),
-    }
-
-
-@pytest.fixture(scope="module")
 def service(
     tmp_path_factory: pytest.TempPathFactory, dirs: dict[str, Path]
 ) -> Iterator[ModelService]:
