@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers.replicas import pool_of, replica_service
 from open_autoglm.config import ExecutorSettings
 from open_autoglm.errors import AutoGLMError, TaskFailedError
 from open_autoglm.executors import ray_cluster as rc
 from open_autoglm.executors.model_service import ModelService
 from open_autoglm.executors.ray_replicas import RayLauncher
 from open_autoglm.executors.replicas import ProcessLauncher, ReplicaLauncher, ReplicaPool
-from open_autoglm.storage.hub import StorageHub
 
 TEXTS = [
     "graph nodes learn",
@@ -51,37 +51,9 @@ def before(ray_cluster: object) -> dict[str, Any]:
 def service(
     tmp_path_factory: pytest.TempPathFactory, dirs: dict[str, Path], before: dict[str, Any]
 ) -> Iterator[ModelService]:
-    tmp = tmp_path_factory.mktemp("ray-replica-service")
-    storage = StorageHub(f"sqlite:///{tmp / 'db.sqlite'}", tmp).open()
-    svc = ModelService(
-        storage,
-        cache_dir=tmp / "models",
-        budget_bytes=50_000_000,
-        replicas=2,
-        replica_backend="ray",
-        executor=EXECUTOR,
-    )
-    svc.register(name="emb", source=str(dirs["emb"]), task_types=["embedding"])
-    svc.register(name="emb-local", source=str(dirs["emb"]), task_types=["embedding"],
-                 options={"replicas": 0})  # fmt: skip
-    svc.register(name="cls", source=str(dirs["cls"]), task_types=["text-classification"],
-                 options={"replicas": 1})  # fmt: skip
-    warm = [threading.Thread(target=_pool, args=(svc, n)) for n in ("emb", "cls")]
-    for t in warm:  # the actors import torch in parallel
-        t.start()
-    for t in warm:
-        t.join()
-    try:
+    root = tmp_path_factory.mktemp("ray-replica-service")
+    with replica_service(root, dirs, replicas=2, replica_backend="ray", executor=EXECUTOR) as svc:
         yield svc
-    finally:
-        svc.close()
-        storage.close()
-
-
-def _pool(service: ModelService, name: str) -> ReplicaPool:
-    with service.lease(name) as model:
-        assert isinstance(model, ReplicaPool)
-        return model
 
 
 def _wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
@@ -110,7 +82,7 @@ def test_actor_replicas_embed_like_the_in_process_model(service: ModelService) -
         expected, expected_counts = local.embed_with_usage(TEXTS)
         expected_raw = local.embed(TEXTS, normalize=False, pooling="cls").numpy()
         expected_mixed, mixed_counts = local.embed_with_usage(MIXED)
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     assert pool.stats()["threads_per_replica"] == 1 and pool.stats()["alive"] == 2
     with service.lease("emb") as model:
         vectors, counts = model.embed_with_usage(TEXTS)
@@ -139,7 +111,7 @@ def test_classification_through_one_actor_matches_in_process(
     from open_autoglm.ml.text.classification import Classifier
 
     expected = Classifier.from_path(dirs["cls"]).classify(TEXTS, top_k=None)
-    pool = _pool(service, "cls")
+    pool = pool_of(service, "cls")
     assert pool.size == 1 and pool.stats()["alive"] == 1
     with service.lease("cls") as model:
         got = model.classify(TEXTS, top_k=None)
@@ -157,7 +129,7 @@ def test_replicas_are_ray_actors_in_processes_of_their_own(
 ) -> None:
     import ray
 
-    emb, cls = _pool(service, "emb"), _pool(service, "cls")
+    emb, cls = pool_of(service, "emb"), pool_of(service, "cls")
     pids = emb.pids() + cls.pids()
     assert len({os.getpid(), *pids}) == 4  # three actor processes, none of them this one
     for pid in pids:  # Ray names its actor workers' processes after the actor class
@@ -179,7 +151,7 @@ def test_an_actor_killed_while_idle_is_replaced_without_failing_a_request(
 ) -> None:
     import ray
 
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     restarts = pool.restarts
     victim = pool._all[0]
     ray.kill(victim.actor)  # type: ignore[attr-defined]
@@ -203,7 +175,7 @@ def test_an_actor_killed_mid_batch_fails_only_that_batch_and_is_replaced_under_l
 
     with service.lease("emb-local") as local:
         expected = local.embed(TEXTS).numpy()
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     restarts = pool.restarts
     victim, other = pool._all[0], pool._all[1]
     pids = pool.pids()
@@ -306,7 +278,7 @@ def test_closing_the_service_kills_the_actors_and_releases_ray(
 ) -> None:
     import ray
 
-    pools = [_pool(service, "emb"), _pool(service, "cls")]
+    pools = [pool_of(service, "emb"), pool_of(service, "cls")]
     replicas = [r for p in pools for r in p._all.values()]
     pids = [r.pid for r in replicas]
     names = [r.name for r in replicas]  # type: ignore[attr-defined]

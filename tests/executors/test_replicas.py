@@ -19,10 +19,10 @@ import numpy as np
 import psutil
 import pytest
 
+from helpers.replicas import pool_of, replica_service
 from open_autoglm.errors import TaskFailedError
 from open_autoglm.executors.model_service import ModelService
 from open_autoglm.executors.replicas import ReplicaPool, _split_by_length
-from open_autoglm.storage.hub import StorageHub
 
 TEXTS = [
     "graph nodes learn",
@@ -36,30 +36,8 @@ TEXTS = [
 def service(
     tmp_path_factory: pytest.TempPathFactory, dirs: dict[str, Path]
 ) -> Iterator[ModelService]:
-    tmp = tmp_path_factory.mktemp("replica-service")
-    storage = StorageHub(f"sqlite:///{tmp / 'db.sqlite'}", tmp).open()
-    svc = ModelService(storage, cache_dir=tmp / "models", budget_bytes=50_000_000, replicas=2)
-    svc.register(name="emb", source=str(dirs["emb"]), task_types=["embedding"])
-    svc.register(name="emb-local", source=str(dirs["emb"]), task_types=["embedding"],
-                 options={"replicas": 0})  # fmt: skip
-    svc.register(name="cls", source=str(dirs["cls"]), task_types=["text-classification"],
-                 options={"replicas": 1})  # fmt: skip
-    warm = [threading.Thread(target=_pool, args=(svc, n)) for n in ("emb", "cls")]
-    for t in warm:  # replicas import torch in parallel
-        t.start()
-    for t in warm:
-        t.join()
-    try:
+    with replica_service(tmp_path_factory.mktemp("replica-service"), dirs, replicas=2) as svc:
         yield svc
-    finally:
-        svc.close()
-        storage.close()
-
-
-def _pool(service: ModelService, name: str) -> ReplicaPool:
-    with service.lease(name) as model:
-        assert isinstance(model, ReplicaPool)
-        return model
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -69,7 +47,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_replicas_embed_like_the_in_process_model(service: ModelService) -> None:
     with service.lease("emb-local") as local:
         expected, expected_counts = local.embed_with_usage(TEXTS)
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     stats = pool.stats()
     assert stats["threads_per_replica"] == 1 and stats["alive"] == 2
     # Each replica measures its pack size at load (they may differ: each timed its own).
@@ -123,7 +101,7 @@ def _wait_for(predicate: Any, what: str, timeout: float = 30.0) -> None:
 def test_waiting_calls_are_merged_and_each_gets_its_own_rows(service: ModelService) -> None:
     with service.lease("emb-local") as local:
         alone = [local.embed([t]).numpy()[0] for t in TEXTS]
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     results: dict[int, np.ndarray] = {}
 
     def call(i: int) -> None:
@@ -158,7 +136,7 @@ def test_waiting_calls_are_merged_and_each_gets_its_own_rows(service: ModelServi
 
 
 def test_each_request_is_answered_when_its_own_call_returns(service: ModelService) -> None:
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     pids = _paused(pool)
     try:
         with service.lease("emb") as model:
@@ -182,7 +160,7 @@ def test_one_big_call_is_split_by_length_over_the_replicas(service: ModelService
     with service.lease("emb-local") as local:
         expected = local.embed(TEXTS * 5).numpy()
         counts = local.embed_with_usage(TEXTS * 5)[1]
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     before = pool.stats()
     with service.lease("emb") as model:
         got, got_counts = model.embed_with_usage(TEXTS * 5)  # each replica takes a length range
@@ -209,7 +187,7 @@ def test_classification_replica_matches_in_process(
 def test_a_replica_killed_while_idle_is_replaced_without_failing_a_request(
     service: ModelService,
 ) -> None:
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     restarts = pool.restarts
     victim = pool._all[0]
     os.kill(victim.pid, signal.SIGKILL)
@@ -229,7 +207,7 @@ def test_a_replica_killed_while_idle_is_replaced_without_failing_a_request(
 
 
 def test_a_replica_killed_mid_batch_fails_only_that_batch(service: ModelService) -> None:
-    pool = _pool(service, "emb")
+    pool = pool_of(service, "emb")
     restarts = pool.restarts
     pids = _paused(pool)
     try:
@@ -260,7 +238,7 @@ def test_a_replica_killed_mid_batch_fails_only_that_batch(service: ModelService)
 
 
 def test_eviction_stops_the_replica_processes(service: ModelService) -> None:
-    pool = _pool(service, "cls")
+    pool = pool_of(service, "cls")
     procs = [psutil.Process(pid) for pid in pool.pids()]
     assert procs and all(p.is_running() for p in procs)
     assert service.cache.evict("cls")
