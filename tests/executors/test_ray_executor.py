@@ -320,3 +320,49 @@ import sys, ray
 ray.init(address=sys.argv[1], log_to_driver=False)
 print(ray.get(ray.remote(lambda: 42).remote()))
 """
+
+
+def test_a_task_cancelled_before_submission_or_refused_by_ray_is_reported_once(
+    tmp_path: Path, ray_cluster: object
+) -> None:
+    import threading
+
+    from open_autoglm.executors.base import Job
+    from open_autoglm.executors.ray_executor import _RayJob
+
+    class Sink:
+        def __init__(self) -> None:
+            self.done_calls: list[tuple[str, Any]] = []
+            self.finished = threading.Event()
+
+        def event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
+            pass
+
+        def done(self, task_id: str, outcome: Any) -> None:
+            self.done_calls.append((task_id, outcome))
+            self.finished.set()
+
+    rt = Runtime(_settings(tmp_path / "data")).start()
+    try:
+        executor = rt._executor
+        assert isinstance(executor, RayExecutor)
+        ttype = rt.plugins.task_type("probe")
+
+        def job(task_id: str, cpu: float) -> Job:
+            return Job(task_id, ttype, None, None, ttype.params_model(), {}, 1, 1, cpu=cpu)
+
+        sink = Sink()
+        early = _RayJob(job("early", 1.0), sink, executor)
+        early.cancel("user")  # before it was ever sent to Ray
+        early.start()
+        assert sink.finished.wait(10), "a job cancelled before submission was never reported"
+        assert [(t, o.status.value) for t, o in sink.done_calls] == [("early", "cancelled")]
+
+        sink = Sink()
+        _RayJob(job("refused", -1.0), sink, executor).start()  # Ray rejects num_cpus < 0
+        assert sink.finished.wait(10), "a job Ray refused was never reported"
+        ((task_id, outcome),) = sink.done_calls
+        assert task_id == "refused" and outcome.error["code"] == "worker_died"
+        assert outcome.retryable and "Ray did not take the task" in outcome.error["message"]
+    finally:
+        rt.stop()

@@ -211,18 +211,21 @@ class _RayJob:
         outcome: Outcome | None = None
         artifacts: list[dict[str, Any]] = []
         try:
+            early: Outcome | None = None  # finished outside the lock: _finish takes it
             with self._lock:
                 if self._reason:
-                    self._finish(cancelled_outcome(self._reason, []))
-                    return
-                try:
-                    ref = ex.remote.options(**self._options()).remote(
-                        ex.callbacks.address, ex.callbacks.key, token, raw
-                    )
-                except Exception as exc:  # Ray refused it (disconnected, bad options)
-                    self._finish(worker_died(f"Ray did not take the task: {exc}", []))
-                    return
-                self._ref = ref
+                    early = cancelled_outcome(self._reason, [])
+                else:
+                    try:
+                        self._ref = ex.remote.options(**self._options()).remote(
+                            ex.callbacks.address, ex.callbacks.key, token, raw
+                        )
+                    except Exception as exc:  # Ray refused it (disconnected, bad options)
+                        early = worker_died(f"Ray did not take the task: {exc}", [])
+                ref = self._ref
+            if early is not None:
+                self._finish(early)
+                return
             conn: Connection | None = None
             waited = 0.0
             while conn is None:
