@@ -27,6 +27,7 @@ from open_autoglm.executors import ray_cluster as rc
 from open_autoglm.executors.model_service import ModelService
 from open_autoglm.executors.ray_replicas import RayLauncher
 from open_autoglm.executors.replicas import ProcessLauncher, ReplicaLauncher, ReplicaPool
+from open_autoglm.storage.replicas import pid_alive
 
 TEXTS = [
     "graph nodes learn",
@@ -70,11 +71,7 @@ def _free_cpu() -> float:
 
 
 def _proc_gone(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return True
-    return state in (b"Z", b"X")
+    return not pid_alive(pid)
 
 
 def test_actor_replicas_embed_like_the_in_process_model(service: ModelService) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +40,7 @@ from open_autoglm.executors.replicas import (
     load_replica_model,
 )
 from open_autoglm.executors.sched_policy import compute_policy
+from open_autoglm.storage.replicas import pid_alive
 
 __all__ = ["RayLauncher"]
 
@@ -76,24 +76,6 @@ class _ReplicaActor:
 @functools.cache
 def _actor_class() -> Any:
     return ray_cluster.ray_module().remote(_ReplicaActor)
-
-
-def _pid_running(pid: int) -> bool:
-    """Whether process ``pid`` of this machine runs (a zombie waiting for its reaper does not)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):  # no /proc (not Linux): existence is all we can tell
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-    return state not in (b"Z", b"X")
 
 
 class _ActorReplica(Replica):
@@ -132,7 +114,7 @@ class _ActorReplica(Replica):
     def alive(self) -> bool:
         if self._death is not None:
             return False
-        if self._local and self._pid and not _pid_running(self._pid):
+        if self._local and self._pid and not pid_alive(self._pid):
             self._death = "its process exited"
             return False
         return True

@@ -27,14 +27,22 @@ _ACTIVE = ("queued", "running")
 
 
 def pid_alive(pid: int) -> bool:
-    """True if a process with ``pid`` exists on this host."""
+    """True if a process with ``pid`` runs on this host. A zombie (exited, not yet reaped by
+    its parent) does not: it answers signals but will never run again."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except FileNotFoundError:
         return False
-    except PermissionError:  # exists, owned by someone else
+    except (OSError, IndexError):  # no /proc (not Linux): existence is all we can tell
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:  # exists, owned by someone else
+            return True
         return True
-    return True
+    return state not in (b"Z", b"X")
 
 
 class ReplicaRegistry:
