@@ -348,18 +348,22 @@ def test_a_task_cancelled_before_submission_or_refused_by_ray_is_reported_once(
         assert isinstance(executor, RayExecutor)
         ttype = rt.plugins.task_type("probe")
 
+        def never_served(conn: Any) -> Any:  # neither job gets as far as a worker
+            raise AssertionError("no worker should connect")
+
         def job(task_id: str, cpu: float) -> Job:
             return Job(task_id, ttype, None, None, ttype.params_model(), {}, 1, 1, cpu=cpu)
 
         sink = Sink()
-        early = _RayJob(job("early", 1.0), sink, executor)
+        early = _RayJob(job("early", 1.0), sink, executor, b"{}", never_served)
         early.cancel("user")  # before it was ever sent to Ray
         early.start()
         assert sink.finished.wait(10), "a job cancelled before submission was never reported"
         assert [(t, o.status.value) for t, o in sink.done_calls] == [("early", "cancelled")]
 
         sink = Sink()
-        _RayJob(job("refused", -1.0), sink, executor).start()  # Ray rejects num_cpus < 0
+        # Ray rejects num_cpus < 0
+        _RayJob(job("refused", -1.0), sink, executor, b"{}", never_served).start()
         assert sink.finished.wait(10), "a job Ray refused was never reported"
         ((task_id, outcome),) = sink.done_calls
         assert task_id == "refused" and outcome.error["code"] == "worker_died"

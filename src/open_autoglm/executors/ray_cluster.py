@@ -91,10 +91,10 @@ def acquire(settings: ExecutorSettings) -> ClusterInfo:
             _OWNED = not settings.ray_address
             log.info("ray: connected to %s", settings.ray_address or "a new local instance")
         _USERS += 1
-        total = ray.cluster_resources()
         local = _OWNED
     if local:  # a local instance: the settings are the budget (Ray's memory is all of RAM)
         return ClusterInfo(settings.cpu, settings.memory_mb, settings.gpu, "local", True)
+    total = ray.cluster_resources()
     return ClusterInfo(
         cpu=float(total.get("CPU", 0.0)),
         memory_mb=int(total.get("memory", 0.0) // 2**20),

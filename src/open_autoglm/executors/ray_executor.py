@@ -30,13 +30,15 @@ them: like a crash, they are re-queued when a replica takes them over.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import queue
 import secrets
 import socket
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable
 from multiprocessing import AuthenticationError
 from multiprocessing.connection import (
     Client,
@@ -161,10 +163,19 @@ class _CallbackServer:
 class _RayJob:
     """One process-mode task on Ray, supervised from a thread of this process."""
 
-    def __init__(self, job: Job, sink: ResultSink, executor: RayExecutor) -> None:
+    def __init__(
+        self,
+        job: Job,
+        sink: ResultSink,
+        executor: RayExecutor,
+        payload: bytes,
+        serve: Callable[[Connection], tuple[Outcome | None, list[dict[str, Any]]]],
+    ) -> None:
         self.job = job
         self._sink = sink
         self._ex = executor
+        self._payload = payload  # the job as the worker reads it (JSON)
+        self._serve = serve  # relay() bound to this job: answers the worker until it hangs up
         self._lock = threading.Lock()
         self._reason = ""
         self._ref: Any = None
@@ -204,10 +215,6 @@ class _RayJob:
         ray = ex.ray
         token = secrets.token_hex(16)
         inbox = ex.callbacks.expect(token)
-        raw = orjson.dumps(
-            job_payload(self.job, ex.artifact_root, ex.process_env, ex.services),
-            option=orjson.OPT_SERIALIZE_NUMPY,
-        )
         outcome: Outcome | None = None
         artifacts: list[dict[str, Any]] = []
         try:
@@ -218,7 +225,7 @@ class _RayJob:
                 else:
                     try:
                         self._ref = ex.remote.options(**self._options()).remote(
-                            ex.callbacks.address, ex.callbacks.key, token, raw
+                            ex.callbacks.address, ex.callbacks.key, token, self._payload
                         )
                     except Exception as exc:  # Ray refused it (disconnected, bad options)
                         early = worker_died(f"Ray did not take the task: {exc}", [])
@@ -227,7 +234,7 @@ class _RayJob:
                 self._finish(early)
                 return
             conn: Connection | None = None
-            waited = 0.0
+            note_at: float | None = time.monotonic() + _PENDING_NOTE_S
             while conn is None:
                 try:
                     conn = inbox.get(timeout=_POLL_S)
@@ -235,18 +242,12 @@ class _RayJob:
                     finished, _ = ray.wait([ref], timeout=0)
                     if finished:  # removed while queued, or died before it connected
                         break
-                    waited += _POLL_S
-                    if waited >= _PENDING_NOTE_S and waited - _POLL_S < _PENDING_NOTE_S:
+                    if note_at is not None and time.monotonic() >= note_at:
                         self._note_pending(ray)
+                        note_at = None
             if conn is not None:
                 try:
-                    outcome, artifacts = relay(
-                        conn,
-                        self.job,
-                        self._sink,
-                        record_artifact=ex.record_artifact,
-                        services=ex.services,
-                    )
+                    outcome, artifacts = self._serve(conn)
                 finally:
                     conn.close()
         finally:
@@ -320,22 +321,6 @@ class RayExecutor(LocalExecutor):
         self.remote: Any = None
         self.callbacks: _CallbackServer
 
-    # what _RayJob reads
-    @property
-    def artifact_root(self) -> str:
-        return self._artifact_root
-
-    @property
-    def process_env(self) -> Mapping[str, Any]:
-        return self._process_env
-
-    @property
-    def services(self) -> Mapping[str, Any]:
-        return self._services
-
-    def record_artifact(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return self._record(*args, **kwargs)
-
     def start(self) -> None:
         self.cluster = ray_cluster.acquire(self._settings)
         try:
@@ -359,7 +344,16 @@ class RayExecutor(LocalExecutor):
         super().start()
 
     def _start_process(self, job: Job, sink: ResultSink) -> Any:
-        rj = _RayJob(job, sink, self)
+        payload = job_payload(job, self._artifact_root, self._process_env, self._services)
+        rj = _RayJob(
+            job,
+            sink,
+            self,
+            orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+            functools.partial(
+                relay, job=job, sink=sink, record_artifact=self._record, services=self._services
+            ),
+        )
         with self._live_lock:
             self._live.add(rj)
         rj.start()

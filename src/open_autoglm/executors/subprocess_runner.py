@@ -83,7 +83,7 @@ class ProcessJob:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
         payload = job_payload(self.job, self._artifact_root, self._env, self._services)
-        proc = ctx.Process(target=_child_main, args=(child, orjson.dumps(payload)), daemon=True)
+        proc = ctx.Process(target=run_child, args=(child, orjson.dumps(payload)), daemon=True)
         with self._lock:
             if self._reason:
                 self._finish(cancelled_outcome(self._reason, []))
@@ -314,10 +314,6 @@ class _ServiceProxy:
             return self._ctx._call(self._name, method, args, kwargs)
 
         return call
-
-
-def _child_main(conn: Connection, raw: bytes) -> None:
-    run_child(conn, raw)
 
 
 def run_child(conn: Connection, raw: bytes) -> None:
