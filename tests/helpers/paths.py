@@ -4,5 +4,7 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 PLUGIN_DIR = FIXTURES / "plugins"
+# The data sets the project may use offline: ../shared/data beside the checkout.
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-__all__ = ["FIXTURES", "PLUGIN_DIR"]
+__all__ = ["FIXTURES", "PLUGIN_DIR", "SHARED_DATA"]

@@ -10,13 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from helpers.paths import SHARED_DATA
 from open_autoglm.errors import ValidationError
 from open_autoglm.spec import graph as graph_mod
 from open_autoglm.spec import graph_loaders
 from open_autoglm.spec.graph import GraphLimits, GraphPolicy, parse_graph, validate_graph_arrays
 from open_autoglm.spec.graph_loaders import load_graph, load_graph_csv, load_graph_npz
 
-DATA = Path("/work/shared/data/graphs")
+DATA = SHARED_DATA / "graphs"
 
 
 def base(**over: Any) -> dict[str, Any]:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from helpers.paths import SHARED_DATA
 from open_autoglm.ml.graph.data import GraphTensors
 from open_autoglm.ml.graph.inference import predict_proba
 from open_autoglm.ml.graph.models import ModelConfig, ModelKind, build_model
 from open_autoglm.spec.graph_loaders import load_graph_npz
 
 torch.set_num_threads(1)
-DATA = Path("/work/shared/data/graphs")
+DATA = SHARED_DATA / "graphs"
 
 
 @pytest.fixture(scope="module")
