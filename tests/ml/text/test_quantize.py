@@ -102,12 +102,15 @@ def test_onnx_packed_graph_matches_torch_and_keeps_outliers_float(
 def _plant_outliers(model: Any) -> None:
     """Give a tiny random BERT the outliers trained ones have: one hidden dimension large at
     every attention and FFN input (through the LayerNorms' scales) and one FFN channel large
-    in layer 0."""
+    in layer 0.
+
+    Query and key stay as initialised: scaled up, they make attention nearly argmax, so any
+    rounding (int8 or not) flips which token a head attends to and the test measures that
+    instability instead of the outlier split.
+    """
     with torch.no_grad():
         for name, param in model.encoder.named_parameters():
-            if name.endswith("dense.weight") or name.endswith(
-                ("query.weight", "key.weight", "value.weight")
-            ):
+            if name.endswith(("dense.weight", "value.weight")):
                 param *= 5.0  # random init's std 0.02 leaves the residual carrying everything
         model.embeddings.LayerNorm.weight[5] *= 40.0
         for layer in model.encoder.layer:
@@ -157,10 +160,7 @@ def test_int8_with_outliers_in_float_stays_close_where_plain_int8_drifts(
 
     loaded = load_model(tiny_embedder_dir, "embedding")
     _plant_outliers(loaded.model)
-    # Fixed token ids rather than tokenised text: the tiny model's weights are the same every
-    # run, its trained tokenizer's vocabulary is not (and with it the ids of any text).
-    # find_outliers still tokenises its sentences, so which non-planted channels it picks
-    # varies: over 12 runs split int8 gave min cosine 0.9864-0.9942, plain int8 0.0792.
+    # Fixed token ids rather than tokenised text, so the inputs do not depend on the corpus.
     generator = torch.Generator().manual_seed(0)
     vocab = loaded.model.config.vocab_size
     ids = [torch.randint(vocab, (n,), generator=generator).tolist() for n in (3, 7, 12, 20, 31) * 3]

@@ -1,7 +1,7 @@
 """Build tiny, deterministic language models on disk for tests and local demos.
 
 No model hub is reachable where this project is built, so tests make their own models: a
-tokenizer trained with ``tokenizers`` on a small built-in corpus, a random-init config with a
+tokenizer built from a small built-in corpus (the same ids on every build), a random-init config with a
 fixed seed, and ``save_pretrained`` (safetensors + tokenizer files). The result loads through
 :func:`open_autoglm.ml.text.loading.load_model` exactly like a real model directory.
 """
@@ -72,20 +72,38 @@ def _bpe_tokenizer(vocab_size: int) -> Any:  # PreTrainedTokenizerFast
     return fast
 
 
+def _wordpiece_vocab(specials: list[str]) -> dict[str, int]:
+    """Specials, every printable ASCII character alone and as a ``##`` continuation, then the
+    corpus's words by frequency (ties alphabetical): the same ids on every build.
+
+    ``tokenizers``' WordPieceTrainer breaks frequency ties in hash-map order, so two builds
+    got different vocabularies (342 or 343 tokens) and with them different token ids for the
+    same text, which made tests on tiny models pass or fail by build.
+    """
+    import string
+    from collections import Counter
+
+    alphabet = sorted(set(string.ascii_lowercase + string.digits + string.punctuation))
+    words = Counter(word for line in TINY_CORPUS for word in line.split())
+    ranked = sorted(words, key=lambda word: (-words[word], word))
+    tokens = [*specials, *alphabet, *(f"##{c}" for c in alphabet)]
+    tokens += [word for word in ranked if word not in tokens]
+    return {token: i for i, token in enumerate(tokens)}
+
+
 def _wordpiece_tokenizer(vocab_size: int) -> Any:  # PreTrainedTokenizerFast
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
     from transformers import PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = _wordpiece_vocab(specials)
+    if len(vocab) > vocab_size:
+        raise ValueError(f"tiny vocabulary has {len(vocab)} tokens, over {vocab_size}")
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=specials, show_progress=False
-    )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -132,9 +150,8 @@ def build_tiny_gpt2(
     return out
 
 
-# The BERT models' embedding rows: the trained WordPiece vocabulary stays under it. Fixed, not
-# the tokenizer's size: tokenizers' trainer breaks ties differently run to run (342 or 343
-# tokens here), and a model sized by it got other random weights from the same seed.
+# The BERT models' embedding rows: the WordPiece vocabulary stays under it, and a fixed size
+# keeps the random init the same if the corpus grows.
 _BERT_VOCAB = 400
 
 
