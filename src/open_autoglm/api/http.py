@@ -1,14 +1,13 @@
 """uvicorn's httptools protocol, with each response's writes sent as one.
 
 uvicorn writes a response's status line and headers on ``http.response.start`` and its body
-on ``http.response.body``: two ``send`` system calls and two TCP segments per response. On
-loopback the kernel delivers each segment to the client inside the sender's system call, so
-the second write is not cheap: with 32 clients on ``/v1/embeddings`` the writes were ~13% of
-the server process's CPU (py-spy, GIL samples). :class:`CoalescingHttpToolsProtocol` hands
-uvicorn a transport that collects what is written during one event-loop iteration and sends
-it with one ``write`` at the end of it. A response whose head and body are sent together
-(every ``JSONResponse``) leaves in one segment; a streamed body's chunks still leave as they
-come, one loop iteration later at most.
+on ``http.response.body``: two ``send`` system calls and two TCP segments per response, and
+on loopback the kernel delivers each segment inside the sender's system call, so the second
+write is not cheap. :class:`CoalescingHttpToolsProtocol` hands uvicorn a transport that
+collects what is written during one event-loop iteration and sends it with one ``write`` at
+the end of it. A response whose head and body are sent together (every ``JSONResponse``)
+leaves in one segment; a streamed body's chunks still leave as they come, one loop
+iteration later at most.
 
 ``autoglm serve`` runs uvicorn with this protocol (``http=``); every server test goes
 through it.

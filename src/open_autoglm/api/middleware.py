@@ -205,8 +205,8 @@ class DirectRoutes:
 
     FastAPI matches a request against its included routers one after the other (with scope
     bookkeeping for every candidate route), then wraps the endpoint in dependency solving
-    and exception handling: ~12% of the server process's CPU on a ``/v1/embeddings``
-    request (py-spy, GIL samples, 32 clients). The endpoints given here take a ``Request``,
+    and exception handling, a large share of the server process's CPU on the hottest
+    routes. The endpoints given here take a ``Request``,
     return a ``Response``, declare no dependencies and answer their own errors, so this
     middleware, innermost (inside the API key, rate limit and body bound), calls them
     directly for an exact method and path. Every other request, and every request under a

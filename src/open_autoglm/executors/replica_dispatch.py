@@ -1,14 +1,11 @@
 """How a replica pool's free workers share what waits: a cost model of one call, and shares
 that let the busy replicas and the free one finish together.
 
-A call to an encoder replica costs a fixed part plus a part per text. The fixed part is
-large on CPU: small calls run their Linears on few rows, which streams every weight for
-little work (all-MiniLM-L6-v2, one thread, a 2-core Xeon: ~7 ms per call and ~5.7 ms per
-text, so a call of one text costs twice as much per text as a call of eight). Greedy
-dispatch (a free replica takes all that waits, at once) spent that badly; a trace of 32
-closed-loop clients on two replicas showed one replica taking all 31 waiting texts (200 ms
-of work) while the other, free again 10 ms later, ran the one client left over one text at
-a time (13 calls of 1 text in those 200 ms); 215 of 484 calls carried a single text.
+A call to an encoder replica costs a fixed part plus a part per text, and the fixed part is
+large on CPU (small calls stream every weight for little work), so a call of one text costs
+far more per text than a call of eight. Greedy dispatch (a free replica takes all that
+waits, at once) spends that badly: one replica takes everything while the other, free again
+a moment later, serves the clients left over one text at a time.
 
 :meth:`DispatchPolicy.share` tells a free worker how much of the waiting work to take: the
 work is cut so that this replica and the others (busy ones from when their current call is
@@ -18,10 +15,7 @@ half when another replica is free too, more than half when another frees up soon
 
 The cost model is an exponentially weighted least-squares line through (call cost, seconds)
 of the pool's own calls, so it follows the machine and the model. Until it has seen enough
-calls of different sizes, busy replicas get no share and free ones split evenly (the pool's
-rule before). Tried and dropped: letting a free worker wait a few ms for a fuller call when
-requests arrived in a burst. With these shares in place it changed nothing at 32 clients
-and cost 4% at 8 (alternating rounds in one server).
+calls of different sizes, busy replicas get no share and free ones split evenly.
 
 Pure: no threads, no clock (callers pass times), so it is driven directly in unit tests.
 """

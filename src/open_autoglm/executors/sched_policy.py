@@ -1,18 +1,13 @@
 """Linux CPU scheduling: the server's own threads yield to the model replicas.
 
-Under load the model replicas (``executors/replicas.py``, one per core) compute without a
-break, and the server process's threads (event loop, scheduler, storage writer, dispatch)
-wake hundreds of times a second for a fraction of a millisecond each. Under the default
-policy every such wake-up preempts a replica in the middle of its matrix products; a probe
-with bursts like these cost a compute-bound loop 3-11% of its speed per item, more than the
-bursts' own CPU time. Under ``SCHED_BATCH`` a waking thread does not preempt the running
+Under load the model replicas (one per core) compute without a break, and the server
+process's threads (event loop, scheduler, storage writer, dispatch) wake hundreds of times a
+second for a fraction of a millisecond each. Under the default policy every such wake-up
+preempts a replica in the middle of its matrix products, which costs it more than the
+wake-up's own CPU time. Under ``SCHED_BATCH`` a waking thread does not preempt the running
 one: it runs when the replica's time slice ends (a millisecond or two), or at once on an
 idle core, so at low load nothing changes. The processes that compute (model replicas,
 subprocess tasks) get the default policy back when they start.
-
-Measured (/v1/embeddings at c=32, one server, the policy switched between alternating
-rounds): 1.03x QPS over 10 rounds (0.99-1.07 per pair, 8 of 10 above 1) with p50 unchanged.
-Setting it for the replicas too gave 1.00x.
 
 ``executor.yield_to_replicas`` (default on) applies it in ``autoglm serve``; elsewhere
 (tests, an embedding application) the process is left as it is. Not Linux: nothing to do.

@@ -8,13 +8,10 @@ do not wait. If a batch fails, each write is retried alone so one bad write fail
 its own future.
 
 Log writes (``lazy=True``: an online task's record, stored after it was answered) have no
-one waiting on them. A batch of only such writes lingers up to ``log_linger_s`` (25 ms) for
-more company, and ends at once when a write someone waits on arrives. At ~340 embedding
-requests/s the writer used to wake and commit for every one or two tasks, a context switch
-per request on the two cores the model replicas compute on (short, frequent wake-ups of
-other threads cost a compute-bound process 3-11% of its speed per item in a probe). With the
-linger: the writer's CPU per request 0.18 -> 0.14 ms, the server's voluntary context switches
-3.2 -> 2.5 per request, replicas preempted ~20% less often; QPS moved less than the noise.
+one waiting on them. A batch of only such writes lingers up to ``log_linger_s`` for more
+company, and ends at once when a write someone waits on arrives: under load the writer
+would otherwise wake and commit for every request, preempting the model replicas computing
+on the same cores.
 
 Fencing: a write that names an ``owner`` changes an existing task only while the task row
 still belongs to that replica. A replica that stalled past its lease may have had its tasks
@@ -24,13 +21,8 @@ owns (``UPDATE ... SET owner = owner WHERE owner = ? RETURNING id``: a row lock 
 PostgreSQL, the write lock in SQLite, so no claim can slip in before the commit); writes for
 the other rows are dropped whole (fields, events, result) and resolve to :data:`FENCED`.
 
-Measured cost (``echo`` tasks, 2 cores): the writes are most of a task's CPU (40 µs per task
-with them stubbed out, ~90 µs with them). Part of that is ``sqlite3`` releasing and retaking
-the GIL around every row it steps: ``executemany`` next to one busy Python thread took 1.5x
-as long as the two run one after the other. Moving the writes into a child process
-(JSON frames over a pipe) cut the main process's CPU per task from ~90 to ~60 µs but made
-the whole slower (8.9k against 10.6k tasks/s): the child then competed for the only other
-core. Revisit on machines with more cores.
+The writer is a thread, not a child process: a process would take the GIL cost of
+``sqlite3`` off the main process but compete for the cores the work runs on.
 """
 
 from __future__ import annotations

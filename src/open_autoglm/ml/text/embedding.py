@@ -5,26 +5,16 @@ Pooling -> Normalize) and ``1_Pooling/config.json`` (which pooling). :class:`Emb
 those when present so all-MiniLM-L6-v2 gives the same vectors as sentence-transformers,
 without depending on that package.
 
-Texts are sorted by token count and grouped so short texts are not padded to the longest one
-in the request. BERT-family encoders (MiniLM among them) run *packed* (:func:`plan_packs`,
-:func:`packed_hidden`): the texts of a pack, up to ``pack_tokens`` tokens in all, go
-through every Linear as one run of rows with no padding at all, and only attention sees
-them padded. A padded forward pays a fixed cost per pass (streaming the encoder's weights)
-and pads each pass to its longest text, so padded bucketing has to trade passes against
-padding (:func:`plan_buckets`); packing pays neither. On MiniLM with one thread it took a
-text from 4.8 to 3.9 ms in calls of 8 texts and from 4.0 to 3.6 ms in calls of 32, with
-cosine >= 0.9999998 to the padded forward. A call goes in as few packs as ``pack_tokens``
-allows, of about equal size; the cap is measured at load (:meth:`Embedder.tune`), since
-where a pack's activations spill out of the core's cache depends on the machine (on an AMD
-EPYC 384 tokens ran 10-14% slower per token than 256; on a Xeon with 2 MB of L2 per core
-256 to 1024 cost the same). Other architectures keep :func:`plan_buckets`.
-
-Attention's cost grows with the square of the padded length, so within a pack it runs per
-group of similar lengths (:func:`plan_attention`), each group padded to its own longest
-text. A server's calls hold whatever requests waited, of mixed lengths: on calls of 9 random
-texts (6-40 words) one padded layout spent ~16% of the time in attention against ~9% for
-texts of similar length, and the groups made those calls 6-8% faster (calls of 16: ~5%;
-calls of 32, whose packs already hold neighbouring lengths: ~1%).
+A padded forward pays a fixed cost per pass (streaming the encoder's weights) and pads each
+pass to its longest text, so it has to trade passes against padding. BERT-family encoders
+therefore run *packed* (:func:`plan_packs`, :func:`packed_hidden`): the texts of a pack, up
+to ``pack_tokens`` tokens in all, go through every Linear as one run of rows with no
+padding, and only attention sees them padded, per group of similar lengths
+(:func:`plan_attention`), since attention's cost grows with the square of the padded
+length. A call goes in as few packs of about equal size as the cap allows; the cap is
+measured at load (:meth:`Embedder.tune`), since where a pack's activations spill out of the
+core's cache depends on the machine. Other architectures keep padded passes planned by cost
+(:func:`plan_buckets`).
 """
 
 from __future__ import annotations

@@ -1,44 +1,29 @@
 """Float32 ``nn.Linear`` layers computed on prepacked weights, on CPU: oneDNN or MKL.
 
-An encoder forward on CPU is almost all matrix products: in MiniLM ``aten::addmm`` takes 89% of
-the time. PyTorch sends float32 ``Linear`` to MKL's sgemm, and MKL picks its AVX-512 kernels
-only on Intel CPUs; on this machine's AMD EPYC (Zen 4, AVX-512) it ran at ~115 GFLOPS per core
-where oneDNN, which ships inside the same torch wheel and picks kernels by the CPU's features,
-ran the same product at ~250 (``benchmarks/serving.py`` records the effect end to end).
+An encoder forward on CPU is almost all matrix products, and torch's ``Linear`` lets MKL
+repack the weight on every call, which for the few rows of a short text is most of the
+work; on CPUs where MKL skips its best kernels, oneDNN (shipped in the same torch wheel)
+computes the same product faster. :func:`swap_linears` swaps a model's float32 ``Linear``
+modules for a :class:`PackedLinear` form that keeps ``weight`` and ``bias`` (``state_dict``,
+``dtype`` and tied weights behave as before) plus a copy of the weight packed once:
 
-:func:`swap_linears` swaps a model's float32 ``Linear`` modules for a :class:`PackedLinear`
-form, which keeps the ``weight`` and ``bias`` parameters (``state_dict``, ``dtype`` and tied
-weights behave as before) plus a copy of the weight packed once for one library:
+- :class:`OneDNNLinear`: oneDNN's blocked layout (``torch.ops.mkldnn._linear_pointwise``, the
+  op TorchInductor's CPU backend emits for the same purpose);
+- :class:`MklLinear`: MKL's packed layout (``torch.ops.mkl._mkl_linear``, Inductor's op for
+  frozen float32 Linears).
 
-- :class:`OneDNNLinear`: oneDNN's blocked layout, ``torch.ops.mkldnn._linear_pointwise``, the
-  op TorchInductor's CPU backend emits for the same purpose;
-- :class:`MklLinear`: MKL's packed layout (``cblas_sgemm_pack``), ``torch.ops.mkl._mkl_linear``,
-  the op Inductor emits for frozen float32 Linears where torch has MKL.
+The packed copy is not updated if the weights change: inference only. oneDNN compiles a
+kernel per input shape, so inputs are padded to one of a few row counts (:func:`row_bucket`)
+to keep a server meeting thousands of shapes from growing without bound.
 
-Serving models are frozen: the packed copy is not updated if the weights change, so this is
-for inference only.
-
-oneDNN compiles and caches a kernel per input shape, so inputs are padded to one of a few
-row counts (:func:`row_bucket`): without that, a server meeting thousands of text-count x
-length combinations grew by gigabytes and recompiled once past oneDNN's cache.
-
-Rows are independent bit for bit in oneDNN: a row's output is the same whatever other rows
-share the call (measured for every shape SmolLM2 and MiniLM use, 1 to 520 rows; ``tests/ml/
-text/test_linear.py`` keeps it so). torch's own path does not have this property: a single
-row goes through MKL's gemv, several through its gemm, which sum in a different order. It is
-what lets generation batch requests and still give each the output it gets alone, and the
-decode steps (a few rows against large weights) ran ~2x faster for SmolLM2-135M.
-
-The ops are internal to PyTorch, so the swap checks one first: it must exist and match
-``F.linear`` on a probe; otherwise models keep the stock layers (and a log line says why).
-
-On Intel CPUs MKL does pick its AVX-512 kernels, and there oneDNN did not pay: on a 2-core
-Xeon (AVX-512, AMX) MiniLM's packed forward ran 7-15% faster with torch's own Linears, though
-each Linear timed alone was about as fast either way, and 3-13% faster again with
-:class:`MklLinear`, which saves sgemm repacking the weight on every call. So an embedding
-model loaded with ``auto`` times its own forward in every usable form (:class:`LinearChoice`,
-used by ``ml/text/tuning.py``) and keeps the fastest. Generation and classification keep
-oneDNN wherever it is usable, for the invariance above.
+oneDNN computes each row bit for bit the same whatever other rows share the call (torch's
+path sends one row through gemv and several through gemm, which sum in another order); that
+is what lets generation batch requests and still give each the output it gets alone, so
+generation and classification keep oneDNN wherever it is usable. Embedding models loaded
+with ``auto`` time every usable form at load (:class:`LinearChoice`, ``ml/text/tuning.py``)
+and keep the fastest. The ops are internal to PyTorch, so a swap first checks that the op
+exists and matches ``F.linear`` on a probe, and otherwise keeps the stock layers with a log
+line saying why.
 """
 
 from __future__ import annotations
@@ -139,9 +124,8 @@ class MklLinear(PackedLinear):
     ``torch.ops.mkl._mkl_linear``, the op TorchInductor emits for frozen float32 Linears.
 
     torch's own Linear calls sgemm with the plain weight, and sgemm repacks it on every call:
-    for the few rows of a short text that is most of the work. Packed once, a 384 x 1536
-    product ran 1.57x as fast at 16 rows, 1.33x at 33, 1.15x at 100 and the same from ~300
-    rows (one thread, Xeon with AVX-512). MKL's packed layout does not depend on the row
+    for the few rows of a short text that is most of the work, and the gain fades as the
+    rows grow to a few hundred. MKL's packed layout does not depend on the row
     count: one copy serves every call, no shapes are compiled and nothing is padded. The result
     equals torch's Linear bit for bit from 16 rows up and within rounding below, where the
     kernels differ (tests/ml/text/test_linear.py).
@@ -174,8 +158,7 @@ def row_bucket(m: int) -> int:
     different counts: over 3,000 distinct shapes a process grew by 2 GB, and once past the
     cache it recompiled on every call. Rounded rows (steps of 8 up to 128, 16 up to 512, 32
     up to 2048, 128 up to 8192, then 512) keep it to ~140 shapes per weight up to 8192 rows.
-    The price, padding each Linear's input to its bucket, measured 5-13% against exact shapes
-    with a warm cache.
+    The price is the padding of each Linear's input to its bucket.
     """
     step = 8 if m <= 128 else 16 if m <= 512 else 32 if m <= 2048 else 128 if m <= 8192 else 512
     return -(-m // step) * step

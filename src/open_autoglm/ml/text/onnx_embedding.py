@@ -1,23 +1,14 @@
 """Embeddings through ONNX Runtime with int8 weights: the fast opt-in path for encoders.
 
 torch's dynamic int8 either loses too much accuracy (every Linear) or gains too little
-(attention only) on MiniLM. ONNX Runtime's dynamic int8 (per-channel weights, one scale per
-call for each Linear's input) is fast, but a trained BERT's activations have outlier
-channels: on MiniLM one hidden dimension reaches ~28 at every FFN input and ~10 at every
-attention input where the median dimension peaks at ~1.5, and layers 0-3 have FFN channels
-reaching 14-24. One int8 scale over such an input spends its range on those few. So the
-int8 graph computes them apart, in float32 (:func:`find_outliers`, :func:`split_outliers`,
-after LLM.int8()'s decomposition, with the channels fixed once from a few sentences): four
-hidden dimensions of each Q/K/V and FFN input and eight FFN channels per layer; every big
-Linear runs in int8.
-
-Measured on MiniLM, one thread, calls of 8 and 32 texts: cosine to float32 min
-0.9956-0.9979 over five sets (the 512 benchmark sentences, two other generated sets of 1024,
-two sets of real product reviews; ``benchmarks/quantize_minilm.py --onnx`` prints them) at
-1.73-1.77 ms per text, where every Linear quantised whole gave min 0.9735-0.9855. The
-previous int8 graph, which kept every FFN output projection and the first FFN input
-projection whole in float32, took 2.27-2.31 ms at min 0.9890-0.9942 (0.9890 on reviews);
-float32 ONNX takes 3.4 ms.
+(attention only). ONNX Runtime's dynamic int8 (per-channel weights, one scale per call for
+each Linear's input) is fast, but a trained BERT's activations have a few outlier channels
+far larger than the rest, and one int8 scale over such an input spends its range on those
+few. So the int8 graph computes them apart, in float32 (:func:`find_outliers`,
+:func:`split_outliers`, after LLM.int8()'s decomposition, with the channels fixed once from a
+few sentences): four hidden dimensions of each Q/K/V and FFN input and eight FFN channels per
+layer; every big Linear runs in int8. ``benchmarks/quantize_minilm.py --onnx`` measures the
+cosine to float32 and the speed.
 
 The export runs once per model directory and is cached; tokenisation, bucketing and pooling are
 the :class:`Embedder`'s, only the encoder forward is replaced. BERT encoders are exported

@@ -1,21 +1,16 @@
 """Measure this machine at load: the form of an embedding model's Linears and its pack cap.
 
-What runs fastest depends on the CPU, so :meth:`Embedder.tune <open_autoglm.ml.text.
-embedding.Embedder.tune>` times the model's own packed forward on synthetic packs and keeps
-the winner:
+What runs fastest depends on the CPU (which kernels MKL picks, how large the caches are),
+so :meth:`Embedder.tune <open_autoglm.ml.text.embedding.Embedder.tune>` times the model's
+own packed forward on synthetic packs and keeps the winner:
 
 - :func:`tune_linear`: the form of the Linears (``ml/text/linear.py``): torch's own, oneDNN
-  on a prepacked weight, or MKL on a prepacked weight. oneDNN was 2x MKL on an AMD EPYC,
-  where MKL skips its AVX-512 kernels, but MiniLM's forward ran 7-15% faster with torch's
-  Linears than with oneDNN on a Xeon, where MKL uses them, and 3-13% faster again with MKL
-  on a packed weight.
+  on a prepacked weight, or MKL on a prepacked weight.
 - :func:`tune_pack_tokens`: the token cap of a pack. A pack pays a fixed cost (every weight
   streamed once), so a bigger cap means fewer packs per call, as long as a full pack is not
-  dearer per token once its activations outgrow the core's cache: on the EPYC 384 tokens
-  cost 10-14% more per token than 256; on the Xeon (2 MB of L2 per core) 256 to 1024 cost
-  the same.
+  dearer per token once its activations outgrow the core's cache.
 
-Both together take ~4-5 s for MiniLM at one thread (three forms of Linears timed).
+Both together take a few seconds per model at one thread.
 """
 
 from __future__ import annotations
@@ -45,9 +40,8 @@ def tune_linear(embedder: Any, *, sizes: Sequence[int] = (64, 384), margin: floa
     memory). Returns what computes the Linears now (unchanged when the model has no packed
     layers or does not run packed).
 
-    At a margin of 0 between MKL and torch, the noise of a shared machine picked torch's in
-    one server start of a benchmark run (~5% slower there) though MKL was faster in every
-    alternating round measured.
+    The margin keeps a shared machine's noise from picking a form that is slower in steady
+    state.
     """
     from open_autoglm.ml.text.linear import LinearChoice
 
@@ -70,9 +64,6 @@ def tune_pack_tokens(
 ) -> int:
     """Set ``embedder.pack_tokens`` to the largest candidate whose full pack costs no more
     per token than the cheapest (within ``margin``); returns it.
-
-    On the Xeon above, calls of ~10 sentences (~275 tokens) ran ~10% faster under a cap of
-    512 or 1024 (one pack) than of 256 (two).
     """
     if not embedder.packed:
         return int(embedder.pack_tokens)
@@ -91,9 +82,8 @@ def synthetic_packs(
     holding between half the size and the size in all: ``size -> (packs, tokens)``.
 
     Real calls vary in shape from one to the next, and timing one pack again and again
-    misleads: oneDNN, whose kernels are compiled per row count, timed 6% faster than torch's
-    Linears on one 32-token pack repeated and 11% slower on real sentences one after the
-    other. Token ids do not change the cost.
+    misleads: oneDNN compiles its kernels per row count, so a repeated shape flatters it.
+    Token ids do not change the cost.
     """
     from open_autoglm.ml.text.embedding import pack_inputs
 
