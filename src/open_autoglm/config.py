@@ -88,6 +88,15 @@ class SchedulerSettings(BaseModel):
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
     default_timeout_s: float | None = Field(default=None, gt=0)
+    online_reserve_cpu: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "CPUs per executor reserved for online work (/v1/infer, the OpenAI routes): online "
+            "tasks are placed before jobs and may use this much beyond the executor's cpu, "
+            "which jobs never use, so a prediction never waits behind long training"
+        ),
+    )
     lease_s: float = Field(
         default=30.0,
         gt=0,

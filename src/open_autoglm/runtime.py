@@ -63,6 +63,7 @@ class Runtime:
             retry_base_s=s.scheduler.retry_base_s,
             retry_max_s=s.scheduler.retry_max_s,
             default_timeout_s=s.scheduler.default_timeout_s,
+            online_reserve_cpu=s.scheduler.online_reserve_cpu,
             task_write=TaskWrite,
             owner=self.replica_id,
             claim=lambda: self.storage.replicas.claim_orphans(
@@ -70,7 +71,7 @@ class Runtime:
             ),
         )
         self.metrics = PlatformMetrics(self.scheduler.stats)
-        self.scheduler._observer = SchedulerWatch(self.metrics, self.bus)
+        self.scheduler.observer = SchedulerWatch(self.metrics, self.bus)
         self._started = False
         # Routers that later areas (models, rules, workflows) add to the API.
         self.extra_routers: list[Any] = []
