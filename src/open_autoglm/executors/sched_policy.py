@@ -1,6 +1,6 @@
 """Linux CPU scheduling: the server's own threads yield to the model replicas.
 
-Under load the model replicas (``executors/replicas.py``, one per core) compute without a
+Under load the model workers (``executors/workers/``, one per core) compute without a
 break, and the server process's threads (event loop, scheduler, storage writer, dispatch)
 wake hundreds of times a second for a fraction of a millisecond each. Under the default
 policy every such wake-up preempts a replica in the middle of its matrix products; a probe
