@@ -17,10 +17,10 @@ and ``error.code`` back to the same classes.
     ├── RateLimitedError              429 rate_limited       (carries retry_after)
     ├── UnavailableError              503 unavailable        (shutting down, no replica)
     │   └── CircuitOpenError          503 circuit_open       (upstream failing; retry_after)
-    ├── TaskFailedError               -   task_failed        (raised by handlers / SDK wait)
-    │   ├── TaskTimeoutError          -   timeout
-    │   └── MaxFiringsExceeded        -   max_firings_exceeded (a rule set that loops)
-    ├── TaskCancelledError            -   cancelled
+    ├── TaskFailedError               500 task_failed        (raised by handlers / SDK wait)
+    │   ├── TaskTimeoutError          504 timeout            (an online task past its deadline)
+    │   └── MaxFiringsExceeded        500 max_firings_exceeded (a rule set that loops)
+    ├── TaskCancelledError            409 cancelled
     ├── PluginError                   500 plugin_error
     └── StorageError                  500 storage_error
 """
@@ -54,6 +54,7 @@ __all__ = [
     "ValidationError",
     "error_class",
     "error_classes",
+    "error_from_code",
 ]
 
 ErrorDetail = dict[str, Any]  # {"loc": [...], "msg": "..."}
@@ -202,3 +203,18 @@ ERROR_CLASSES: dict[str, type[AutoGLMError]] = {cls.code: cls for cls in error_c
 def error_class(code: str, default: type[AutoGLMError] = AutoGLMError) -> type[AutoGLMError]:
     """The class an error ``code`` stands for (``default`` for a code no class has)."""
     return ERROR_CLASSES.get(code, default)
+
+
+def error_from_code(
+    code: str, message: str, default: type[AutoGLMError] = AutoGLMError
+) -> AutoGLMError:
+    """Rebuild an error another process reported as ``{code, message}``: its class, or the
+    nearest base whose constructor takes only a message (a ``retry_after`` or ``rule`` that
+    did not travel is not made up)."""
+    for cls in error_class(code, default).__mro__:
+        if isinstance(cls, type) and issubclass(cls, AutoGLMError):
+            try:
+                return cls(message)
+            except TypeError:
+                continue
+    return default(message)

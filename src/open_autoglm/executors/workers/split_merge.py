@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import Any
 
-from open_autoglm.errors import AutoGLMError, TaskFailedError, error_class
+from open_autoglm.errors import AutoGLMError, TaskFailedError, error_from_code
 from open_autoglm.executors.workers.codec import Op
 from open_autoglm.futures import Promise
 
@@ -50,8 +50,8 @@ class WorkerRequest:
 def error_from(error: dict[str, Any]) -> AutoGLMError:
     """The typed error a worker's ``{"code", "message"}`` stands for (TaskFailedError when the
     code names no class)."""
-    cls = error_class(str(error.get("code")), TaskFailedError)
-    return cls(str(error.get("message", "model worker failed")))
+    message = str(error.get("message", "model worker failed"))
+    return error_from_code(str(error.get("code")), message, TaskFailedError)
 
 
 def split_reply(
