@@ -123,12 +123,8 @@ async def infer(request: Request) -> JSONResponse:
     """Online inference: the result comes back in the response (not replayed after a crash)."""
     runtime = runtime_of(request)
     task, _ = await _accept(runtime, request, durable=False)
-    lt = runtime.scheduler.live_task(task["id"])
-    final = (
-        await asyncio.wrap_future(lt.done)
-        if lt is not None
-        else await run_in_threadpool(runtime.get_task, task["id"])
-    )
+    handle = runtime.track(task["id"])
+    final = await handle if handle.live is not None else await run_in_threadpool(handle.result)
     if final["status"] == TaskStatus.SUCCEEDED:
         return JSONResponse(
             {"id": final["id"], "status": final["status"], "result": final.get("result")}
