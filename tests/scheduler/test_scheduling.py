@@ -174,13 +174,13 @@ def test_progress_events_recorded(make_runtime):
 
 def test_resources_derived_from_params(make_runtime):
     rt = make_runtime(executor={"cpu": 2})
-    from open_autoglm.scheduler.service import _shape
+    from open_autoglm.scheduler.admission import task_shape
 
     spec = rt.parse(
         {"task_type": "graph-train", "input": {}, "params": {"mode": "sync", "workers": 2}}
     )
     ttype, params = rt.scheduler.prepare(spec)
-    assert _shape(spec, ttype, params)[0] == 2.0
+    assert task_shape(spec, ttype, params)[0] == 2.0
     spec = rt.parse(
         {"task_type": "graph-train", "input": {}, "params": {"mode": "sync", "workers": 3}}
     )

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -24,11 +22,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from open_autoglm.errors import (
     AdmissionError,
     ConflictError,
-    NotFoundError,
     TaskTakenOverError,
-    ValidationError,
 )
 from open_autoglm.futures import Promise
+from open_autoglm.scheduler.admission import new_task_id, task_shape, validate_task
 from open_autoglm.scheduler.batching import BatchPolicy
 from open_autoglm.scheduler.core import SchedulerCore
 from open_autoglm.scheduler.events import (
@@ -196,7 +193,7 @@ class Scheduler:
             self._claim(),
             write=self._write,
             resolve_type=self._resolve_type,
-            shape=_shape,
+            shape=task_shape,
             adopt=self.adopt,
             now=self._clock(),
         )
@@ -213,40 +210,7 @@ class Scheduler:
 
     def prepare(self, spec: TaskSpec) -> tuple[TaskType, Any]:
         """Resolve the task type and validate params; raises ValidationError."""
-        try:
-            ttype = self._resolve_type(spec.task_type)
-        except NotFoundError as exc:
-            raise ValidationError(
-                exc.message, details=[{"loc": ["task_type"], "msg": exc.message}]
-            ) from None
-        from pydantic import ValidationError as PydanticError
-
-        from open_autoglm.spec.task import pydantic_details, summarize
-
-        try:
-            params = ttype.params_model.model_validate(spec.params)
-        except PydanticError as exc:
-            details = pydantic_details(exc, ("params",))
-            raise ValidationError(
-                f"invalid params for {spec.task_type}: {summarize(details)}", details=details
-            ) from None
-        problems = []
-        if ttype.requires_model and not spec.model:
-            problems.append(
-                {"loc": ["model"], "msg": f"task type {spec.task_type!r} needs a model"}
-            )
-        if ttype.requires_input and spec.payload() is None:
-            problems.append(
-                {"loc": ["input"], "msg": f"task type {spec.task_type!r} needs an input"}
-            )
-        shape = _shape(spec, ttype, params)
-        pool = self.core.pool
-        if pool and not pool.could_ever_fit(shape):
-            want = {"cpu": shape[0], "memory_mb": shape[1], "gpu": shape[2]}
-            problems.append({"loc": ["resources"], "msg": f"no executor can ever fit {want}"})
-        if problems:
-            raise ValidationError("invalid task spec: " + summarize(problems), details=problems)
-        return ttype, params
+        return validate_task(spec, self._resolve_type, self.core.pool)
 
     def submit(
         self,
@@ -269,7 +233,7 @@ class Scheduler:
             return Promise.resolved((existing.as_dict(), False))
         self.check_room(1)
         now = self._clock()
-        tid = _new_id()
+        tid = new_task_id()
         lt = LiveTask(
             id=tid,
             spec=spec,
@@ -278,7 +242,7 @@ class Scheduler:
             status=TaskStatus.QUEUED,
             attempts=0,
             created_at=now,
-            shape=_shape(spec, ttype, params),
+            shape=task_shape(spec, ttype, params),
             durable=durable,
         )
         row = {
@@ -696,32 +660,3 @@ def _taken_over(lt: LiveTask) -> TaskTakenOverError:
         f"task {lt.id} was taken over by another server after this one missed its lease; "
         "read it again for the state that counts"
     )
-
-
-_ID_LOCK = threading.Lock()
-_ID_POOL: list[bytes] = []
-
-
-def _new_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex``.
-
-    The random bytes come from ``os.urandom`` 256 ids at a time: one system call per id
-    released the GIL on every submission, and winning it back under load cost more than
-    everything else ``submit`` does.
-    """
-    with _ID_LOCK:
-        if not _ID_POOL:
-            raw = os.urandom(16 * 256)
-            _ID_POOL.extend(raw[i : i + 16] for i in range(0, len(raw), 16))
-        b = _ID_POOL.pop()
-    return uuid.UUID(bytes=b, version=4).hex
-
-
-def _shape(spec: TaskSpec, ttype: TaskType, params: Any) -> tuple[float, int, int]:
-    """The (cpu, memory_mb, gpu) a task asks for: its spec's, else what its type derives from
-    its params, else its type's default."""
-    if spec.resources is not None:
-        r = spec.resources
-        return (r.cpu, r.memory_mb, r.gpu)
-    d = ttype.resources_for(params) if ttype.resources_for else ttype.default_resources
-    return (float(d.get("cpu", 1.0)), int(d.get("memory_mb", 0)), int(d.get("gpu", 0)))
