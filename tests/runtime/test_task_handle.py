@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from helpers.settings import make_settings
 from open_autoglm.runtime import Runtime
 
 
 @pytest.fixture
-def rt(tmp_path: Path) -> Iterator[Runtime]:
-    with Runtime(make_settings(tmp_path / "data", executor={"cpu": 1, "threads": 2})) as runtime:
-        yield runtime
+def rt(make_runtime: Callable[..., Runtime]) -> Runtime:
+    return make_runtime(executor={"cpu": 1, "threads": 2})
 
 
 def test_a_live_task_is_followed_to_its_stored_end(rt: Runtime) -> None:

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.paths import PLUGIN_DIR
-from helpers.settings import make_settings
-from open_autoglm.runtime import Runtime
-
 
 @pytest.fixture
-def rt(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(tmp_path / "record.log"))
-    settings = make_settings(
-        tmp_path / "data",
-        plugins={"dirs": [PLUGIN_DIR]},
-        executor={"cpu": 1, "threads": 2},
-        scheduler={"aging_s": 600},
-    )
-    runtime = Runtime(settings).start()
+def rt(make_runtime, tmp_path):
+    runtime = make_runtime(executor={"cpu": 1, "threads": 2}, scheduler={"aging_s": 600})
     runtime.record = tmp_path / "record.log"
-    yield runtime
-    runtime.stop()
+    return runtime
 
 
 def batches(rt) -> list[list[str]]:

@@ -7,26 +7,7 @@ import time
 
 import pytest
 
-from helpers.paths import PLUGIN_DIR
-from helpers.settings import make_settings
 from open_autoglm.errors import AdmissionError, ConflictError, NotFoundError, ValidationError
-from open_autoglm.runtime import Runtime
-
-
-@pytest.fixture
-def make_runtime(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(tmp_path / "record.log"))
-    started: list[Runtime] = []
-
-    def make(**overrides):
-        overrides.setdefault("plugins", {"dirs": [PLUGIN_DIR]})
-        rt = Runtime(make_settings(tmp_path / f"data{len(started)}", **overrides)).start()
-        started.append(rt)
-        return rt
-
-    yield make
-    for rt in started:
-        rt.stop()
 
 
 def submit(rt, spec):
