@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from open_autoglm.errors import (
     AdmissionError,
@@ -45,6 +45,7 @@ from open_autoglm.scheduler.events import (
     TasksLost,
 )
 from open_autoglm.scheduler.live_task import LiveTask
+from open_autoglm.scheduler.ports import SchedulerObserver, StorageLike
 from open_autoglm.scheduler.recovery import recover
 from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.spec.task import TaskSpec, TaskStatus
@@ -61,28 +62,6 @@ log = logging.getLogger(__name__)
 # A terminal write, its task, its result and the transition to report once it is stored
 # (None: reported already).
 _Finished = tuple[Any, LiveTask, Any, tuple[TaskStatus | None, TaskStatus, float] | None]
-
-
-class StorageLike(Protocol):
-    def write(self, w: Any, *, lazy: bool = False) -> Future[Any]: ...
-
-    def write_many(self, writes: list[Any], *, lazy: bool = False) -> Future[list[Any]]: ...
-
-    def get_task(self, task_id: str) -> dict[str, Any]: ...
-
-
-class SchedulerObserver(Protocol):
-    """Receives what metrics and event streams need; all calls are cheap and non-blocking.
-
-    ``on_transition`` is always called with the scheduler's lock held, so calls never
-    overlap; ``on_event`` comes from executor threads.
-    """
-
-    def on_transition(
-        self, task: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float
-    ) -> None: ...
-
-    def on_event(self, task_id: str, kind: str, data: dict[str, Any]) -> None: ...
 
 
 class Scheduler:
