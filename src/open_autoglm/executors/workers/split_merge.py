@@ -51,7 +51,10 @@ def error_from(error: dict[str, Any]) -> AutoGLMError:
     """The typed error a worker's ``{"code", "message"}`` stands for (TaskFailedError when the
     code names no class)."""
     message = str(error.get("message", "model worker failed"))
-    return error_from_code(str(error.get("code")), message, TaskFailedError)
+    code = str(error.get("code"))
+    if code == AutoGLMError.code:  # an unexpected exception in the worker: the batch failed
+        return TaskFailedError(message)
+    return error_from_code(code, message, TaskFailedError)
 
 
 def split_reply(
