@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -88,6 +88,15 @@ class SchedulerSettings(BaseModel):
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
     default_timeout_s: float | None = Field(default=None, gt=0)
+    online_reserve_cpu: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "CPUs per executor reserved for online work (/v1/infer, the OpenAI routes): online "
+            "tasks are placed before jobs and may use this much beyond the executor's cpu, "
+            "which jobs never use, so a prediction never waits behind long training"
+        ),
+    )
     lease_s: float = Field(
         default=30.0,
         gt=0,
@@ -205,12 +214,6 @@ class Settings(BaseSettings):
     register_bundled_models: bool = False
     admission_ruleset: str | None = None
 
-    @model_validator(mode="after")
-    def _flat_aliases(self) -> Settings:
-        if url := os.environ.get("AUTOGLM_STORAGE_URL"):
-            self.storage.url = url
-        return self
-
     def storage_url(self) -> str:
         if self.storage.url:
             return self.storage.url
@@ -224,10 +227,23 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     if path:
         with open(path, "rb") as f:
             file_values = tomllib.load(f)
-    env = Settings()  # environment over defaults
-    merged = _deep_merge(file_values, env.model_dump(exclude_unset=True))
+    merged = _deep_merge(file_values, _environment())
     merged = _deep_merge(merged, overrides)
     return Settings.model_validate(merged)
+
+
+# Flat environment variables for the most used nested settings, e.g. AUTOGLM_STORAGE_URL.
+_FLAT_ALIASES: dict[str, tuple[str, str]] = {"AUTOGLM_STORAGE_URL": ("storage", "url")}
+
+
+def _environment() -> dict[str, Any]:
+    """The settings the environment sets (``AUTOGLM_*``, nested with ``__``, and the flat
+    aliases), and only those: the layer between the file and explicit arguments."""
+    values = Settings().model_dump(exclude_unset=True)
+    for var, (area, name) in _FLAT_ALIASES.items():
+        if value := os.environ.get(var):
+            values = _deep_merge(values, {area: {name: value}})
+    return values
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,6 @@ and returns a future without any HTTP in between.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
@@ -18,7 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from open_autoglm.config import Settings, load_settings
-from open_autoglm.errors import TaskTakenOverError, ValidationError
+from open_autoglm.errors import ValidationError
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
 from open_autoglm.futures import Promise
@@ -29,6 +28,7 @@ from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.scheduler.service import Scheduler
 from open_autoglm.spec.task import TaskSpec, parse_task_spec
 from open_autoglm.storage.hub import StorageHub, TaskWrite
+from open_autoglm.task_handle import TaskHandle
 
 _GC_LOCK = threading.Lock()
 _GC_TUNED: list[Runtime] = []  # runtimes in this process that tuned the collector
@@ -63,6 +63,7 @@ class Runtime:
             retry_base_s=s.scheduler.retry_base_s,
             retry_max_s=s.scheduler.retry_max_s,
             default_timeout_s=s.scheduler.default_timeout_s,
+            online_reserve_cpu=s.scheduler.online_reserve_cpu,
             task_write=TaskWrite,
             owner=self.replica_id,
             claim=lambda: self.storage.replicas.claim_orphans(
@@ -70,7 +71,7 @@ class Runtime:
             ),
         )
         self.metrics = PlatformMetrics(self.scheduler.stats)
-        self.scheduler._observer = SchedulerWatch(self.metrics, self.bus)
+        self.scheduler.observer = SchedulerWatch(self.metrics, self.bus)
         self._started = False
         # Routers that later areas (models, rules, workflows) add to the API.
         self.extra_routers: list[Any] = []
@@ -263,8 +264,16 @@ class Runtime:
             )
         return specs
 
+    def track(self, task_id: str) -> TaskHandle:
+        """The one handle to follow a task to its end (awaitable, or ``.result()``)."""
+        return TaskHandle(task_id, self.scheduler.live_task(task_id), self.get_task)
+
     def submit_tracked(
-        self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
+        self,
+        spec: TaskSpec | dict[str, Any],
+        *,
+        durable: bool = True,
+        events: list[tuple[float, str, Any]] | None = None,
     ) -> Future[dict[str, Any]]:
         """Submit; the future gives the finished task (with ``result``) once it is stored."""
         done: Future[dict[str, Any]] = Promise()
@@ -276,13 +285,9 @@ class Runtime:
                 done.set_exception(exc)
                 return
             # Runs right after acceptance, before the task can finish and leave `live`.
-            lt = self.scheduler.live_task(task["id"])
-            if lt is None:
-                done.set_result(self.get_task(task["id"]))
-                return
-            lt.done.add_done_callback(lambda d: _relay(d, done))
+            self.track(task["id"]).add_done_callback(lambda d: _relay(d, done))
 
-        self.submit(spec, durable=durable).add_done_callback(accepted)
+        self.submit(spec, durable=durable, events=events).add_done_callback(accepted)
         return done
 
     def run(self, spec: TaskSpec | dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -292,17 +297,7 @@ class Runtime:
 
     def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The finished task, once its final state is stored (online tasks included)."""
-        lt = self.scheduler.live_task(task_id)
-        if lt is not None:
-            try:
-                final = lt.done.result(timeout)
-            except TaskTakenOverError:  # another replica runs it now: its record counts
-                return self.get_task(task_id)
-            if lt.logged is not None:  # answered before its record was stored
-                with contextlib.suppress(Exception):
-                    lt.logged.result(timeout)
-            return final
-        return self.get_task(task_id)
+        return self.track(task_id).result(timeout)
 
     def pending_log(self, task_id: str) -> Future[Any] | None:
         """The commit of an online task's record when it was answered before being stored

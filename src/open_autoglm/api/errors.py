@@ -22,6 +22,7 @@ __all__ = [
     "platform_errors",
     "retry_after_header",
     "status_for",
+    "status_for_code",
 ]
 
 STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
@@ -36,17 +37,27 @@ STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
     errors.UnavailableError: 503,
     errors.CircuitOpenError: 503,
     errors.TaskFailedError: 500,
+    errors.TaskTimeoutError: 504,
     errors.TaskCancelledError: 409,
     errors.PluginError: 500,
     errors.StorageError: 500,
 }
 
 
-def status_for(exc: errors.AutoGLMError) -> int:
-    for cls in type(exc).__mro__:
+def _status_of(error: type[errors.AutoGLMError]) -> int:
+    for cls in error.__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return 500
+
+
+def status_for(exc: errors.AutoGLMError) -> int:
+    return _status_of(type(exc))
+
+
+def status_for_code(code: str) -> int:
+    """The status of an error known only by its code (a failed task's stored error)."""
+    return _status_of(errors.error_class(code, errors.TaskFailedError))
 
 
 def retry_after_header(seconds: float) -> str:

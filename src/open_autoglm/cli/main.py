@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from open_autoglm import errors
+from open_autoglm.spec.task import TERMINAL_STATUSES
 
 __all__ = ["app", "main"]
 
@@ -230,7 +231,7 @@ def _wait_live(c: Any, task_id: str) -> dict[str, Any]:
                     )
                 elif kind == "status":
                     bar.update(job, description=f"task {task_id[:8]} {data.get('status')}")
-                    if data.get("status") in ("succeeded", "failed", "cancelled"):
+                    if data.get("status") in TERMINAL_STATUSES:
                         bar.update(job, completed=1.0)
                         break
         except Exception:

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 
 from open_autoglm import errors
+from open_autoglm.spec.task import TERMINAL_STATUSES
 
 __all__ = ["RUN_TERMINAL", "TERMINAL", "BaseClient", "model_files", "raise_for_error"]
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = TERMINAL_STATUSES
 RUN_TERMINAL = TERMINAL | {"timed_out"}  # a workflow run can also time out
 
 _BY_CODE: dict[str, type[errors.AutoGLMError]] = {

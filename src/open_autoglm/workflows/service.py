@@ -505,7 +505,8 @@ class WorkflowService:
         accepted.add_done_callback(on_accepted)
 
     def _watch(self, run_id: str, step_id: str, attempt: int, task_id: str) -> None:
-        lt = self.runtime.scheduler.live_task(task_id)
+        handle = self.runtime.track(task_id)
+        lt = handle.live
         if lt is None:  # it finished (and was stored) already: read it in the engine thread
             self._inbox.put(_Accepted(run_id, step_id, attempt, task_id, live=False))
             return
@@ -529,7 +530,7 @@ class WorkflowService:
                 event = _task_event(step_id, attempt, final)
             self._inbox.put(_StepEvent(run_id, event))
 
-        lt.done.add_done_callback(on_done)
+        handle.add_done_callback(on_done)
 
     def _accepted(self, msg: _Accepted) -> None:
         live = self._runs.get(msg.run_id)

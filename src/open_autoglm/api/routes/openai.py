@@ -24,7 +24,6 @@ import base64
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import Future
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -253,23 +252,7 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     """Run an online-inference task through admission and the scheduler; its result."""
     spec = runtime.parse(raw)
     spec, events = await runtime.admit(spec, client=client_id(request))
-    done: Future[dict[str, Any]] = Future()
-
-    def accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
-        try:
-            task, _ = f.result()
-        except BaseException as exc:
-            done.set_exception(exc)
-            return
-        lt = runtime.scheduler.live_task(task["id"])  # still live: we run right after accept
-        if lt is None:
-            done.set_result(runtime.get_task(task["id"]))
-            return
-        lt.done.add_done_callback(
-            lambda d: done.set_exception(e) if (e := d.exception()) else done.set_result(d.result())
-        )
-
-    runtime.submit(spec, durable=False, events=events).add_done_callback(accepted)
+    done = runtime.submit_tracked(spec, durable=False, events=events)
     final = await asyncio.wrap_future(done)
     if final["status"] == "succeeded":
         return {"id": final["id"], **(final.get("result") or {})}
@@ -285,10 +268,10 @@ async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any])
     spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
     spec, events = await runtime.admit(spec, client=client_id(request))
     task, _ = runtime.submit(spec, durable=False, events=events).result()
-    lt = runtime.scheduler.live_task(task["id"])
-    if lt is None:  # gone already: it can only have failed before any work
-        raise _failure(runtime.get_task(task["id"]))
-    return lt
+    handle = runtime.track(task["id"])
+    if handle.live is None:  # gone already: it can only have failed before any work
+        raise _failure(handle.result())
+    return handle.live
 
 
 def _sse(data: Any) -> bytes:

@@ -13,12 +13,12 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
-from open_autoglm.api.errors import platform_errors
+from open_autoglm.api.errors import platform_errors, status_for_code
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import PolicyBlockedError, ValidationError
 from open_autoglm.runtime import Runtime, public_task
-from open_autoglm.spec.task import TaskSpec, TaskStatus
+from open_autoglm.spec.task import TERMINAL_STATUSES, TaskSpec, TaskStatus
 
 __all__ = ["router"]
 
@@ -123,18 +123,14 @@ async def infer(request: Request) -> JSONResponse:
     """Online inference: the result comes back in the response (not replayed after a crash)."""
     runtime = runtime_of(request)
     task, _ = await _accept(runtime, request, durable=False)
-    lt = runtime.scheduler.live_task(task["id"])
-    final = (
-        await asyncio.wrap_future(lt.done)
-        if lt is not None
-        else await run_in_threadpool(runtime.get_task, task["id"])
-    )
+    handle = runtime.track(task["id"])
+    final = await handle if handle.live is not None else await run_in_threadpool(handle.result)
     if final["status"] == TaskStatus.SUCCEEDED:
         return JSONResponse(
             {"id": final["id"], "status": final["status"], "result": final.get("result")}
         )
     err = final.get("error") or {}
-    status = _INFER_STATUS.get(err.get("code", ""), 500)
+    status = status_for_code(err.get("code", ""))
     # Worth another try soon; the stored error does not keep the exact wait.
     retry = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse(
@@ -260,16 +256,4 @@ async def _sse(runtime: Runtime, task_id: str, after: int) -> AsyncIterator[byte
         unsubscribe()
 
 
-_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-
-# A failed online task answers with the status its error code implies.
-_INFER_STATUS = {
-    "timeout": 504,
-    "cancelled": 409,
-    "validation_error": 422,
-    "not_found": 404,
-    "unavailable": 503,
-    "circuit_open": 503,
-    "bulkhead_full": 429,
-    "rate_limited": 429,
-}
+_TERMINAL = TERMINAL_STATUSES
