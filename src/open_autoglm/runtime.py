@@ -227,11 +227,15 @@ class Runtime:
         *,
         durable: bool = True,
         events: list[tuple[float, str, Any]] | None = None,
+        principal: str | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
-        """Accept a task; the future gives ``(task, created)`` once it is durable."""
+        """Accept a task; the future gives ``(task, created)`` once it is durable.
+
+        ``principal``: whose task it is (an API key's owner; None without keys).
+        """
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
-        return self.scheduler.submit(spec, durable=durable, events=events)
+        return self.scheduler.submit(spec, durable=durable, events=events, principal=principal)
 
     def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
         """Validate a list of specs; one ValidationError naming every problem by index."""
@@ -442,6 +446,7 @@ def public_task(row: dict[str, Any]) -> dict[str, Any]:
         "progress": None,
         "spec": row["spec"],
         "seq": row.get("seq"),
+        "owner": row.get("principal"),
     }
 
 

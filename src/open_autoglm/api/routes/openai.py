@@ -37,6 +37,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm import errors
+from open_autoglm.api.auth import principal_of
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.errors import retry_after_header, status_for
 from open_autoglm.api.responses import JSONResponse
@@ -269,7 +270,8 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
             lambda d: done.set_exception(e) if (e := d.exception()) else done.set_result(d.result())
         )
 
-    runtime.submit(spec, durable=False, events=events).add_done_callback(accepted)
+    owner = principal_of(request).owner
+    runtime.submit(spec, durable=False, events=events, principal=owner).add_done_callback(accepted)
     final = await asyncio.wrap_future(done)
     if final["status"] == "succeeded":
         return {"id": final["id"], **(final.get("result") or {})}
@@ -284,7 +286,8 @@ async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any])
     """
     spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
     spec, events = await runtime.admit(spec, client=client_id(request))
-    task, _ = runtime.submit(spec, durable=False, events=events).result()
+    owner = principal_of(request).owner
+    task, _ = runtime.submit(spec, durable=False, events=events, principal=owner).result()
     lt = runtime.scheduler.live_task(task["id"])
     if lt is None:  # gone already: it can only have failed before any work
         raise _failure(runtime.get_task(task["id"]))
