@@ -41,6 +41,7 @@ class Keys:
             "/v1/keys", json={"owner": owner, "scopes": scopes}, headers=auth(ROOT)
         )
         assert r.status_code == 201, r.text
+        assert r.headers["cache-control"] == "no-store"  # the key is in this body
         record = r.json()
         self.created[record["key"]] = record
         return str(record["key"])
@@ -214,6 +215,11 @@ def test_scopes_are_enforced(keys: Keys) -> None:
     assert r.status_code == 201, r.text
     r = keys.as_(keys.a_admin, "POST", "/v1/models/registry", json=model)
     assert r.status_code == 201, r.text
+    # A client key may not take the static keys' owner (it would see their work).
+    r = keys.as_(keys.a_admin, "POST", "/v1/keys", json={"owner": "admin", "scopes": ["read"]})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["owner"]
+    r = keys.as_(keys.a_admin, "POST", "/v1/keys", json={"owner": "x", "scopes": ["root"]})
+    assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"][0] == "scopes"
     listed = keys.as_(keys.a_admin, "GET", "/v1/keys").json()["keys"]
     assert {k["owner"] for k in listed} == {"alice", "bob", "alice-ops"}
     assert all("key" not in k and "secret_hash" not in k for k in listed)

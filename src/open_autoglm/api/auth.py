@@ -23,20 +23,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from open_autoglm.api.middleware import _reject
 from open_autoglm.errors import PermissionDeniedError
-from open_autoglm.spec.principal import ANONYMOUS, Principal
+from open_autoglm.spec.principal import ANONYMOUS, STATIC_OWNER, Principal
 from open_autoglm.spec.principal import Scope as KeyScope
 from open_autoglm.storage.api_keys import ApiKeyRepo, StoredKey, split_key
 
 __all__ = [
-    "STATIC_OWNER",
     "AuthMiddleware",
     "KeyRing",
     "principal_of",
     "require_admin",
     "scope_for_method",
 ]
-
-STATIC_OWNER = "admin"  # the owner of what a static key (api.api_keys) submits
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["ANONYMOUS", "Principal", "Scope"]
+__all__ = ["ANONYMOUS", "STATIC_OWNER", "Principal", "Scope"]
+
+STATIC_OWNER = "admin"  # the owner of the static keys (api.api_keys) and of what they submit
 
 
 class Scope(StrEnum):

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from open_autoglm.errors import NotFoundError, ValidationError
-from open_autoglm.spec.principal import Principal, Scope
+from open_autoglm.spec.principal import STATIC_OWNER, Principal, Scope
 from open_autoglm.storage.tables import JSONText, metadata
 
 __all__ = [
@@ -94,6 +94,12 @@ class ApiKeyRepo:
                 details=[{"loc": ["owner"], "msg": "1 to 200 characters"}],
             )
         chosen = _scopes(scopes)
+        if owner == STATIC_OWNER and Scope.ADMIN.value not in chosen:
+            # The static keys' owner: a non-admin key of that name would see their work.
+            raise ValidationError(
+                f"owner {STATIC_OWNER!r} is reserved for admin keys",
+                details=[{"loc": ["owner"], "msg": "reserved for admin keys"}],
+            )
         key_id, key = new_key()
         row = {
             "id": key_id,

@@ -79,7 +79,10 @@ async def create_key(request: Request, runtime: Rt) -> JSONResponse:
         raise errors.ValidationError("invalid API key request", details=details) from None
     record, key = await run_in_threadpool(_repo(runtime).create, body.owner, body.scopes, body.name)
     await run_in_threadpool(key_ring(runtime).reload)
-    return JSONResponse({**record, "key": key}, status_code=201)
+    # The one response that holds a key: no cache on the way may keep it.
+    return JSONResponse(
+        {**record, "key": key}, status_code=201, headers={"Cache-Control": "no-store"}
+    )
 
 
 @router.get("", summary="List API keys (never the keys themselves)")
