@@ -85,6 +85,12 @@ def test_json_bodies_still_work_and_uploads_take_any_type(api: TestClient) -> No
         headers={"content-type": "multipart/form-data; boundary=b"},
     )
     assert up.status_code == 201, up.text
+    # Mounted under a prefix, the upload is still the upload and the rest still JSON-only.
+    routed = TestClient(api.app, root_path="/api")
+    up = routed.post("/api/v1/artifacts", content=b"x", headers={"content-type": "text/plain"})
+    assert up.status_code == 201, up.text
+    plain = routed.post("/api/v1/tasks", content=b"{}", headers={"content-type": "text/plain"})
+    assert plain.status_code == 415
 
 
 def test_uploaded_html_is_served_as_an_attachment_with_nosniff(api: TestClient) -> None:

@@ -108,7 +108,11 @@ class JsonOnlyMiddleware:
         if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
             await self.app(scope, receive, send)
             return
-        if (scope["method"], scope["path"]) in self.raw:
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted under a prefix: match the route's path
+            path = path[len(root) :]
+        if (scope["method"], path) in self.raw:
             await self.app(scope, receive, send)
             return
         content_type: bytes | None = None
