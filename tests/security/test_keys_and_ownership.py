@@ -215,6 +215,8 @@ def test_scopes_are_enforced(keys: Keys) -> None:
     assert r.status_code == 201, r.text
     r = keys.as_(keys.a_admin, "POST", "/v1/models/registry", json=model)
     assert r.status_code == 201, r.text
+    runtime = keys.client.app.state.runtime  # type: ignore[attr-defined]
+    assert runtime.storage.get_model("m")["principal"] == "alice-ops"
     # A client key may not take the static keys' owner (it would see their work).
     r = keys.as_(keys.a_admin, "POST", "/v1/keys", json={"owner": "admin", "scopes": ["read"]})
     assert r.status_code == 422 and r.json()["error"]["details"][0]["loc"] == ["owner"]
