@@ -128,6 +128,8 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, ring: KeyRing) -> None:
         self.app = app
         self.ring = ring
+        # Client ids of the static keys seen so far (only valid keys get here: bounded).
+        self._static_ids: dict[str, str] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in self.OPEN_PATHS:
@@ -158,8 +160,14 @@ class AuthMiddleware:
             )
             return
         state["principal"] = principal
-        fingerprint = principal.key_id or hashlib.sha256(key.encode()).hexdigest()[:12]
-        state["client_id"] = "key:" + fingerprint
+        if principal.key_id is not None:
+            state["client_id"] = "key:" + principal.key_id
+        else:
+            client = self._static_ids.get(key)
+            if client is None:
+                client = "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
+                self._static_ids[key] = client
+            state["client_id"] = client
         await self.app(scope, receive, send)
 
 

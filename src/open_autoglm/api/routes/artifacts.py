@@ -79,8 +79,7 @@ async def get_content(artifact_id: str, request: Request, runtime: Rt) -> Respon
     meta = await _meta(request, runtime, artifact_id)
     data = await run_in_threadpool(runtime.storage.files.get, artifact_id)
     disposition = content_disposition(meta["media_type"], meta["name"])
+    # X-Content-Type-Options: nosniff comes with every response (api/browser.py).
     return Response(
-        data,
-        media_type=meta["media_type"],
-        headers={"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"},
+        data, media_type=meta["media_type"], headers={"Content-Disposition": disposition}
     )
