@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
+    "CorsSettings",
     "ExecutorSettings",
     "ModelSettings",
     "PluginSettings",
@@ -127,13 +128,38 @@ class RateLimitSettings(BaseModel):
     )
 
 
+class CorsSettings(BaseModel):
+    """Which other web origins a browser may let call the API (off: none may)."""
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host[:port]) whose pages may call the API; empty: CORS "
+        "off, and a browser's cross-origin request that changes state is refused (403)",
+    )
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "DELETE"],
+        description="methods those origins may use",
+    )
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID"],
+        description="request headers those origins may send",
+    )
+    max_age_s: int = Field(default=600, ge=0, description="how long a preflight is cached")
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    api_keys: list[str] = Field(default_factory=list, description="empty: no auth")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        repr=False,
+        description="static admin keys; with none here and no managed key (autoglm keys "
+        "create) the API needs no key",
+    )
     max_input_depth: int = Field(default=32, ge=1)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
 
 
 class PluginSettings(BaseModel):

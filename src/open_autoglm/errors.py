@@ -10,6 +10,8 @@ and ``error.code`` back to the same classes.
     ├── ConflictError                 409 conflict           (illegal state transition, name taken)
     │   └── TaskTakenOverError        409 task_taken_over    (another server took the task over)
     ├── AuthenticationError           401 unauthorized
+    ├── PermissionDeniedError         403 forbidden          (the API key lacks the scope)
+    ├── UnsupportedMediaTypeError     415 unsupported_media_type (a body that is not JSON)
     ├── PolicyBlockedError            403 blocked            (admission rule blocked the task)
     ├── PayloadTooLargeError          413 payload_too_large
     ├── AdmissionError                429 queue_full         (queue bounded; carries retry_after)
@@ -42,6 +44,7 @@ __all__ = [
     "MaxFiringsExceeded",
     "NotFoundError",
     "PayloadTooLargeError",
+    "PermissionDeniedError",
     "PluginError",
     "PolicyBlockedError",
     "RateLimitedError",
@@ -51,6 +54,7 @@ __all__ = [
     "TaskTakenOverError",
     "TaskTimeoutError",
     "UnavailableError",
+    "UnsupportedMediaTypeError",
     "ValidationError",
     "error_class",
     "error_classes",
@@ -97,6 +101,18 @@ class TaskTakenOverError(ConflictError):
 
 class AuthenticationError(AutoGLMError):
     code = "unauthorized"
+
+
+class PermissionDeniedError(AutoGLMError):
+    """The API key is valid but lacks the scope the route needs (``submit``, ``admin``)."""
+
+    code = "forbidden"
+
+
+class UnsupportedMediaTypeError(AutoGLMError):
+    """The request body is not of a type the route takes (JSON routes take JSON only)."""
+
+    code = "unsupported_media_type"
 
 
 class PolicyBlockedError(AutoGLMError):

@@ -228,11 +228,15 @@ class Runtime:
         *,
         durable: bool = True,
         events: list[tuple[float, str, Any]] | None = None,
+        principal: str | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
-        """Accept a task; the future gives ``(task, created)`` once it is durable."""
+        """Accept a task; the future gives ``(task, created)`` once it is durable.
+
+        ``principal``: whose task it is (an API key's owner; None without keys).
+        """
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
-        return self.scheduler.submit(spec, durable=durable, events=events)
+        return self.scheduler.submit(spec, durable=durable, events=events, principal=principal)
 
     def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
         """Validate a list of specs; one ValidationError naming every problem by index."""
@@ -274,6 +278,7 @@ class Runtime:
         *,
         durable: bool = True,
         events: list[tuple[float, str, Any]] | None = None,
+        principal: str | None = None,
     ) -> Future[dict[str, Any]]:
         """Submit; the future gives the finished task (with ``result``) once it is stored."""
         done: Future[dict[str, Any]] = Promise()
@@ -287,7 +292,9 @@ class Runtime:
             # Runs right after acceptance, before the task can finish and leave `live`.
             self.track(task["id"]).add_done_callback(lambda d: _relay(d, done))
 
-        self.submit(spec, durable=durable, events=events).add_done_callback(accepted)
+        self.submit(spec, durable=durable, events=events, principal=principal).add_done_callback(
+            accepted
+        )
         return done
 
     def run(self, spec: TaskSpec | dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -437,6 +444,7 @@ def public_task(row: dict[str, Any]) -> dict[str, Any]:
         "progress": None,
         "spec": row["spec"],
         "seq": row.get("seq"),
+        "owner": row.get("principal"),
     }
 
 

@@ -30,6 +30,8 @@ STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
     errors.NotFoundError: 404,
     errors.ConflictError: 409,
     errors.AuthenticationError: 401,
+    errors.PermissionDeniedError: 403,
+    errors.UnsupportedMediaTypeError: 415,
     errors.PolicyBlockedError: 403,
     errors.PayloadTooLargeError: 413,
     errors.AdmissionError: 429,

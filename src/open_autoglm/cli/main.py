@@ -37,6 +37,7 @@ _SUBAPPS = [
     ("open_autoglm.cli.graph", "app", "graph"),
     ("open_autoglm.cli.workflow", "app", "workflow"),
     ("open_autoglm.cli.models", "app", "models"),
+    ("open_autoglm.cli.keys", "app", "keys"),
 ]
 for _mod, _attr, _name in _SUBAPPS:
     try:

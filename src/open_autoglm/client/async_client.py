@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -217,6 +217,28 @@ class AsyncClient(BaseClient):
 
     async def delete_model(self, name: str) -> None:
         await self.request("DELETE", f"/v1/models/registry/{name}")
+
+    # -- API keys (admin) --------------------------------------------------------------------
+
+    async def create_key(
+        self, owner: str, scopes: Sequence[str] = ("read", "submit"), *, name: str = ""
+    ) -> dict[str, Any]:
+        """Create an API key for ``owner``; the returned ``key`` is shown this once only."""
+        return await self.request(
+            "POST",
+            "/v1/keys",
+            content=orjson.dumps({"owner": owner, "scopes": list(scopes), "name": name}),
+            headers={"content-type": "application/json"},
+        )
+
+    async def list_keys(self, *, include_revoked: bool = False) -> builtins.list[dict[str, Any]]:
+        """Every API key's record (owner, scopes, dates); never the key itself."""
+        params = {"include_revoked": "true"} if include_revoked else None
+        return (await self.request("GET", "/v1/keys", params=params))["keys"]
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke an API key by its id; the server refuses it from then on."""
+        return await self.request("POST", f"/v1/keys/{key_id}/revoke")
 
     async def upload_artifact(
         self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"

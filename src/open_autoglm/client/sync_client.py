@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -233,6 +233,28 @@ class Client(BaseClient):
 
     def delete_model(self, name: str) -> None:
         self.request("DELETE", f"/v1/models/registry/{name}")
+
+    # -- API keys (admin) --------------------------------------------------------------------
+
+    def create_key(
+        self, owner: str, scopes: Sequence[str] = ("read", "submit"), *, name: str = ""
+    ) -> dict[str, Any]:
+        """Create an API key for ``owner``; the returned ``key`` is shown this once only."""
+        return self.request(
+            "POST",
+            "/v1/keys",
+            content=orjson.dumps({"owner": owner, "scopes": list(scopes), "name": name}),
+            headers={"content-type": "application/json"},
+        )
+
+    def list_keys(self, *, include_revoked: bool = False) -> builtins.list[dict[str, Any]]:
+        """Every API key's record (owner, scopes, dates); never the key itself."""
+        params = {"include_revoked": "true"} if include_revoked else None
+        return self.request("GET", "/v1/keys", params=params)["keys"]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke an API key by its id; the server refuses it from then on."""
+        return self.request("POST", f"/v1/keys/{key_id}/revoke")
 
     def upload_artifact(
         self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"

@@ -170,7 +170,10 @@ class ModelService:
         """Validate and store an entry (the graph tasks call this with keyword arguments)."""
         return self.put(entry, replace=replace)
 
-    def put(self, raw: Any, *, replace: bool = False) -> dict[str, Any]:
+    def put(
+        self, raw: Any, *, replace: bool = False, principal: str | None = None
+    ) -> dict[str, Any]:
+        """Validate and store an entry; ``principal``: who registers it (an admin key's owner)."""
         spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
         data = spec.model_dump(mode="json")
         row = self.storage.put_model(
@@ -185,6 +188,7 @@ class ModelService:
                 },
             },
             replace=replace,
+            principal=principal,
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
         return self._public(self._remember(row))

@@ -95,6 +95,7 @@ def recover(
                 attempts=attempts,
                 created_at=float(row["created_at"]),
                 shape=shape(spec, ttype, params),
+                principal=row.get("principal"),
             )
         )
     # Requeue records commit before any recovered task can start (and write "running").

@@ -197,6 +197,7 @@ class Scheduler:
         *,
         events: list[tuple[float, str, Any]] | None = None,
         durable: bool = True,
+        principal: str | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
         """Accept a task. The future resolves to ``(task, created)`` once the row is committed.
 
@@ -223,6 +224,7 @@ class Scheduler:
             created_at=now,
             shape=task_shape(spec, ttype, params),
             durable=durable,
+            principal=principal,
         )
         row = {
             "id": tid,
@@ -237,6 +239,7 @@ class Scheduler:
             "created_at": now,
             "durable": durable,
             "owner": self.owner,
+            "principal": principal,
         }
         evs = [(now, "status", {"status": "queued"}), *(events or [])]
         if not durable:

@@ -36,6 +36,7 @@ from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm import errors
+from open_autoglm.api.auth import principal_of
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.errors import retry_after_header, status_for
 from open_autoglm.api.responses import JSONResponse
@@ -252,7 +253,8 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     """Run an online-inference task through admission and the scheduler; its result."""
     spec = runtime.parse(raw)
     spec, events = await runtime.admit(spec, client=client_id(request))
-    done = runtime.submit_tracked(spec, durable=False, events=events)
+    owner = principal_of(request).owner
+    done = runtime.submit_tracked(spec, durable=False, events=events, principal=owner)
     final = await asyncio.wrap_future(done)
     if final["status"] == "succeeded":
         return {"id": final["id"], **(final.get("result") or {})}
@@ -267,7 +269,8 @@ async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any])
     """
     spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
     spec, events = await runtime.admit(spec, client=client_id(request))
-    task, _ = runtime.submit(spec, durable=False, events=events).result()
+    owner = principal_of(request).owner
+    task, _ = runtime.submit(spec, durable=False, events=events, principal=owner).result()
     handle = runtime.track(task["id"])
     if handle.live is None:  # gone already: it can only have failed before any work
         raise _failure(handle.result())
