@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = [
     "ApiSettings",
     "ExecutorSettings",
+    "LifecycleSettings",
     "ModelSettings",
     "PluginSettings",
     "SchedulerSettings",
@@ -118,6 +119,45 @@ class RateLimitSettings(BaseModel):
     )
 
 
+class LifecycleSettings(BaseModel):
+    """How long a connection, a request and the server itself may take (api/lifecycle.py)."""
+
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request's line and headers must arrive within this many s of the "
+        "connection opening (or of the previous response); slower ones are closed",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="a request's body must arrive within this many s of its headers",
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="open connections from one client address; beyond them a new one is "
+        "answered 429 and closed",
+    )
+    max_streams_per_client: int = Field(
+        default=16,
+        ge=1,
+        le=100_000,
+        description="open event streams (task events, streamed completions) per client "
+        "(API key or address); beyond them 429 too_many_streams",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM: stop accepting, let requests and running jobs finish for "
+        "this long, then stop; unfinished durable jobs re-queue on the next start",
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -125,6 +165,7 @@ class ApiSettings(BaseModel):
     api_keys: list[str] = Field(default_factory=list, description="empty: no auth")
     max_input_depth: int = Field(default=32, ge=1)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
 
 class PluginSettings(BaseModel):

@@ -14,6 +14,7 @@ and ``error.code`` back to the same classes.
     ├── AdmissionError                429 queue_full         (queue bounded; carries retry_after)
     │   └── BulkheadFullError         429 bulkhead_full      (a dependency's calls at their bound)
     ├── RateLimitedError              429 rate_limited       (carries retry_after)
+    │   └── TooManyStreamsError       429 too_many_streams   (a client's open streams at cap)
     ├── UnavailableError              503 unavailable        (shutting down, no replica)
     │   └── CircuitOpenError          503 circuit_open       (upstream failing; retry_after)
     ├── TaskFailedError               -   task_failed        (raised by handlers / SDK wait)
@@ -46,6 +47,7 @@ __all__ = [
     "TaskCancelledError",
     "TaskFailedError",
     "TaskTimeoutError",
+    "TooManyStreamsError",
     "UnavailableError",
     "ValidationError",
 ]
@@ -131,6 +133,12 @@ class RateLimitedError(AutoGLMError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooManyStreamsError(RateLimitedError):
+    """A client already holds its bound of open event streams."""
+
+    code = "too_many_streams"
 
 
 class UnavailableError(AutoGLMError):

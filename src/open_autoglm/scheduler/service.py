@@ -126,6 +126,7 @@ class Scheduler:
         self._timers: list[tuple[float, int, str, str]] = []  # (at, n, kind, task_id)
         self._timer_n = 0
         self._running = False
+        self._paused = False  # draining: start nothing more, finish what runs
         self._thread: threading.Thread | None = None
         self.started_total = 0
         self._since = time.monotonic()  # for the start-rate behind Retry-After
@@ -146,6 +147,21 @@ class Scheduler:
             target=self._dispatch_loop, name="autoglm-scheduler", daemon=True
         )
         self._thread.start()
+
+    def pause(self) -> list[str]:
+        """Start nothing more (a draining server); queued durable tasks stay queued for the
+        next start, queued online ones (their clients wait on this server) are cancelled.
+        Returns the ids of those cancelled."""
+        with self._lock:
+            self._paused = True
+            online = [
+                lt.id
+                for lt in self.live.values()
+                if not lt.durable and lt.status is TaskStatus.QUEUED
+            ]
+        for task_id in online:
+            self.cancel(task_id, "the server is shutting down")
+        return online
 
     def stop(self) -> None:
         with self._lock:
@@ -380,7 +396,8 @@ class Scheduler:
                 now = self._clock()
                 self._drain_inbox(now, answered)
                 self._fire_timers(now)
-                self._dispatch(now)
+                if not self._paused:
+                    self._dispatch(now)
                 timeout = 1.0
                 if self._timers:
                     timeout = max(0.0, min(timeout, self._timers[0][0] - self._clock()))

@@ -39,6 +39,12 @@ from starlette.concurrency import run_in_threadpool
 from open_autoglm import errors
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.errors import retry_after_header, status_for
+from open_autoglm.api.lifecycle import (
+    ClientGone,
+    CountedStreamingResponse,
+    follow,
+    stream_slots,
+)
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes.models import model_service
 from open_autoglm.executors.model_service import ModelService
@@ -114,6 +120,8 @@ def openai_errors(
             return await handler(request)
         except errors.AutoGLMError as exc:
             return _from_platform(exc)
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it: nginx's "client closed"
         except RequestValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {}
             return openai_error(str(first.get("msg", "invalid request")), 400)
@@ -254,6 +262,7 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     spec = runtime.parse(raw)
     spec, events = await runtime.admit(spec, client=client_id(request))
     done: Future[dict[str, Any]] = Future()
+    accepted_ids: list[str] = []
 
     def accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
         try:
@@ -261,6 +270,7 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
         except BaseException as exc:
             done.set_exception(exc)
             return
+        accepted_ids.append(task["id"])
         lt = runtime.scheduler.live_task(task["id"])  # still live: we run right after accept
         if lt is None:
             done.set_result(runtime.get_task(task["id"]))
@@ -269,26 +279,38 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
             lambda d: done.set_exception(e) if (e := d.exception()) else done.set_result(d.result())
         )
 
+    def cancel() -> None:  # the client hung up: stop its task, which frees its slot
+        for task_id in accepted_ids:
+            runtime.scheduler.cancel(task_id, "client disconnected")
+
     runtime.submit(spec, durable=False, events=events).add_done_callback(accepted)
-    final = await asyncio.wrap_future(done)
+    final = await follow(request, done, cancel)
     if final["status"] == "succeeded":
         return {"id": final["id"], **(final.get("result") or {})}
     raise _failure(final)
 
 
-async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any]) -> LiveTask:
-    """Submit a streaming generation task (``params.stream``) and return its live task.
+async def _start_stream(
+    runtime: Runtime, request: Request, raw: dict[str, Any]
+) -> tuple[LiveTask, Callable[[], None]]:
+    """Submit a streaming generation task (``params.stream``); its live task and the
+    client's stream slot (taken first: a client at its bound of streams starts nothing).
 
     The task goes through admission, priorities and the scheduler like any other; its handler
     reports each decoded piece of text as a ``progress`` event with a ``delta``.
     """
-    spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
-    spec, events = await runtime.admit(spec, client=client_id(request))
-    task, _ = runtime.submit(spec, durable=False, events=events).result()
-    lt = runtime.scheduler.live_task(task["id"])
-    if lt is None:  # gone already: it can only have failed before any work
-        raise _failure(runtime.get_task(task["id"]))
-    return lt
+    release = stream_slots(request).acquire(client_id(request))
+    try:
+        spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
+        spec, events = await runtime.admit(spec, client=client_id(request))
+        task, _ = runtime.submit(spec, durable=False, events=events).result()
+        lt = runtime.scheduler.live_task(task["id"])
+        if lt is None:  # gone already: it can only have failed before any work
+            raise _failure(runtime.get_task(task["id"]))
+    except BaseException:
+        release()
+        raise
+    return lt, release
 
 
 def _sse(data: Any) -> bytes:
@@ -299,15 +321,29 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _forward(
-    service: ModelService, name: str, path: str, raw: dict[str, Any], stream: bool
+    request: Request,
+    service: ModelService,
+    name: str,
+    path: str,
+    raw: dict[str, Any],
+    stream: bool,
 ) -> Response:
     upstream = service.upstream(name)
     if not stream:
         status, data = await upstream.post(path, raw)
         return JSONResponse(data, status_code=status)
-    status, chunks = await upstream.stream(path, raw)
-    return StreamingResponse(
-        chunks, status_code=status, media_type="text/event-stream", headers=_SSE_HEADERS
+    release = stream_slots(request).acquire(client_id(request))
+    try:
+        status, chunks = await upstream.stream(path, raw)
+    except BaseException:
+        release()
+        raise
+    return CountedStreamingResponse(
+        chunks,
+        release=release,
+        status_code=status,
+        media_type="text/event-stream",
+        headers=_SSE_HEADERS,
     )
 
 
@@ -362,7 +398,7 @@ async def embeddings(request: Request) -> Response:
     service = model_service(runtime)
     spec = await _spec_serving(service, body.model, "embedding")
     if spec.backend is ModelBackend.OPENAI:
-        return await _forward(service, body.model, "/embeddings", raw, False)
+        return await _forward(request, service, body.model, "/embeddings", raw, False)
     texts = [body.input] if isinstance(body.input, str) else body.input
     task = {"task_type": "embedding", "model": body.model, "input": texts, **_prio(body)}
     result = await _run_task(runtime, request, task)
@@ -392,7 +428,7 @@ async def completions(request: Request) -> Response:
     service = model_service(runtime)
     spec = await _spec_serving(service, body.model, "text-generation")
     if spec.backend is ModelBackend.OPENAI:
-        return await _forward(service, body.model, "/completions", raw, body.stream)
+        return await _forward(request, service, body.model, "/completions", raw, body.stream)
     params = body.params(body.max_tokens or 16, chat=False)
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
     task.update(input=body.prompt, params=params, **_prio(body))
@@ -402,8 +438,8 @@ async def completions(request: Request) -> Response:
                 "stream: true takes one prompt string",
                 details=[{"loc": ["prompt"], "msg": "one prompt when streaming"}],
             )
-        lt = await _start_stream(runtime, request, task)
-        return _stream_response(runtime, lt, body, kind="text_completion")
+        lt, release = await _start_stream(runtime, request, task)
+        return _stream_response(runtime, lt, release, body, kind="text_completion")
     result = await _run_task(runtime, request, task)
     choices = [
         {"text": g["text"], "index": i, "logprobs": None, "finish_reason": g["finish_reason"]}
@@ -429,14 +465,14 @@ async def chat_completions(request: Request) -> Response:
     service = model_service(runtime)
     spec = await _spec_serving(service, body.model, "chat")
     if spec.backend is ModelBackend.OPENAI:
-        return await _forward(service, body.model, "/chat/completions", raw, body.stream)
+        return await _forward(request, service, body.model, "/chat/completions", raw, body.stream)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     params = body.params(body.max_completion_tokens or body.max_tokens or 128, chat=True)
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
     task.update(input={"messages": messages}, params=params, **_prio(body))
     if body.stream:
-        lt = await _start_stream(runtime, request, task)
-        return _stream_response(runtime, lt, body, kind="chat.completion.chunk")
+        lt, release = await _start_stream(runtime, request, task)
+        return _stream_response(runtime, lt, release, body, kind="chat.completion.chunk")
     result = await _run_task(runtime, request, task)
     g = result["generations"][0]
     return JSONResponse(
@@ -466,7 +502,7 @@ def _prio(body: _Base) -> dict[str, Any]:
 
 
 def _stream_response(
-    runtime: Runtime, lt: LiveTask, body: _Sampling, *, kind: str
+    runtime: Runtime, lt: LiveTask, release: Callable[[], None], body: _Sampling, *, kind: str
 ) -> StreamingResponse:
     """SSE chunks from the task's ``progress`` events, then its result's finish and usage.
 
@@ -534,4 +570,6 @@ def _stream_response(
                 runtime.scheduler.cancel(lt.id, "client closed the stream")
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return CountedStreamingResponse(
+        events(), release=release, media_type="text/event-stream", headers=_SSE_HEADERS
+    )
