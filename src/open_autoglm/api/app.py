@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from open_autoglm import __version__
+from open_autoglm.api.contract import install_contract
 from open_autoglm.api.errors import install_error_handlers
 from open_autoglm.api.middleware import (
     ApiKeyMiddleware,
@@ -80,6 +81,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.include_router(system.router)
     for extra in runtime.extra_routers:
         app.include_router(extra)
+    install_contract(app, auth_required=bool(s.api.api_keys))
     # The last added runs first: API key, then the rate limit (per key), then the body bound,
     # then the hottest routes without the router.
     app.add_middleware(DirectRoutes, routes=direct)

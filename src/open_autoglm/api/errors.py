@@ -95,9 +95,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(errors.ValidationError("invalid request", details=details))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the route tried
+            from open_autoglm.api.contract import allowed_methods
+
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail), "details": []}},
             status_code=exc.status_code,
+            headers=headers,
         )

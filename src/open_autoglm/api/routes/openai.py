@@ -51,6 +51,7 @@ from open_autoglm.executors.model_service import ModelService
 from open_autoglm.runtime import Runtime
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.model import ModelBackend, ModelSpec
+from open_autoglm.tasks.text import MAX_TOKENS
 
 __all__ = [
     "DIRECT_ROUTES",
@@ -156,7 +157,7 @@ class _Sampling(_Base):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # torch's seed range
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -174,7 +175,7 @@ class _Sampling(_Base):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
+    max_tokens: int | None = Field(default=16, ge=1, le=MAX_TOKENS)
     echo: Literal[False] = False
     logprobs: None = None
     suffix: None = None
@@ -199,8 +200,8 @@ class _Message(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[_Message] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     logprobs: Literal[False] | None = None
 
 
