@@ -191,12 +191,15 @@ def test_streams_per_client_are_capped(server: ServerProcess) -> None:
         assert client.post(f"/v1/tasks/{task['id']}/cancel").status_code == 200
 
 
-def test_settings_document_their_defaults() -> None:
-    from open_autoglm.config import LifecycleSettings
+def test_docs_name_every_setting_with_its_default_and_their_example_loads(
+    tmp_path: Path,
+) -> None:
+    from open_autoglm.config import LifecycleSettings, load_settings
 
-    s = LifecycleSettings()
-    assert (s.header_timeout_s, s.body_timeout_s, s.shutdown_grace_s) == (10.0, 60.0, 10.0)
     doc = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
     for name, field in LifecycleSettings.model_fields.items():
-        assert f"api.lifecycle.{name}" in doc, name
-        assert f"{field.default:g}" in doc, name
+        assert f"| `api.lifecycle.{name}` | `{field.default:g}`" in doc, name
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "autoglm.toml").write_text(example)
+    s = load_settings(tmp_path / "autoglm.toml").api.lifecycle
+    assert (s.header_timeout_s, s.max_streams_per_client, s.shutdown_grace_s) == (5, 4, 20)
