@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from open_autoglm import errors
 from open_autoglm.api.responses import JSONResponse
@@ -78,6 +79,8 @@ def platform_errors(
             return await endpoint(request)
         except errors.AutoGLMError as exc:
             return error_response(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)  # gone while sending its body: nobody reads it
 
     return guarded
 
@@ -93,6 +96,10 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": [p for p in e["loc"] if p != "body"], "msg": e["msg"]} for e in exc.errors()
         ]
         return error_response(errors.ValidationError("invalid request", details=details))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # gone while sending its body (or cut at its deadline)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

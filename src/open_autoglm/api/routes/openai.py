@@ -35,6 +35,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from open_autoglm import errors
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
@@ -121,7 +122,7 @@ def openai_errors(
             return await handler(request)
         except errors.AutoGLMError as exc:
             return _from_platform(exc)
-        except ClientGone:
+        except (ClientGone, ClientDisconnect):
             return Response(status_code=499)  # nobody reads it: nginx's "client closed"
         except RequestValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {}
