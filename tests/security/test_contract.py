@@ -55,7 +55,8 @@ def _schemathesis(server: ServerProcess, report: Path, *args: str) -> dict:
         "--no-shrink", "--request-timeout", "15", "--report", "json",
         "--report-json-path", str(report), *args,
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    # In the test's directory: schemathesis keeps a cache of crashes where it runs.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=report.parent)
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     result: dict = json.loads(report.read_text())
     return result
