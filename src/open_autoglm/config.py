@@ -19,6 +19,7 @@ __all__ = [
     "ApiSettings",
     "CorsSettings",
     "ExecutorSettings",
+    "LifecycleSettings",
     "ModelSettings",
     "PluginSettings",
     "SchedulerSettings",
@@ -147,6 +148,45 @@ class CorsSettings(BaseModel):
     max_age_s: int = Field(default=600, ge=0, description="how long a preflight is cached")
 
 
+class LifecycleSettings(BaseModel):
+    """How long a connection, a request and the server itself may take (api/lifecycle.py)."""
+
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request's line and headers must arrive within this many s of the "
+        "connection opening (or of the previous response); slower ones are closed",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="a request's body must arrive within this many s of its headers",
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="open connections from one client address; beyond them a new one is "
+        "answered 429 and closed",
+    )
+    max_streams_per_client: int = Field(
+        default=16,
+        ge=1,
+        le=100_000,
+        description="open event streams (task events, streamed completions) per client "
+        "(API key or address); beyond them 429 too_many_streams",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM: stop accepting, let requests and running jobs finish for "
+        "this long, then stop; unfinished durable jobs re-queue on the next start",
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -160,6 +200,7 @@ class ApiSettings(BaseModel):
     max_input_depth: int = Field(default=32, ge=1)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
 
 class PluginSettings(BaseModel):

@@ -17,6 +17,7 @@ and ``error.code`` back to the same classes.
     ├── AdmissionError                429 queue_full         (queue bounded; carries retry_after)
     │   └── BulkheadFullError         429 bulkhead_full      (a dependency's calls at their bound)
     ├── RateLimitedError              429 rate_limited       (carries retry_after)
+    │   └── TooManyStreamsError       429 too_many_streams   (a client's open streams at cap)
     ├── UnavailableError              503 unavailable        (shutting down, no replica)
     │   └── CircuitOpenError          503 circuit_open       (upstream failing; retry_after)
     ├── TaskFailedError               500 task_failed        (raised by handlers / SDK wait)
@@ -53,6 +54,7 @@ __all__ = [
     "TaskFailedError",
     "TaskTakenOverError",
     "TaskTimeoutError",
+    "TooManyStreamsError",
     "UnavailableError",
     "UnsupportedMediaTypeError",
     "ValidationError",
@@ -154,6 +156,12 @@ class RateLimitedError(AutoGLMError):
     def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class TooManyStreamsError(RateLimitedError):
+    """A client already holds its bound of open event streams."""
+
+    code = "too_many_streams"
 
 
 class UnavailableError(AutoGLMError):

@@ -73,6 +73,7 @@ class Runtime:
         self.metrics = PlatformMetrics(self.scheduler.stats)
         self.scheduler.observer = SchedulerWatch(self.metrics, self.bus)
         self._started = False
+        self._drain_deadline: float | None = None  # monotonic; set by begin_drain
         # Routers that later areas (models, rules, workflows) add to the API.
         self.extra_routers: list[Any] = []
         # Admission policies, see ``admit``.
@@ -150,9 +151,33 @@ class Runtime:
         self._started = True
         return self
 
+    def begin_drain(self, grace_s: float) -> None:
+        """Start draining (on SIGTERM): nothing new starts; :meth:`stop` then waits up to
+        ``grace_s`` from now for running tasks before it hands the rest over as after a
+        crash (durable ones re-queue on the next start, here or on another replica)."""
+        self._drain_deadline = time.monotonic() + grace_s
+        cancelled = self.scheduler.pause()
+        log.warning(
+            "draining for %.1f s: %d running tasks may finish, %d queued online requests cancelled",
+            grace_s,
+            self.scheduler.stats()["running"],
+            len(cancelled),
+        )
+
+    def _wait_drained(self) -> None:
+        deadline = self._drain_deadline
+        if deadline is None:
+            return
+        while self.scheduler.stats()["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.scheduler.stats()["running"]
+        if left:
+            log.warning("grace period over: %d running tasks handed over unfinished", left)
+
     def stop(self) -> None:
         if not self._started:
             return
+        self._wait_drained()
         self.plugins.call_hooks("on_shutdown")
         for fn in reversed(self.on_stop):
             try:

@@ -13,6 +13,7 @@ from starlette.middleware.cors import CORSMiddleware
 from open_autoglm import __version__
 from open_autoglm.api.auth import AuthMiddleware
 from open_autoglm.api.browser import CrossOriginGuard, JsonOnlyMiddleware, SecurityHeadersMiddleware
+from open_autoglm.api.contract import install_contract
 from open_autoglm.api.errors import install_error_handlers
 from open_autoglm.api.middleware import (
     BodyLimitMiddleware,
@@ -94,7 +95,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
     app.add_middleware(JsonOnlyMiddleware, raw_body_routes=raw_body)
     app.add_middleware(RateLimitMiddleware, gate=gate)
-    app.add_middleware(AuthMiddleware, ring=key_ring(runtime))
+    ring = key_ring(runtime)
+    install_contract(app, auth_required=lambda: ring.enabled)
+    app.add_middleware(AuthMiddleware, ring=ring)
     cors = s.api.cors
     app.add_middleware(CrossOriginGuard, allow_origins=cors.allow_origins)
     if cors.allow_origins:

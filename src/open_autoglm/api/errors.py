@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from open_autoglm import errors
 from open_autoglm.api.responses import JSONResponse
@@ -91,6 +92,8 @@ def platform_errors(
             return await endpoint(request)
         except errors.AutoGLMError as exc:
             return error_response(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)  # gone while sending its body: nobody reads it
 
     return guarded
 
@@ -107,10 +110,20 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return error_response(errors.ValidationError("invalid request", details=details))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # gone while sending its body (or cut at its deadline)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the route tried
+            from open_autoglm.api.contract import allowed_methods
+
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail), "details": []}},
             status_code=exc.status_code,
+            headers=headers,
         )

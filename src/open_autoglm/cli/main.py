@@ -94,10 +94,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start the server (embedded SQLite and local executor by default)."""
-    import uvicorn
-
-    from open_autoglm.api.app import create_app
-    from open_autoglm.api.http import CoalescingHttpToolsProtocol
+    from open_autoglm.api.lifecycle import serve as serve_api
     from open_autoglm.config import load_settings
 
     overrides: dict[str, Any] = {}
@@ -117,15 +114,7 @@ def serve(
         from open_autoglm.executors.sched_policy import yield_to_replicas
 
         yield_to_replicas()  # before any thread starts: they all inherit it
-    # Each response's head and body in one write (api/http.py).
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        http=CoalescingHttpToolsProtocol,
-    )
+    serve_api(settings, host, port)
 
 
 @app.command()

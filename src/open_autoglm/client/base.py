@@ -50,6 +50,7 @@ def raise_for_error(resp: httpx.Response) -> None:
         cls: type[errors.AutoGLMError] = {
             "queue_full": errors.AdmissionError,
             "bulkhead_full": errors.BulkheadFullError,
+            "too_many_streams": errors.TooManyStreamsError,
         }.get(code, errors.RateLimitedError)
         raise cls(message, retry_after=retry_after)  # type: ignore[call-arg]
     if code == "circuit_open":

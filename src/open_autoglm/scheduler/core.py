@@ -101,6 +101,7 @@ class SchedulerCore:
         self.timers: list[Timer] = []
         self._timer_n = 0
         self.started_total = 0
+        self.paused = False  # a draining server: timers still fire, nothing new starts
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -321,6 +322,8 @@ class SchedulerCore:
         yield self.jobs, 0.0
 
     def _dispatch(self, now: float, out: list[Instruction]) -> None:
+        if self.paused:
+            return
         for lane, extra_cpu in self._lanes():
             if len(lane):
                 self._dispatch_lane(lane, extra_cpu, now, out)

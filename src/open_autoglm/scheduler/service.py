@@ -155,6 +155,21 @@ class Scheduler:
         )
         self._thread.start()
 
+    def pause(self) -> list[str]:
+        """Start nothing more (a draining server); queued durable tasks stay queued for the
+        next start, queued online ones (their clients wait on this server) are cancelled.
+        Returns the ids of those cancelled."""
+        with self._lock:
+            self.core.paused = True
+            online = [
+                lt.id
+                for lt in self.live.values()
+                if not lt.durable and lt.status is TaskStatus.QUEUED
+            ]
+        for task_id in online:
+            self.cancel(task_id, "the server is shutting down")
+        return online
+
     def stop(self) -> None:
         with self._lock:
             self._running = False

@@ -9,12 +9,12 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm.api.auth import principal_of, require_admin
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.errors import platform_errors, status_for_code
+from open_autoglm.api.lifecycle import ClientGone, follow, stream_slots
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import ConflictError, NotFoundError, PolicyBlockedError, ValidationError
@@ -158,7 +158,17 @@ async def infer(request: Request) -> JSONResponse:
     runtime = runtime_of(request)
     task, _ = await _accept(runtime, request, durable=False)
     handle = runtime.track(task["id"])
-    final = await handle if handle.live is not None else await run_in_threadpool(handle.result)
+    if handle.live is None:
+        final = await run_in_threadpool(handle.result)
+    else:
+        try:  # a client that hangs up cancels its task (and frees its slot)
+            final = await follow(
+                request,
+                handle.future(),
+                lambda: runtime.scheduler.cancel(handle.id, "client disconnected"),
+            )
+        except ClientGone:
+            return JSONResponse({}, status_code=499)  # nginx's "client closed request"
     if final["status"] == TaskStatus.SUCCEEDED:
         return JSONResponse(
             {"id": final["id"], "status": final["status"], "result": final.get("result")}
@@ -253,7 +263,8 @@ async def task_events(task_id: str, request: Request, runtime: Rt, after: int = 
     if "text/event-stream" not in request.headers.get("accept", ""):
         events = await run_in_threadpool(runtime.storage.events, task_id, after)
         return JSONResponse({"task_id": task_id, "status": task["status"], "events": events})
-    return StreamingResponse(
+    return stream_slots(request).stream(
+        request,
         _sse(runtime, task_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
@@ -17,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from open_autoglm import errors
 from open_autoglm.api.auth import principal_of
 from open_autoglm.api.deps import get_runtime, json_body
+from open_autoglm.api.lifecycle import stream_slots
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.runtime import Runtime
@@ -171,7 +171,8 @@ async def run_events(run_id: str, request: Request, runtime: Rt, after: int = 0)
     if "text/event-stream" not in request.headers.get("accept", ""):
         events = await run_in_threadpool(service.repo.events, run_id, after)
         return JSONResponse({"run_id": run_id, "status": row["status"], "events": events})
-    return StreamingResponse(
+    return stream_slots(request).stream(
+        request,
         _sse(runtime, service, run_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
