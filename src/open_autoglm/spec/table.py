@@ -263,6 +263,8 @@ def _numeric_column(
     wrong: list[int] = []
     infinite: list[int] = []
     for i, v in enumerate(cells):
+        if isinstance(v, str):  # CSV hands a column with one bad cell over as text
+            v = _number(v)
         if _missing(v):
             out.append(None)
         elif isinstance(v, bool) or not isinstance(v, int | float):
@@ -278,6 +280,16 @@ def _numeric_column(
     if infinite:
         p.add([*loc, name], f"numeric column holds infinities ({_rows_note(infinite)})")
     return tuple(out)
+
+
+def _number(text: str) -> Cell:
+    """A numeric string as its number; a blank one as missing; anything else unchanged."""
+    if not text.strip():
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def validate_table(
@@ -326,7 +338,9 @@ def validate_table(
     policy = schema.missing
     for name in schema.text:
         _text_column(name, columns[name], base, limits, p)
-    texts = tuple(join_text(parts) for parts in zip(*(columns[n] for n in schema.text), strict=False))
+    texts = tuple(
+        join_text(parts) for parts in zip(*(columns[n] for n in schema.text), strict=False)
+    )
     if not schema.text:
         texts = ("",) * rows
     if schema.text:
@@ -347,7 +361,8 @@ def validate_table(
                 p.add([*base, name], f"missing categories ({_rows_note(gaps)})")
     numeric = {n: _numeric_column(n, columns[n], base, p) for n in schema.numeric}
     for name, values in numeric.items():
-        gaps = [i for i, v in enumerate(values) if v is None and not _bad_cell(columns[name][i])]
+        raw = columns[name]
+        gaps = [i for i, v in enumerate(values) if v is None and not _bad_cell(raw[i])]
         if columns[name] is absent:
             continue
         if gaps and policy.numeric is NumericPolicy.ERROR:
@@ -369,6 +384,8 @@ def validate_table(
 
 def _bad_cell(value: Cell) -> bool:
     """A present cell of the wrong type (already reported; not also a missing number)."""
+    if isinstance(value, str):
+        value = _number(value)
     return not _missing(value) and (isinstance(value, bool) or not isinstance(value, int | float))
 
 

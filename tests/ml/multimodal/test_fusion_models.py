@@ -110,7 +110,14 @@ def test_hybrid_learns_a_label_that_needs_both_modalities() -> None:
     for name in ("hybrid", "text"):
         torch.manual_seed(0)
         model = strategy_class(name)(config)
-        fit(model, batch, labels, train, val, TrainSettings(epochs=20, batch_size=64, lr=5e-3, patience=0, seed=0))
+        fit(
+            model,
+            batch,
+            labels,
+            train,
+            val,
+            TrainSettings(epochs=20, batch_size=64, lr=5e-3, patience=0, seed=0),
+        )
         pred = model.predict_proba(batch.select(torch.from_numpy(test))).argmax(dim=1)
         accuracy[name] = float((pred == labels[test]).float().mean())
     assert accuracy["hybrid"] > 0.85

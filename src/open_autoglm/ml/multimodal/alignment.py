@@ -29,7 +29,8 @@ class CrossModalAttention(nn.Module):
         message, _ = self.attention(queries, keys, keys, need_weights=False)  # (batch, q, dim)
         gate = keys_present[:, None, None].to(message.dtype)  # (batch, 1, 1)
         hidden = self.norm(queries + gate * message)
-        return self.norm_ffn(hidden + self.ffn(hidden))  # (batch, q, dim)
+        out: Tensor = self.norm_ffn(hidden + self.ffn(hidden))  # (batch, q, dim)
+        return out
 
 
 class Alignment(nn.Module):

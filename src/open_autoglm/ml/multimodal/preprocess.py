@@ -83,14 +83,14 @@ class Preprocessor:
         num = torch.zeros((rows, len(self.schema.numeric)), dtype=torch.float32)
         for j, name in enumerate(self.schema.numeric):
             s = self.scalers[name]
-            cells = table.numeric[name]
-            raw = torch.tensor([s["fill"] if v is None else v for v in cells], dtype=torch.float64)
+            values = table.numeric[name]
+            raw = torch.tensor([s["fill"] if v is None else v for v in values], dtype=torch.float64)
             num[:, j] = ((raw - s["mean"]) / s["std"]).clamp(-_CLIP, _CLIP).float()
-            present |= torch.tensor([v is not None for v in cells], dtype=torch.bool)
+            present |= torch.tensor([v is not None for v in values], dtype=torch.bool)
         labels = None
         if table.labels is not None:
-            index = {label_key(c): i for i, c in enumerate(self.classes)}
-            labels = torch.tensor([index[label_key(v)] for v in table.labels], dtype=torch.long)
+            by_key = {label_key(c): i for i, c in enumerate(self.classes)}
+            labels = torch.tensor([by_key[label_key(v)] for v in table.labels], dtype=torch.long)
         return EncodedTable(cat, num, present, labels)
 
     def to_dict(self) -> dict[str, Any]:

@@ -41,4 +41,5 @@ class TabularEncoder(nn.Module):
 
     def forward(self, categorical: Tensor, numeric: Tensor, present: Tensor) -> Tensor:
         flat = self.tokens(categorical, numeric).flatten(1)  # (batch, columns * dim)
-        return self.net(flat) * present[:, None].to(flat.dtype)  # (batch, hidden)
+        out: Tensor = self.net(flat) * present[:, None].to(flat.dtype)  # (batch, hidden)
+        return out

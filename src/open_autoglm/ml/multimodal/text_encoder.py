@@ -29,4 +29,5 @@ class TextEncoder(nn.Module):
 
     def forward(self, text: Tensor, present: Tensor) -> Tensor:
         # A row without text gives zeros, not the encoding of a zero vector.
-        return self.net(text) * present[:, None].to(text.dtype)  # (batch, hidden)
+        out: Tensor = self.net(text) * present[:, None].to(text.dtype)  # (batch, hidden)
+        return out

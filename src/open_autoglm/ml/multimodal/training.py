@@ -88,7 +88,7 @@ def fit(
             rows = order[start : start + settings.batch_size]
             loss = model.loss(batch.select(rows), labels[rows])
             opt.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             total += float(loss.detach()) * len(rows)
             seen += len(rows)

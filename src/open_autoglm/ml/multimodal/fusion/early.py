@@ -40,4 +40,5 @@ class EarlyFusion(FusionModel):
 
     def fuse(self, encoded: Encoded, batch: FusionBatch) -> Tensor:
         flags = torch.stack([batch.text_present, batch.tab_present], dim=1).float()  # (batch, 2)
-        return self.norm(torch.cat([encoded["text"], encoded["tabular"], flags], dim=1))
+        fused: Tensor = self.norm(torch.cat([encoded["text"], encoded["tabular"], flags], dim=1))
+        return fused  # (batch, width)

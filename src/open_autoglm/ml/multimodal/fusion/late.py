@@ -54,5 +54,6 @@ class LateFusion(FusionModel):
             F.nll_loss(encoded[m], labels, weight=weight, reduction="none") * mask.float()
             for m, mask in (("text", batch.text_present), ("tabular", batch.tab_present))
         ]
-        per_modality = sum(e.sum() for e in each) / max(len(labels), 1)
-        return F.cross_entropy(fused, labels, weight=weight) + per_modality
+        per_modality = (each[0].sum() + each[1].sum()) / max(len(labels), 1)
+        total: Tensor = F.cross_entropy(fused, labels, weight=weight) + per_modality
+        return total
