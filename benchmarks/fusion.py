@@ -124,7 +124,8 @@ def embeddings(
         if cache.misses:
             embed_seconds += seconds
             embedded_rows += int(p.sum())
-            print(f"  embedded rows {start}..{start + len(shard)} in {seconds:.1f} s", flush=True)
+            at = start + first_shard * SHARD
+            print(f"  embedded rows {at}..{at + len(shard)} in {seconds:.1f} s", flush=True)
         else:
             hits += 1
         vectors.append(v)

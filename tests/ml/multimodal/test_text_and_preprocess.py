@@ -78,18 +78,6 @@ def test_fingerprint_follows_the_model_files(tmp_path: Path) -> None:
     assert one != model_fingerprint(tmp_path, pooling="mean", max_length=128)
 
 
-def test_real_text_model_embeds_and_masks(tmp_path: Path) -> None:
-    from open_autoglm.ml.text.embedding import Embedder
-    from open_autoglm.ml.text.tiny import build_tiny_bert_embedder
-
-    embedder = Embedder.from_path(
-        build_tiny_bert_embedder(tmp_path / "m"), linear="torch", pack_tokens=256
-    )
-    vectors, present = embed_texts(embedder, ["the cat sat", "", "hello world"])
-    assert vectors.shape == (3, embedder.dimension) and present.tolist() == [True, False, True]
-    assert torch.allclose(vectors[[0, 2]].norm(dim=1), torch.ones(2), atol=1e-5)
-
-
 SCHEMA = TableSchema.model_validate(
     {
         "categorical": ["size"],
