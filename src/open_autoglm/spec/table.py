@@ -14,7 +14,7 @@ modality masked, a missing category becomes the "unknown" category, a missing nu
 imputed (or rejected, the default). A row left with neither text nor any tabular value is
 kept, with both modalities masked, so predictions never crash on sparse rows.
 
-This module uses the standard library only (no numpy, pandas or torch).
+This module needs pydantic only (no numpy, pandas or torch).
 """
 
 from __future__ import annotations
