@@ -92,6 +92,26 @@ class AsyncClient(BaseClient):
         )
         return out["result"]
 
+    async def fusion_train(
+        self,
+        table: Any,
+        schema: dict[str, Any],
+        *,
+        strategy: str = "hybrid",
+        text_model: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Submit ``fusion-train`` on ``table`` (rows, an artifact id or an input dict);
+        returns the accepted task (``wait`` for its result)."""
+        return await self.submit(
+            self._fusion_train_spec(table, schema, strategy, text_model, params)
+        )
+
+    async def fusion_predict(self, model: str, rows: Any) -> dict[str, Any]:
+        """Classify ``rows`` with the fusion model ``model``: classes and probabilities."""
+        result: dict[str, Any] = await self.infer(self._fusion_predict_spec(model, rows))
+        return result
+
     async def list(
         self,
         *,

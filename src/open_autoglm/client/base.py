@@ -79,6 +79,33 @@ class BaseClient:
         return body
 
     @staticmethod
+    def _table(table: Any) -> Any:
+        """A table input: rows (a list of dicts), an artifact id, or an input dict as is."""
+        if isinstance(table, list):
+            return {"rows": table}
+        if isinstance(table, str):
+            return {"artifact": table}
+        return table
+
+    @classmethod
+    def _fusion_train_spec(
+        cls,
+        table: Any,
+        schema: dict[str, Any],
+        strategy: str,
+        text_model: str | None,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        body = {"schema": schema, "strategy": strategy, **params}
+        if text_model is not None:
+            body["text_model"] = text_model
+        return {"task_type": "fusion-train", "input": cls._table(table), "params": body}
+
+    @classmethod
+    def _fusion_predict_spec(cls, model: str, rows: Any) -> dict[str, Any]:
+        return {"task_type": "fusion-predict", "model": model, "input": cls._table(rows)}
+
+    @staticmethod
     def _page_params(filters: dict[str, Any], page_size: int) -> dict[str, Any]:
         """Query parameters of a list route: the filters that are set, and the page size."""
         params = {k: v for k, v in filters.items() if v}

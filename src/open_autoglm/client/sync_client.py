@@ -93,6 +93,24 @@ class Client(BaseClient):
         )
         return out["result"]
 
+    def fusion_train(
+        self,
+        table: Any,
+        schema: dict[str, Any],
+        *,
+        strategy: str = "hybrid",
+        text_model: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Submit ``fusion-train`` on ``table`` (rows, an artifact id or an input dict);
+        returns the accepted task (``wait`` for its result)."""
+        return self.submit(self._fusion_train_spec(table, schema, strategy, text_model, params))
+
+    def fusion_predict(self, model: str, rows: Any) -> dict[str, Any]:
+        """Classify ``rows`` with the fusion model ``model``: classes and probabilities."""
+        result: dict[str, Any] = self.infer(self._fusion_predict_spec(model, rows))
+        return result
+
     def list(
         self,
         *,
