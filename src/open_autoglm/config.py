@@ -7,12 +7,13 @@ used ones also have flat aliases (``AUTOGLM_STORAGE_URL``, ``AUTOGLM_DATA_DIR``)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from open_autoglm.spec.limits import InputLimits
@@ -209,6 +210,13 @@ class OutboundSettings(BaseModel):
         default_factory=list,
         description="CIDRs opened (e.g. 10.0.0.0/8); non-public addresses are refused otherwise",
     )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _cidrs(cls, networks: list[str]) -> list[str]:
+        for net in networks:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return networks
 
 
 class WorkflowSettings(BaseModel):

@@ -55,10 +55,11 @@ from open_autoglm.executors.replicas import (
     ReplicaLauncher,
     ReplicaPool,
 )
-from open_autoglm.executors.upstream import Upstream, upstream_bulkhead
+from open_autoglm.executors.upstream import Upstream, UpstreamSecrets, upstream_bulkhead
 from open_autoglm.ml.text.loading import written_whole  # imports no torch
 from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
+from open_autoglm.resilience.outbound import OutboundPolicy
 from open_autoglm.spec.model import (
     ArtifactFilesSource,
     ArtifactSource,
@@ -116,6 +117,9 @@ class ModelService:
             (``"ray"``, as ``executor.backend = "ray"`` asks).
         executor: the executor settings the ray backend connects with (``ray_address``, the
             size of a local instance); default ``ExecutorSettings(backend="ray")``.
+        outbound: the URL policy upstream base URLs are checked against at registration and
+            every upstream call connects through (default: public addresses only).
+        secrets: the upstream keys entries may name (default: none).
     """
 
     def __init__(
@@ -132,10 +136,14 @@ class ModelService:
         cpu_slots: int | None = None,
         replica_backend: ReplicaBackend = "process",
         executor: ExecutorSettings | None = None,
+        outbound: OutboundPolicy | None = None,
+        secrets: UpstreamSecrets | None = None,
     ) -> None:
         from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
 
         self.storage = storage
+        self.outbound = outbound or OutboundPolicy()
+        self.secrets = secrets or UpstreamSecrets()
         self.cache_dir = Path(cache_dir)
         self.text_loader = TextModelLoader(self.cache_dir)
         self._load_entry = loader or self.text_loader
@@ -175,6 +183,7 @@ class ModelService:
 
     def put(self, raw: Any, *, replace: bool = False) -> dict[str, Any]:
         spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
+        self._check_source(spec)
         data = spec.model_dump(mode="json")
         row = self.storage.put_model(
             {
@@ -191,6 +200,13 @@ class ModelService:
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
         return self._public(self._remember(row))
+
+    def _check_source(self, spec: ModelSpec) -> None:
+        """Refuse, before storing, a source the server must not use (422 naming the field)."""
+        src = spec.source
+        if isinstance(src, UpstreamSource):
+            self.secrets.check(src.api_key)
+            self.outbound.check_url(src.base_url, loc=("source", "base_url"), base=True)
 
     def get(self, name: str) -> dict[str, Any]:
         return self._public(self.spec(name))
@@ -279,7 +295,12 @@ class ModelService:
             up = self._upstreams.get(name)
             if up is None or up.source != spec.source:
                 up = self._upstreams[name] = Upstream(
-                    name, spec.source, self._breaker(name), self._bulkhead(name, spec.source)
+                    name,
+                    spec.source,
+                    self._breaker(name),
+                    self._bulkhead(name, spec.source),
+                    policy=self.outbound,
+                    secrets=self.secrets,
                 )
             return up
 

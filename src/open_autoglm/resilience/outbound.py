@@ -26,12 +26,14 @@ import anyio
 import httpcore
 import httpx
 
+from open_autoglm.config import Settings
 from open_autoglm.errors import OutboundRefusedError
 
 __all__ = [
     "REFUSED_BY_POLICY",
     "OutboundPolicy",
     "Resolver",
+    "outbound_policy",
 ]
 
 REFUSED_BY_POLICY: Final = "refused by policy"
@@ -169,6 +171,13 @@ class OutboundPolicy:
             network_backend=_AsyncCheckedBackend(self),
         )
         return httpx.AsyncClient(transport=transport, trust_env=False, **kw)
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """The policy ``settings.outbound`` describes."""
+    return OutboundPolicy.from_lists(
+        settings.outbound.allow_hosts, settings.outbound.allow_networks
+    )
 
 
 class _CheckedBackend(httpcore.NetworkBackend):

@@ -145,7 +145,7 @@ class _BoundedLoader(yaml.SafeLoader):
         if self.check_event(AliasEvent):
             self._aliases += 1
             if self._aliases > self.limits.max_yaml_aliases:
-                event = self.peek_event()
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise _Refused(
                     f"more than {self.limits.max_yaml_aliases} YAML aliases",
                     ScalarNode("", "", event.start_mark, event.end_mark),
@@ -153,12 +153,13 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > self.limits.max_depth:
-                event = self.peek_event()
+                event = self.peek_event()  # type: ignore[no-untyped-call]
                 raise _Refused(
                     f"nested deeper than {self.limits.max_depth}",
                     ScalarNode("", "", event.start_mark, event.end_mark),
                 )
-            return super().compose_node(parent, index)  # type: ignore[no-any-return]
+            node: Node = super().compose_node(parent, index)  # type: ignore[assignment]
+            return node
         finally:
             self._depth -= 1
 
@@ -166,7 +167,7 @@ class _BoundedLoader(yaml.SafeLoader):
         for key_node, _ in node.value:
             if not (isinstance(key_node, ScalarNode) and key_node.tag in _KEY_TAGS):
                 raise _Refused("mapping keys must be strings (quote the key)", key_node)
-        return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
+        return super().construct_mapping(node, deep=deep)
 
 
 _KEY_TAGS: Final = frozenset({"tag:yaml.org,2002:str", "tag:yaml.org,2002:merge"})

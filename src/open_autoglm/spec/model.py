@@ -8,8 +8,10 @@ A ``source`` is one of:
   weights file for ``graph``);
 - ``{"artifacts": {"config.json": id, "model.safetensors": id, ...}}``: stored files that are
   put together into a model directory;
-- ``{"base_url": ..., "model": ..., "api_key_env": ...}``: an OpenAI-compatible upstream
-  (backend ``openai``).
+- ``{"base_url": ..., "model": ..., "api_key": ...}``: an OpenAI-compatible upstream
+  (backend ``openai``). ``api_key`` names a key the operator configured on the server
+  (``models.upstream_secrets``, or a variable listed in ``models.upstream_key_envs``), never
+  the key itself and never an arbitrary variable; ``api_key_env`` is its older spelling.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -43,6 +46,7 @@ LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "mkl", "torch")
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")
 ]
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
 ArtifactId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # A file of a model directory, at most one folder deep (sentence-transformers' 1_Pooling/).
 _FILE_NAME = re.compile(
@@ -87,8 +91,8 @@ class UpstreamSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=500)]
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = (
-        None
+    api_key: SecretName | None = Field(
+        default=None, validation_alias=AliasChoices("api_key", "api_key_env")
     )
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     # The bulkhead: calls in flight to this upstream at once, and calls that may wait for a
@@ -153,7 +157,7 @@ class ModelSpec(BaseModel):
         src = self.source
         if self.backend is ModelBackend.OPENAI:
             if not isinstance(src, UpstreamSource):
-                raise ValueError("backend 'openai' needs source {base_url, model, api_key_env}")
+                raise ValueError("backend 'openai' needs source {base_url, model, api_key}")
             bad = set(self.task_types) - _UPSTREAM_TASKS
             if bad:
                 raise ValueError(

@@ -45,7 +45,8 @@ from open_autoglm.errors import (
     NotFoundError,
     ValidationError,
 )
-from open_autoglm.spec.workflow import WorkflowSpec, validate_workflow
+from open_autoglm.resilience.outbound import outbound_policy
+from open_autoglm.spec.workflow import WorkflowSpec, parse_workflow_text, validate_workflow
 from open_autoglm.storage.workflows_repo import RunWrite, WorkflowRepo
 from open_autoglm.workflows.callbacks import DeliveryAttempt, deliver_callback
 from open_autoglm.workflows.engine import WorkflowRun
@@ -150,6 +151,7 @@ class WorkflowService:
     def __init__(self, runtime: Runtime, *, clock: Callable[[], float] = time.time) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.workflows
+        self.outbound = outbound_policy(runtime.settings)
         self.repo = WorkflowRepo(runtime.storage.engine)
         self._clock = clock
         self._inbox: queue.SimpleQueue[_Msg] = queue.SimpleQueue()
@@ -198,7 +200,12 @@ class WorkflowService:
     def validate(self, doc: WorkflowSpec | Mapping[str, Any] | str) -> WorkflowSpec:
         """Validate against the registered task types and the core's TaskSpec checks."""
         known = {t.name for t in self.runtime.plugins.task_types()}
-        return validate_workflow(doc, known_task_types=known, validate_task=self._check_task)
+        if isinstance(doc, str):
+            doc = parse_workflow_text(doc, self.runtime.settings.limits)
+        spec = validate_workflow(doc, known_task_types=known, validate_task=self._check_task)
+        if spec.callback_url:  # 422 at callback_url, before anything is stored
+            self.outbound.check_url(spec.callback_url, loc=("callback_url",))
+        return spec
 
     def _check_task(self, step: str, task: dict[str, Any]) -> list[Any]:
         """The core's TaskSpec checks on a step's task, before its references are resolved.
@@ -625,6 +632,7 @@ class WorkflowService:
                     timeout_s=s.callback_timeout_s,
                     event=event,
                     on_attempt=record,
+                    policy=self.outbound,
                 )
             except Exception:
                 log.exception("callback %s to %s failed", callback_id, url)
