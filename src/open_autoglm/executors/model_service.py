@@ -36,6 +36,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator
@@ -46,8 +47,9 @@ from typing import Any, Literal
 from pydantic import ValidationError as PydanticValidationError
 
 from open_autoglm.config import ExecutorSettings, ModelSettings
-from open_autoglm.errors import NotFoundError, ValidationError
+from open_autoglm.errors import AutoGLMError, NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
+from open_autoglm.executors.model_sources import ModelRoots, bundled_roots
 from open_autoglm.executors.ray_replicas import RayLauncher
 from open_autoglm.executors.replicas import (
     REPLICA_ROLES,
@@ -120,6 +122,10 @@ class ModelService:
         outbound: the URL policy upstream base URLs are checked against at registration and
             every upstream call connects through (default: public addresses only).
         secrets: the upstream keys entries may name (default: none).
+        roots: where local (string) sources may be (default: ``cache_dir`` and the bundled
+            models' packages).
+        failure_ttl_s: how long a failed load is answered from memory instead of retried.
+        clock: monotonic seconds (injected for tests).
     """
 
     def __init__(
@@ -138,12 +144,19 @@ class ModelService:
         executor: ExecutorSettings | None = None,
         outbound: OutboundPolicy | None = None,
         secrets: UpstreamSecrets | None = None,
+        roots: ModelRoots | None = None,
+        failure_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
 
         self.storage = storage
         self.outbound = outbound or OutboundPolicy()
         self.secrets = secrets or UpstreamSecrets()
+        self.roots = roots or ModelRoots([Path(cache_dir), *bundled_roots()])
+        self.failure_ttl_s = failure_ttl_s
+        self._clock = clock
+        self._failures: dict[str, tuple[float, AutoGLMError]] = {}
         self.cache_dir = Path(cache_dir)
         self.text_loader = TextModelLoader(self.cache_dir)
         self._load_entry = loader or self.text_loader
@@ -207,6 +220,8 @@ class ModelService:
         if isinstance(src, UpstreamSource):
             self.secrets.check(src.api_key)
             self.outbound.check_url(src.base_url, loc=("source", "base_url"), base=True)
+        elif isinstance(src, str) and not src.startswith("bundled:"):
+            self.roots.check(src)
 
     def get(self, name: str) -> dict[str, Any]:
         return self._public(self.spec(name))
@@ -253,6 +268,7 @@ class ModelService:
 
     def _forget(self, name: str) -> None:
         with self._lock:
+            self._failures.pop(name, None)
             self._specs.pop(name, None)
             self._meta.pop(name, None)
             self._upstreams.pop(name, None)
@@ -359,6 +375,8 @@ class ModelService:
         source: str
         if isinstance(spec.source, str):
             source = spec.source
+            if not source.startswith("bundled:"):  # stored before the roots were narrowed
+                source = str(self.roots.check(source))
         else:
             source = str(self.materialise(spec))
         return {
@@ -371,6 +389,25 @@ class ModelService:
         }
 
     def _load(self, name: str) -> Any:
+        """Load ``name``; a failure is a 4xx with its reason, remembered for
+        ``failure_ttl_s`` so clients asking again do not each start a load (and replicas)."""
+        with self._lock:
+            failed = self._failures.get(name)
+        if failed is not None and self._clock() < failed[0]:
+            raise failed[1]
+        try:
+            return self._load_now(name)
+        except AutoGLMError as exc:
+            error: AutoGLMError = exc
+        except Exception as exc:  # a broken model file: the entry's problem, not a 500
+            log.warning("model %s failed to load", name, exc_info=True)
+            msg = f"model {name!r} failed to load: {type(exc).__name__}: {str(exc)[:300]}"
+            error = ValidationError(msg, details=[{"loc": ["model"], "msg": msg}])
+        with self._lock:
+            self._failures[name] = (self._clock() + self.failure_ttl_s, error)
+        raise error
+
+    def _load_now(self, name: str) -> Any:
         spec = self.spec(name)
         replicas = self.replicas_for(spec)
         log.info(

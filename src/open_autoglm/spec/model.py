@@ -36,6 +36,7 @@ __all__ = [
     "ArtifactFilesSource",
     "ArtifactSource",
     "ModelBackend",
+    "ModelName",
     "ModelSpec",
     "UpstreamSource",
 ]
@@ -52,6 +53,9 @@ ArtifactId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 _FILE_NAME = re.compile(
     r"^(?:[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}/)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$"
 )
+
+# Weight formats that unpickle (and so can run code when loaded): never accepted.
+_PICKLE = frozenset({"bin", "pt", "pth", "ckpt", "pkl", "pickle"})
 
 # Task types a text model can be loaded for (the first one listed picks the role).
 TEXT_ROLES = ("embedding", "text-generation", "text-classification")
@@ -81,6 +85,11 @@ class ArtifactFilesSource(BaseModel):
             if not _FILE_NAME.match(name) or ".." in name:
                 raise ValueError(
                     f"file name {name!r} must be a relative name, at most one folder deep"
+                )
+            if name.rsplit(".", 1)[-1].lower() in _PICKLE:
+                raise ValueError(
+                    f"{name!r}: pickle weights are not loaded (they can run code); use "
+                    "safetensors or GGUF"
                 )
         if "config.json" not in files:
             raise ValueError("a model directory needs config.json")

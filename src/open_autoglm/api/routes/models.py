@@ -22,6 +22,7 @@ from open_autoglm.api.deps import get_runtime, json_body
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.executors.model_service import ModelCacheCollector, ModelService
+from open_autoglm.executors.model_sources import ModelRoots
 from open_autoglm.executors.upstream import UpstreamSecrets, upstream_bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
 from open_autoglm.resilience.outbound import outbound_policy
@@ -57,6 +58,8 @@ def setup(runtime: Runtime) -> None:
         executor=s.executor,
         outbound=outbound_policy(s),
         secrets=UpstreamSecrets.from_settings(m),
+        roots=ModelRoots.from_settings(s),
+        failure_ttl_s=m.load_failure_ttl_s,
     )
     runtime.services["models"] = service
     runtime.batch_policy = service.batch_policy
