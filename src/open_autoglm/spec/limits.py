@@ -35,16 +35,21 @@ class InputLimits(BaseModel):
     )
     max_depth: int = Field(default=64, ge=4, le=512, description="nesting depth of a document")
     max_nodes: int = Field(
-        default=1_000_000,
+        default=10_000_000,
         ge=100,
-        description="values (objects, lists, scalars) in a document, counted with YAML aliases "
-        "expanded",
+        description="values (objects, lists, scalars) in a document, YAML aliases expanded",
     )
     max_string: int = Field(
         default=1_000_000, ge=100, description="characters of one string (or mapping key)"
     )
     max_yaml_aliases: int = Field(
         default=100, ge=0, description="YAML aliases (*name) in a document; 0 refuses them all"
+    )
+    max_yaml_alias_values: int = Field(
+        default=100_000,
+        ge=0,
+        description="values a YAML document's aliases may add once expanded (a 9-level alias "
+        "bomb adds billions)",
     )
     max_expression_chars: int = Field(
         default=2_000, ge=50, description="characters of one rule or workflow expression"
@@ -187,13 +192,15 @@ _BoundedLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_text
 
 
 def _expanded(root: Node, limits: InputLimits) -> None:
-    """Refuse a composed tree whose alias-expanded node count or depth is over the limits.
+    """Refuse a composed tree whose aliases add more than ``max_yaml_alias_values`` values,
+    or whose expanded node count or depth is over the limits.
 
     Aliases make the tree a graph whose nodes are shared; sizes are memoised per node, so this
     costs one visit per distinct node whatever the expansion. A node that contains itself is
     refused (it expands forever).
     """
     size: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded nodes, expanded height)
+    bound = limits.max_yaml_alias_values
     open_: set[int] = set()
     stack: list[tuple[Node, bool]] = [(root, False)]
     while stack:
@@ -203,9 +210,13 @@ def _expanded(root: Node, limits: InputLimits) -> None:
             children = _children(node)
             nodes = 1 + sum(size[id(c)][0] for c in children)
             height = 1 + max((size[id(c)][1] for c in children), default=0)
-            if nodes > limits.max_nodes:
+            # Values past the distinct nodes seen so far can only come from aliases.
+            if nodes > min(limits.max_nodes, len(size) + 1 + bound):
                 raise _Refused(
-                    f"more than {limits.max_nodes} values once its aliases are expanded", node
+                    f"its aliases expand it by more than {bound} values"
+                    if nodes <= limits.max_nodes
+                    else f"more than {limits.max_nodes} values once its aliases are expanded",
+                    node,
                 )
             if height > limits.max_depth:
                 raise _Refused(
