@@ -29,9 +29,7 @@ def service(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     storage = StorageHub(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path).open()
     # The tiny models are built in the session's temporary directories: a model root here.
     roots = ModelRoots([tmp_path_factory.getbasetemp()])
-    svc = ModelService(
-        storage, cache_dir=tmp_path / "models", budget_bytes=50_000_000, roots=roots
-    )
+    svc = ModelService(storage, cache_dir=tmp_path / "models", budget_bytes=50_000_000, roots=roots)
     try:
         yield svc
     finally:
