@@ -114,6 +114,14 @@ def test_workflow_callback_url_is_refused_at_submit(api: TestClient, listener: L
         r = api.post(route, json={"spec": spec})
         assert r.status_code == 422, r.text
         assert r.json()["error"]["details"][0]["loc"] == ["callback_url"]
+    # A step's own callback, in a nested workflow too, is checked the same way.
+    inner = {**spec, "callback_url": None}
+    inner["steps"] = [{**spec["steps"][0], "callback_url": "http://169.254.169.254/"}]
+    nested = {**inner, "steps": [{"name": "sub", "workflow": inner}]}
+    r = api.post("/v1/workflows", json={"spec": nested})
+    assert r.status_code == 422, r.text
+    loc = ["steps", 0, "workflow", "steps", 0, "callback_url"]
+    assert r.json()["error"]["details"][0]["loc"] == loc
     assert listener.requests == []
 
 

@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -203,8 +203,8 @@ class WorkflowService:
         if isinstance(doc, str):
             doc = parse_workflow_text(doc, self.runtime.settings.limits)
         spec = validate_workflow(doc, known_task_types=known, validate_task=self._check_task)
-        if spec.callback_url:  # 422 at callback_url, before anything is stored
-            self.outbound.check_url(spec.callback_url, loc=("callback_url",))
+        for loc, url in _callback_urls(spec):  # 422 naming the field, before anything is stored
+            self.outbound.check_url(url, loc=loc)
         return spec
 
     def _check_task(self, step: str, task: dict[str, Any]) -> list[Any]:
@@ -638,6 +638,19 @@ class WorkflowService:
                 log.exception("callback %s to %s failed", callback_id, url)
 
         self._callbacks.submit(deliver)
+
+
+def _callback_urls(
+    spec: WorkflowSpec, loc: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every callback URL of a workflow, its steps' and its nested workflows', with its place."""
+    if spec.callback_url:
+        yield (*loc, "callback_url"), spec.callback_url
+    for i, step in enumerate(spec.steps):
+        if step.callback_url:
+            yield (*loc, "steps", i, "callback_url"), step.callback_url
+        if step.workflow is not None:
+            yield from _callback_urls(step.workflow, (*loc, "steps", i, "workflow"))
 
 
 def _under_reference(task: Any, loc: list[Any]) -> bool:
