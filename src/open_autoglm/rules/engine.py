@@ -200,18 +200,19 @@ class Engine:
             out.append(self._assert(type_, {**(fields or {}), **rec}, None))
         return out
 
-    def _spend(self) -> None:
-        """Stop once the CPU budget is spent (the clock is read every 256 steps)."""
+    def _spend(self, every: int = 256) -> None:
+        """Stop once the CPU budget is spent; the clock is read every ``every`` steps (each
+        assertion reads it: one can build many partial matches)."""
         if self._cpu_deadline is None:
             return
         self._ticks += 1
-        if self._ticks & 255 or time.thread_time() < self._cpu_deadline:
+        if self._ticks % every or time.thread_time() < self._cpu_deadline:
             return
         msg = f"rule evaluation used more than {self.cpu_budget_s:g} CPU seconds"
         raise ValidationError(f"{msg}; stopped", details=[{"loc": ["facts"], "msg": msg}])
 
     def _assert(self, type_: str, data: dict[str, Any], support: Activation | None) -> Fact:
-        self._spend()
+        self._spend(every=1)
         for k, v in data.items():
             if isinstance(v, list | dict):
                 data[k] = freeze(v)
