@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
 from helpers.security import Listener, app_client
+from open_autoglm.client.base import raise_for_error
+from open_autoglm.errors import OutboundRefusedError, ValidationError
 from open_autoglm.executors.upstream import UpstreamSecrets
 from open_autoglm.spec.model import UpstreamSource
 
@@ -92,3 +95,10 @@ def test_secret_names_resolve_only_through_the_operator() -> None:
     assert UpstreamSource.model_validate(
         {"base_url": "https://x.example/v1", "model": "m", "api_key_env": "OPENAI_KEY"}
     ).api_key == ("OPENAI_KEY")
+
+
+def test_the_sdk_raises_the_refusal_as_a_validation_error() -> None:
+    body = {"error": {"code": "outbound_refused", "message": "m", "details": []}}
+    with pytest.raises(OutboundRefusedError) as info:
+        raise_for_error(httpx.Response(422, json=body))
+    assert isinstance(info.value, ValidationError)
