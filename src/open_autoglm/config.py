@@ -7,13 +7,16 @@ used ones also have flat aliases (``AUTOGLM_STORAGE_URL``, ``AUTOGLM_DATA_DIR``)
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from open_autoglm.spec.limits import InputLimits
 
 __all__ = [
     "ApiSettings",
@@ -21,6 +24,7 @@ __all__ = [
     "ExecutorSettings",
     "LifecycleSettings",
     "ModelSettings",
+    "OutboundSettings",
     "PluginSettings",
     "SchedulerSettings",
     "Settings",
@@ -250,6 +254,45 @@ class ModelSettings(BaseModel):
         le=600,
         description="seconds a call waits for an upstream slot before it is refused",
     )
+    upstream_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="API keys of upstream models by name; an entry's source.api_key names one",
+    )
+    upstream_key_envs: list[str] = Field(
+        default_factory=list,
+        description="environment variables an entry's source.api_key may name (when it is not "
+        "in upstream_secrets); no other variable is ever read for a client",
+    )
+    roots: list[Path] = Field(
+        default_factory=list,
+        description="directories local model sources may be under, besides the data dir and "
+        "the bundled models' packages",
+    )
+    load_failure_ttl_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="seconds a failed model load is remembered and answered without retrying",
+    )
+
+
+class OutboundSettings(BaseModel):
+    """Which hosts the server's own HTTP calls (upstreams, callbacks) may reach."""
+
+    allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names or IP literals opened whatever they resolve to",
+    )
+    allow_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs opened (e.g. 10.0.0.0/8); non-public addresses are refused otherwise",
+    )
+
+    @field_validator("allow_networks")
+    @classmethod
+    def _cidrs(cls, networks: list[str]) -> list[str]:
+        for net in networks:
+            ipaddress.ip_network(net, strict=False)  # ValueError names the bad one
+        return networks
 
 
 class WorkflowSettings(BaseModel):
@@ -278,6 +321,8 @@ class Settings(BaseSettings):
     plugins: PluginSettings = Field(default_factory=PluginSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     models: ModelSettings = Field(default_factory=ModelSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+    limits: InputLimits = Field(default_factory=InputLimits)
     register_bundled_models: bool = False
     admission_ruleset: str | None = None
 

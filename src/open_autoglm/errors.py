@@ -6,6 +6,7 @@ and ``error.code`` back to the same classes.
 
     AutoGLMError                      500 internal
     ├── ValidationError               422 validation_error   (bad spec, params, graph, ruleset)
+    │   └── OutboundRefusedError      422 outbound_refused   (a URL outside the outbound policy)
     ├── NotFoundError                 404 not_found          (task, model, ruleset, artifact ...)
     ├── ConflictError                 409 conflict           (illegal state transition, name taken)
     │   └── TaskTakenOverError        409 task_taken_over    (another server took the task over)
@@ -44,6 +45,7 @@ __all__ = [
     "ErrorDetail",
     "MaxFiringsExceeded",
     "NotFoundError",
+    "OutboundRefusedError",
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PluginError",
@@ -84,6 +86,12 @@ class ValidationError(AutoGLMError):
     """Input failed validation; ``details`` lists every problem with its location."""
 
     code = "validation_error"
+
+
+class OutboundRefusedError(ValidationError):
+    """A URL the server would call is outside the outbound policy (scheme, form or address)."""
+
+    code = "outbound_refused"
 
 
 class NotFoundError(AutoGLMError):

@@ -17,7 +17,8 @@ from open_autoglm.runtime import Runtime
 
 
 def test_registry_crud(api: TestClient, tmp_path: Path) -> None:
-    entry = {"name": "m1", "source": str(tmp_path), "task_types": ["embedding"], "max_wait_ms": 5}
+    source = str(tmp_path / "data" / "m1")  # under the data dir: a model root
+    entry = {"name": "m1", "source": source, "task_types": ["embedding"], "max_wait_ms": 5}
     created = api.post("/v1/models/registry", json=entry)
     assert created.status_code == 201, created.text
     assert created.json()["state"] == "unloaded" and created.json()["max_wait_ms"] == 5
@@ -26,7 +27,7 @@ def test_registry_crud(api: TestClient, tmp_path: Path) -> None:
     assert replaced.status_code == 201 and replaced.json()["max_wait_ms"] == 9
     assert api.app.state.runtime.batch_policy("embedding", "m1") == (32, 0.009)  # type: ignore[attr-defined]
     assert [m["name"] for m in api.get("/v1/models/registry").json()["models"]] == ["m1"]
-    assert api.get("/v1/models/registry/m1").json()["source"] == str(tmp_path)
+    assert api.get("/v1/models/registry/m1").json()["source"] == source
     assert api.delete("/v1/models/registry/m1").status_code == 204
     assert api.get("/v1/models/registry/m1").status_code == 404
     assert api.delete("/v1/models/registry/m1").status_code == 404

@@ -63,6 +63,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny: dict[str, Path]) -> I
         "AUTOGLM_MODELS__MEMORY_BUDGET_MB": BUDGET_MB,
         "AUTOGLM_MODELS__UPSTREAM_FAILURE_THRESHOLD": str(UPSTREAM_THRESHOLD),
         "AUTOGLM_MODELS__UPSTREAM_RESET_S": "60",
+        # the upstreams these tests register listen on loopback: opened for them only
+        "AUTOGLM_OUTBOUND__ALLOW_NETWORKS": '["127.0.0.0/8"]',
     }
     proc = ServerProcess(tmp_path_factory.mktemp("openai-server"), env=env).start()
     try:

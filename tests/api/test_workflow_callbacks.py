@@ -59,6 +59,7 @@ def _client(tmp_path: Any, **workflows: Any) -> TestClient:
     settings = make_settings(
         tmp_path / "data",
         workflows={"callback_backoff_s": 0.05, "callback_timeout_s": 5, **workflows},
+        outbound={"allow_networks": ["127.0.0.0/8"]},  # the receiver listens on loopback
     )
     return TestClient(create_app(runtime=Runtime(settings)))
 

@@ -50,7 +50,9 @@ def test_register_rejects_an_invalid_entry(server, tmp_path):
     out = _run(server, "register", str(entry))
     assert out.exit_code == 1
     assert "dtype" in out.output
-    entry.write_text(json.dumps({"name": "x", "source": "/x", "task_types": ["embedding"]}))
+    # A local source must be under the server's model roots; a bundled one always is.
+    source = "bundled:all-minilm-l6-v2"
+    entry.write_text(json.dumps({"name": "x", "source": source, "task_types": ["embedding"]}))
     ok = _run(server, "register", str(entry))
     assert ok.exit_code == 0 and "registered x (hf)" in ok.output
     assert _run(server, "register", str(entry)).exit_code == 1  # name taken

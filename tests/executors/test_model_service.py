@@ -10,6 +10,7 @@ import pytest
 
 from open_autoglm.errors import ConflictError, NotFoundError, ValidationError
 from open_autoglm.executors.model_service import DEFAULT_BATCH_POLICY, ModelService
+from open_autoglm.executors.model_sources import ModelRoots
 from open_autoglm.storage.hub import StorageHub
 
 
@@ -24,9 +25,11 @@ def embedder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[ModelService]:
+def service(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelService]:
     storage = StorageHub(f"sqlite:///{tmp_path / 'db.sqlite'}", tmp_path).open()
-    svc = ModelService(storage, cache_dir=tmp_path / "models", budget_bytes=50_000_000)
+    # The tiny models are built in the session's temporary directories: a model root here.
+    roots = ModelRoots([tmp_path_factory.getbasetemp()])
+    svc = ModelService(storage, cache_dir=tmp_path / "models", budget_bytes=50_000_000, roots=roots)
     try:
         yield svc
     finally:

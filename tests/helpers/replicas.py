@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from open_autoglm.executors.model_service import ModelService
+from open_autoglm.executors.model_sources import ModelRoots
 from open_autoglm.executors.workers.pool import WorkerPool
 from open_autoglm.storage.hub import StorageHub
 
@@ -28,6 +29,7 @@ def replica_service(root: Path, dirs: dict[str, Path], **kwargs: Any) -> Iterato
     """Models ``emb`` (service default replicas), ``emb-local`` (in-process) and ``cls`` (one
     replica), all loaded before it is yielded; closed with its storage after."""
     storage = StorageHub(f"sqlite:///{root / 'db.sqlite'}", root).open()
+    kwargs.setdefault("roots", ModelRoots(dirs.values()))  # the tiny models are outside root
     svc = ModelService(storage, cache_dir=root / "models", budget_bytes=50_000_000, **kwargs)
     svc.register(name="emb", source=str(dirs["emb"]), task_types=["embedding"])
     svc.register(name="emb-local", source=str(dirs["emb"]), task_types=["embedding"],

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from open_autoglm.resilience.outbound import OutboundPolicy
 from open_autoglm.spec.workflow import validate_workflow
 from open_autoglm.workflows.callbacks import (
     SIGNATURE_HEADER,
@@ -23,6 +24,8 @@ from open_autoglm.workflows.local_runner import LocalRunner
 from open_autoglm.workflows.protocol import RunStatus, SendCallback
 
 SECRET = "whsec-test"
+# The receivers listen on loopback, which the outbound policy refuses unless opened.
+LOOPBACK = OutboundPolicy.from_lists(networks=["127.0.0.0/8"])
 
 
 class Receiver:
@@ -98,7 +101,12 @@ def test_sign_and_verify_with_tolerance_window() -> None:
 def test_delivery_retries_until_the_receiver_accepts(receiver: Receiver) -> None:
     sleeps: list[float] = []
     attempts = deliver_callback(
-        receiver.url, {"status": "succeeded"}, SECRET, backoff_s=0.01, sleep=sleeps.append
+        receiver.url,
+        {"status": "succeeded"},
+        SECRET,
+        backoff_s=0.01,
+        sleep=sleeps.append,
+        policy=LOOPBACK,
     )
     assert [a.status for a in attempts] == [503, 503, 204]
     assert [a.error for a in attempts] == ["HTTP 503", "HTTP 503", None]
@@ -110,7 +118,7 @@ def test_delivery_retries_until_the_receiver_accepts(receiver: Receiver) -> None
 
 def test_delivery_stops_on_a_rejecting_4xx() -> None:
     with Receiver(fail_first=5, status_on_fail=400) as r:
-        attempts = deliver_callback(r.url, {"x": 1}, SECRET, sleep=lambda s: None)
+        attempts = deliver_callback(r.url, {"x": 1}, SECRET, sleep=lambda s: None, policy=LOOPBACK)
     assert [a.status for a in attempts] == [400]
 
 
@@ -118,14 +126,16 @@ def test_delivery_records_network_errors() -> None:
     with Receiver() as r:
         url = r.url
     attempts = deliver_callback(
-        url, {"x": 1}, SECRET, max_attempts=2, sleep=lambda s: None, timeout_s=1
+        url, {"x": 1}, SECRET, max_attempts=2, sleep=lambda s: None, timeout_s=1, policy=LOOPBACK
     )
     assert [a.status for a in attempts] == [None, None]
     assert all(a.error and "ConnectError" in a.error for a in attempts)
 
 
 def test_wrong_secret_is_rejected_by_the_receiver(receiver: Receiver) -> None:
-    attempts = deliver_callback(receiver.url, {"x": 1}, "not-the-secret", sleep=lambda s: None)
+    attempts = deliver_callback(
+        receiver.url, {"x": 1}, "not-the-secret", sleep=lambda s: None, policy=LOOPBACK
+    )
     assert [a.status for a in attempts] == [401]
     assert receiver.received[0]["valid"] is False
 
@@ -145,7 +155,9 @@ def test_workflow_run_callback_delivered_signed(receiver: Receiver) -> None:
 
     def on_callback(cb: SendCallback) -> None:
         deliveries.append(
-            deliver_callback(cb.url, cb.payload, cb.secret, event=cb.event, backoff_s=0.01)
+            deliver_callback(
+                cb.url, cb.payload, cb.secret, event=cb.event, backoff_s=0.01, policy=LOOPBACK
+            )
         )
 
     result = LocalRunner(lambda t: t["input"], on_callback=on_callback).run(spec, run_id="r-1")

@@ -10,6 +10,7 @@ from fastapi import Request
 from open_autoglm.api.middleware import scope_client
 from open_autoglm.errors import ValidationError
 from open_autoglm.runtime import Runtime
+from open_autoglm.spec.limits import check_tree
 
 __all__ = ["client_id", "get_runtime", "json_body", "runtime_of"]
 
@@ -39,9 +40,11 @@ async def json_body(request: Request) -> Any:
             "request body is empty", details=[{"loc": ["body"], "msg": "expected a JSON object"}]
         )
     try:
-        return orjson.loads(raw)
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ValidationError(
             "request body is not valid JSON",
             details=[{"loc": ["body"], "msg": f"invalid JSON: {exc}"}],
         ) from None
+    check_tree(data, runtime_of(request).settings.limits)
+    return data

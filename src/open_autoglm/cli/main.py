@@ -127,11 +127,14 @@ def submit(
     json_out: JsonOpt = False,
 ) -> None:
     """Submit a task spec (a JSON object), or many at once (a JSON array: all or none)."""
-    raw = sys.stdin.read() if file == "-" else Path(file).read_text()
+    from open_autoglm.spec.limits import load_json, read_document
+
     try:
-        spec = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        err_console.print(f"[red]error[/red]: {file} is not valid JSON: {exc}")
+        spec = (
+            load_json(sys.stdin.read(), what="stdin") if file == "-" else read_document(Path(file))
+        )
+    except errors.ValidationError as exc:
+        err_console.print(f"[red]error[/red]: {exc.message}")
         raise typer.Exit(1) from None
     if isinstance(spec, list):
         _submit_many(spec, wait, url, api_key, json_out)

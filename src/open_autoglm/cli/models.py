@@ -81,10 +81,12 @@ def register(
     api_key: KeyOpt = None,
 ) -> None:
     """Register a model from a JSON entry (name, backend, source, task_types, ...)."""
+    from open_autoglm.spec.limits import read_document
+
     try:
-        entry = json.loads(file.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        err_console.print(f"[red]error[/red]: cannot read {file}: {exc}")
+        entry = read_document(file)
+    except AutoGLMError as exc:
+        err_console.print(f"[red]error[/red]: {exc.message}")
         raise typer.Exit(1) from None
     with _client(url, api_key) as c:
         try:

@@ -16,6 +16,7 @@ from open_autoglm.rules.agenda import Strategy
 from open_autoglm.rules.dsl import load_ruleset
 from open_autoglm.rules.engine import Engine
 from open_autoglm.rules.policy import POLICY_ACTIONS
+from open_autoglm.spec.limits import read_document
 
 __all__ = ["app"]
 
@@ -27,17 +28,7 @@ KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY
 
 def _read_data(path: Path) -> Any:
     """A JSON or YAML file's content; a ValidationError naming the file when it cannot parse."""
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return yaml.safe_load(text)
-        return json.loads(text)
-    except Exception as exc:
-        raise ValidationError(
-            f"cannot parse {path}: {exc}", details=[{"loc": [str(path)], "msg": str(exc)}]
-        ) from None
+    return read_document(path)
 
 
 def _fail(console: Console, exc: AutoGLMError) -> None:

@@ -17,6 +17,7 @@ RUN_TERMINAL = TERMINAL | {"timed_out"}  # a workflow run can also time out
 
 _BY_CODE: dict[str, type[errors.AutoGLMError]] = {
     "validation_error": errors.ValidationError,
+    "outbound_refused": errors.OutboundRefusedError,
     "not_found": errors.NotFoundError,
     "conflict": errors.ConflictError,
     "unauthorized": errors.AuthenticationError,

@@ -36,6 +36,7 @@ import shutil
 import tarfile
 import tempfile
 import threading
+import time
 import weakref
 import zipfile
 from collections.abc import Callable, Iterator
@@ -46,9 +47,10 @@ from typing import Any, Literal
 from pydantic import ValidationError as PydanticValidationError
 
 from open_autoglm.config import ExecutorSettings, ModelSettings
-from open_autoglm.errors import NotFoundError, ValidationError
+from open_autoglm.errors import AutoGLMError, NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
-from open_autoglm.executors.upstream import Upstream, upstream_bulkhead
+from open_autoglm.executors.model_sources import ModelRoots, bundled_roots, check_safetensors
+from open_autoglm.executors.upstream import Upstream, UpstreamSecrets, upstream_bulkhead
 from open_autoglm.executors.workers.base import WorkerLauncher
 from open_autoglm.executors.workers.pool import WORKER_ROLES, WorkerPool
 from open_autoglm.executors.workers.process import ProcessLauncher
@@ -56,6 +58,7 @@ from open_autoglm.executors.workers.ray_actor import RayLauncher
 from open_autoglm.ml.text.loading import written_whole  # imports no torch
 from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
+from open_autoglm.resilience.outbound import OutboundPolicy
 from open_autoglm.spec.model import (
     ArtifactFilesSource,
     ArtifactSource,
@@ -113,6 +116,13 @@ class ModelService:
             (``"ray"``, as ``executor.backend = "ray"`` asks).
         executor: the executor settings the ray backend connects with (``ray_address``, the
             size of a local instance); default ``ExecutorSettings(backend="ray")``.
+        outbound: the URL policy upstream base URLs are checked against at registration and
+            every upstream call connects through (default: public addresses only).
+        secrets: the upstream keys entries may name (default: none).
+        roots: where local (string) sources may be (default: ``cache_dir`` and the bundled
+            models' packages).
+        failure_ttl_s: how long a failed load is answered from memory instead of retried.
+        clock: monotonic seconds (injected for tests).
     """
 
     def __init__(
@@ -129,10 +139,21 @@ class ModelService:
         cpu_slots: int | None = None,
         replica_backend: ReplicaBackend = "process",
         executor: ExecutorSettings | None = None,
+        outbound: OutboundPolicy | None = None,
+        secrets: UpstreamSecrets | None = None,
+        roots: ModelRoots | None = None,
+        failure_ttl_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
 
         self.storage = storage
+        self.outbound = outbound or OutboundPolicy()
+        self.secrets = secrets or UpstreamSecrets()
+        self.roots = roots or ModelRoots([Path(cache_dir), *bundled_roots()])
+        self.failure_ttl_s = failure_ttl_s
+        self._clock = clock
+        self._failures: dict[str, tuple[float, AutoGLMError]] = {}
         self.cache_dir = Path(cache_dir)
         self.text_loader = TextModelLoader(self.cache_dir)
         self._load_entry = loader or self.text_loader
@@ -175,6 +196,7 @@ class ModelService:
     ) -> dict[str, Any]:
         """Validate and store an entry; ``principal``: who registers it (an admin key's owner)."""
         spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
+        self._check_source(spec)
         data = spec.model_dump(mode="json")
         row = self.storage.put_model(
             {
@@ -192,6 +214,15 @@ class ModelService:
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
         return self._public(self._remember(row))
+
+    def _check_source(self, spec: ModelSpec) -> None:
+        """Refuse, before storing, a source the server must not use (422 naming the field)."""
+        src = spec.source
+        if isinstance(src, UpstreamSource):
+            self.secrets.check(src.api_key)
+            self.outbound.check_url(src.base_url, loc=("source", "base_url"), base=True)
+        elif isinstance(src, str) and not src.startswith("bundled:"):
+            self.roots.check(src)
 
     def get(self, name: str) -> dict[str, Any]:
         return self._public(self.spec(name))
@@ -238,6 +269,7 @@ class ModelService:
 
     def _forget(self, name: str) -> None:
         with self._lock:
+            self._failures.pop(name, None)
             self._specs.pop(name, None)
             self._meta.pop(name, None)
             self._upstreams.pop(name, None)
@@ -280,7 +312,12 @@ class ModelService:
             up = self._upstreams.get(name)
             if up is None or up.source != spec.source:
                 up = self._upstreams[name] = Upstream(
-                    name, spec.source, self._breaker(name), self._bulkhead(name, spec.source)
+                    name,
+                    spec.source,
+                    self._breaker(name),
+                    self._bulkhead(name, spec.source),
+                    policy=self.outbound,
+                    secrets=self.secrets,
                 )
             return up
 
@@ -339,6 +376,8 @@ class ModelService:
         source: str
         if isinstance(spec.source, str):
             source = spec.source
+            if not source.startswith("bundled:"):  # stored before the roots were narrowed
+                source = str(self.roots.check(source))
         else:
             source = str(self.materialise(spec))
         return {
@@ -351,6 +390,26 @@ class ModelService:
         }
 
     def _load(self, name: str) -> Any:
+        """Load ``name``; a failure is a 4xx with its reason, remembered for
+        ``failure_ttl_s`` so clients asking again do not each start a load (and replicas)."""
+        with self._lock:
+            failed = self._failures.get(name)
+        if failed is not None and self._clock() < failed[0]:
+            raise failed[1]
+        try:
+            return self._load_now(name)
+        except (ValidationError, NotFoundError) as exc:
+            error: AutoGLMError = exc
+        except Exception as exc:  # a broken model file (here or in a replica): not a 500
+            log.warning("model %s failed to load", name, exc_info=True)
+            reason = exc.message if isinstance(exc, AutoGLMError) else str(exc)
+            msg = f"model {name!r} failed to load: {type(exc).__name__}: {reason[:300]}"
+            error = ValidationError(msg, details=[{"loc": ["model"], "msg": msg}])
+        with self._lock:
+            self._failures[name] = (self._clock() + self.failure_ttl_s, error)
+        raise error
+
+    def _load_now(self, name: str) -> Any:
         spec = self.spec(name)
         replicas = self.replicas_for(spec)
         log.info(
@@ -362,9 +421,11 @@ class ModelService:
         )
         model: Any
         if replicas:
+            entry = self._entry(spec)
+            check_safetensors(Path(entry["source"]))  # before any worker process starts
             model = WorkerPool(
                 name,
-                self._entry(spec),
+                entry,
                 replicas=replicas,
                 cache_dir=self.cache_dir,
                 launcher=_LAUNCHERS[self.replica_backend](self.executor),

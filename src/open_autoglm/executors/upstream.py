@@ -10,25 +10,87 @@ bulkhead's slots (``max_concurrency``, from the source or ``models.upstream_max_
 calls beyond them wait in a bounded line, then get
 :class:`~open_autoglm.errors.BulkheadFullError` (429), and never hold every worker thread
 and connection of the server.
+
+What a client may make the server send is bounded here too: the key comes from the operator's
+:class:`UpstreamSecrets` by name, every connection goes through the
+:class:`~open_autoglm.resilience.outbound.OutboundPolicy`, the paths are the fixed OpenAI ones
+under the registered base URL, and an upstream's error body is logged, never relayed (the
+client gets the status and a generic message): an upstream is not a way to read a server.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from typing import Any
 
 import httpx
+import orjson
 
 from open_autoglm.config import ModelSettings
-from open_autoglm.errors import CircuitOpenError, UnavailableError
+from open_autoglm.errors import CircuitOpenError, UnavailableError, ValidationError
 from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import BreakerState, CircuitBreaker
+from open_autoglm.resilience.outbound import OutboundPolicy
 from open_autoglm.spec.model import UpstreamSource
 
-__all__ = ["Upstream", "upstream_bulkhead"]
+__all__ = ["Upstream", "UpstreamSecrets", "upstream_bulkhead"]
+
+log = logging.getLogger(__name__)
+_LOGGED_BODY = 2000  # characters of an upstream's error body kept in the server log
+
+
+class UpstreamSecrets:
+    """The keys upstream models may use, by name: the operator's map, then the environment
+    variables the operator listed. Nothing else is ever read on a client's behalf.
+
+    Args:
+        secrets: name -> key (``models.upstream_secrets``).
+        env_names: variables a name may refer to (``models.upstream_key_envs``).
+        environ: where those variables are read (the process environment).
+    """
+
+    def __init__(
+        self,
+        secrets: Mapping[str, str] | None = None,
+        env_names: Collection[str] = (),
+        environ: Mapping[str, str] = os.environ,
+    ) -> None:
+        self._secrets = dict(secrets or {})
+        self._env_names = frozenset(env_names)
+        self._environ = environ
+
+    @classmethod
+    def from_settings(cls, settings: ModelSettings) -> UpstreamSecrets:
+        return cls(
+            {k: v.get_secret_value() for k, v in settings.upstream_secrets.items()},
+            settings.upstream_key_envs,
+        )
+
+    def known(self, name: str) -> bool:
+        return name in self._secrets or name in self._env_names
+
+    def check(self, name: str | None) -> None:
+        """Refuse a name the operator did not configure (422 at ``source.api_key``)."""
+        if name is None or self.known(name):
+            return
+        msg = (
+            f"no upstream key named {name!r} is configured on this server (the operator sets "
+            "models.upstream_secrets or models.upstream_key_envs)"
+        )
+        raise ValidationError(msg, details=[{"loc": ["source", "api_key"], "msg": msg}])
+
+    def value(self, name: str | None) -> str | None:
+        if name is None:
+            return None
+        if name in self._secrets:
+            return self._secrets[name]
+        if name in self._env_names:
+            return self._environ.get(name)
+        raise UnavailableError(f"upstream key {name!r} is no longer configured on this server")
 
 
 def upstream_bulkhead(name: str, source: UpstreamSource, settings: ModelSettings) -> Bulkhead:
@@ -62,15 +124,24 @@ class Upstream:
     """One upstream model: its source, breaker, bulkhead and the forwarding calls."""
 
     def __init__(
-        self, name: str, source: UpstreamSource, breaker: CircuitBreaker, bulkhead: Bulkhead
+        self,
+        name: str,
+        source: UpstreamSource,
+        breaker: CircuitBreaker,
+        bulkhead: Bulkhead,
+        *,
+        policy: OutboundPolicy | None = None,
+        secrets: UpstreamSecrets | None = None,
     ) -> None:
         self.name = name
         self.source = source
         self.breaker = breaker
         self.bulkhead = bulkhead
+        self.policy = policy or OutboundPolicy()
+        self.secrets = secrets or UpstreamSecrets()
 
     def _headers(self) -> dict[str, str]:
-        key = os.environ.get(self.source.api_key_env) if self.source.api_key_env else None
+        key = self.secrets.value(self.source.api_key)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def _url(self, path: str) -> str:
@@ -79,9 +150,12 @@ class Upstream:
     def _body(self, body: dict[str, Any]) -> dict[str, Any]:
         return {**body, "model": self.source.model}
 
-    def _client(self) -> httpx.AsyncClient:
+    def _timeout(self) -> httpx.Timeout:
         t = self.source.timeout_s
-        return httpx.AsyncClient(timeout=httpx.Timeout(t, connect=min(5.0, t)))
+        return httpx.Timeout(t, connect=min(5.0, t))
+
+    def _client(self) -> httpx.AsyncClient:
+        return self.policy.async_client(timeout=self._timeout())
 
     def _admit(self) -> None:
         if not self.breaker.allow():
@@ -115,12 +189,8 @@ class Upstream:
     def post_sync(self, path: str, body: dict[str, Any]) -> tuple[int, Any]:
         """:meth:`post` for worker threads (task handlers), same breaker accounting."""
         self._admit()
-        t = self.source.timeout_s
         try:
-            with (
-                self.bulkhead.slot(),
-                httpx.Client(timeout=httpx.Timeout(t, connect=min(5.0, t))) as client,
-            ):
+            with self.bulkhead.slot(), self.policy.client(timeout=self._timeout()) as client:
                 resp = client.post(self._url(path), json=self._body(body), headers=self._headers())
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from exc
@@ -134,14 +204,26 @@ class Upstream:
         )
 
     def _settled(self, resp: httpx.Response) -> tuple[int, Any]:
-        """Count the answer against the breaker; (status, decoded JSON or an error body)."""
+        """Count the answer against the breaker; (status, decoded JSON or a generic error)."""
         self._settle(resp.status_code)
+        if resp.status_code >= 400:
+            return resp.status_code, self._error_body(resp.status_code, resp.text)
         try:
             return resp.status_code, resp.json()
         except ValueError:
-            return resp.status_code, {
-                "error": {"message": resp.text[:500], "type": "upstream_error"}
+            log.warning("upstream for model %s answered non-JSON: %.200s", self.name, resp.text)
+            return 502, self._error_body(502, "")
+
+    def _error_body(self, status: int, text: str) -> dict[str, Any]:
+        """The generic error a client sees for an upstream's error; its body goes to the log."""
+        log.warning("upstream for model %s answered %d: %s", self.name, status, text[:_LOGGED_BODY])
+        return {
+            "error": {
+                "message": f"upstream for model {self.name!r} answered {status}",
+                "type": "upstream_error",
+                "code": status,
             }
+        }
 
     async def stream(self, path: str, body: dict[str, Any]) -> tuple[int, AsyncIterator[bytes]]:
         """Open a streaming POST; returns (status, raw SSE bytes) once the headers are in.
@@ -164,6 +246,29 @@ class Upstream:
             leave()
             await client.aclose()
             raise
+
+        if resp.status_code >= 400:
+            head = b""
+            try:
+                async for chunk in resp.aiter_raw():
+                    head += chunk
+                    if len(head) >= _LOGGED_BODY:
+                        break
+            except httpx.HTTPError:
+                pass
+            finally:
+                leave()
+                await resp.aclose()
+                await client.aclose()
+            self._settle(resp.status_code)
+            error = orjson.dumps(
+                self._error_body(resp.status_code, head.decode("utf-8", "replace"))
+            )
+
+            async def refused() -> AsyncIterator[bytes]:
+                yield error
+
+            return resp.status_code, refused()
 
         async def relay() -> AsyncIterator[bytes]:
             ok = resp.status_code < 500

@@ -16,6 +16,7 @@ from typing import Any
 
 from open_autoglm.rules.dsl import RulesetModel, parse_ruleset
 from open_autoglm.rules.model import Rule
+from open_autoglm.spec.limits import DEFAULT_LIMITS, InputLimits
 
 __all__ = ["CompiledRuleset", "RulesetCatalog"]
 
@@ -43,6 +44,7 @@ class RulesetCatalog:
             register theirs after the catalog is built).
         ttl_s: how long a compiled entry is trusted without a reload.
         clock: monotonic seconds (injected for tests).
+        limits: the input limits rulesets are compiled and evaluated within.
     """
 
     def __init__(
@@ -52,8 +54,10 @@ class RulesetCatalog:
         *,
         ttl_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        limits: InputLimits = DEFAULT_LIMITS,
     ) -> None:
         self._load = load
+        self.limits = limits
         self._actions = actions
         self.ttl_s = ttl_s
         self._clock = clock
@@ -66,7 +70,7 @@ class RulesetCatalog:
 
     def validate(self, source: Mapping[str, Any]) -> tuple[RulesetModel, list[Rule]]:
         """Compile ``source``; raise ValidationError listing every problem with its location."""
-        return parse_ruleset(source, self.actions)
+        return parse_ruleset(source, self.actions, self.limits)
 
     def compiled(self, name: str) -> CompiledRuleset:
         """The compiled ruleset ``name`` (cached); NotFoundError if there is none."""

@@ -24,7 +24,6 @@ alternatives, each a condition or a list), ``test`` (an expression). Actions: ``
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,8 +47,15 @@ from open_autoglm.rules.model import (
     Var,
     expand_or,
 )
+from open_autoglm.spec.limits import DEFAULT_LIMITS, InputLimits, check_tree, read_document
 
-__all__ = ["BUILTIN_ACTIONS", "RuleModel", "RulesetModel", "load_ruleset", "parse_ruleset"]
+__all__ = [
+    "BUILTIN_ACTIONS",
+    "RuleModel",
+    "RulesetModel",
+    "load_ruleset",
+    "parse_ruleset",
+]
 
 BUILTIN_ACTIONS = frozenset({"assert", "retract", "modify", "log", "emit", "halt", "focus", "call"})
 _OPS = {op.value: op for op in Op}
@@ -91,9 +97,12 @@ Loc = list[str | int]
 
 
 class _Compiler:
-    def __init__(self, model: RulesetModel, actions: Mapping[str, Any]) -> None:
+    def __init__(
+        self, model: RulesetModel, actions: Mapping[str, Any], limits: InputLimits = DEFAULT_LIMITS
+    ) -> None:
         self.model = model
         self.actions = actions
+        self.limits = limits
         self.errors: list[dict[str, Any]] = []
         for t, fields in model.schemas.items():
             for f, ty in fields.items():
@@ -131,7 +140,7 @@ class _Compiler:
                     self.error([*loc, "test"], "test takes an expression string")
                     return None
                 try:
-                    fn, variables = compile_expression(body)
+                    fn, variables = compile_expression(body, self.limits)
                 except ValidationError as exc:
                     self.error([*loc, "test"], exc.message)
                     return None
@@ -333,6 +342,14 @@ class _Compiler:
                 self.error([*loc, "name"], f"duplicate rule name {rm.name!r}")
             seen.add(rm.name)
             conditions = tuple(self.conditions(rm.when, [*loc, "when"]))
+            variants = _variants(conditions)
+            if variants > self.limits.max_or_variants:
+                self.error(
+                    [*loc, "when"],
+                    f"the 'or' conditions expand into {variants} alternatives; at most "
+                    f"{self.limits.max_or_variants} (each is a chain of nodes)",
+                )
+                continue
             bound = self.check_variables(loc, conditions)
             actions = []
             for j, a in enumerate(rm.then):
@@ -346,6 +363,15 @@ class _Compiler:
                 )
             )  # fmt: skip
         return rules
+
+
+def _variants(conditions: tuple[Condition, ...]) -> int:
+    """How many alternatives :func:`expand_or` would build, counted without building them."""
+    n = 1
+    for c in conditions:
+        if isinstance(c, Or):
+            n *= sum(_variants(alt) for alt in c.alternatives)
+    return n
 
 
 def _is_var(v: Any) -> bool:
@@ -389,9 +415,12 @@ def _value(body: Any) -> Callable[[dict[str, Any]], Any]:
 
 
 def parse_ruleset(
-    data: Mapping[str, Any], actions: Mapping[str, Any] | None = None
+    data: Mapping[str, Any],
+    actions: Mapping[str, Any] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> tuple[RulesetModel, list[Rule]]:
     """Validate and compile a ruleset mapping; raise ValidationError listing every problem."""
+    check_tree(data, limits)
     try:
         model = RulesetModel.model_validate(data)
     except pydantic.ValidationError as exc:
@@ -399,7 +428,7 @@ def parse_ruleset(
         raise ValidationError(
             f"invalid ruleset: {len(details)} problem(s)", details=details
         ) from None
-    compiler = _Compiler(model, actions or {})
+    compiler = _Compiler(model, actions or {}, limits)
     rules = compiler.compile()
     if compiler.errors:
         n = len(compiler.errors)
@@ -412,24 +441,15 @@ def parse_ruleset(
 
 
 def load_ruleset(
-    source: str | Path | Mapping[str, Any], actions: Mapping[str, Any] | None = None
+    source: str | Path | Mapping[str, Any],
+    actions: Mapping[str, Any] | None = None,
+    limits: InputLimits = DEFAULT_LIMITS,
 ) -> tuple[RulesetModel, list[Rule]]:
     """Load a ruleset from a mapping or a ``.yaml``/``.yml``/``.json`` file."""
     if isinstance(source, Mapping):
-        return parse_ruleset(source, actions)
+        return parse_ruleset(source, actions, limits)
     path = Path(source)
-    text = path.read_text()
-    try:
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text)
-        else:
-            data = json.loads(text)
-    except Exception as exc:
-        raise ValidationError(
-            f"cannot parse {path}: {exc}", details=[{"loc": [str(path)], "msg": str(exc)}]
-        ) from None
+    data = read_document(path, limits)
     if not isinstance(data, Mapping):
         raise ValidationError(f"{path}: a ruleset is a mapping with 'rules'")
-    return parse_ruleset(data, actions)
+    return parse_ruleset(data, actions, limits)

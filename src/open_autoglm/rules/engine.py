@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from open_autoglm.errors import ConflictError, MaxFiringsExceeded, NotFoundError
+from open_autoglm.errors import ConflictError, MaxFiringsExceeded, NotFoundError, ValidationError
 from open_autoglm.rules.agenda import Activation, Agenda, Strategy
 from open_autoglm.rules.compiler import Network
 from open_autoglm.rules.facts import DuplicatePolicy, Fact, content_key, freeze
@@ -116,6 +117,9 @@ class Engine:
         duplicates: what asserting an identical live fact does.
         actions: named actions the rules may call (``ctx.call(name, **args)``).
         trace: record every firing (rule, salience, bindings) in :attr:`trace`.
+        cpu_budget_s: CPU seconds (of the calling thread) that matching and firing may use
+            from construction on; past it a ValidationError stops the evaluation, so a rule
+            set whose joins explode on a client's facts costs a bounded amount. None: no bound.
     """
 
     def __init__(
@@ -126,7 +130,11 @@ class Engine:
         duplicates: DuplicatePolicy | str = DuplicatePolicy.RETURN_EXISTING,
         actions: Mapping[str, NamedAction] | None = None,
         trace: bool = True,
+        cpu_budget_s: float | None = None,
     ) -> None:
+        self.cpu_budget_s = cpu_budget_s
+        self._cpu_deadline = None if cpu_budget_s is None else time.thread_time() + cpu_budget_s
+        self._ticks = 0
         self.agenda = Agenda(Strategy(strategy))
         self.duplicates = DuplicatePolicy(duplicates)
         self.actions: dict[str, NamedAction] = dict(actions or {})
@@ -192,7 +200,19 @@ class Engine:
             out.append(self._assert(type_, {**(fields or {}), **rec}, None))
         return out
 
+    def _spend(self, every: int = 256) -> None:
+        """Stop once the CPU budget is spent; the clock is read every ``every`` steps (each
+        assertion reads it: one can build many partial matches)."""
+        if self._cpu_deadline is None:
+            return
+        self._ticks += 1
+        if self._ticks % every or time.thread_time() < self._cpu_deadline:
+            return
+        msg = f"rule evaluation used more than {self.cpu_budget_s:g} CPU seconds"
+        raise ValidationError(f"{msg}; stopped", details=[{"loc": ["facts"], "msg": msg}])
+
     def _assert(self, type_: str, data: dict[str, Any], support: Activation | None) -> Fact:
+        self._spend(every=1)
         for k, v in data.items():
             if isinstance(v, list | dict):
                 data[k] = freeze(v)
@@ -313,6 +333,7 @@ class Engine:
         seq = self._seq
         terminal.activations[token] = seq
         self._buffer.append((terminal, token, seq))
+        self._spend()
 
     def activate_many(self, terminal: TerminalNode, tokens: list[Token]) -> None:
         firing = self._firing
@@ -397,6 +418,7 @@ class Engine:
                         {"loc": ["trace"], "msg": f"last rules fired: {recent}"},
                     ],
                 )
+            self._spend()
             act = Activation(terminal, token, seq)
             act.alive = False
             terminal.activations[token] = act

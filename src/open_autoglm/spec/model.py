@@ -8,8 +8,10 @@ A ``source`` is one of:
   weights file for ``graph``);
 - ``{"artifacts": {"config.json": id, "model.safetensors": id, ...}}``: stored files that are
   put together into a model directory;
-- ``{"base_url": ..., "model": ..., "api_key_env": ...}``: an OpenAI-compatible upstream
-  (backend ``openai``).
+- ``{"base_url": ..., "model": ..., "api_key": ...}``: an OpenAI-compatible upstream
+  (backend ``openai``). ``api_key`` names a key the operator configured on the server
+  (``models.upstream_secrets``, or a variable listed in ``models.upstream_key_envs``), never
+  the key itself and never an arbitrary variable; ``api_key_env`` is its older spelling.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     ConfigDict,
     Field,
@@ -33,6 +36,7 @@ __all__ = [
     "ArtifactFilesSource",
     "ArtifactSource",
     "ModelBackend",
+    "ModelName",
     "ModelSpec",
     "UpstreamSource",
 ]
@@ -43,11 +47,15 @@ LINEAR_MODES: tuple[str, ...] = ("auto", "onednn", "mkl", "torch")
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+-]+$")
 ]
+SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$")]
 ArtifactId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 # A file of a model directory, at most one folder deep (sentence-transformers' 1_Pooling/).
 _FILE_NAME = re.compile(
     r"^(?:[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,99}/)?[A-Za-z0-9_+-][A-Za-z0-9._+-]{0,199}$"
 )
+
+# Weight formats that unpickle (and so can run code when loaded): never accepted.
+_PICKLE = frozenset({"bin", "pt", "pth", "ckpt", "pkl", "pickle"})
 
 # Task types a text model can be loaded for (the first one listed picks the role).
 TEXT_ROLES = ("embedding", "text-generation", "text-classification")
@@ -79,6 +87,11 @@ class ArtifactFilesSource(BaseModel):
                 raise ValueError(
                     f"file name {name!r} must be a relative name, at most one folder deep"
                 )
+            if name.rsplit(".", 1)[-1].lower() in _PICKLE:
+                raise ValueError(
+                    f"{name!r}: pickle weights are not loaded (they can run code); use "
+                    "safetensors or GGUF"
+                )
         if "config.json" not in files:
             raise ValueError("a model directory needs config.json")
         return files
@@ -88,8 +101,8 @@ class UpstreamSource(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=500)]
     model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    api_key_env: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] | None = (
-        None
+    api_key: SecretName | None = Field(
+        default=None, validation_alias=AliasChoices("api_key", "api_key_env")
     )
     timeout_s: float = Field(default=30.0, gt=0, le=600)
     # The bulkhead: calls in flight to this upstream at once, and calls that may wait for a
@@ -154,7 +167,7 @@ class ModelSpec(BaseModel):
         src = self.source
         if self.backend is ModelBackend.OPENAI:
             if not isinstance(src, UpstreamSource):
-                raise ValueError("backend 'openai' needs source {base_url, model, api_key_env}")
+                raise ValueError("backend 'openai' needs source {base_url, model, api_key}")
             bad = set(self.task_types) - _UPSTREAM_TASKS
             if bad:
                 raise ValueError(

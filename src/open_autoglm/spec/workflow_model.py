@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any, Final
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from open_autoglm.errors import ValidationError
@@ -27,6 +26,7 @@ from open_autoglm.spec.expressions import (
     Literal,
     parse_expression,
 )
+from open_autoglm.spec.limits import DEFAULT_LIMITS, InputLimits, load_yaml, read_document
 from open_autoglm.spec.templates import Template, compile_value
 
 __all__ = [
@@ -178,17 +178,10 @@ StepSpec.model_rebuild()
 # --------------------------------------------------------------------------- parsing
 
 
-def parse_workflow_text(text: str) -> dict[str, Any]:
-    """Parse YAML or JSON text (JSON is YAML) into a dict; syntax errors name the line."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValidationError(
-            f"workflow is not valid YAML/JSON{where}",
-            details=[{"loc": [], "msg": f"syntax error{where}: {getattr(exc, 'problem', exc)}"}],
-        ) from None
+def parse_workflow_text(text: str, limits: InputLimits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Parse YAML or JSON text (JSON is YAML) into a dict within ``limits``; syntax errors
+    name the line."""
+    data = load_yaml(text, limits, what="workflow", loc=["spec"])
     if not isinstance(data, dict):
         raise ValidationError(
             "a workflow must be a mapping",
@@ -199,7 +192,13 @@ def parse_workflow_text(text: str) -> dict[str, Any]:
 
 def load_workflow(path: str | Path) -> dict[str, Any]:
     """Read a workflow file (``.yaml``, ``.yml`` or ``.json``) into a dict."""
-    return parse_workflow_text(Path(path).read_text(encoding="utf-8"))
+    data = read_document(Path(path))
+    if not isinstance(data, dict):
+        raise ValidationError(
+            "a workflow must be a mapping",
+            details=[{"loc": [], "msg": f"expected a mapping, got {type(data).__name__}"}],
+        )
+    return data
 
 
 def _strip_reference(src: str) -> str:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from open_autoglm.errors import AutoGLMError, ValidationError
 from open_autoglm.spec.graph import GraphData, GraphPolicy, NodeId, parse_graph
+from open_autoglm.spec.model import ModelName
 from open_autoglm.tasks.base import ExecutionMode, TaskContext, TaskType
 
 if TYPE_CHECKING:
@@ -62,7 +63,9 @@ class GraphTrainParams(BaseModel):
     normalize_features: bool = True
     self_loops: Literal["error", "drop", "keep"] = "error"
     duplicate_edges: Literal["error", "merge"] = "error"
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    # The registry name of the trained model: checked at submit, so a name the registry
+    # would refuse (``../../x``) never costs a training run.
+    name: ModelName | None = None
 
     @model_validator(mode="after")
     def _fanout_matches_layers(self) -> GraphTrainParams:

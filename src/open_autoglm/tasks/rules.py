@@ -13,9 +13,16 @@ from open_autoglm.rules.dsl import parse_ruleset
 from open_autoglm.rules.engine import Engine
 from open_autoglm.rules.model import Rule
 from open_autoglm.rules.policy import POLICY_ACTIONS
+from open_autoglm.spec.limits import DEFAULT_LIMITS, InputLimits
 from open_autoglm.tasks.base import TaskContext, TaskType
 
-__all__ = ["RuleInferenceParams", "rule_inference", "rule_task_types", "run_rules"]
+__all__ = [
+    "RuleInferenceParams",
+    "check_max_firings",
+    "rule_inference",
+    "rule_task_types",
+    "run_rules",
+]
 
 
 class RuleInferenceParams(BaseModel):
@@ -42,6 +49,13 @@ def _check_facts(facts: Any, loc: str) -> list[dict[str, Any]]:
     return facts
 
 
+def check_max_firings(max_firings: int, limits: InputLimits, loc: list[str | int]) -> None:
+    """Refuse a ``max_firings`` above the server's ceiling (``limits.max_firings``)."""
+    if max_firings > limits.max_firings:
+        msg = f"at most {limits.max_firings} on this server"
+        raise ValidationError(f"max_firings: {msg}", details=[{"loc": loc, "msg": msg}])
+
+
 def run_rules(
     rules: Iterable[Rule],
     facts: list[dict[str, Any]],
@@ -49,13 +63,17 @@ def run_rules(
     strategy: Strategy = Strategy.DEPTH,
     max_firings: int = 10_000,
     actions: Mapping[str, Any] | None = None,
+    cpu_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Assert ``facts``, run to quiescence, and report firings, facts, emits and actions.
 
     Raises:
         MaxFiringsExceeded: the rules were still firing after ``max_firings``.
+        ValidationError: matching and firing used more than ``cpu_budget_s`` CPU seconds.
     """
-    engine = Engine(rules, strategy=strategy, actions=actions or POLICY_ACTIONS)
+    engine = Engine(
+        rules, strategy=strategy, actions=actions or POLICY_ACTIONS, cpu_budget_s=cpu_budget_s
+    )
     engine.assert_facts(facts)
     fired = engine.run(max_firings=max_firings)
     decision = getattr(engine, "policy_decision", None)
@@ -77,19 +95,26 @@ def rule_inference(ctx: TaskContext) -> dict[str, Any]:
         actions: Mapping[str, Any] = catalog.actions  # plugin actions too
     except KeyError:
         catalog, actions = None, POLICY_ACTIONS
+    limits: InputLimits = getattr(catalog, "limits", DEFAULT_LIMITS)
+    check_max_firings(params.max_firings, limits, ["params", "max_firings"])
     ruleset = params.ruleset
     if isinstance(ruleset, str):
         if catalog is None:
             raise NotFoundError(f"ruleset {ruleset!r}: no rulesets service in this executor")
         rules = catalog.compiled(ruleset).rules  # NotFoundError when there is none
     else:
-        rules = parse_ruleset(ruleset, actions)[1]
+        rules = parse_ruleset(ruleset, actions, limits)[1]
     if params.facts is not None:
         facts = _check_facts(params.facts, "facts")
     else:
         facts = _check_facts(ctx.input, "input")
     out = run_rules(
-        rules, facts, strategy=params.strategy, max_firings=params.max_firings, actions=actions
+        rules,
+        facts,
+        strategy=params.strategy,
+        max_firings=params.max_firings,
+        actions=actions,
+        cpu_budget_s=limits.eval_cpu_s,
     )
     for line in out["logs"]:
         ctx.log(line)

@@ -10,6 +10,10 @@ Signing the timestamp with the body stops replays outside the tolerance window
 (:func:`verify_signature`). :func:`deliver_callback` retries 5xx, 408, 429 and network
 errors with exponential backoff, re-signing each attempt, and returns every attempt so the
 adapter can store them next to the run.
+
+Delivery connects through the outbound URL policy (``resilience/outbound.py``). A target it
+refuses is recorded as ``refused by policy`` and never retried: no status, timing or error
+detail that would tell a client what listens at an address it may not reach.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final
 
 import httpx
+
+from open_autoglm.errors import OutboundRefusedError
+from open_autoglm.resilience.outbound import REFUSED_BY_POLICY, OutboundPolicy
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -106,6 +113,7 @@ def deliver_callback(
     wall_clock: Callable[[], float] = time.time,
     event: str = "",
     on_attempt: Callable[[DeliveryAttempt, bool], None] | None = None,
+    policy: OutboundPolicy | None = None,
 ) -> list[DeliveryAttempt]:
     """POST ``payload`` until a 2xx or a non-retryable answer; return every attempt.
 
@@ -113,11 +121,21 @@ def deliver_callback(
     stops at once: the receiver rejected the call and sending it again will not help.
     ``on_attempt(attempt, final)`` is called after each attempt (``final``: no more will
     follow), so a caller can store attempts as they happen rather than at the end.
+    ``policy`` is the outbound URL policy (default: public addresses only); a ``client`` given
+    by the caller is used as it is.
     """
     body = callback_body(payload)
     attempts: list[DeliveryAttempt] = []
+    policy = policy or OutboundPolicy()
+    try:
+        policy.parse(url, loc=("callback_url",))
+    except OutboundRefusedError:
+        first = DeliveryAttempt(1, None, REFUSED_BY_POLICY, wall_clock(), 0.0)
+        if on_attempt is not None:
+            on_attempt(first, True)
+        return [first]
     own = client is None
-    http = client if client is not None else httpx.Client(timeout=timeout_s)
+    http = client if client is not None else policy.client(timeout=timeout_s)
     try:
         for n in range(1, max_attempts + 1):
             headers = {"Content-Type": "application/json", "User-Agent": "open-autoglm-callback"}
@@ -129,15 +147,19 @@ def deliver_callback(
             t0 = time.perf_counter()
             status: int | None = None
             error: str | None = None
+            refused = False
             try:
                 response = http.post(url, content=body, headers=headers, timeout=timeout_s)
                 status = response.status_code
                 if not 200 <= status < 300:
                     error = f"HTTP {status}"
+            except OutboundRefusedError:
+                refused, error = True, REFUSED_BY_POLICY
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
-            attempts.append(DeliveryAttempt(n, status, error, started, time.perf_counter() - t0))
-            retryable = status is None or status in _RETRY_STATUSES
+            took = 0.0 if refused else time.perf_counter() - t0
+            attempts.append(DeliveryAttempt(n, status, error, started, took))
+            retryable = not refused and (status is None or status in _RETRY_STATUSES)
             final = attempts[-1].ok or not retryable or n == max_attempts
             if on_attempt is not None:
                 on_attempt(attempts[-1], final)

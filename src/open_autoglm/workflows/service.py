@@ -33,7 +33,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -45,7 +45,8 @@ from open_autoglm.errors import (
     NotFoundError,
     ValidationError,
 )
-from open_autoglm.spec.workflow import WorkflowSpec, validate_workflow
+from open_autoglm.resilience.outbound import outbound_policy
+from open_autoglm.spec.workflow import WorkflowSpec, parse_workflow_text, validate_workflow
 from open_autoglm.storage.workflows_repo import RunWrite, WorkflowRepo
 from open_autoglm.workflows.callbacks import DeliveryAttempt, deliver_callback
 from open_autoglm.workflows.engine import WorkflowRun
@@ -151,6 +152,7 @@ class WorkflowService:
     def __init__(self, runtime: Runtime, *, clock: Callable[[], float] = time.time) -> None:
         self.runtime = runtime
         self.settings = runtime.settings.workflows
+        self.outbound = outbound_policy(runtime.settings)
         self.repo = WorkflowRepo(runtime.storage.engine)
         self._clock = clock
         self._inbox: queue.SimpleQueue[_Msg] = queue.SimpleQueue()
@@ -199,7 +201,12 @@ class WorkflowService:
     def validate(self, doc: WorkflowSpec | Mapping[str, Any] | str) -> WorkflowSpec:
         """Validate against the registered task types and the core's TaskSpec checks."""
         known = {t.name for t in self.runtime.plugins.task_types()}
-        return validate_workflow(doc, known_task_types=known, validate_task=self._check_task)
+        if isinstance(doc, str):
+            doc = parse_workflow_text(doc, self.runtime.settings.limits)
+        spec = validate_workflow(doc, known_task_types=known, validate_task=self._check_task)
+        for loc, url in _callback_urls(spec):  # 422 naming the field, before anything is stored
+            self.outbound.check_url(url, loc=loc)
+        return spec
 
     def _check_task(self, step: str, task: dict[str, Any]) -> list[Any]:
         """The core's TaskSpec checks on a step's task, before its references are resolved.
@@ -633,11 +640,25 @@ class WorkflowService:
                     timeout_s=s.callback_timeout_s,
                     event=event,
                     on_attempt=record,
+                    policy=self.outbound,
                 )
             except Exception:
                 log.exception("callback %s to %s failed", callback_id, url)
 
         self._callbacks.submit(deliver)
+
+
+def _callback_urls(
+    spec: WorkflowSpec, loc: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    """Every callback URL of a workflow, its steps' and its nested workflows', with its place."""
+    if spec.callback_url:
+        yield (*loc, "callback_url"), spec.callback_url
+    for i, step in enumerate(spec.steps):
+        if step.callback_url:
+            yield (*loc, "steps", i, "callback_url"), step.callback_url
+        if step.workflow is not None:
+            yield from _callback_urls(step.workflow, (*loc, "steps", i, "workflow"))
 
 
 def _under_reference(task: Any, loc: list[Any]) -> bool:

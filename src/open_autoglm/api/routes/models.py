@@ -23,8 +23,10 @@ from open_autoglm.api.deps import get_runtime, json_body
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import ConflictError, NotFoundError
 from open_autoglm.executors.model_service import ModelCacheCollector, ModelService
-from open_autoglm.executors.upstream import upstream_bulkhead
+from open_autoglm.executors.model_sources import ModelRoots
+from open_autoglm.executors.upstream import UpstreamSecrets, upstream_bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
+from open_autoglm.resilience.outbound import outbound_policy
 from open_autoglm.runtime import Runtime
 
 __all__ = ["model_service", "register_bundled_models", "router", "setup"]
@@ -55,6 +57,10 @@ def setup(runtime: Runtime) -> None:
         # executor.backend = "ray": replicas are Ray actors on the process's Ray connection.
         replica_backend="ray" if s.executor.backend == "ray" else "process",
         executor=s.executor,
+        outbound=outbound_policy(s),
+        secrets=UpstreamSecrets.from_settings(m),
+        roots=ModelRoots.from_settings(s),
+        failure_ttl_s=m.load_failure_ttl_s,
     )
     runtime.services["models"] = service
     runtime.batch_policy = service.batch_policy

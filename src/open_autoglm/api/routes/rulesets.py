@@ -26,7 +26,7 @@ from open_autoglm.rules.catalog import RulesetCatalog
 from open_autoglm.rules.policy import POLICY_ACTIONS
 from open_autoglm.runtime import Runtime
 from open_autoglm.spec.task import TaskSpec, pydantic_details
-from open_autoglm.tasks.rules import run_rules
+from open_autoglm.tasks.rules import check_max_firings, run_rules
 
 __all__ = ["EvaluateRequest", "router", "setup"]
 
@@ -57,6 +57,7 @@ def setup(runtime: Runtime) -> None:
     catalog = RulesetCatalog(
         runtime.storage.get_ruleset,
         lambda: {**POLICY_ACTIONS, **runtime.plugins.rule_actions()},
+        limits=runtime.settings.limits,
     )
     runtime.services["rulesets"] = catalog
     name = runtime.settings.admission_ruleset
@@ -132,6 +133,7 @@ async def evaluate(name: RulesetName, request: Request, runtime: Rt) -> JSONResp
     except pydantic.ValidationError as exc:
         raise ValidationError("invalid evaluate request", details=pydantic_details(exc)) from None
     catalog = _catalog(runtime)
+    check_max_firings(body.max_firings, catalog.limits, ["max_firings"])
     compiled = await run_in_threadpool(catalog.compiled, name)
     try:
         out = await run_in_threadpool(
@@ -141,6 +143,7 @@ async def evaluate(name: RulesetName, request: Request, runtime: Rt) -> JSONResp
             strategy=body.strategy,
             max_firings=body.max_firings,
             actions=catalog.actions,
+            cpu_budget_s=catalog.limits.eval_cpu_s,
         )
     except MaxFiringsExceeded as exc:
         # The caller's rules loop on the caller's facts: a problem with the input, not a 500.

@@ -105,11 +105,13 @@ def load_model(
     if gguf_file is None and not (directory / "config.json").exists():
         raise NotFoundError(f"no config.json in model directory {directory}")
     torch_dtype = resolve_dtype(dtype)
+    # Never unpickle weights (a .bin can run code): safetensors, or the GGUF file named.
     extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
+    weights: dict[str, Any] = extra or {"use_safetensors": True}
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True, **extra)
     model = _auto_class(role).from_pretrained(
-        directory, local_files_only=True, dtype=torch_dtype, **extra
+        directory, local_files_only=True, dtype=torch_dtype, **weights
     )
     model.eval()
     if linear != "torch":
