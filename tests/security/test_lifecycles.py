@@ -199,7 +199,8 @@ def test_docs_name_every_setting_with_its_default_and_their_example_loads(
     doc = (Path(__file__).parents[2] / "docs" / "security.md").read_text()
     for name, field in LifecycleSettings.model_fields.items():
         assert f"| `api.lifecycle.{name}` | `{field.default:g}`" in doc, name
-    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    section = doc.split("## Connection lifecycles", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
     (tmp_path / "autoglm.toml").write_text(example)
     s = load_settings(tmp_path / "autoglm.toml").api.lifecycle
     assert (s.header_timeout_s, s.max_streams_per_client, s.shutdown_grace_s) == (5, 4, 20)

@@ -100,6 +100,8 @@ class JsonOnlyMiddleware:
     def __init__(self, app: ASGIApp, raw_body_routes: Collection[tuple[str, str]] = ()) -> None:
         self.app = app
         self.raw = frozenset(raw_body_routes)
+        # Any method on a raw route's path goes on: the router answers 405 for the wrong one.
+        self.raw_paths = frozenset(path for _, path in self.raw)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in UNSAFE_METHODS:
@@ -109,7 +111,7 @@ class JsonOnlyMiddleware:
         root = scope.get("root_path", "")
         if root and path.startswith(root):  # mounted under a prefix: match the route's path
             path = path[len(root) :]
-        if (scope["method"], path) in self.raw:
+        if path in self.raw_paths:
             await self.app(scope, receive, send)
             return
         content_type: bytes | None = None
