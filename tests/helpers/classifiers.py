@@ -10,9 +10,7 @@ from open_autoglm.ml.text.tiny import TINY_CORPUS, build_tiny_bert_classifier
 
 POSITIVE = ("great", "loved")
 NEGATIVE = ("terrible", "hated")
-_FILLER = sorted(
-    {w for line in TINY_CORPUS for w in line.split()} - set(POSITIVE) - set(NEGATIVE)
-)
+_FILLER = sorted({w for line in TINY_CORPUS for w in line.split()} - set(POSITIVE) - set(NEGATIVE))
 
 
 LABELS = ("negative", "neutral", "positive")

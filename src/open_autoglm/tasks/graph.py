@@ -29,8 +29,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GraphPredictParams",
-    "LoadedGraphModel",
     "GraphTrainParams",
+    "LoadedGraphModel",
     "TrainedGraph",
     "graph_task_types",
     "load_trained_graph",

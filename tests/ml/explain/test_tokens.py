@@ -57,7 +57,9 @@ def _ranks_agree(a: Any, b: Any) -> float:
     return float(sum(values) / len(values))
 
 
-def test_randomised_weights_give_unrelated_attributions(loaded: Any, tiny_sentiment_dir: Path) -> None:
+def test_randomised_weights_give_unrelated_attributions(
+    loaded: Any, tiny_sentiment_dir: Path
+) -> None:
     # Adebayo et al. 2018: if an explanation survives re-initialising the model, it explains
     # the input, not the model. The same seeds give the same copy, so the figure is stable.
     trained = TextClassifierExplainer(loaded, output="logit")

@@ -13,6 +13,7 @@ edges are removed, to be compared with removing ``k`` random edges.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,6 +32,8 @@ class NodeExplanation:
         edge_scores: importance per edge, ``(e,)``.
         feature_scores: importance per input feature summed over the field's nodes, ``(F,)``.
         node_scores: importance per field node summed over its features, ``(n,)``.
+        carries: which edges carry a message that can reach the node within ``layers`` hops,
+            ``(e,)``; the others only shape degrees, and their importance is noise.
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class NodeExplanation:
         prediction: int,
         probability: float,
         method: str,
+        carries: Any,
     ) -> None:
         self.index = index
         self.subset = subset
@@ -54,12 +58,13 @@ class NodeExplanation:
         self.prediction = prediction
         self.probability = probability
         self.method = method
+        self.carries = carries
 
     def top_edges(self, k: int) -> list[tuple[int, int]]:
-        """The ``k`` most important edges as global ``(src, dst)`` pairs, ties by position."""
-        order = sorted(
-            range(self.edge_scores.numel()), key=lambda i: (-float(self.edge_scores[i]), i)
-        )
+        """The ``k`` most important message-carrying edges as global ``(src, dst)`` pairs,
+        ties by position."""
+        carrying = [i for i in range(self.edge_scores.numel()) if bool(self.carries[i])]
+        order = sorted(carrying, key=lambda i: (-float(self.edge_scores[i]), i))
         return [
             (int(self.subset[self.edge_index[0, i]]), int(self.subset[self.edge_index[1, i]]))
             for i in order[:k]
@@ -75,6 +80,18 @@ def _receptive_field(node: int, layers: int, edge_index: Any, num_nodes: int) ->
     return subset, sub_edges, int(mapping[0])
 
 
+def _carries(edge_index: Any, index: int, layers: int, num_nodes: int) -> Any:
+    """Edges ``u -> v`` with ``v`` at most ``layers - 1`` message hops from ``index``."""
+    import torch
+
+    hops = torch.full((num_nodes,), layers, dtype=torch.long)  # layers = too far
+    hops[index] = 0
+    for h in range(1, layers):
+        near = hops[edge_index[1]] == h - 1  # edges into nodes at distance h - 1
+        hops[edge_index[0, near]] = torch.minimum(hops[edge_index[0, near]], torch.tensor(h))
+    return hops[edge_index[1]] <= layers - 1  # (e,)
+
+
 def explain_node(
     model: Any,
     x: Any,
@@ -85,20 +102,26 @@ def explain_node(
     method: str = "integrated-gradients",
     steps: int = 32,
     epochs: int = 100,
+    lr: float = 0.1,
+    restarts: int = 4,
     seed: int = 0,
 ) -> NodeExplanation:
     """Explain ``model``'s prediction for global node index ``node``."""
     import torch
     from torch_geometric.explain import CaptumExplainer, Explainer, GNNExplainer
 
-    model.eval()
+    # A private copy: PyG's explainers leave state on the layers (GNNExplainer registers its
+    # edge mask as a parameter, after which a Captum run's mask no longer reaches the graph).
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        module._parameters.pop("_edge_mask", None)  # a mask a previous explainer registered
     # layers + 1 hops: the outer ring's in-edges set its degrees (GCN) and attention weights
     subset, sub_edges, index = _receptive_field(node, layers + 1, edge_index, x.size(0))
     sub_x = x[subset]  # (n, F)
     with torch.no_grad():
         probs = torch.softmax(model(sub_x, sub_edges)[index], -1)  # (classes,)
     if method == "gnnexplainer":
-        algorithm: Any = GNNExplainer(epochs=epochs)
+        algorithm: Any = GNNExplainer(epochs=epochs, lr=lr)
     else:
         algorithm = CaptumExplainer("IntegratedGradients", n_steps=steps)
     explainer = Explainer(
@@ -113,19 +136,26 @@ def explain_node(
             "return_type": "raw",
         },
     )
-    torch.manual_seed(seed)
-    found = explainer(sub_x, sub_edges, index=index)
-    node_mask = found.node_mask.detach()  # (n, F)
+    # GNNExplainer starts from a random mask, and where many edges matter alike its top edges
+    # change with the seed; the mean mask over restarts is what it agrees on.
+    runs = restarts if method == "gnnexplainer" else 1
+    node_mask, edge_mask = 0.0, 0.0
+    for r in range(runs):
+        torch.manual_seed(seed * 1000 + r)
+        found = explainer(sub_x, sub_edges, index=index)
+        node_mask = node_mask + found.node_mask.detach() / runs  # (n, F)
+        edge_mask = edge_mask + found.edge_mask.detach() / runs  # (e,)
     return NodeExplanation(
         index=index,
         subset=subset,
         edge_index=sub_edges,
-        edge_scores=found.edge_mask.detach(),  # (e,)
+        edge_scores=edge_mask,
         feature_scores=node_mask.sum(0),  # (F,)
         node_scores=node_mask.sum(1),  # (n,)
         prediction=int(probs.argmax()),
         probability=float(probs.max()),
         method=method,
+        carries=_carries(sub_edges, index, layers, int(subset.numel())),
     )
 
 
@@ -147,20 +177,28 @@ def fidelity_plus(
     random_draws: int = 20,
     seed: int = 0,
 ) -> tuple[float, float]:
-    """(drop with the top-``k`` edges removed, mean drop with ``k`` random edges removed)."""
+    """(drop with the top-``k`` edges removed, mean drop with ``k`` random edges removed),
+    both among the edges that carry messages to the node."""
     import torch
 
     sub_x, edges, index = x[explanation.subset], explanation.edge_index, explanation.index
     target, p = explanation.prediction, explanation.probability
-    k = min(k, edges.size(1))
-    top = torch.argsort(explanation.edge_scores, descending=True, stable=True)[:k]
+    carrying = torch.nonzero(explanation.carries).flatten()  # (c,)
+    k = min(k, carrying.numel())
+    scores = explanation.edge_scores[carrying]
+    top = carrying[torch.argsort(scores, descending=True, stable=True)[:k]]
     explained = p - _prob_without(model, sub_x, edges, index, target, top)
     g = torch.Generator().manual_seed(seed)
     drops = [
         p
         - _prob_without(
-            model, sub_x, edges, index, target, torch.randperm(edges.size(1), generator=g)[:k]
-        )
+            model,
+            sub_x,
+            edges,
+            index,
+            target,
+            carrying[torch.randperm(carrying.numel(), generator=g)[:k]],
+        )  # fmt: skip
         for _ in range(random_draws)
     ]
     return explained, sum(drops) / len(drops)
