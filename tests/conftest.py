@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -59,11 +59,23 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[Runtime]:
-    rt = Runtime(settings).start()
-    try:
-        yield rt
-    finally:
+def make_runtime(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Runtime]]:
+    """The one runtime factory: ``make_runtime(**setting_overrides)`` starts a runtime on a
+    fresh data dir with the test plugins (their record file at ``tmp_path/record.log``);
+    every runtime it started stops after the test."""
+    monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(tmp_path / "record.log"))
+    started: list[Runtime] = []
+
+    def make(**overrides: object) -> Runtime:
+        overrides.setdefault("plugins", {"dirs": [PLUGIN_DIR]})
+        rt = Runtime(make_settings(tmp_path / f"data{len(started)}", **overrides)).start()
+        started.append(rt)
+        return rt
+
+    yield make
+    for rt in started:
         rt.stop()
 
 

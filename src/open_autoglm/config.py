@@ -12,12 +12,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "ApiSettings",
+    "CorsSettings",
     "ExecutorSettings",
+    "LifecycleSettings",
     "ModelSettings",
     "PluginSettings",
     "SchedulerSettings",
@@ -88,6 +90,15 @@ class SchedulerSettings(BaseModel):
     retry_base_s: float = Field(default=0.5, ge=0)
     retry_max_s: float = Field(default=60.0, ge=0)
     default_timeout_s: float | None = Field(default=None, gt=0)
+    online_reserve_cpu: float = Field(
+        default=1.0,
+        ge=0,
+        description=(
+            "CPUs per executor reserved for online work (/v1/infer, the OpenAI routes): online "
+            "tasks are placed before jobs and may use this much beyond the executor's cpu, "
+            "which jobs never use, so a prediction never waits behind long training"
+        ),
+    )
     lease_s: float = Field(
         default=30.0,
         gt=0,
@@ -118,13 +129,78 @@ class RateLimitSettings(BaseModel):
     )
 
 
+class CorsSettings(BaseModel):
+    """Which other web origins a browser may let call the API (off: none may)."""
+
+    allow_origins: list[str] = Field(
+        default_factory=list,
+        description="origins (scheme://host[:port]) whose pages may call the API; empty: CORS "
+        "off, and a browser's cross-origin request that changes state is refused (403)",
+    )
+    allow_methods: list[str] = Field(
+        default_factory=lambda: ["GET", "POST", "PUT", "DELETE"],
+        description="methods those origins may use",
+    )
+    allow_headers: list[str] = Field(
+        default_factory=lambda: ["Authorization", "Content-Type", "X-API-Key", "Last-Event-ID"],
+        description="request headers those origins may send",
+    )
+    max_age_s: int = Field(default=600, ge=0, description="how long a preflight is cached")
+
+
+class LifecycleSettings(BaseModel):
+    """How long a connection, a request and the server itself may take (api/lifecycle.py)."""
+
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="a request's line and headers must arrive within this many s of the "
+        "connection opening (or of the previous response); slower ones are closed",
+    )
+    body_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="a request's body must arrive within this many s of its headers",
+    )
+    max_connections_per_client: int = Field(
+        default=64,
+        ge=1,
+        le=100_000,
+        description="open connections from one client address; beyond them a new one is "
+        "answered 429 and closed",
+    )
+    max_streams_per_client: int = Field(
+        default=16,
+        ge=1,
+        le=100_000,
+        description="open event streams (task events, streamed completions) per client "
+        "(API key or address); beyond them 429 too_many_streams",
+    )
+    shutdown_grace_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="on SIGTERM: stop accepting, let requests and running jobs finish for "
+        "this long, then stop; unfinished durable jobs re-queue on the next start",
+    )
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    api_keys: list[str] = Field(default_factory=list, description="empty: no auth")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        repr=False,
+        description="static admin keys; with none here and no managed key (autoglm keys "
+        "create) the API needs no key",
+    )
     max_input_depth: int = Field(default=32, ge=1)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    cors: CorsSettings = Field(default_factory=CorsSettings)
+    lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
 
 
 class PluginSettings(BaseModel):
@@ -205,12 +281,6 @@ class Settings(BaseSettings):
     register_bundled_models: bool = False
     admission_ruleset: str | None = None
 
-    @model_validator(mode="after")
-    def _flat_aliases(self) -> Settings:
-        if url := os.environ.get("AUTOGLM_STORAGE_URL"):
-            self.storage.url = url
-        return self
-
     def storage_url(self) -> str:
         if self.storage.url:
             return self.storage.url
@@ -224,10 +294,23 @@ def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Se
     if path:
         with open(path, "rb") as f:
             file_values = tomllib.load(f)
-    env = Settings()  # environment over defaults
-    merged = _deep_merge(file_values, env.model_dump(exclude_unset=True))
+    merged = _deep_merge(file_values, _environment())
     merged = _deep_merge(merged, overrides)
     return Settings.model_validate(merged)
+
+
+# Flat environment variables for the most used nested settings, e.g. AUTOGLM_STORAGE_URL.
+_FLAT_ALIASES: dict[str, tuple[str, str]] = {"AUTOGLM_STORAGE_URL": ("storage", "url")}
+
+
+def _environment() -> dict[str, Any]:
+    """The settings the environment sets (``AUTOGLM_*``, nested with ``__``, and the flat
+    aliases), and only those: the layer between the file and explicit arguments."""
+    values = Settings().model_dump(exclude_unset=True)
+    for var, (area, name) in _FLAT_ALIASES.items():
+        if value := os.environ.get(var):
+            values = _deep_merge(values, {area: {name: value}})
+    return values
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

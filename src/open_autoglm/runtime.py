@@ -6,7 +6,6 @@ and returns a future without any HTTP in between.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import math
@@ -18,7 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from open_autoglm.config import Settings, load_settings
-from open_autoglm.errors import TaskTakenOverError, ValidationError
+from open_autoglm.errors import ValidationError
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
 from open_autoglm.futures import Promise
@@ -29,6 +28,7 @@ from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.scheduler.service import Scheduler
 from open_autoglm.spec.task import TaskSpec, parse_task_spec
 from open_autoglm.storage.hub import StorageHub, TaskWrite
+from open_autoglm.task_handle import TaskHandle
 
 _GC_LOCK = threading.Lock()
 _GC_TUNED: list[Runtime] = []  # runtimes in this process that tuned the collector
@@ -63,6 +63,7 @@ class Runtime:
             retry_base_s=s.scheduler.retry_base_s,
             retry_max_s=s.scheduler.retry_max_s,
             default_timeout_s=s.scheduler.default_timeout_s,
+            online_reserve_cpu=s.scheduler.online_reserve_cpu,
             task_write=TaskWrite,
             owner=self.replica_id,
             claim=lambda: self.storage.replicas.claim_orphans(
@@ -70,8 +71,9 @@ class Runtime:
             ),
         )
         self.metrics = PlatformMetrics(self.scheduler.stats)
-        self.scheduler._observer = SchedulerWatch(self.metrics, self.bus)
+        self.scheduler.observer = SchedulerWatch(self.metrics, self.bus)
         self._started = False
+        self._drain_deadline: float | None = None  # monotonic; set by begin_drain
         # Routers that later areas (models, rules, workflows) add to the API.
         self.extra_routers: list[Any] = []
         # Admission policies, see ``admit``.
@@ -149,9 +151,33 @@ class Runtime:
         self._started = True
         return self
 
+    def begin_drain(self, grace_s: float) -> None:
+        """Start draining (on SIGTERM): nothing new starts; :meth:`stop` then waits up to
+        ``grace_s`` from now for running tasks before it hands the rest over as after a
+        crash (durable ones re-queue on the next start, here or on another replica)."""
+        self._drain_deadline = time.monotonic() + grace_s
+        cancelled = self.scheduler.pause()
+        log.warning(
+            "draining for %.1f s: %d running tasks may finish, %d queued online requests cancelled",
+            grace_s,
+            self.scheduler.stats()["running"],
+            len(cancelled),
+        )
+
+    def _wait_drained(self) -> None:
+        deadline = self._drain_deadline
+        if deadline is None:
+            return
+        while self.scheduler.stats()["running"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = self.scheduler.stats()["running"]
+        if left:
+            log.warning("grace period over: %d running tasks handed over unfinished", left)
+
     def stop(self) -> None:
         if not self._started:
             return
+        self._wait_drained()
         self.plugins.call_hooks("on_shutdown")
         for fn in reversed(self.on_stop):
             try:
@@ -227,11 +253,15 @@ class Runtime:
         *,
         durable: bool = True,
         events: list[tuple[float, str, Any]] | None = None,
+        principal: str | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
-        """Accept a task; the future gives ``(task, created)`` once it is durable."""
+        """Accept a task; the future gives ``(task, created)`` once it is durable.
+
+        ``principal``: whose task it is (an API key's owner; None without keys).
+        """
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
-        return self.scheduler.submit(spec, durable=durable, events=events)
+        return self.scheduler.submit(spec, durable=durable, events=events, principal=principal)
 
     def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
         """Validate a list of specs; one ValidationError naming every problem by index."""
@@ -263,8 +293,17 @@ class Runtime:
             )
         return specs
 
+    def track(self, task_id: str) -> TaskHandle:
+        """The one handle to follow a task to its end (awaitable, or ``.result()``)."""
+        return TaskHandle(task_id, self.scheduler.live_task(task_id), self.get_task)
+
     def submit_tracked(
-        self, spec: TaskSpec | dict[str, Any], *, durable: bool = True
+        self,
+        spec: TaskSpec | dict[str, Any],
+        *,
+        durable: bool = True,
+        events: list[tuple[float, str, Any]] | None = None,
+        principal: str | None = None,
     ) -> Future[dict[str, Any]]:
         """Submit; the future gives the finished task (with ``result``) once it is stored."""
         done: Future[dict[str, Any]] = Promise()
@@ -276,13 +315,11 @@ class Runtime:
                 done.set_exception(exc)
                 return
             # Runs right after acceptance, before the task can finish and leave `live`.
-            lt = self.scheduler.live_task(task["id"])
-            if lt is None:
-                done.set_result(self.get_task(task["id"]))
-                return
-            lt.done.add_done_callback(lambda d: _relay(d, done))
+            self.track(task["id"]).add_done_callback(lambda d: _relay(d, done))
 
-        self.submit(spec, durable=durable).add_done_callback(accepted)
+        self.submit(spec, durable=durable, events=events, principal=principal).add_done_callback(
+            accepted
+        )
         return done
 
     def run(self, spec: TaskSpec | dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
@@ -292,17 +329,7 @@ class Runtime:
 
     def wait(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The finished task, once its final state is stored (online tasks included)."""
-        lt = self.scheduler.live_task(task_id)
-        if lt is not None:
-            try:
-                final = lt.done.result(timeout)
-            except TaskTakenOverError:  # another replica runs it now: its record counts
-                return self.get_task(task_id)
-            if lt.logged is not None:  # answered before its record was stored
-                with contextlib.suppress(Exception):
-                    lt.logged.result(timeout)
-            return final
-        return self.get_task(task_id)
+        return self.track(task_id).result(timeout)
 
     def pending_log(self, task_id: str) -> Future[Any] | None:
         """The commit of an online task's record when it was answered before being stored
@@ -442,6 +469,7 @@ def public_task(row: dict[str, Any]) -> dict[str, Any]:
         "progress": None,
         "spec": row["spec"],
         "seq": row.get("seq"),
+        "owner": row.get("principal"),
     }
 
 

@@ -50,7 +50,11 @@ def test_batch_body_shape_and_size_are_checked(api: TestClient) -> None:
         ({"tasks": [{"task_type": "echo", "input": i} for i in range(1001)]}, "at most 1000"),
     ]
     for body, expected in cases:
-        r = api.post("/v1/tasks/batch", content=orjson.dumps(body))
+        r = api.post(
+            "/v1/tasks/batch",
+            content=orjson.dumps(body),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 422, (body, r.text)
         assert expected in r.json()["error"]["message"], r.text
     assert _stored(api) == before

@@ -52,7 +52,12 @@ def test_registry_validation_422(api: TestClient, body: dict[str, Any], loc: lis
     err = resp.json()["error"]
     assert err["code"] == "validation_error"
     assert any(d["loc"][: len(loc)] == loc for d in err["details"])
-    assert api.post("/v1/models/registry", content=b"[1").status_code == 422
+    assert (
+        api.post(
+            "/v1/models/registry", content=b"[1", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
     assert api.get("/v1/models/registry").json()["models"] == []
 
 

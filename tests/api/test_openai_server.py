@@ -214,7 +214,11 @@ def test_errors_in_openai_shape(server: str) -> None:
     assert bad.value.body["param"] == "temperature"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError, match="exceeds the model context"):
         client.completions.create(model="gen", prompt="x", max_tokens=4000, temperature=0)
-    body = httpx.post(server + "/v1/chat/completions", content=b"{not json").json()
+    body = httpx.post(
+        server + "/v1/chat/completions",
+        content=b"{not json",
+        headers={"content-type": "application/json"},
+    ).json()
     assert set(body["error"]) == {"message", "type", "param", "code"}
     assert body["error"]["type"] == "invalid_request_error"
 

@@ -39,7 +39,7 @@ def test_server_threads_yield_and_replicas_compute_at_the_default_policy(tmp_pat
         replicas = [
             p
             for p in psutil.Process(server.proc.pid).children(recursive=True)
-            if "open_autoglm.executors.replicas" in " ".join(p.cmdline())
+            if "open_autoglm.executors.workers.child" in " ".join(p.cmdline())
         ]
         assert replicas, "no replica process started"
         for replica in replicas:

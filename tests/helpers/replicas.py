@@ -10,16 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from open_autoglm.executors.model_service import ModelService
-from open_autoglm.executors.replicas import ReplicaPool
+from open_autoglm.executors.workers.pool import WorkerPool
 from open_autoglm.storage.hub import StorageHub
 
 __all__ = ["pool_of", "replica_service"]
 
 
-def pool_of(service: ModelService, name: str) -> ReplicaPool:
+def pool_of(service: ModelService, name: str) -> WorkerPool:
     """The loaded pool of ``name`` (loading it first if needed)."""
     with service.lease(name) as model:
-        assert isinstance(model, ReplicaPool)
+        assert isinstance(model, WorkerPool)
         return model
 
 

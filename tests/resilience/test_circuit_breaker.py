@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.clock import FakeClock
 from open_autoglm.resilience.circuit_breaker import (
     TRANSITIONS,
     BreakerState,
@@ -12,16 +13,8 @@ from open_autoglm.resilience.circuit_breaker import (
 C, OPEN, H = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def make(**kw: object) -> tuple[CircuitBreaker, Clock, list[Transition]]:
-    clock, seen = Clock(), []
+def make(**kw: object) -> tuple[CircuitBreaker, FakeClock, list[Transition]]:
+    clock, seen = FakeClock(), []
     b = CircuitBreaker(clock=clock, on_transition=seen.append, **kw)  # type: ignore[arg-type]
     return b, clock, seen
 

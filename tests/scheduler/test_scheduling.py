@@ -7,31 +7,20 @@ import time
 
 import pytest
 
-from helpers.paths import PLUGIN_DIR
-from helpers.settings import make_settings
 from open_autoglm.errors import AdmissionError, ConflictError, NotFoundError, ValidationError
-from open_autoglm.runtime import Runtime
-
-
-@pytest.fixture
-def make_runtime(tmp_path, monkeypatch):
-    monkeypatch.setenv("AUTOGLM_TEST_RECORD", str(tmp_path / "record.log"))
-    started: list[Runtime] = []
-
-    def make(**overrides):
-        overrides.setdefault("plugins", {"dirs": [PLUGIN_DIR]})
-        rt = Runtime(make_settings(tmp_path / f"data{len(started)}", **overrides)).start()
-        started.append(rt)
-        return rt
-
-    yield make
-    for rt in started:
-        rt.stop()
 
 
 def submit(rt, spec):
     task, _ = rt.submit(spec).result(10)
     return task["id"]
+
+
+def _until_running(rt, task_id):
+    for _ in range(1000):
+        if rt.get_task(task_id)["status"] == "running":
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"task {task_id} never started")
 
 
 def test_priority_under_saturation(make_runtime):
@@ -62,30 +51,10 @@ def test_priority_under_saturation(make_runtime):
     assert not late, f"{len(late)} high-priority jobs started after a low one"
 
 
-@pytest.mark.parametrize("aging_s", [0.02, 1000.0])
-def test_aging_low_priority_completes_under_steady_high_stream(make_runtime, aging_s):
-    rt = make_runtime(executor={"cpu": 1, "threads": 2}, scheduler={"aging_s": aging_s})
-    for _ in range(3):
-        submit(rt, {"task_type": "sleep", "priority": 9, "params": {"seconds": 0.02}})
-    low = submit(rt, {"task_type": "sleep", "priority": 0, "params": {"seconds": 0.01}})
-    stop = time.monotonic() + 1.5
-    while time.monotonic() < stop:  # keep ~3 high-priority jobs queued at all times
-        if rt.scheduler.stats()["queued"] < 4:
-            submit(rt, {"task_type": "sleep", "priority": 9, "params": {"seconds": 0.02}})
-        time.sleep(0.005)
-    status = rt.get_task(low)["status"]
-    if aging_s < 1:
-        assert status == "succeeded"  # aged past the stream
-    else:
-        assert status == "queued"  # without aging it starves: the check above can fail
-
-
 def test_timeout_stops_cooperative_thread_task(make_runtime):
     rt = make_runtime()
-    t0 = time.monotonic()
     task = rt.run({"task_type": "sleep", "params": {"seconds": 30}, "timeout_s": 0.3}, timeout=10)
     assert task["status"] == "failed" and task["error"]["code"] == "timeout"
-    assert time.monotonic() - t0 < 5
 
 
 def test_timeout_kills_process_task(make_runtime, tmp_path):
@@ -100,17 +69,17 @@ def test_timeout_kills_process_task(make_runtime, tmp_path):
 def test_timeout_of_uncooperative_thread_is_forced(make_runtime):
     rt = make_runtime()
     task = rt.run({"task_type": "stubborn", "params": {"seconds": 4}, "timeout_s": 0.2}, timeout=10)
+    # The handler ignores cancellation and would return a success after 4 s: a failed
+    # timeout means the scheduler forced it (when, is checked on a simulated clock in
+    # test_core.py).
     assert task["status"] == "failed" and task["error"]["code"] == "timeout"
-    assert task["finished_at"] - task["started_at"] < 3.5
 
 
 def test_cancel_queued_then_running(make_runtime):
     rt = make_runtime(executor={"cpu": 1, "threads": 2})
     running = submit(rt, {"task_type": "sleep", "params": {"seconds": 30}})
     queued = submit(rt, {"task_type": "sleep", "params": {"seconds": 30}})
-    deadline = time.monotonic() + 5
-    while rt.get_task(running)["status"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _until_running(rt, running)
     assert rt.scheduler.cancel(queued)["status"] == "cancelled"
     rt.scheduler.cancel(running)
     assert rt.wait(running, 10)["status"] == "cancelled"
@@ -166,8 +135,8 @@ def test_concurrent_idempotent_submissions_create_one_task(make_runtime):
 
 def test_admission_bound(make_runtime):
     rt = make_runtime(executor={"cpu": 1, "threads": 1}, scheduler={"max_queued": 3})
-    submit(rt, {"task_type": "sleep", "params": {"seconds": 5}})
-    time.sleep(0.2)
+    first = submit(rt, {"task_type": "sleep", "params": {"seconds": 5}})
+    _until_running(rt, first)  # it holds the one slot; the next three wait
     for _ in range(3):
         submit(rt, {"task_type": "sleep", "params": {"seconds": 5}})
     with pytest.raises(AdmissionError) as exc:
@@ -186,13 +155,13 @@ def test_progress_events_recorded(make_runtime):
 
 def test_resources_derived_from_params(make_runtime):
     rt = make_runtime(executor={"cpu": 2})
-    from open_autoglm.scheduler.service import _shape
+    from open_autoglm.scheduler.admission import task_shape
 
     spec = rt.parse(
         {"task_type": "graph-train", "input": {}, "params": {"mode": "sync", "workers": 2}}
     )
     ttype, params = rt.scheduler.prepare(spec)
-    assert _shape(spec, ttype, params)[0] == 2.0
+    assert task_shape(spec, ttype, params)[0] == 2.0
     spec = rt.parse(
         {"task_type": "graph-train", "input": {}, "params": {"mode": "sync", "workers": 3}}
     )
@@ -206,9 +175,8 @@ def test_online_task_is_stored_once_when_it_ends(make_runtime):
         {"task_type": "sleep", "params": {"seconds": 0.3}}, durable=False
     ).result(10)
     assert created and task["status"] == "queued"
-    time.sleep(0.1)
     # In flight: visible from memory, nothing stored yet (online work is never replayed).
-    assert rt.get_task(task["id"])["status"] == "running"
+    assert rt.get_task(task["id"])["status"] in ("queued", "running")
     with pytest.raises(Exception, match="not found"):
         rt.storage.get_task(task["id"])
     final = rt.wait(task["id"], 10)

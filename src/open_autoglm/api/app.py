@@ -8,11 +8,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from open_autoglm import __version__
+from open_autoglm.api.auth import AuthMiddleware
+from open_autoglm.api.browser import CrossOriginGuard, JsonOnlyMiddleware, SecurityHeadersMiddleware
+from open_autoglm.api.contract import install_contract
 from open_autoglm.api.errors import install_error_handlers
 from open_autoglm.api.middleware import (
-    ApiKeyMiddleware,
     BodyLimitMiddleware,
     DirectRoutes,
     Endpoint,
@@ -21,6 +24,7 @@ from open_autoglm.api.middleware import (
 )
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes import system, tasks
+from open_autoglm.api.routes.keys import key_ring
 from open_autoglm.config import RateLimitSettings, Settings, load_settings
 from open_autoglm.resilience.rate_limit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from open_autoglm.runtime import Runtime
@@ -37,6 +41,7 @@ AREA_ROUTES = (
     "open_autoglm.api.routes.artifacts",
     "open_autoglm.api.routes.rulesets",
     "open_autoglm.api.routes.workflows",
+    "open_autoglm.api.routes.keys",
 )
 
 
@@ -66,6 +71,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     install_error_handlers(app)
     app.include_router(tasks.router)  # first: routes are matched in order, these are hot
     direct: dict[tuple[str, str], Endpoint] = dict(tasks.DIRECT_ROUTES)
+    # (method, path) of the routes that take bytes of any type; every other body is JSON.
+    raw_body: set[tuple[str, str]] = set()
     for name in AREA_ROUTES:
         try:
             module = importlib.import_module(name)
@@ -77,15 +84,32 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             module.setup(runtime)
         app.include_router(module.router)
         direct.update(getattr(module, "DIRECT_ROUTES", {}))
+        raw_body.update(getattr(module, "RAW_BODY_ROUTES", ()))
     app.include_router(system.router)
     for extra in runtime.extra_routers:
         app.include_router(extra)
-    # The last added runs first: API key, then the rate limit (per key), then the body bound,
-    # then the hottest routes without the router.
+    # The last added runs first: security headers on every answer, CORS preflights, the
+    # cross-origin guard, the API key, then the rate limit (per key), the JSON-only check,
+    # the body bound, then the hottest routes without the router.
     app.add_middleware(DirectRoutes, routes=direct)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
+    app.add_middleware(JsonOnlyMiddleware, raw_body_routes=raw_body)
     app.add_middleware(RateLimitMiddleware, gate=gate)
-    app.add_middleware(ApiKeyMiddleware, keys=s.api.api_keys)
+    ring = key_ring(runtime)
+    install_contract(app, auth_required=lambda: ring.enabled)
+    app.add_middleware(AuthMiddleware, ring=ring)
+    cors = s.api.cors
+    app.add_middleware(CrossOriginGuard, allow_origins=cors.allow_origins)
+    if cors.allow_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cors.allow_origins,
+            allow_methods=cors.allow_methods,
+            allow_headers=cors.allow_headers,
+            max_age=cors.max_age_s,
+        )
+    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    app.add_middleware(SecurityHeadersMiddleware, docs_paths=[p for p in docs if p])
     return app
 
 

@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from open_autoglm import errors
 from open_autoglm.api.responses import JSONResponse
@@ -22,6 +23,7 @@ __all__ = [
     "platform_errors",
     "retry_after_header",
     "status_for",
+    "status_for_code",
 ]
 
 STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
@@ -29,6 +31,8 @@ STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
     errors.NotFoundError: 404,
     errors.ConflictError: 409,
     errors.AuthenticationError: 401,
+    errors.PermissionDeniedError: 403,
+    errors.UnsupportedMediaTypeError: 415,
     errors.PolicyBlockedError: 403,
     errors.PayloadTooLargeError: 413,
     errors.AdmissionError: 429,
@@ -36,17 +40,27 @@ STATUS_BY_ERROR: dict[type[errors.AutoGLMError], int] = {
     errors.UnavailableError: 503,
     errors.CircuitOpenError: 503,
     errors.TaskFailedError: 500,
+    errors.TaskTimeoutError: 504,
     errors.TaskCancelledError: 409,
     errors.PluginError: 500,
     errors.StorageError: 500,
 }
 
 
-def status_for(exc: errors.AutoGLMError) -> int:
-    for cls in type(exc).__mro__:
+def _status_of(error: type[errors.AutoGLMError]) -> int:
+    for cls in error.__mro__:
         if cls in STATUS_BY_ERROR:
             return STATUS_BY_ERROR[cls]
     return 500
+
+
+def status_for(exc: errors.AutoGLMError) -> int:
+    return _status_of(type(exc))
+
+
+def status_for_code(code: str) -> int:
+    """The status of an error known only by its code (a failed task's stored error)."""
+    return _status_of(errors.error_class(code, errors.TaskFailedError))
 
 
 def retry_after_header(seconds: float) -> str:
@@ -78,6 +92,8 @@ def platform_errors(
             return await endpoint(request)
         except errors.AutoGLMError as exc:
             return error_response(exc)
+        except ClientDisconnect:
+            return Response(status_code=499)  # gone while sending its body: nobody reads it
 
     return guarded
 
@@ -94,10 +110,20 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         return error_response(errors.ValidationError("invalid request", details=details))
 
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect) -> Response:
+        return Response(status_code=499)  # gone while sending its body (or cut at its deadline)
+
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of the path, not only the route tried
+            from open_autoglm.api.contract import allowed_methods
+
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return JSONResponse(
             {"error": {"code": code, "message": str(exc.detail), "details": []}},
             status_code=exc.status_code,
+            headers=headers,
         )

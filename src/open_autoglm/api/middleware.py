@@ -1,10 +1,9 @@
-"""ASGI middleware: request body bound, API-key authentication, per-client rate limits, and
-the direct route table for the hottest endpoints."""
+"""ASGI middleware: request body bound, per-client rate limits, and the direct route table
+for the hottest endpoints (API-key authentication is ``api/auth.py``)."""
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -16,7 +15,6 @@ from open_autoglm.api.errors import retry_after_header
 from open_autoglm.resilience.rate_limit import RateLimiter
 
 __all__ = [
-    "ApiKeyMiddleware",
     "BodyLimitMiddleware",
     "DirectRoutes",
     "Endpoint",
@@ -115,38 +113,6 @@ class _TooLarge(Exception):
     pass
 
 
-class ApiKeyMiddleware:
-    """Require ``Authorization: Bearer <key>`` or ``X-API-Key`` when keys are configured."""
-
-    OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-
-    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
-        self.app = app
-        self.keys = [k.encode() for k in keys]
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or scope["path"] in self.OPEN_PATHS:
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-            elif name == b"x-api-key":
-                given = value.strip()
-        if not any(hmac.compare_digest(given, k) for k in self.keys):
-            await _reject(send, 401, "unauthorized", "missing or invalid API key")
-            return
-        scope.setdefault("state", {})["client_id"] = "key:" + _fingerprint(given)
-        await self.app(scope, receive, send)
-
-
-def _fingerprint(key: bytes) -> Any:
-    import hashlib
-
-    return hashlib.sha256(key).hexdigest()[:12]
-
-
 class RateLimitGate:
     """The limiter the middleware asks, and what it refused (for /metrics)."""
 
@@ -163,7 +129,7 @@ class RateLimitGate:
 class RateLimitMiddleware:
     """429 ``rate_limited`` with ``Retry-After`` once a client has spent its burst.
 
-    Runs inside :class:`ApiKeyMiddleware`, so a client is its API key when keys are configured
+    Runs inside :class:`~open_autoglm.api.auth.AuthMiddleware`, so a client is its API key when keys are configured
     (its IP otherwise), and a request without a valid key is refused before it costs a token.
     Health checks and /metrics are never limited.
     """

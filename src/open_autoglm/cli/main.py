@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from open_autoglm import errors
+from open_autoglm.spec.task import TERMINAL_STATUSES
 
 __all__ = ["app", "main"]
 
@@ -34,8 +35,10 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 _SUBAPPS = [
     ("open_autoglm.cli.rules", "app", "rules"),
     ("open_autoglm.cli.graph", "app", "graph"),
+    ("open_autoglm.cli.fusion", "app", "fusion"),
     ("open_autoglm.cli.workflow", "app", "workflow"),
     ("open_autoglm.cli.models", "app", "models"),
+    ("open_autoglm.cli.keys", "app", "keys"),
 ]
 for _mod, _attr, _name in _SUBAPPS:
     try:
@@ -92,10 +95,7 @@ def serve(
     ] = None,
 ) -> None:
     """Start the server (embedded SQLite and local executor by default)."""
-    import uvicorn
-
-    from open_autoglm.api.app import create_app
-    from open_autoglm.api.http import CoalescingHttpToolsProtocol
+    from open_autoglm.api.lifecycle import serve as serve_api
     from open_autoglm.config import load_settings
 
     overrides: dict[str, Any] = {}
@@ -115,15 +115,7 @@ def serve(
         from open_autoglm.executors.sched_policy import yield_to_replicas
 
         yield_to_replicas()  # before any thread starts: they all inherit it
-    # Each response's head and body in one write (api/http.py).
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        access_log=False,
-        http=CoalescingHttpToolsProtocol,
-    )
+    serve_api(settings, host, port)
 
 
 @app.command()
@@ -230,7 +222,7 @@ def _wait_live(c: Any, task_id: str) -> dict[str, Any]:
                     )
                 elif kind == "status":
                     bar.update(job, description=f"task {task_id[:8]} {data.get('status')}")
-                    if data.get("status") in ("succeeded", "failed", "cancelled"):
+                    if data.get("status") in TERMINAL_STATUSES:
                         bar.update(job, completed=1.0)
                         break
         except Exception:

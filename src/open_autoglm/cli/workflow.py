@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from open_autoglm import errors
+from open_autoglm.client.base import RUN_TERMINAL
 
 __all__ = ["app"]
 
@@ -33,7 +34,7 @@ RegistryOpt = Annotated[
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 
-_TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
+_TERMINAL = RUN_TERMINAL
 _STYLE = {
     "succeeded": "green",
     "failed": "red",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import httpx
@@ -91,6 +91,26 @@ class AsyncClient(BaseClient):
             headers={"content-type": "application/json"},
         )
         return out["result"]
+
+    async def fusion_train(
+        self,
+        table: Any,
+        schema: dict[str, Any],
+        *,
+        strategy: str = "hybrid",
+        text_model: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Submit ``fusion-train`` on ``table`` (rows, an artifact id or an input dict);
+        returns the accepted task (``wait`` for its result)."""
+        return await self.submit(
+            self._fusion_train_spec(table, schema, strategy, text_model, params)
+        )
+
+    async def fusion_predict(self, model: str, rows: Any) -> dict[str, Any]:
+        """Classify ``rows`` with the fusion model ``model``: classes and probabilities."""
+        result: dict[str, Any] = await self.infer(self._fusion_predict_spec(model, rows))
+        return result
 
     async def list(
         self,
@@ -217,6 +237,28 @@ class AsyncClient(BaseClient):
 
     async def delete_model(self, name: str) -> None:
         await self.request("DELETE", f"/v1/models/registry/{name}")
+
+    # -- API keys (admin) --------------------------------------------------------------------
+
+    async def create_key(
+        self, owner: str, scopes: Sequence[str] = ("read", "submit"), *, name: str = ""
+    ) -> dict[str, Any]:
+        """Create an API key for ``owner``; the returned ``key`` is shown this once only."""
+        return await self.request(
+            "POST",
+            "/v1/keys",
+            content=orjson.dumps({"owner": owner, "scopes": list(scopes), "name": name}),
+            headers={"content-type": "application/json"},
+        )
+
+    async def list_keys(self, *, include_revoked: bool = False) -> builtins.list[dict[str, Any]]:
+        """Every API key's record (owner, scopes, dates); never the key itself."""
+        params = {"include_revoked": "true"} if include_revoked else None
+        return (await self.request("GET", "/v1/keys", params=params))["keys"]
+
+    async def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke an API key by its id; the server refuses it from then on."""
+        return await self.request("POST", f"/v1/keys/{key_id}/revoke")
 
     async def upload_artifact(
         self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"

@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 
 from open_autoglm import errors
+from open_autoglm.spec.task import TERMINAL_STATUSES
 
 __all__ = ["RUN_TERMINAL", "TERMINAL", "BaseClient", "model_files", "raise_for_error"]
 
-TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+TERMINAL = TERMINAL_STATUSES
 RUN_TERMINAL = TERMINAL | {"timed_out"}  # a workflow run can also time out
 
 _BY_CODE: dict[str, type[errors.AutoGLMError]] = {
@@ -19,6 +20,9 @@ _BY_CODE: dict[str, type[errors.AutoGLMError]] = {
     "not_found": errors.NotFoundError,
     "conflict": errors.ConflictError,
     "unauthorized": errors.AuthenticationError,
+    "forbidden": errors.PermissionDeniedError,
+    "forbidden_origin": errors.PermissionDeniedError,
+    "unsupported_media_type": errors.UnsupportedMediaTypeError,
     "payload_too_large": errors.PayloadTooLargeError,
     "unavailable": errors.UnavailableError,
     "plugin_error": errors.PluginError,
@@ -46,6 +50,7 @@ def raise_for_error(resp: httpx.Response) -> None:
         cls: type[errors.AutoGLMError] = {
             "queue_full": errors.AdmissionError,
             "bulkhead_full": errors.BulkheadFullError,
+            "too_many_streams": errors.TooManyStreamsError,
         }.get(code, errors.RateLimitedError)
         raise cls(message, retry_after=retry_after)  # type: ignore[call-arg]
     if code == "circuit_open":
@@ -72,6 +77,33 @@ class BaseClient:
         body = dict(spec or {})
         body.update(kwargs)
         return body
+
+    @staticmethod
+    def _table(table: Any) -> Any:
+        """A table input: rows (a list of dicts), an artifact id, or an input dict as is."""
+        if isinstance(table, list):
+            return {"rows": table}
+        if isinstance(table, str):
+            return {"artifact": table}
+        return table
+
+    @classmethod
+    def _fusion_train_spec(
+        cls,
+        table: Any,
+        schema: dict[str, Any],
+        strategy: str,
+        text_model: str | None,
+        params: dict[str, Any],
+    ) -> dict[str, Any]:
+        body = {"schema": schema, "strategy": strategy, **params}
+        if text_model is not None:
+            body["text_model"] = text_model
+        return {"task_type": "fusion-train", "input": cls._table(table), "params": body}
+
+    @classmethod
+    def _fusion_predict_spec(cls, model: str, rows: Any) -> dict[str, Any]:
+        return {"task_type": "fusion-predict", "model": model, "input": cls._table(rows)}
 
     @staticmethod
     def _page_params(filters: dict[str, Any], page_size: int) -> dict[str, Any]:

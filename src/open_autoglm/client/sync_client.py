@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import httpx
@@ -92,6 +92,24 @@ class Client(BaseClient):
             headers={"content-type": "application/json"},
         )
         return out["result"]
+
+    def fusion_train(
+        self,
+        table: Any,
+        schema: dict[str, Any],
+        *,
+        strategy: str = "hybrid",
+        text_model: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """Submit ``fusion-train`` on ``table`` (rows, an artifact id or an input dict);
+        returns the accepted task (``wait`` for its result)."""
+        return self.submit(self._fusion_train_spec(table, schema, strategy, text_model, params))
+
+    def fusion_predict(self, model: str, rows: Any) -> dict[str, Any]:
+        """Classify ``rows`` with the fusion model ``model``: classes and probabilities."""
+        result: dict[str, Any] = self.infer(self._fusion_predict_spec(model, rows))
+        return result
 
     def list(
         self,
@@ -233,6 +251,28 @@ class Client(BaseClient):
 
     def delete_model(self, name: str) -> None:
         self.request("DELETE", f"/v1/models/registry/{name}")
+
+    # -- API keys (admin) --------------------------------------------------------------------
+
+    def create_key(
+        self, owner: str, scopes: Sequence[str] = ("read", "submit"), *, name: str = ""
+    ) -> dict[str, Any]:
+        """Create an API key for ``owner``; the returned ``key`` is shown this once only."""
+        return self.request(
+            "POST",
+            "/v1/keys",
+            content=orjson.dumps({"owner": owner, "scopes": list(scopes), "name": name}),
+            headers={"content-type": "application/json"},
+        )
+
+    def list_keys(self, *, include_revoked: bool = False) -> builtins.list[dict[str, Any]]:
+        """Every API key's record (owner, scopes, dates); never the key itself."""
+        params = {"include_revoked": "true"} if include_revoked else None
+        return self.request("GET", "/v1/keys", params=params)["keys"]
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        """Revoke an API key by its id; the server refuses it from then on."""
+        return self.request("POST", f"/v1/keys/{key_id}/revoke")
 
     def upload_artifact(
         self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"

@@ -11,8 +11,8 @@ and upstream forwarding, behind one object that handlers reach as ``ctx.service(
 - ``batch_policy(task_type, model)`` is the scheduler's per-model batching hook; it reads only
   memory, because the dispatcher calls it under its lock.
 
-Embedding and classification models are served by worker processes (``executors/replicas.py``),
-or by Ray actors when ``replica_backend`` is ``"ray"`` (``executors/ray_replicas.py``), unless
+Embedding and classification models are served by worker processes (``executors/workers/``),
+or by Ray actors when ``replica_backend`` is ``"ray"`` (``executors/workers/ray_actor.py``), unless
 ``replicas`` is 0: the service's default (one per CPU of the executor's allotment) or the
 entry's ``options.replicas``. Each replica runs one torch thread and holds its own copy of the
 weights, so a pool counts ``replicas x`` the model's bytes against the memory budget and
@@ -48,14 +48,11 @@ from pydantic import ValidationError as PydanticValidationError
 from open_autoglm.config import ExecutorSettings, ModelSettings
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.model_cache import ModelCache
-from open_autoglm.executors.ray_replicas import RayLauncher
-from open_autoglm.executors.replicas import (
-    REPLICA_ROLES,
-    ProcessLauncher,
-    ReplicaLauncher,
-    ReplicaPool,
-)
 from open_autoglm.executors.upstream import Upstream, upstream_bulkhead
+from open_autoglm.executors.workers.base import WorkerLauncher
+from open_autoglm.executors.workers.pool import WORKER_ROLES, WorkerPool
+from open_autoglm.executors.workers.process import ProcessLauncher
+from open_autoglm.executors.workers.ray_actor import RayLauncher
 from open_autoglm.ml.text.loading import written_whole  # imports no torch
 from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
@@ -77,7 +74,7 @@ _SERVING_FIELDS = ("dtype", "device", "max_batch_size", "max_wait_ms", "memory_m
 
 ReplicaBackend = Literal["process", "ray"]
 # What starts a pool's replicas, per replica backend (a new launcher for every pool).
-_LAUNCHERS: dict[str, Callable[[ExecutorSettings], ReplicaLauncher]] = {
+_LAUNCHERS: dict[str, Callable[[ExecutorSettings], WorkerLauncher]] = {
     "process": lambda _settings: ProcessLauncher(),
     "ray": RayLauncher,
 }
@@ -173,7 +170,10 @@ class ModelService:
         """Validate and store an entry (the graph tasks call this with keyword arguments)."""
         return self.put(entry, replace=replace)
 
-    def put(self, raw: Any, *, replace: bool = False) -> dict[str, Any]:
+    def put(
+        self, raw: Any, *, replace: bool = False, principal: str | None = None
+    ) -> dict[str, Any]:
+        """Validate and store an entry; ``principal``: who registers it (an admin key's owner)."""
         spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
         data = spec.model_dump(mode="json")
         row = self.storage.put_model(
@@ -188,6 +188,7 @@ class ModelService:
                 },
             },
             replace=replace,
+            principal=principal,
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
         return self._public(self._remember(row))
@@ -262,7 +263,7 @@ class ModelService:
             )
         with self.cache.lease(name) as model:
             role = getattr(model, "role", None)
-            if self._slots is None or isinstance(model, ReplicaPool) or role not in REPLICA_ROLES:
+            if self._slots is None or isinstance(model, WorkerPool) or role not in WORKER_ROLES:
                 yield model
                 return
             # In-process encoders: at most one batch per CPU computes at a time (embedding
@@ -306,7 +307,7 @@ class ModelService:
             if decode:
                 info["decode"] = decode
             pool = self._loaded.get(name)
-            if isinstance(pool, ReplicaPool):
+            if isinstance(pool, WorkerPool):
                 info["replicas"] = pool.stats()
         return stats
 
@@ -324,7 +325,7 @@ class ModelService:
 
     def replicas_for(self, spec: ModelSpec) -> int:
         """Replicas that serve ``spec`` (0: it loads in this process)."""
-        if spec.role not in REPLICA_ROLES:
+        if spec.role not in WORKER_ROLES:
             return 0
         wanted = spec.options.get("replicas")
         return self.replicas if wanted is None else int(wanted)
@@ -366,7 +367,7 @@ class ModelService:
         )
         model: Any
         if replicas:
-            model = ReplicaPool(
+            model = WorkerPool(
                 name,
                 self._entry(spec),
                 replicas=replicas,

@@ -1,13 +1,13 @@
-"""Linux CPU scheduling: the server's own threads yield to the model replicas.
+"""Linux CPU scheduling: the server's own threads yield to the model workers.
 
-Under load the model replicas (one per core) compute without a break, and the server
-process's threads (event loop, scheduler, storage writer, dispatch) wake hundreds of times a
-second for a fraction of a millisecond each. Under the default policy every such wake-up
-preempts a replica in the middle of its matrix products, which costs it more than the
-wake-up's own CPU time. Under ``SCHED_BATCH`` a waking thread does not preempt the running
-one: it runs when the replica's time slice ends (a millisecond or two), or at once on an
-idle core, so at low load nothing changes. The processes that compute (model replicas,
-subprocess tasks) get the default policy back when they start.
+Under load the model workers (``executors/workers/``, one per core) compute without a
+break, and the server process's threads (event loop, scheduler, storage writer, dispatch)
+wake hundreds of times a second for a fraction of a millisecond each. Under the default
+policy every such wake-up preempts a worker in the middle of its matrix products, which
+costs it more than the wake-up's own CPU time. Under ``SCHED_BATCH`` a waking thread does
+not preempt the running one: it runs when the worker's time slice ends (a millisecond or
+two), or at once on an idle core, so at low load nothing changes. The processes that compute
+(model workers, subprocess tasks) get the default policy back when they start.
 
 ``executor.yield_to_replicas`` (default on) applies it in ``autoglm serve``; elsewhere
 (tests, an embedding application) the process is left as it is. Not Linux: nothing to do.

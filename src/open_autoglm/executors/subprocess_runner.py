@@ -21,7 +21,6 @@ from typing import Any
 import orjson
 
 from open_autoglm import errors
-from open_autoglm.errors import AutoGLMError
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
 from open_autoglm.executors.sched_policy import compute_policy
 
@@ -30,19 +29,6 @@ __all__ = ["ProcessJob", "cancelled_outcome", "job_payload", "relay", "run_child
 log = logging.getLogger(__name__)
 
 _GRACE_S = 2.0
-
-# Errors whose constructor takes just a message, by code (for re-raising service errors).
-_ERRORS_BY_CODE: dict[str, type[AutoGLMError]] = {
-    cls.code: cls
-    for cls in (
-        errors.ValidationError,
-        errors.NotFoundError,
-        errors.ConflictError,
-        errors.UnavailableError,
-        errors.StorageError,
-        errors.PluginError,
-    )
-}
 
 
 class ProcessJob:
@@ -294,7 +280,7 @@ class _ChildContext:
         reply = orjson.loads(self._conn.recv_bytes())
         if not reply["ok"]:
             if "code" in reply:  # the service's own error, re-raised as the same class
-                raise _ERRORS_BY_CODE.get(reply["code"], AutoGLMError)(reply["error"])
+                raise errors.error_from_code(reply["code"], reply["error"])
             raise (KeyError if reply.get("key") else RuntimeError)(reply["error"])
         return reply["value"]
 

@@ -42,6 +42,7 @@ class LiveTask:
     pending_events: list[tuple[float, str, Any]] | None = None
     # An online task answered before its record was stored: the commit of that record.
     logged: Future[Any] | None = None
+    principal: str | None = None  # whose task: its API key's owner (None without keys)
 
     def as_dict(self) -> dict[str, Any]:
         spec = self.spec
@@ -60,6 +61,7 @@ class LiveTask:
             "error": self.error,
             "progress": self.progress,
             "spec": self._public_spec(),
+            "owner": self.principal,
         }
 
     def _public_spec(self) -> dict[str, Any]:

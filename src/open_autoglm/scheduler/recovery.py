@@ -21,7 +21,7 @@ from open_autoglm.spec.task import TaskSpec, TaskStatus
 from open_autoglm.tasks.base import TaskType
 
 if TYPE_CHECKING:
-    from open_autoglm.scheduler.service import StorageLike
+    from open_autoglm.scheduler.ports import StorageLike
 
 __all__ = ["recover"]
 
@@ -95,6 +95,7 @@ def recover(
                 attempts=attempts,
                 created_at=float(row["created_at"]),
                 shape=shape(spec, ttype, params),
+                principal=row.get("principal"),
             )
         )
     # Requeue records commit before any recovered task can start (and write "running").

@@ -43,10 +43,14 @@ class ResourcePool:
             self._ever[shape] = ever
         return ever
 
-    def place(self, shape: tuple[float, int, int]) -> str | None:
-        """The first executor where ``shape`` fits now, or None."""
+    def place(self, shape: tuple[float, int, int], extra_cpu: float = 0.0) -> str | None:
+        """The first executor where ``shape`` fits now, or None.
+
+        ``extra_cpu``: CPUs the caller may use beyond an executor's capacity (the room
+        reserved for online work, which jobs never take).
+        """
         for name, cap in self._capacity.items():
-            if self._fits_in(cap, self._used[name], shape):
+            if self._fits_in(cap, self._used[name], shape, extra_cpu):
                 return name
         return None
 
@@ -74,9 +78,11 @@ class ResourcePool:
         return out
 
     @staticmethod
-    def _fits_in(cap: Capacity, used: list[float], shape: tuple[float, int, int]) -> bool:
+    def _fits_in(
+        cap: Capacity, used: list[float], shape: tuple[float, int, int], extra_cpu: float = 0.0
+    ) -> bool:
         return (
-            used[0] + shape[0] <= cap.cpu + _EPS
+            used[0] + shape[0] <= cap.cpu + extra_cpu + _EPS
             and used[1] + shape[1] <= cap.memory_mb
             and used[2] + shape[2] <= cap.gpu
         )

@@ -1,76 +1,72 @@
-"""The Scheduler: admission, priority dispatch with aging, placement, deadlines, retries.
+"""The Scheduler: the thin adapter around the pure core (:mod:`.core`).
 
-A single lock guards the in-memory state; one dispatcher thread starts work and fires
-timers; executor callbacks (``done``/``event``) finish work. Every state change is written
-through the storage hub's group-commit writer. A task is pushed into the queue only after
-its row is committed, so nothing runs that a crash could forget.
+The core decides (queue, placement, batching, deadlines, retries); this adapter owns what
+the core must not touch: the dispatcher thread and its lock, the clock, storage writes,
+executors and the futures callers wait on. It feeds the core typed events with the time read
+from the injected clock and carries out the instructions it gets back. Every state change is
+written through the storage hub's group-commit writer. A task is queued only after its row is
+committed, so nothing runs that a crash could forget.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
-import os
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from open_autoglm.errors import (
     AdmissionError,
     ConflictError,
-    NotFoundError,
     TaskTakenOverError,
-    ValidationError,
 )
 from open_autoglm.futures import Promise
-from open_autoglm.scheduler.batching import DEFAULT_POLICY, BatchGroups, BatchPolicy, BatchRun
+from open_autoglm.scheduler.admission import new_task_id, task_shape, validate_task
+from open_autoglm.scheduler.batching import BatchPolicy
+from open_autoglm.scheduler.core import SchedulerCore
+from open_autoglm.scheduler.events import (
+    CancelRequested,
+    Dropped,
+    Enqueued,
+    Event,
+    Finish,
+    Instruction,
+    JobEnded,
+    Requeue,
+    Start,
+    Stop,
+    TakenOver,
+    TaskArrived,
+    TaskRecovered,
+    TasksLost,
+)
 from open_autoglm.scheduler.live_task import LiveTask
-from open_autoglm.scheduler.priority_queue import AgingPriorityQueue
+from open_autoglm.scheduler.ports import SchedulerObserver, StorageLike
 from open_autoglm.scheduler.recovery import recover
-from open_autoglm.scheduler.resources import Capacity, ResourcePool
-from open_autoglm.scheduler.transitions import check_transition
+from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.spec.task import TaskSpec, TaskStatus
 from open_autoglm.storage.writer import FENCED
 from open_autoglm.tasks.base import TaskType
+
+if TYPE_CHECKING:
+    from open_autoglm.executors.base import Executor, Outcome
 
 __all__ = ["Scheduler", "SchedulerObserver", "StorageLike"]
 
 log = logging.getLogger(__name__)
 
-_FORCE_TIMEOUT_GRACE_S = 2.0
 # A terminal write, its task, its result and the transition to report once it is stored
 # (None: reported already).
 _Finished = tuple[Any, LiveTask, Any, tuple[TaskStatus | None, TaskStatus, float] | None]
 
 
-class StorageLike(Protocol):
-    def write(self, w: Any, *, lazy: bool = False) -> Future[Any]: ...
-
-    def write_many(self, writes: list[Any], *, lazy: bool = False) -> Future[list[Any]]: ...
-
-    def get_task(self, task_id: str) -> dict[str, Any]: ...
-
-
-class SchedulerObserver(Protocol):
-    """Receives what metrics and event streams need; all calls are cheap and non-blocking.
-
-    ``on_transition`` is always called with the scheduler's lock held, so calls never
-    overlap; ``on_event`` comes from executor threads.
-    """
-
-    def on_transition(
-        self, task: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float
-    ) -> None: ...
-
-    def on_event(self, task_id: str, kind: str, data: dict[str, Any]) -> None: ...
-
-
 class Scheduler:
+    """Runs the core on a dispatcher thread and carries out its instructions."""
+
     def __init__(
         self,
         storage: StorageLike,
@@ -82,6 +78,7 @@ class Scheduler:
         retry_base_s: float = 0.5,
         retry_max_s: float = 60.0,
         default_timeout_s: float | None = None,
+        online_reserve_cpu: float = 1.0,
         clock: Callable[[], float] = time.time,
         observer: SchedulerObserver | None = None,
         task_write: Callable[..., Any],
@@ -102,42 +99,53 @@ class Scheduler:
         self._write = functools.partial(task_write, owner=owner) if owner else task_write
         self._write_online = task_write
         self.max_queued = max_queued
-        self.retry_base_s = retry_base_s
-        self.retry_max_s = retry_max_s
-        self.default_timeout_s = default_timeout_s
         self._clock = clock
-        self._observer = observer
-        # The dispatcher thread owns the queue, the pool and the timers; it holds ``_lock``
-        # while it works. Other threads post to ``_inbox`` (accepted tasks, finished jobs)
-        # and wake it through ``_cv``, whose lock is never held for long: posting costs a
-        # deque append, and a pass handles everything posted since the last one.
+        # Receives transitions and events (metrics, event streams); set by the runtime.
+        self.observer = observer
+        self.core = SchedulerCore(
+            aging_s=aging_s,
+            retry_base_s=retry_base_s,
+            retry_max_s=retry_max_s,
+            default_timeout_s=default_timeout_s,
+            online_reserve_cpu=online_reserve_cpu,
+        )
+        # The dispatcher thread drives the core; it holds ``_lock`` while it works. Other
+        # threads post events to ``_inbox`` (accepted tasks, finished jobs) and wake it
+        # through ``_cv``, whose lock is never held for long: posting costs a deque append,
+        # and a pass handles everything posted since the last one.
         self._lock = threading.Lock()
-        self._inbox: deque[tuple[Any, ...]] = deque()
+        self._inbox: deque[Event] = deque()
         self._cv = threading.Condition(threading.Lock())
         self._sleeping = False
         self._kicked = False
-        self.queue: AgingPriorityQueue[LiveTask] = AgingPriorityQueue(
-            aging_s=aging_s, reserve_after_s=max(aging_s, 1.0)
-        )
-        self.pool = ResourcePool()
-        self._executors: dict[str, Any] = {}
+        self._executors: dict[str, Executor] = {}
         self.live: dict[str, LiveTask] = {}
         self._keys: dict[str, str] = {}
-        self._timers: list[tuple[float, int, str, str]] = []  # (at, n, kind, task_id)
-        self._timer_n = 0
+        # What the instructions of one pass leave to do once it ends (under ``_lock``).
+        self._finished: list[_Finished] = []
+        self._dropped: list[LiveTask] = []
         self._running = False
         self._thread: threading.Thread | None = None
-        self.started_total = 0
-        self._since = time.monotonic()  # for the start-rate behind Retry-After
-        self.batches = BatchGroups()
-        self.batch_policy: BatchPolicy = lambda task_type, model: DEFAULT_POLICY
+        self._since = clock()  # for the start-rate behind Retry-After
+
+    @property
+    def batch_policy(self) -> BatchPolicy:
+        return self.core.batch_policy
+
+    @batch_policy.setter
+    def batch_policy(self, policy: BatchPolicy) -> None:
+        self.core.batch_policy = policy
+
+    @property
+    def started_total(self) -> int:
+        return self.core.started_total
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def add_executor(self, executor: Any) -> None:
+    def add_executor(self, executor: Executor) -> None:
         self._executors[executor.name] = executor
         cap: Capacity = executor.capacity
-        self.pool.add(executor.name, cap)
+        self.core.add_executor(executor.name, cap)
 
     def start(self) -> None:
         self.recover()
@@ -146,6 +154,21 @@ class Scheduler:
             target=self._dispatch_loop, name="autoglm-scheduler", daemon=True
         )
         self._thread.start()
+
+    def pause(self) -> list[str]:
+        """Start nothing more (a draining server); queued durable tasks stay queued for the
+        next start, queued online ones (their clients wait on this server) are cancelled.
+        Returns the ids of those cancelled."""
+        with self._lock:
+            self.core.paused = True
+            online = [
+                lt.id
+                for lt in self.live.values()
+                if not lt.durable and lt.status is TaskStatus.QUEUED
+            ]
+        for task_id in online:
+            self.cancel(task_id, "the server is shutting down")
+        return online
 
     def stop(self) -> None:
         with self._lock:
@@ -164,7 +187,7 @@ class Scheduler:
             self._claim(),
             write=self._write,
             resolve_type=self._resolve_type,
-            shape=_shape,
+            shape=task_shape,
             adopt=self.adopt,
             now=self._clock(),
         )
@@ -175,45 +198,13 @@ class Scheduler:
             self.live[lt.id] = lt
             if lt.spec.idempotency_key:
                 self._keys[lt.spec.idempotency_key] = lt.id
-            self._enqueue(lt, lt.created_at)
+            self.core.handle(TaskRecovered(lt), self._clock())
 
     # -- submission --------------------------------------------------------------------------
 
     def prepare(self, spec: TaskSpec) -> tuple[TaskType, Any]:
         """Resolve the task type and validate params; raises ValidationError."""
-        try:
-            ttype = self._resolve_type(spec.task_type)
-        except NotFoundError as exc:
-            raise ValidationError(
-                exc.message, details=[{"loc": ["task_type"], "msg": exc.message}]
-            ) from None
-        from pydantic import ValidationError as PydanticError
-
-        from open_autoglm.spec.task import pydantic_details, summarize
-
-        try:
-            params = ttype.params_model.model_validate(spec.params)
-        except PydanticError as exc:
-            details = pydantic_details(exc, ("params",))
-            raise ValidationError(
-                f"invalid params for {spec.task_type}: {summarize(details)}", details=details
-            ) from None
-        problems = []
-        if ttype.requires_model and not spec.model:
-            problems.append(
-                {"loc": ["model"], "msg": f"task type {spec.task_type!r} needs a model"}
-            )
-        if ttype.requires_input and spec.payload() is None:
-            problems.append(
-                {"loc": ["input"], "msg": f"task type {spec.task_type!r} needs an input"}
-            )
-        shape = _shape(spec, ttype, params)
-        if self.pool and not self.pool.could_ever_fit(shape):
-            want = {"cpu": shape[0], "memory_mb": shape[1], "gpu": shape[2]}
-            problems.append({"loc": ["resources"], "msg": f"no executor can ever fit {want}"})
-        if problems:
-            raise ValidationError("invalid task spec: " + summarize(problems), details=problems)
-        return ttype, params
+        return validate_task(spec, self._resolve_type, self.core.pool)
 
     def submit(
         self,
@@ -221,6 +212,7 @@ class Scheduler:
         *,
         events: list[tuple[float, str, Any]] | None = None,
         durable: bool = True,
+        principal: str | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
         """Accept a task. The future resolves to ``(task, created)`` once the row is committed.
 
@@ -236,7 +228,7 @@ class Scheduler:
             return Promise.resolved((existing.as_dict(), False))
         self.check_room(1)
         now = self._clock()
-        tid = _new_id()
+        tid = new_task_id()
         lt = LiveTask(
             id=tid,
             spec=spec,
@@ -245,8 +237,9 @@ class Scheduler:
             status=TaskStatus.QUEUED,
             attempts=0,
             created_at=now,
-            shape=_shape(spec, ttype, params),
+            shape=task_shape(spec, ttype, params),
             durable=durable,
+            principal=principal,
         )
         row = {
             "id": tid,
@@ -261,6 +254,7 @@ class Scheduler:
             "created_at": now,
             "durable": durable,
             "owner": self.owner,
+            "principal": principal,
         }
         evs = [(now, "status", {"status": "queued"}), *(events or [])]
         if not durable:
@@ -295,12 +289,12 @@ class Scheduler:
         self.live[lt.id] = lt  # single dict stores are atomic; readers copy before iterating
         if lt.spec.idempotency_key:
             self._keys[lt.spec.idempotency_key] = lt.id
-        self._post(("queue", lt))
+        self._post(TaskArrived(lt))
 
-    def _post(self, message: tuple[Any, ...]) -> None:
-        self._inbox.append(message)
+    def _post(self, event: Event) -> None:
+        self._inbox.append(event)
         # The dispatcher sets ``_sleeping`` under ``_cv`` and then re-checks the inbox, so
-        # a message appended before this read is seen either way.
+        # an event appended before this read is seen either way.
         if self._sleeping:
             with self._cv:
                 self._cv.notify()
@@ -313,7 +307,7 @@ class Scheduler:
 
     def check_room(self, n: int) -> None:
         """Raise AdmissionError unless ``n`` more tasks fit under ``max_queued`` now."""
-        waiting = len(self.queue) + len(self._inbox)
+        waiting = self.core.queued() + len(self._inbox)
         if waiting + n > self.max_queued:
             raise AdmissionError(
                 f"queue is full ({waiting} of {self.max_queued} waiting): "
@@ -322,40 +316,21 @@ class Scheduler:
             )
 
     def _retry_after(self) -> float:
-        rate = max(1.0, self.started_total / max(1.0, time.monotonic() - self._since))
-        return max(1.0, round(len(self.queue) / rate, 1))
+        elapsed = max(1.0, self._clock() - self._since)
+        rate = max(1.0, self.core.started_total / elapsed)
+        return max(1.0, round(self.core.queued() / rate, 1))
 
     # -- cancellation ------------------------------------------------------------------------
 
     def cancel(self, task_id: str, reason: str = "cancelled by request") -> dict[str, Any]:
         with self._lock:
             lt = self.live.get(task_id)
-            if lt is None or lt.status.terminal:
-                pass
-            elif lt.status is TaskStatus.QUEUED:
-                self._unqueue_locked(lt)
-                self._drop_timer_task(task_id)
-                self._finish_locked(
-                    lt, TaskStatus.CANCELLED, error={"code": "cancelled", "message": reason}
-                )
-                return lt.as_dict()
-            else:
-                self._stop_locked(lt, reason)
+            if lt is not None and not lt.status.terminal:
+                self._apply_locked(self.core.handle(CancelRequested(lt, reason), self._clock()))
+                self._end_pass_locked()
                 return lt.as_dict()
         row = self._storage.get_task(task_id)
         raise ConflictError(f"task {task_id} is already {row['status']}")
-
-    def _unqueue_locked(self, lt: LiveTask) -> None:
-        """Take a queued task out of the queue and its batch group (no-op if not there)."""
-        self.queue.remove(lt.id)
-        if lt.task_type.batch_handler is not None:
-            self.batches.discard(lt)
-
-    def _stop_locked(self, lt: LiveTask, reason: str) -> None:
-        """Ask a running task's executor to stop it; its outcome then finishes it."""
-        lt.cancel_requested = reason
-        if lt.handle is not None:
-            lt.handle.cancel("cancelled")
 
     def _forget_locked(self, lt: LiveTask) -> None:
         """``lt`` leaves the in-memory view: its record in storage is the one to read now."""
@@ -365,25 +340,29 @@ class Scheduler:
         if key and self._keys.get(key) == lt.id:
             del self._keys[key]
 
-    def _drop_timer_task(self, task_id: str) -> None:
-        self._timers = [t for t in self._timers if t[3] != task_id]
-        heapq.heapify(self._timers)
-
     # -- dispatch ----------------------------------------------------------------------------
 
     def _dispatch_loop(self) -> None:
+        core = self.core
         while True:
             answered: list[tuple[LiveTask, Any]] = []
             with self._lock:
                 if not self._running:
                     return
                 now = self._clock()
-                self._drain_inbox(now, answered)
-                self._fire_timers(now)
-                self._dispatch(now)
+                inbox = self._inbox
+                if inbox:
+                    out: list[Instruction] = []
+                    while inbox:
+                        core.handle(inbox.popleft(), now, out)
+                    self._apply_locked(out)
+                    self._end_pass_locked(answered)
+                self._apply_locked(core.advance(now))
+                self._end_pass_locked()
                 timeout = 1.0
-                if self._timers:
-                    timeout = max(0.0, min(timeout, self._timers[0][0] - self._clock()))
+                at = core.next_timer()
+                if at is not None:
+                    timeout = max(0.0, min(timeout, at - self._clock()))
             for lt, result in answered:  # outside the lock: callbacks may call back in
                 lt.done.set_result({**lt.as_dict(), "result": result})
             with self._cv:
@@ -396,80 +375,77 @@ class Scheduler:
                 self._sleeping = False
                 self._kicked = False
 
-    def _drain_inbox(self, now: float, answered: list[tuple[LiveTask, Any]]) -> None:
-        finished: list[_Finished] = []
-        inbox = self._inbox
-        while inbox:
-            msg = inbox.popleft()
-            if msg[0] == "queue":
-                task: LiveTask = msg[1]
-                if task.status is TaskStatus.QUEUED and self.live.get(task.id) is task:
-                    self._observe(task, None, TaskStatus.QUEUED, task.created_at)
-                    self._enqueue(task, task.created_at)  # not cancelled meanwhile
-            else:
-                self._complete_locked(msg[1], msg[2], finished)
-        if finished:
+    def _apply_locked(self, instructions: list[Instruction]) -> None:
+        """Carry out the core's instructions in order (under ``_lock``)."""
+        for ins in instructions:
+            _APPLY[type(ins)](self, ins)
+
+    def _end_pass_locked(self, answered: list[tuple[LiveTask, Any]] | None = None) -> None:
+        """Store the terminal writes the pass produced, together."""
+        if self._finished:
+            finished, self._finished = self._finished, []
             self._flush_finished(finished, answered)
 
-    def _enqueue(self, lt: LiveTask, at: float) -> None:
-        self.queue.push(lt.id, lt.spec.priority, lt.shape, lt, at)
-        if lt.task_type.batch_handler is not None:
-            self.batches.add(lt)
+    def _on_enqueued(self, ins: Enqueued) -> None:
+        self._observe(ins.task, None, TaskStatus.QUEUED, ins.task.created_at)
 
-    def _rank(self, lt: LiveTask) -> float:
-        return lt.created_at - lt.spec.priority * self.queue.aging_s
+    def _on_stop(self, ins: Stop) -> None:
+        if ins.task.handle is not None:
+            ins.task.handle.cancel(ins.signal.value)
 
-    def _dispatch(self, now: float) -> None:
-        pool = self.pool
-        held: list[Any] = []
-        starts: dict[str, list[LiveTask]] = {}
-        while len(self.queue):
-            entry = self.queue.pop_fitting(lambda s: pool.place(s) is not None, now)
-            if entry is None:
-                break
-            lt = entry.item
-            name = pool.place(lt.shape)
-            assert name is not None
-            if lt.task_type.batch_handler is None:
-                pool.acquire(name, lt.shape)
-                starts.setdefault(name, []).append(lt)
-                continue
-            max_size, max_wait = self.batch_policy(lt.spec.task_type, lt.spec.model)
-            if self.batches.size(lt) < max_size and now - lt.created_at < max_wait:
-                held.append(entry)  # let the batch fill, at most max_wait after its head
-                continue
-            members = [lt, *self.batches.best(lt, max_size - 1, self._rank)]
-            for m in members:
-                self.batches.discard(m)
-                if m is not lt:
-                    self.queue.remove(m.id)
-            pool.acquire(name, lt.shape)
-            run = BatchRun(name, lt.shape, len(members), [m.id for m in members])
-            for m in members:
-                m.batch = run
-            self._start_locked(members, name, now, batch=True)
-        for name, group in starts.items():
-            self._start_locked(group, name, now, batch=False)
-        for entry in held:
-            self.queue.push(
-                entry.task_id, entry.priority, entry.shape, entry.item, entry.enqueued_at
+    def _on_dropped(self, ins: Dropped) -> None:
+        self._dropped.append(ins.task)
+
+    def _on_requeue(self, ins: Requeue) -> None:
+        lt = ins.task
+        event = (
+            ins.at,
+            "status",
+            {"status": "queued", "reason": "retry", "retry_in_s": ins.delay, "error": ins.error},
+        )
+        if lt.pending_events is not None:
+            lt.pending_events.append(event)
+        else:
+            self._storage.write(
+                self._write(
+                    task_id=lt.id, fields={"status": "queued", "error": ins.error}, events=[event]
+                )
             )
-            _, max_wait = self.batch_policy(entry.item.spec.task_type, entry.item.spec.model)
-            self._add_timer(entry.item.created_at + max_wait, "batch", entry.task_id)
+        self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, ins.at)
 
-    def _start_locked(
-        self, members: list[LiveTask], executor: str, now: float, *, batch: bool
-    ) -> None:
-        """Mark ``members`` running (one grouped write) and hand them to the executor.
+    def _running_write(self, lt: LiveTask) -> Any:
+        """The write that records ``lt``'s start (None for an online task, whose whole record
+        is written when it ends)."""
+        now = lt.started_at
+        assert now is not None
+        self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
+        event = (
+            now,
+            "status",
+            {"status": "running", "attempt": lt.attempts, "executor": lt.executor},
+        )
+        if lt.pending_events is not None:  # online: stored when it ends
+            lt.pending_events.append(event)
+            return None
+        return self._write(
+            task_id=lt.id,
+            fields={"status": "running", "started_at": now, "attempts": lt.attempts},
+            events=[event],
+        )
+
+    def _on_start(self, ins: Start) -> None:
+        """Record ``ins.tasks`` as running (one grouped write) and hand them to the executor.
 
         A durable task's handler starts only once its "running" state is committed: after a
         crash, a task the database calls queued has never had side effects. Online tasks are
         never replayed, so they start at once. A batch starts when all its members may.
         """
-        marked = [(lt, self._mark_running_locked(lt, executor, now)) for lt in members]
+        members = ins.tasks
+        batch = ins.batch
+        marked = [(lt, self._running_write(lt)) for lt in members]
         writes = [w for _, w in marked if w is not None]
         written = [lt for lt, w in marked if w is not None]
-        runner = self._executors[executor]
+        runner = self._executors[ins.executor]
 
         def launch(group: list[LiveTask]) -> None:
             jobs = [self._make_job(lt) for lt in group]
@@ -482,11 +458,13 @@ class Scheduler:
                 if lt.cancel_requested:
                     handle.cancel(lt.cancel_requested)
 
+        waiting: list[LiveTask]
         if batch:
-            waiting, now_ok = (members, []) if any(m.durable for m in members) else ([], members)
+            durable = any(m.durable for m in members)
+            waiting, now_ok = (list(members), []) if durable else ([], list(members))
         else:
             waiting = [m for m in members if m.durable]
-            now_ok = [m for m in members if not m.durable] if waiting else members
+            now_ok = [m for m in members if not m.durable] if waiting else list(members)
         if now_ok:
             launch(now_ok)
         if waiting:
@@ -508,182 +486,18 @@ class Scheduler:
 
             recorded.add_done_callback(committed)
 
-    def _mark_running_locked(self, lt: LiveTask, executor: str, now: float) -> Any:
-        """Move ``lt`` to running in memory; returns the write that records it (None for an
-        online task, whose whole record is written when it ends)."""
-        check_transition(lt.status, TaskStatus.RUNNING)
-        lt.status = TaskStatus.RUNNING
-        lt.attempts += 1
-        lt.started_at = now
-        lt.executor = executor
-        self.started_total += 1
-        timeout = lt.spec.timeout_s or self.default_timeout_s
-        if timeout:
-            lt.deadline = now + timeout
-            self._add_timer(lt.deadline, "deadline", lt.id)
-        self._observe(lt, TaskStatus.QUEUED, TaskStatus.RUNNING, now)
-        event = (now, "status", {"status": "running", "attempt": lt.attempts, "executor": executor})
-        if lt.pending_events is not None:  # online: stored when it ends
-            lt.pending_events.append(event)
-            return None
-        return self._write(
-            task_id=lt.id,
-            fields={"status": "running", "started_at": now, "attempts": lt.attempts},
-            events=[event],
-        )
-
-    def _add_timer(self, at: float, kind: str, task_id: str) -> None:
-        self._timer_n += 1
-        heapq.heappush(self._timers, (at, self._timer_n, kind, task_id))
-
-    def _fire_timers(self, now: float) -> None:
-        while self._timers and self._timers[0][0] <= now:
-            _, _, kind, tid = heapq.heappop(self._timers)
-            lt = self.live.get(tid)
-            if lt is None:
-                continue
-            if kind == "retry" and lt.status is TaskStatus.QUEUED and tid not in self.queue:
-                self._enqueue(lt, lt.created_at)
-            elif (
-                kind == "deadline"
-                and lt.status is TaskStatus.RUNNING
-                and lt.deadline
-                and lt.deadline <= now
-            ):
-                lt.cancel_requested = "timeout"
-                if lt.handle is not None:
-                    lt.handle.cancel("timeout")
-                self._add_timer(now + _FORCE_TIMEOUT_GRACE_S, "force_timeout", tid)
-            elif kind == "force_timeout" and lt.status is TaskStatus.RUNNING:
-                # The handler ignored cancellation: the task fails now; its slot stays held
-                # until the thread really ends (honest accounting).
-                lt.zombie = True
-                self._finish_locked(
-                    lt,
-                    TaskStatus.FAILED,
-                    error={"code": "timeout", "message": "task exceeded its timeout"},
-                )
-
-    # -- executor callbacks (ResultSink) -----------------------------------------------------
-
-    def event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
-        now = self._clock()
-        lt = self.live.get(task_id)
-        if lt is not None and kind == "progress":
-            lt.progress = data
-        online = lt is not None and not lt.durable
-        write = self._write_online if online else self._write
-        self._storage.write(write(task_id=task_id, events=[(now, kind, data)]), lazy=online)
-        if self._observer is not None:
-            self._observer.on_event(task_id, kind, data)
-
-    def done(self, task_id: str, outcome: Any) -> None:
-        """The executor's report that a job ended; handled by the dispatcher's next pass."""
-        self._post(("done", task_id, outcome))
-
-    def _complete_locked(self, task_id: str, outcome: Any, finished: list[_Finished]) -> None:
-        from open_autoglm.executors.base import OutcomeStatus
-
-        lt = self.live.get(task_id)
-        if lt is None:
-            return
-        self._release_locked(lt)
-        if lt.zombie or lt.status is not TaskStatus.RUNNING:
-            return
-        now = self._clock()
-        lt.deadline = None
-        status = outcome.status
-        if status is OutcomeStatus.SUCCEEDED:
-            self._finish_locked(
-                lt,
-                TaskStatus.SUCCEEDED,
-                result=outcome.result,
-                has_result=True,
-                artifacts=outcome.artifacts,
-                into=finished,
-            )
-        elif status is OutcomeStatus.CANCELLED or (
-            lt.cancel_requested and lt.cancel_requested != "timeout"
-        ):
-            self._finish_locked(
-                lt,
-                TaskStatus.CANCELLED,
-                error={"code": "cancelled", "message": lt.cancel_requested or "cancelled"},
-                artifacts=outcome.artifacts,
-                into=finished,
-            )
-        elif outcome.retryable and lt.attempts <= lt.spec.max_retries:
-            delay = min(self.retry_max_s, self.retry_base_s * (2 ** (lt.attempts - 1)))
-            check_transition(lt.status, TaskStatus.QUEUED)
-            lt.status = TaskStatus.QUEUED
-            lt.error = outcome.error
-            lt.executor = None
-            lt.handle = None
-            event = (
-                now,
-                "status",
-                {
-                    "status": "queued",
-                    "reason": "retry",
-                    "retry_in_s": delay,
-                    "error": outcome.error,
-                },
-            )
-            if lt.pending_events is not None:
-                lt.pending_events.append(event)
-            else:
-                self._storage.write(
-                    self._write(
-                        task_id=lt.id,
-                        fields={"status": "queued", "error": outcome.error},
-                        events=[event],
-                    )
-                )
-            self._observe(lt, TaskStatus.RUNNING, TaskStatus.QUEUED, now)
-            self._add_timer(now + delay, "retry", lt.id)
-        else:
-            # Whether it could have been retried travels with the error, so callers that
-            # retry on their own (workflow steps) follow the handler's verdict, not a guess.
-            error = {**(outcome.error or {}), "retryable": bool(outcome.retryable)}
-            self._finish_locked(
-                lt, TaskStatus.FAILED, error=error, artifacts=outcome.artifacts, into=finished
-            )
-
-    def _release_locked(self, lt: LiveTask) -> None:
-        batch = lt.batch
-        if batch is not None:
-            lt.batch = None
-            batch.remaining -= 1
-            if batch.remaining == 0:  # the whole batch shared one allocation
-                self.pool.release(batch.executor, batch.shape)
-        elif lt.executor:
-            self.pool.release(lt.executor, lt.shape)
-
-    def _finish_locked(
-        self,
-        lt: LiveTask,
-        status: TaskStatus,
-        *,
-        result: Any = None,
-        has_result: bool = False,
-        error: dict[str, Any] | None = None,
-        artifacts: list[dict[str, Any]] | None = None,
-        into: list[_Finished] | None = None,
-    ) -> None:
-        """Move ``lt`` to a terminal state; its write goes into ``into`` (flushed by the
-        caller with the rest of the pass) or straight to storage."""
-        check_transition(lt.status, status)
-        old = lt.status
-        now = self._clock()
-        lt.status = status
-        lt.finished_at = now
-        lt.error = error
-        lt.result = result
+    def _on_finish(self, ins: Finish) -> None:
+        """Build ``ins.task``'s terminal write; it is stored with the rest of the pass."""
+        lt = ins.task
+        status = lt.status
+        now = lt.finished_at
+        assert now is not None
+        error = lt.error
         data: dict[str, Any] = {"status": status.value}
         if error:
             data["error"] = error
-        if artifacts:
-            data["artifacts"] = [a.get("id") for a in artifacts]
+        if ins.artifacts:
+            data["artifacts"] = [a.get("id") for a in ins.artifacts]
         fields: dict[str, Any] = {"status": status.value, "finished_at": now, "error": error}
         events = [(now, "status", data)]
         row = lt.pending_row
@@ -698,18 +512,32 @@ class Scheduler:
             fields=fields,
             terminal=True,
             events=events,
-            result=result,
-            has_result=has_result,
+            result=ins.result,
+            has_result=ins.has_result,
         )
         # A durable task's end counts once it is stored as this replica's: a replica that
         # lost its lease must not report a success whose write was fenced.
-        seen = (old, status, now) if lt.durable else None
+        seen = (ins.old, status, now) if lt.durable else None
         if seen is None:
-            self._observe(lt, old, status, now)
-        if into is not None:
-            into.append((write, lt, result, seen))
-        else:
-            self._flush_finished([(write, lt, result, seen)])
+            self._observe(lt, ins.old, status, now)
+        self._finished.append((write, lt, ins.result, seen))
+
+    # -- executor callbacks (ResultSink) -----------------------------------------------------
+
+    def event(self, task_id: str, kind: str, data: dict[str, Any]) -> None:
+        now = self._clock()
+        lt = self.live.get(task_id)
+        if lt is not None and kind == "progress":
+            lt.progress = data
+        online = lt is not None and not lt.durable
+        write = self._write_online if online else self._write
+        self._storage.write(write(task_id=task_id, events=[(now, kind, data)]), lazy=online)
+        if self.observer is not None:
+            self.observer.on_event(task_id, kind, data)
+
+    def done(self, task_id: str, outcome: Outcome) -> None:
+        """The executor's report that a job ended; handled by the dispatcher's next pass."""
+        self._post(JobEnded(task_id, outcome))
 
     def _flush_finished(
         self,
@@ -764,38 +592,31 @@ class Scheduler:
     def abandon(self, task_ids: set[str]) -> int:
         """Stop acting on tasks another replica took over while this one stalled: queued
         ones are dropped, running ones asked to stop (whatever they write is fenced)."""
-        dropped: list[LiveTask] = []
-        stopping = 0
         with self._lock:
-            for tid in task_ids:
-                lt = self.live.get(tid)
-                if lt is None or not lt.durable or lt.status.terminal:
-                    continue
-                if lt.status is TaskStatus.QUEUED:
-                    self._unqueue_locked(lt)
-                    dropped.append(lt)
-                else:
-                    self._stop_locked(lt, "taken over by another replica")
-                    stopping += 1
-        if dropped:
-            self._lose(dropped)
-        return len(dropped) + stopping
+            tasks = tuple(
+                lt
+                for tid in task_ids
+                if (lt := self.live.get(tid)) is not None and lt.durable and not lt.status.terminal
+            )
+            self._apply_locked(self.core.handle(TakenOver(tasks), self._clock()))
+            dropped, self._dropped = self._dropped, []
+            for lt in dropped:
+                self._forget_locked(lt)
+        _tell_taken_over(dropped)  # outside the lock: callbacks may call back in
+        return len(tasks)
 
     def _lose(self, lost: list[LiveTask]) -> None:
         """Forget tasks another replica owns now (this one missed its lease): their start
         could not be recorded, or they were still queued here; their waiters learn so."""
         with self._lock:
+            self.core.handle(TasksLost(tuple(lost)), self._clock())
             for lt in lost:
-                self._release_locked(lt)
-                self._drop_timer_task(lt.id)
                 self._forget_locked(lt)
-        for lt in lost:
-            log.warning("task %s was taken over by another replica; not running it here", lt.id)
-            lt.done.set_exception(_taken_over(lt))
+        _tell_taken_over(lost)
 
     def _observe(self, lt: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float) -> None:
-        if self._observer is not None:
-            self._observer.on_transition(lt, old, new, now)
+        if self.observer is not None:
+            self.observer.on_transition(lt, old, new, now)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -806,12 +627,29 @@ class Scheduler:
         with self._lock:
             running = sum(1 for t in list(self.live.values()) if t.status is TaskStatus.RUNNING)
             return {
-                "queued": len(self.queue),
+                "queued": self.core.queued(),
                 "running": running,
-                "queue_by_priority": self.queue.depth_by_priority(),
-                "utilization": self.pool.utilization(),
+                "queue_by_priority": self.core.depth_by_priority(),
+                "utilization": self.core.pool.utilization(),
                 "max_queued": self.max_queued,
             }
+
+
+# How the adapter carries out each kind of instruction.
+_APPLY: dict[type[Any], Callable[[Scheduler, Any], None]] = {
+    Enqueued: Scheduler._on_enqueued,
+    Start: Scheduler._on_start,
+    Stop: Scheduler._on_stop,
+    Requeue: Scheduler._on_requeue,
+    Finish: Scheduler._on_finish,
+    Dropped: Scheduler._on_dropped,
+}
+
+
+def _tell_taken_over(lost: list[LiveTask]) -> None:
+    for lt in lost:
+        log.warning("task %s was taken over by another replica; not running it here", lt.id)
+        lt.done.set_exception(_taken_over(lt))
 
 
 def _taken_over(lt: LiveTask) -> TaskTakenOverError:
@@ -819,32 +657,3 @@ def _taken_over(lt: LiveTask) -> TaskTakenOverError:
         f"task {lt.id} was taken over by another server after this one missed its lease; "
         "read it again for the state that counts"
     )
-
-
-_ID_LOCK = threading.Lock()
-_ID_POOL: list[bytes] = []
-
-
-def _new_id() -> str:
-    """A random (version 4) UUID as 32 hex digits, like ``uuid.uuid4().hex``.
-
-    The random bytes come from ``os.urandom`` 256 ids at a time: one system call per id
-    released the GIL on every submission, and winning it back under load cost more than
-    everything else ``submit`` does.
-    """
-    with _ID_LOCK:
-        if not _ID_POOL:
-            raw = os.urandom(16 * 256)
-            _ID_POOL.extend(raw[i : i + 16] for i in range(0, len(raw), 16))
-        b = _ID_POOL.pop()
-    return uuid.UUID(bytes=b, version=4).hex
-
-
-def _shape(spec: TaskSpec, ttype: TaskType, params: Any) -> tuple[float, int, int]:
-    """The (cpu, memory_mb, gpu) a task asks for: its spec's, else what its type derives from
-    its params, else its type's default."""
-    if spec.resources is not None:
-        r = spec.resources
-        return (r.cpu, r.memory_mb, r.gpu)
-    d = ttype.resources_for(params) if ttype.resources_for else ttype.default_resources
-    return (float(d.get("cpu", 1.0)), int(d.get("memory_mb", 0)), int(d.get("gpu", 0)))

@@ -32,6 +32,7 @@ from open_autoglm import errors
 
 __all__ = [
     "PRIORITY_NAMES",
+    "TERMINAL_STATUSES",
     "Priority",
     "Resources",
     "TaskSpec",
@@ -57,6 +58,8 @@ class TaskStatus(enum.StrEnum):
 
 
 _TERMINAL = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
+# The terminal statuses as the strings JSON carries (API, SDK, CLI compare against these).
+TERMINAL_STATUSES: frozenset[str] = frozenset(s.value for s in _TERMINAL)
 
 
 def _priority(value: Any) -> Any:

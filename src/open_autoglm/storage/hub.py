@@ -21,6 +21,7 @@ from open_autoglm.storage.artifacts import ArtifactFiles
 from open_autoglm.storage.engine import create_storage_engine, migrate
 from open_autoglm.storage.replicas import ReplicaRegistry
 from open_autoglm.storage.tables import (
+    artifact_owners,
     artifacts,
     models,
     results,
@@ -49,6 +50,7 @@ _TASK_COLUMNS = (
     tasks.c.started_at,
     tasks.c.finished_at,
     tasks.c.owner,
+    tasks.c.principal,
 )
 
 
@@ -100,9 +102,13 @@ class StorageHub:
         task_type: str | None = None,
         after_seq: int | None = None,
         limit: int = 50,
+        principal: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Tasks newest first; ``after_seq`` is the cursor (seq of the last row seen)."""
+        """Tasks newest first; ``after_seq`` is the cursor (seq of the last row seen); with
+        ``principal``, only that owner's tasks."""
         stmt = sa.select(*_TASK_COLUMNS).order_by(tasks.c.seq.desc()).limit(limit)
+        if principal is not None:
+            stmt = stmt.where(tasks.c.principal == principal)
         if status:
             stmt = stmt.where(tasks.c.status == status)
         if task_type:
@@ -155,14 +161,31 @@ class StorageHub:
     # -- artifacts ---------------------------------------------------------------------------
 
     def put_artifact(
-        self, data: bytes, *, media_type: str, name: str = "", task_id: str | None = None
+        self,
+        data: bytes,
+        *,
+        media_type: str,
+        name: str = "",
+        task_id: str | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
         sha, size = self.files.put(data)
-        return self.record_artifact(sha, size, media_type=media_type, name=name, task_id=task_id)
+        return self.record_artifact(
+            sha, size, media_type=media_type, name=name, task_id=task_id, principal=principal
+        )
 
     def record_artifact(
-        self, sha: str, size: int, *, media_type: str, name: str = "", task_id: str | None = None
+        self,
+        sha: str,
+        size: int,
+        *,
+        media_type: str,
+        name: str = "",
+        task_id: str | None = None,
+        principal: str | None = None,
     ) -> dict[str, Any]:
+        """Record stored bytes; ``principal``: who uploaded them (an artifact a task records
+        belongs to the task's owner)."""
         row = {
             "id": sha,
             "size": size,
@@ -175,12 +198,25 @@ class StorageHub:
             exists = conn.execute(sa.select(artifacts.c.id).where(artifacts.c.id == sha)).first()
             if exists is None:
                 conn.execute(artifacts.insert().values(row))
+            if principal is not None:
+                owned = sa.select(artifact_owners.c.artifact_id).where(
+                    artifact_owners.c.artifact_id == sha, artifact_owners.c.principal == principal
+                )
+                if conn.execute(owned).first() is None:
+                    conn.execute(
+                        artifact_owners.insert().values(artifact_id=sha, principal=principal)
+                    )
         return {**row, "sha256": sha}
 
-    def get_artifact(self, artifact_id: str) -> dict[str, Any]:
+    def get_artifact(self, artifact_id: str, *, principal: str | None = None) -> dict[str, Any]:
+        """One artifact's record; with ``principal``, only if that owner may see it (else
+        not found, as for an id that does not exist)."""
         self.files.path(artifact_id)  # validates the id before it reaches SQL or the disk
+        stmt = sa.select(artifacts).where(artifacts.c.id == artifact_id)
+        if principal is not None:
+            stmt = stmt.where(_artifact_visible(principal))
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(artifacts).where(artifacts.c.id == artifact_id)).first()
+            row = conn.execute(stmt).first()
         if row is None:
             raise NotFoundError(f"artifact {artifact_id} not found")
         return {**_row(row), "sha256": artifact_id}
@@ -189,14 +225,21 @@ class StorageHub:
         self.get_artifact(artifact_id)
         return self.files.get(artifact_id)
 
-    def list_artifacts(self, limit: int = 100) -> list[dict[str, Any]]:
+    def list_artifacts(
+        self, limit: int = 100, *, principal: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Artifacts newest first; with ``principal``, only those that owner may see."""
         stmt = sa.select(artifacts).order_by(artifacts.c.created_at.desc()).limit(limit)
+        if principal is not None:
+            stmt = stmt.where(_artifact_visible(principal))
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
 
     # -- model registry ----------------------------------------------------------------------
 
-    def put_model(self, entry: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+    def put_model(
+        self, entry: dict[str, Any], *, replace: bool = False, principal: str | None = None
+    ) -> dict[str, Any]:
         now = time.time()
         with self.engine.begin() as conn:
             found = conn.execute(
@@ -211,6 +254,7 @@ class StorageHub:
                 "task_types": entry.get("task_types", []),
                 "config": entry.get("config", {}),
                 "updated_at": now,
+                "principal": principal,
             }
             if found is None:
                 conn.execute(models.insert().values(created_at=now, **row))
@@ -283,6 +327,15 @@ class StorageHub:
 def _row(row: Any) -> dict[str, Any]:
     # Column keys are sqlalchemy ``quoted_name`` (a str subclass); orjson wants plain str.
     return {str(k): v for k, v in row._mapping.items()}
+
+
+def _artifact_visible(principal: str) -> sa.ColumnElement[bool]:
+    """An artifact ``principal`` uploaded, or one that a task of theirs recorded."""
+    uploaded = sa.exists().where(
+        artifact_owners.c.artifact_id == artifacts.c.id, artifact_owners.c.principal == principal
+    )
+    recorded = sa.exists().where(tasks.c.id == artifacts.c.task_id, tasks.c.principal == principal)
+    return sa.or_(uploaded, recorded)
 
 
 def _prune_chunk(conn: Connection, *, before: float, limit: int) -> int:

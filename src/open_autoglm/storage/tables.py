@@ -11,6 +11,7 @@ from sqlalchemy.types import TypeDecorator
 
 __all__ = [
     "JSONText",
+    "artifact_owners",
     "artifacts",
     "metadata",
     "models",
@@ -63,11 +64,14 @@ tasks = sa.Table(
     # The replica (server process) that runs it; another takes it over when that one's
     # lease lapses. NULL for rows written before replicas existed.
     sa.Column("owner", sa.String(32)),
+    # Whose task it is: the owner of the API key that submitted it (NULL without keys).
+    sa.Column("principal", sa.String(200)),
     sa.Index("ix_tasks_status_seq", "status", "seq"),
     sa.Index("ix_tasks_type_seq", "task_type", "seq"),
     sa.Index("ix_tasks_owner_status", "owner", "status"),
     # Finds online records past their retention (StorageHub.prune_online).
     sa.Index("ix_tasks_durable_finished", "durable", "finished_at"),
+    sa.Index("ix_tasks_principal_seq", "principal", "seq"),
 )
 
 # Live server processes sharing the database, each renewing its lease by heartbeat.
@@ -110,6 +114,7 @@ models = sa.Table(
     sa.Column("config", JSONText, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Column("principal", sa.String(200)),  # who registered it (an admin key's owner)
 )
 
 artifacts = sa.Table(
@@ -123,6 +128,15 @@ artifacts = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     # Pruning keeps an online task that recorded an artifact: asked once per candidate.
     sa.Index("ix_artifacts_task_id", "task_id"),
+)
+
+# Who uploaded an artifact (the same bytes may be uploaded by several owners). An artifact a
+# task recorded belongs to the task's owner through ``artifacts.task_id``.
+artifact_owners = sa.Table(
+    "artifact_owners",
+    metadata,
+    sa.Column("artifact_id", sa.String(64), primary_key=True),
+    sa.Column("principal", sa.String(200), primary_key=True),
 )
 
 rulesets = sa.Table(

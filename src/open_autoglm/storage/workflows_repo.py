@@ -53,9 +53,11 @@ workflow_runs = sa.Table(
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("finished_at", sa.Float),
     sa.Column("owner", sa.String(32)),  # the replica driving it (storage/replicas.py)
+    sa.Column("principal", sa.String(200)),  # whose run: its API key's owner (NULL: no keys)
     sa.Index("ix_workflow_runs_status_seq", "status", "seq"),
     sa.Index("ix_workflow_runs_name_seq", "name", "seq"),
     sa.Index("ix_workflow_runs_owner_status", "owner", "status"),
+    sa.Index("ix_workflow_runs_principal_seq", "principal", "seq"),
 )
 
 workflow_step_tasks = sa.Table(
@@ -123,6 +125,7 @@ _RUN_COLUMNS = (
     workflow_runs.c.created_at,
     workflow_runs.c.updated_at,
     workflow_runs.c.finished_at,
+    workflow_runs.c.principal,
 )
 
 
@@ -277,9 +280,13 @@ class WorkflowRepo:
         name: str | None = None,
         after_seq: int | None = None,
         limit: int = 50,
+        principal: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Runs newest first, without their state; ``after_seq`` is the cursor."""
+        """Runs newest first, without their state; ``after_seq`` is the cursor; with
+        ``principal``, only that owner's runs."""
         stmt = sa.select(*_RUN_COLUMNS).order_by(workflow_runs.c.seq.desc()).limit(limit)
+        if principal is not None:
+            stmt = stmt.where(workflow_runs.c.principal == principal)
         if status:
             stmt = stmt.where(workflow_runs.c.status == status)
         if name:
@@ -303,7 +310,12 @@ class WorkflowRepo:
                 )
             )
             .values(owner=owner)
-            .returning(workflow_runs.c.seq, workflow_runs.c.id, workflow_runs.c.state)
+            .returning(
+                workflow_runs.c.seq,
+                workflow_runs.c.id,
+                workflow_runs.c.state,
+                workflow_runs.c.principal,
+            )
         )
         with self.engine.begin() as conn:
             rows = [_row(r) for r in conn.execute(stmt)]

@@ -65,6 +65,7 @@ _TASK_COLUMNS = (
     "started_at",
     "finished_at",
     "owner",
+    "principal",
 )
 _JSON_COLUMNS = frozenset({"spec", "error"})
 

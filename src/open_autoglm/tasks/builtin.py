@@ -6,7 +6,14 @@ from open_autoglm import __version__
 from open_autoglm.plugins.base import Plugin
 from open_autoglm.tasks.base import TaskType
 
-__all__ = ["BuiltinPlugin", "ExplainPlugin", "GraphPlugin", "RulesPlugin", "TextPlugin"]
+__all__ = [
+    "BuiltinPlugin",
+    "ExplainPlugin",
+    "GraphPlugin",
+    "MultimodalPlugin",
+    "RulesPlugin",
+    "TextPlugin",
+]
 
 
 class BuiltinPlugin(Plugin):
@@ -67,3 +74,15 @@ class ExplainPlugin(Plugin):
         from open_autoglm.tasks.explain import explain_task_types
 
         return explain_task_types()
+
+
+class MultimodalPlugin(Plugin):
+    """fusion-train, fusion-predict: text + tabular fusion (needs the ``ml`` extra)."""
+
+    name = "multimodal"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.multimodal import fusion_task_types
+
+        return fusion_task_types()

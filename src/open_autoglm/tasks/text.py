@@ -535,7 +535,7 @@ def text_task_types() -> list[TaskType]:
             batch_handler=embed_batch_handler,
             batch_key=("normalize", "pooling"),
             # The forward runs in the model's replica processes (one per CPU, bounded by the
-            # pool, see executors/replicas.py); the batch's thread only waits on a pipe. A
+            # pool, see executors/workers/pool.py); the batch's thread only waits on a pipe. A
             # quarter CPU lets a few more batches than replicas be in flight, and the pool
             # merges the ones waiting for a replica into its next call.
             default_resources={"cpu": 0.25},

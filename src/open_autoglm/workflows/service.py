@@ -134,6 +134,7 @@ class _Live:
     snapshot: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     was_status: str = ""
     done: Future[dict[str, Any]] = field(default_factory=Future)
+    principal: str | None = None  # whose run: its step tasks are that owner's too
 
 
 _Msg = _Start | _Cancel | _StepEvent | _Accepted | _Recover | None
@@ -218,10 +219,13 @@ class WorkflowService:
         self,
         doc: WorkflowSpec | Mapping[str, Any] | str,
         inputs: Mapping[str, Any] | None = None,
+        *,
+        principal: str | None = None,
     ) -> Future[dict[str, Any]]:
         """Validate and start a run; the future gives the run once it is stored.
 
         Raises ``ValidationError`` (every problem listed) before anything is stored.
+        ``principal``: whose run it is (an API key's owner); its step tasks are theirs too.
         """
         spec = doc if isinstance(doc, WorkflowSpec) else self.validate(doc)
         run_id = uuid.uuid4().hex
@@ -234,6 +238,7 @@ class WorkflowService:
             "callback_secret": spec.callback_secret or self.settings.callback_secret,
             "created_at": now,
             "owner": self.runtime.replica_id,
+            "principal": principal,
         }
         reply: Future[dict[str, Any]] = Future()
         self._inbox.put(_Start(run, created, reply))
@@ -359,7 +364,7 @@ class WorkflowService:
         elif isinstance(msg, _Accepted):
             self._accepted(msg)
         elif isinstance(msg, _Start):
-            live = _Live(msg.run, created=msg.created)
+            live = _Live(msg.run, created=msg.created, principal=msg.created.get("principal"))
             self._runs[msg.run.run_id] = live
             out.setdefault(msg.run.run_id, []).extend(msg.run.start(self._clock()))
             replies.append((msg.reply, functools.partial(self.get, msg.run.run_id)))
@@ -484,7 +489,9 @@ class WorkflowService:
     def _submit_task(self, run_id: str, step_id: str, attempt: int, spec: dict[str, Any]) -> None:
         self.stats["submitted"] += 1
         try:
-            accepted = self.runtime.submit(spec)
+            live = self._runs.get(run_id)
+            principal = live.principal if live is not None else None
+            accepted = self.runtime.submit(spec, principal=principal)
         except AutoGLMError as exc:
             retryable = isinstance(exc, AdmissionError)
             detail = "; ".join(str(d.get("msg")) for d in exc.details[:3])
@@ -505,7 +512,8 @@ class WorkflowService:
         accepted.add_done_callback(on_accepted)
 
     def _watch(self, run_id: str, step_id: str, attempt: int, task_id: str) -> None:
-        lt = self.runtime.scheduler.live_task(task_id)
+        handle = self.runtime.track(task_id)
+        lt = handle.live
         if lt is None:  # it finished (and was stored) already: read it in the engine thread
             self._inbox.put(_Accepted(run_id, step_id, attempt, task_id, live=False))
             return
@@ -529,7 +537,7 @@ class WorkflowService:
                 event = _task_event(step_id, attempt, final)
             self._inbox.put(_StepEvent(run_id, event))
 
-        lt.done.add_done_callback(on_done)
+        handle.add_done_callback(on_done)
 
     def _accepted(self, msg: _Accepted) -> None:
         live = self._runs.get(msg.run_id)
@@ -570,7 +578,7 @@ class WorkflowService:
             except Exception:
                 log.exception("workflow run %s cannot be resumed", row["id"])
                 continue
-            live = _Live(run, was_status=run.status.value)
+            live = _Live(run, was_status=run.status.value, principal=row.get("principal"))
             for key, _, data in instance_states(row["state"]):
                 live.snapshot[key] = (data["status"], data.get("attempt"))
             self._runs[run.run_id] = live

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from open_autoglm.api.auth import principal_of, require_admin
 from open_autoglm.api.deps import get_runtime, json_body
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import ConflictError, NotFoundError
@@ -112,12 +113,18 @@ async def list_models(runtime: Rt) -> JSONResponse:
     return JSONResponse({"models": models, "cache": service.stats()})
 
 
-@router.post("", status_code=201, summary="Register a model (409 if the name is taken)")
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a model (409 if the name is taken)",
+    dependencies=[Depends(require_admin)],
+)
 async def register_model(request: Request, runtime: Rt, replace: bool = False) -> JSONResponse:
     raw = await json_body(request)
     service = model_service(runtime)
+    owner = principal_of(request).owner
     try:
-        entry = await run_in_threadpool(service.put, raw, replace=replace)
+        entry = await run_in_threadpool(service.put, raw, replace=replace, principal=owner)
     except ConflictError as exc:
         raise ConflictError(f"{exc.message}; pass ?replace=true to replace it") from None
     return JSONResponse(entry, status_code=201)
@@ -128,7 +135,12 @@ async def get_model(name: ModelName, runtime: Rt) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(model_service(runtime).get, name))
 
 
-@router.delete("/{name}", status_code=204, summary="Unregister a model (and unload it)")
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Unregister a model (and unload it)",
+    dependencies=[Depends(require_admin)],
+)
 async def delete_model(name: ModelName, runtime: Rt) -> Response:
     await run_in_threadpool(model_service(runtime).delete, name)
     return Response(status_code=204)

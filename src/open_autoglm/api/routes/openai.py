@@ -24,7 +24,6 @@ import base64
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from concurrent.futures import Future
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -35,16 +34,25 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from open_autoglm import errors
+from open_autoglm.api.auth import principal_of
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
 from open_autoglm.api.errors import retry_after_header, status_for
+from open_autoglm.api.lifecycle import (
+    ClientGone,
+    CountedStreamingResponse,
+    follow,
+    stream_slots,
+)
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes.models import model_service
 from open_autoglm.executors.model_service import ModelService
 from open_autoglm.runtime import Runtime
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.model import ModelBackend, ModelSpec
+from open_autoglm.tasks.text import MAX_TOKENS
 
 __all__ = [
     "DIRECT_ROUTES",
@@ -114,6 +122,8 @@ def openai_errors(
             return await handler(request)
         except errors.AutoGLMError as exc:
             return _from_platform(exc)
+        except (ClientGone, ClientDisconnect):
+            return Response(status_code=499)  # nobody reads it: nginx's "client closed"
         except RequestValidationError as exc:
             first = exc.errors()[0] if exc.errors() else {}
             return openai_error(str(first.get("msg", "invalid request")), 400)
@@ -148,7 +158,7 @@ class _Sampling(_Base):
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = Field(default=1, ge=1, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # torch's seed range
     stream: bool = False
     stream_options: dict[str, Any] | None = None
 
@@ -166,7 +176,7 @@ class _Sampling(_Base):
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1)
+    max_tokens: int | None = Field(default=16, ge=1, le=MAX_TOKENS)
     echo: Literal[False] = False
     logprobs: None = None
     suffix: None = None
@@ -191,8 +201,8 @@ class _Message(BaseModel):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[_Message] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     logprobs: Literal[False] | None = None
 
 
@@ -253,42 +263,41 @@ async def _run_task(runtime: Runtime, request: Request, raw: dict[str, Any]) -> 
     """Run an online-inference task through admission and the scheduler; its result."""
     spec = runtime.parse(raw)
     spec, events = await runtime.admit(spec, client=client_id(request))
-    done: Future[dict[str, Any]] = Future()
-
-    def accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
-        try:
-            task, _ = f.result()
-        except BaseException as exc:
-            done.set_exception(exc)
-            return
-        lt = runtime.scheduler.live_task(task["id"])  # still live: we run right after accept
-        if lt is None:
-            done.set_result(runtime.get_task(task["id"]))
-            return
-        lt.done.add_done_callback(
-            lambda d: done.set_exception(e) if (e := d.exception()) else done.set_result(d.result())
-        )
-
-    runtime.submit(spec, durable=False, events=events).add_done_callback(accepted)
-    final = await asyncio.wrap_future(done)
+    owner = principal_of(request).owner
+    accepted = runtime.submit(spec, durable=False, events=events, principal=owner)
+    task, _ = await asyncio.wrap_future(accepted)
+    handle = runtime.track(task["id"])
+    # a client that hangs up cancels its task, which frees its slot
+    final = await follow(
+        request, handle.future(), lambda: runtime.scheduler.cancel(handle.id, "client disconnected")
+    )
     if final["status"] == "succeeded":
         return {"id": final["id"], **(final.get("result") or {})}
     raise _failure(final)
 
 
-async def _start_stream(runtime: Runtime, request: Request, raw: dict[str, Any]) -> LiveTask:
-    """Submit a streaming generation task (``params.stream``) and return its live task.
+async def _start_stream(
+    runtime: Runtime, request: Request, raw: dict[str, Any]
+) -> tuple[LiveTask, Callable[[], None]]:
+    """Submit a streaming generation task (``params.stream``); its live task and the
+    client's stream slot (taken first: a client at its bound of streams starts nothing).
 
     The task goes through admission, priorities and the scheduler like any other; its handler
     reports each decoded piece of text as a ``progress`` event with a ``delta``.
     """
-    spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
-    spec, events = await runtime.admit(spec, client=client_id(request))
-    task, _ = runtime.submit(spec, durable=False, events=events).result()
-    lt = runtime.scheduler.live_task(task["id"])
-    if lt is None:  # gone already: it can only have failed before any work
-        raise _failure(runtime.get_task(task["id"]))
-    return lt
+    release = stream_slots(request).acquire(client_id(request))
+    try:
+        spec = runtime.parse({**raw, "params": {**raw.get("params", {}), "stream": True}})
+        spec, events = await runtime.admit(spec, client=client_id(request))
+        owner = principal_of(request).owner
+        task, _ = runtime.submit(spec, durable=False, events=events, principal=owner).result()
+        handle = runtime.track(task["id"])
+        if handle.live is None:  # gone already: it can only have failed before any work
+            raise _failure(handle.result())
+    except BaseException:
+        release()
+        raise
+    return handle.live, release
 
 
 def _sse(data: Any) -> bytes:
@@ -299,15 +308,29 @@ _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def _forward(
-    service: ModelService, name: str, path: str, raw: dict[str, Any], stream: bool
+    request: Request,
+    service: ModelService,
+    name: str,
+    path: str,
+    raw: dict[str, Any],
+    stream: bool,
 ) -> Response:
     upstream = service.upstream(name)
     if not stream:
         status, data = await upstream.post(path, raw)
         return JSONResponse(data, status_code=status)
-    status, chunks = await upstream.stream(path, raw)
-    return StreamingResponse(
-        chunks, status_code=status, media_type="text/event-stream", headers=_SSE_HEADERS
+    release = stream_slots(request).acquire(client_id(request))
+    try:
+        status, chunks = await upstream.stream(path, raw)
+    except BaseException:
+        release()
+        raise
+    return CountedStreamingResponse(
+        chunks,
+        release=release,
+        status_code=status,
+        media_type="text/event-stream",
+        headers=_SSE_HEADERS,
     )
 
 
@@ -362,7 +385,7 @@ async def embeddings(request: Request) -> Response:
     service = model_service(runtime)
     spec = await _spec_serving(service, body.model, "embedding")
     if spec.backend is ModelBackend.OPENAI:
-        return await _forward(service, body.model, "/embeddings", raw, False)
+        return await _forward(request, service, body.model, "/embeddings", raw, False)
     texts = [body.input] if isinstance(body.input, str) else body.input
     task = {"task_type": "embedding", "model": body.model, "input": texts, **_prio(body)}
     result = await _run_task(runtime, request, task)
@@ -392,7 +415,7 @@ async def completions(request: Request) -> Response:
     service = model_service(runtime)
     spec = await _spec_serving(service, body.model, "text-generation")
     if spec.backend is ModelBackend.OPENAI:
-        return await _forward(service, body.model, "/completions", raw, body.stream)
+        return await _forward(request, service, body.model, "/completions", raw, body.stream)
     params = body.params(body.max_tokens or 16, chat=False)
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
     task.update(input=body.prompt, params=params, **_prio(body))
@@ -402,8 +425,8 @@ async def completions(request: Request) -> Response:
                 "stream: true takes one prompt string",
                 details=[{"loc": ["prompt"], "msg": "one prompt when streaming"}],
             )
-        lt = await _start_stream(runtime, request, task)
-        return _stream_response(runtime, lt, body, kind="text_completion")
+        lt, release = await _start_stream(runtime, request, task)
+        return _stream_response(runtime, lt, release, body, kind="text_completion")
     result = await _run_task(runtime, request, task)
     choices = [
         {"text": g["text"], "index": i, "logprobs": None, "finish_reason": g["finish_reason"]}
@@ -429,14 +452,14 @@ async def chat_completions(request: Request) -> Response:
     service = model_service(runtime)
     spec = await _spec_serving(service, body.model, "chat")
     if spec.backend is ModelBackend.OPENAI:
-        return await _forward(service, body.model, "/chat/completions", raw, body.stream)
+        return await _forward(request, service, body.model, "/chat/completions", raw, body.stream)
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
     params = body.params(body.max_completion_tokens or body.max_tokens or 128, chat=True)
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
     task.update(input={"messages": messages}, params=params, **_prio(body))
     if body.stream:
-        lt = await _start_stream(runtime, request, task)
-        return _stream_response(runtime, lt, body, kind="chat.completion.chunk")
+        lt, release = await _start_stream(runtime, request, task)
+        return _stream_response(runtime, lt, release, body, kind="chat.completion.chunk")
     result = await _run_task(runtime, request, task)
     g = result["generations"][0]
     return JSONResponse(
@@ -466,7 +489,7 @@ def _prio(body: _Base) -> dict[str, Any]:
 
 
 def _stream_response(
-    runtime: Runtime, lt: LiveTask, body: _Sampling, *, kind: str
+    runtime: Runtime, lt: LiveTask, release: Callable[[], None], body: _Sampling, *, kind: str
 ) -> StreamingResponse:
     """SSE chunks from the task's ``progress`` events, then its result's finish and usage.
 
@@ -534,4 +557,6 @@ def _stream_response(
                 runtime.scheduler.cancel(lt.id, "client closed the stream")
         yield b"data: [DONE]\n\n"
 
-    return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return CountedStreamingResponse(
+        events(), release=release, media_type="text/event-stream", headers=_SSE_HEADERS
+    )

@@ -16,6 +16,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
+from open_autoglm.api.auth import require_admin
 from open_autoglm.api.deps import get_runtime, json_body
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import MaxFiringsExceeded, ValidationError
@@ -88,7 +89,12 @@ async def get_ruleset(name: RulesetName, runtime: Rt) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(runtime.storage.get_ruleset, name))
 
 
-@router.put("/{name}", summary="Create or replace a ruleset (validated; the version counts up)")
+# Rulesets decide admission: changing one is changing the platform, so it needs admin.
+@router.put(
+    "/{name}",
+    summary="Create or replace a ruleset (validated; the version counts up)",
+    dependencies=[Depends(require_admin)],
+)
 async def put_ruleset(name: RulesetName, request: Request, runtime: Rt) -> JSONResponse:
     source = await json_body(request)
     if not isinstance(source, dict):
@@ -105,7 +111,12 @@ async def put_ruleset(name: RulesetName, request: Request, runtime: Rt) -> JSONR
     return JSONResponse(row, status_code=201 if row["version"] == 1 else 200)
 
 
-@router.delete("/{name}", status_code=204, summary="Delete a ruleset")
+@router.delete(
+    "/{name}",
+    status_code=204,
+    summary="Delete a ruleset",
+    dependencies=[Depends(require_admin)],
+)
 async def delete_ruleset(name: RulesetName, runtime: Rt) -> Response:
     await run_in_threadpool(runtime.storage.delete_ruleset, name)
     _catalog(runtime).invalidate(name)

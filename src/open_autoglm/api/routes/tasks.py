@@ -9,16 +9,18 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from open_autoglm.api.auth import principal_of, require_admin
 from open_autoglm.api.deps import client_id, get_runtime, json_body, runtime_of
-from open_autoglm.api.errors import platform_errors
+from open_autoglm.api.errors import platform_errors, status_for_code
+from open_autoglm.api.lifecycle import ClientGone, follow, stream_slots
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
-from open_autoglm.errors import PolicyBlockedError, ValidationError
+from open_autoglm.errors import ConflictError, NotFoundError, PolicyBlockedError, ValidationError
 from open_autoglm.runtime import Runtime, public_task
-from open_autoglm.spec.task import TaskSpec, TaskStatus
+from open_autoglm.spec.principal import Principal
+from open_autoglm.spec.task import TERMINAL_STATUSES, TaskSpec, TaskStatus
 
 __all__ = ["router"]
 
@@ -39,8 +41,33 @@ async def _accept(
     raw = await json_body(request)
     spec = runtime.parse(raw)
     spec, events = await runtime.admit(spec, client=client_id(request))
-    fut = runtime.submit(spec, durable=durable, events=events)
-    return await asyncio.wrap_future(fut)
+    principal = principal_of(request)
+    fut = runtime.submit(spec, durable=durable, events=events, principal=principal.owner)
+    return await _own_duplicate(runtime, principal, *await asyncio.wrap_future(fut))
+
+
+async def _own_duplicate(
+    runtime: Runtime, principal: Principal, task: dict[str, Any], created: bool
+) -> tuple[dict[str, Any], bool]:
+    """An idempotency key names one owner's task: another owner's reuse of it is a 409 (never
+    that task)."""
+    if created:
+        return task, created
+    task = await run_in_threadpool(runtime.get_task, task["id"], with_result=False)
+    if not principal.sees(task.get("owner")):
+        raise ConflictError(
+            f"idempotency key {task['idempotency_key']!r} is already used by another owner",
+            details=[{"loc": ["idempotency_key"], "msg": "already used"}],
+        )
+    return task, created
+
+
+def _visible(principal: Principal, task: dict[str, Any]) -> dict[str, Any]:
+    """The task if the caller may see it; else not found, as for an id that does not exist
+    (so ids cannot be probed)."""
+    if not principal.sees(task.get("owner")):
+        raise NotFoundError(f"task {task['id']} not found")
+    return task
 
 
 # The two submit routes read the runtime from app state instead of ``Depends``: dependency
@@ -100,6 +127,7 @@ async def submit_batch(request: Request) -> JSONResponse:
         )
     specs = runtime.parse_many(body["tasks"], limit=_BATCH_LIMIT)
     client = client_id(request)
+    principal = principal_of(request)
     admitted = []
     for i, spec in enumerate(specs):
         try:
@@ -111,8 +139,14 @@ async def submit_batch(request: Request) -> JSONResponse:
                 details=[{"loc": ["tasks", i], "msg": exc.message}],
             ) from None
     runtime.scheduler.check_room(len(admitted))
-    futures = [runtime.submit(spec, durable=True, events=events) for spec, events in admitted]
-    accepted = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    futures = [
+        runtime.submit(spec, durable=True, events=events, principal=principal.owner)
+        for spec, events in admitted
+    ]
+    accepted = [
+        await _own_duplicate(runtime, principal, *task)
+        for task in await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+    ]
     return JSONResponse(
         {"tasks": [{**task, "created": created} for task, created in accepted]}, status_code=202
     )
@@ -123,18 +157,24 @@ async def infer(request: Request) -> JSONResponse:
     """Online inference: the result comes back in the response (not replayed after a crash)."""
     runtime = runtime_of(request)
     task, _ = await _accept(runtime, request, durable=False)
-    lt = runtime.scheduler.live_task(task["id"])
-    final = (
-        await asyncio.wrap_future(lt.done)
-        if lt is not None
-        else await run_in_threadpool(runtime.get_task, task["id"])
-    )
+    handle = runtime.track(task["id"])
+    if handle.live is None:
+        final = await run_in_threadpool(handle.result)
+    else:
+        try:  # a client that hangs up cancels its task (and frees its slot)
+            final = await follow(
+                request,
+                handle.future(),
+                lambda: runtime.scheduler.cancel(handle.id, "client disconnected"),
+            )
+        except ClientGone:
+            return JSONResponse({}, status_code=499)  # nginx's "client closed request"
     if final["status"] == TaskStatus.SUCCEEDED:
         return JSONResponse(
             {"id": final["id"], "status": final["status"], "result": final.get("result")}
         )
     err = final.get("error") or {}
-    status = _INFER_STATUS.get(err.get("code", ""), 500)
+    status = status_for_code(err.get("code", ""))
     # Worth another try soon; the stored error does not keep the exact wait.
     retry = {"Retry-After": "1"} if status in (429, 503) else None
     return JSONResponse(
@@ -157,12 +197,14 @@ DIRECT_ROUTES = {("POST", "/v1/infer"): platform_errors(infer)}
 
 
 @router.get("/tasks/{task_id}", summary="Get a task (with its result once finished)")
-async def get_task(task_id: str, runtime: Rt) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(runtime.get_task, task_id))
+async def get_task(task_id: str, request: Request, runtime: Rt) -> JSONResponse:
+    task = await run_in_threadpool(runtime.get_task, task_id)
+    return JSONResponse(_visible(principal_of(request), task))
 
 
 @router.get("/tasks", summary="List tasks, newest first")
 async def list_tasks(
+    request: Request,
     runtime: Rt,
     status: TaskStatus | None = None,
     task_type: str | None = None,
@@ -176,13 +218,18 @@ async def list_tasks(
         task_type=task_type,
         after_seq=after,
         limit=limit + 1,
+        principal=principal_of(request).only_owner,
     )
     rows, next_cursor = page(rows, limit)
     tasks = [public_task(r) for r in rows]
     return JSONResponse({"tasks": tasks, "next_cursor": next_cursor})
 
 
-@router.post("/tasks/prune-online", summary="Delete online inference records now")
+@router.post(
+    "/tasks/prune-online",
+    summary="Delete online inference records now",
+    dependencies=[Depends(require_admin)],
+)
 async def prune_online(
     runtime: Rt,
     older_than_s: Annotated[
@@ -197,7 +244,9 @@ async def prune_online(
 
 
 @router.post("/tasks/{task_id}/cancel", summary="Cancel a queued or running task")
-async def cancel_task(task_id: str, runtime: Rt) -> JSONResponse:
+async def cancel_task(task_id: str, request: Request, runtime: Rt) -> JSONResponse:
+    task = await run_in_threadpool(runtime.get_task, task_id, with_result=False)
+    _visible(principal_of(request), task)
     return JSONResponse(await run_in_threadpool(runtime.scheduler.cancel, task_id))
 
 
@@ -206,6 +255,7 @@ async def cancel_task(task_id: str, runtime: Rt) -> JSONResponse:
 )
 async def task_events(task_id: str, request: Request, runtime: Rt, after: int = 0) -> Any:
     task = await run_in_threadpool(runtime.get_task, task_id, with_result=False)
+    _visible(principal_of(request), task)
     logged = runtime.pending_log(task_id)  # an answered online task: its record is landing
     if logged is not None:
         with contextlib.suppress(Exception):
@@ -213,7 +263,8 @@ async def task_events(task_id: str, request: Request, runtime: Rt, after: int = 
     if "text/event-stream" not in request.headers.get("accept", ""):
         events = await run_in_threadpool(runtime.storage.events, task_id, after)
         return JSONResponse({"task_id": task_id, "status": task["status"], "events": events})
-    return StreamingResponse(
+    return stream_slots(request).stream(
+        request,
         _sse(runtime, task_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -260,16 +311,4 @@ async def _sse(runtime: Runtime, task_id: str, after: int) -> AsyncIterator[byte
         unsubscribe()
 
 
-_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-
-# A failed online task answers with the status its error code implies.
-_INFER_STATUS = {
-    "timeout": 504,
-    "cancelled": 409,
-    "validation_error": 422,
-    "not_found": 404,
-    "unavailable": 503,
-    "circuit_open": 503,
-    "bulkhead_full": 429,
-    "rate_limited": 429,
-}
+_TERMINAL = TERMINAL_STATUSES

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic import ValidationError as PydanticValidationError
 from starlette.concurrency import run_in_threadpool
 
 from open_autoglm import errors
+from open_autoglm.api.auth import principal_of
 from open_autoglm.api.deps import get_runtime, json_body
+from open_autoglm.api.lifecycle import stream_slots
 from open_autoglm.api.pagination import decode_cursor, page
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.runtime import Runtime
@@ -81,7 +83,10 @@ async def submit_workflow(request: Request, runtime: Rt) -> JSONResponse:
     """
     body = await _submission(request)
     service = _service(runtime)
-    reply = await run_in_threadpool(service.submit, body.spec, body.inputs)
+    owner = principal_of(request).owner
+    reply = await run_in_threadpool(
+        functools.partial(service.submit, body.spec, body.inputs, principal=owner)
+    )
     run = await asyncio.wrap_future(reply)
     return JSONResponse(
         run, status_code=202, headers={"Location": f"/v1/workflows/runs/{run['id']}"}
@@ -106,6 +111,7 @@ async def validate_workflow_route(request: Request, runtime: Rt) -> JSONResponse
 
 @router.get("/runs", summary="List workflow runs, newest first")
 async def list_runs(
+    request: Request,
     runtime: Rt,
     status: RunStatus | None = None,
     name: str | None = None,
@@ -118,27 +124,39 @@ async def list_runs(
         name=name,
         after_seq=decode_cursor(cursor),
         limit=limit + 1,
+        principal=principal_of(request).only_owner,
     )
     rows, next_cursor = page(rows, limit)
     return JSONResponse({"runs": [summarize_run(r) for r in rows], "next_cursor": next_cursor})
 
 
+async def _visible_run(request: Request, service: WorkflowService, run_id: str) -> dict[str, Any]:
+    """The run's row (without state) if the caller may see it; else not found, as for an id
+    that does not exist."""
+    row = await run_in_threadpool(service.repo.get_run, run_id, with_state=False)
+    if not principal_of(request).sees(row.get("principal")):
+        raise errors.NotFoundError(f"workflow run {run_id} not found")
+    return row
+
+
 @router.get("/runs/{run_id}", summary="A run with the state of every step")
-async def get_run(run_id: str, runtime: Rt) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(_service(runtime).get, run_id))
+async def get_run(run_id: str, request: Request, runtime: Rt) -> JSONResponse:
+    service = _service(runtime)
+    await _visible_run(request, service, run_id)
+    return JSONResponse(await run_in_threadpool(service.get, run_id))
 
 
 @router.post("/runs/{run_id}/cancel", summary="Cancel a run and its running step tasks")
-async def cancel_run(run_id: str, runtime: Rt) -> JSONResponse:
+async def cancel_run(run_id: str, request: Request, runtime: Rt) -> JSONResponse:
     service = _service(runtime)
-    await run_in_threadpool(service.repo.get_run, run_id, with_state=False)  # 404 first
+    await _visible_run(request, service, run_id)  # 404 first
     return JSONResponse(await asyncio.wrap_future(service.cancel(run_id)))
 
 
 @router.get("/runs/{run_id}/callbacks", summary="Callbacks of a run and every delivery attempt")
-async def run_callbacks(run_id: str, runtime: Rt) -> JSONResponse:
+async def run_callbacks(run_id: str, request: Request, runtime: Rt) -> JSONResponse:
     service = _service(runtime)
-    await run_in_threadpool(service.repo.get_run, run_id, with_state=False)
+    await _visible_run(request, service, run_id)
     callbacks = await run_in_threadpool(service.repo.callbacks, run_id)
     return JSONResponse({"run_id": run_id, "callbacks": callbacks})
 
@@ -149,11 +167,12 @@ async def run_callbacks(run_id: str, runtime: Rt) -> JSONResponse:
 )
 async def run_events(run_id: str, request: Request, runtime: Rt, after: int = 0) -> Any:
     service = _service(runtime)
-    row = await run_in_threadpool(service.repo.get_run, run_id, with_state=False)
+    row = await _visible_run(request, service, run_id)
     if "text/event-stream" not in request.headers.get("accept", ""):
         events = await run_in_threadpool(service.repo.events, run_id, after)
         return JSONResponse({"run_id": run_id, "status": row["status"], "events": events})
-    return StreamingResponse(
+    return stream_slots(request).stream(
+        request,
         _sse(runtime, service, run_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

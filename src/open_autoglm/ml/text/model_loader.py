@@ -46,8 +46,8 @@ _BUNDLED = {"all-minilm-l6-v2", "smollm2"}
 
 
 def default_cache_dir() -> Path:
-    """Where converted models are kept: ``$OPEN_AUTOGLM_MODEL_CACHE`` or ``~/.cache/open_autoglm``."""
-    env = os.environ.get("OPEN_AUTOGLM_MODEL_CACHE")
+    """Where converted models are kept: ``$AUTOGLM_MODEL_CACHE`` or ``~/.cache/open_autoglm``."""
+    env = os.environ.get("AUTOGLM_MODEL_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "open_autoglm" / "models"
 
 

@@ -22,7 +22,8 @@ import pytest
 from helpers.replicas import pool_of, replica_service
 from open_autoglm.errors import TaskFailedError
 from open_autoglm.executors.model_service import ModelService
-from open_autoglm.executors.replicas import ReplicaPool, _split_by_length
+from open_autoglm.executors.workers.pool import WorkerPool
+from open_autoglm.executors.workers.split_merge import split_by_length
 
 TEXTS = [
     "graph nodes learn",
@@ -83,7 +84,7 @@ def test_replicas_embed_like_the_in_process_model(service: ModelService) -> None
     assert service.stats()["models"]["emb"]["bytes"] == 2 * per
 
 
-def _paused(pool: ReplicaPool) -> list[int]:
+def _paused(pool: WorkerPool) -> list[int]:
     """SIGSTOP every replica (their worker threads then block in a call); returns the pids."""
     pids = pool.pids()
     for pid in pids:
@@ -154,9 +155,9 @@ def test_each_request_is_answered_when_its_own_call_returns(service: ModelServic
 
 
 def test_one_big_call_is_split_by_length_over_the_replicas(service: ModelService) -> None:
-    assert _split_by_length(["aa", "b" * 30], 2) == [[0], [1]]
-    assert _split_by_length(["x"] * 8, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
-    assert _split_by_length(["a"], 2) == [[0]]
+    assert split_by_length(["aa", "b" * 30], 2) == [[0], [1]]
+    assert split_by_length(["x"] * 8, 2) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert split_by_length(["a"], 2) == [[0]]
     with service.lease("emb-local") as local:
         expected = local.embed(TEXTS * 5).numpy()
         counts = local.embed_with_usage(TEXTS * 5)[1]

@@ -25,8 +25,10 @@ from open_autoglm.config import ExecutorSettings
 from open_autoglm.errors import AutoGLMError, TaskFailedError
 from open_autoglm.executors import ray_cluster as rc
 from open_autoglm.executors.model_service import ModelService
-from open_autoglm.executors.ray_replicas import RayLauncher
-from open_autoglm.executors.replicas import ProcessLauncher, ReplicaLauncher, ReplicaPool
+from open_autoglm.executors.workers.base import WorkerLauncher
+from open_autoglm.executors.workers.pool import WorkerPool
+from open_autoglm.executors.workers.process import ProcessLauncher
+from open_autoglm.executors.workers.ray_actor import RayLauncher
 from open_autoglm.storage.replicas import pid_alive
 
 TEXTS = [
@@ -130,7 +132,7 @@ def test_replicas_are_ray_actors_in_processes_of_their_own(
     pids = emb.pids() + cls.pids()
     assert len({os.getpid(), *pids}) == 4  # three actor processes, none of them this one
     for pid in pids:  # Ray names its actor workers' processes after the actor class
-        assert b"ray::_ReplicaActor" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert b"ray::_WorkerActor" in Path(f"/proc/{pid}/cmdline").read_bytes()
     names = [r.name for p in (emb, cls) for r in p._all.values()]  # type: ignore[attr-defined]
     assert len(set(names)) == 3 and set(names) <= set(ray.util.list_named_actors())
     info = service.stats()["models"]
@@ -248,9 +250,9 @@ def test_a_load_failure_is_the_same_typed_error_as_for_processes(
     }
     raised: dict[str, BaseException] = {}
 
-    def start(launcher: ReplicaLauncher) -> None:
+    def start(launcher: WorkerLauncher) -> None:
         try:
-            ReplicaPool("broken", entry, replicas=1, cache_dir=tmp_path, launcher=launcher)
+            WorkerPool("broken", entry, replicas=1, cache_dir=tmp_path, launcher=launcher)
         except BaseException as exc:
             raised[launcher.kind] = exc
 

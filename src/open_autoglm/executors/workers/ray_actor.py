@@ -1,10 +1,10 @@
-"""Model replicas as Ray actors: what ``executor.backend = "ray"`` serves embeddings with.
+"""Model workers as Ray actors: what ``executor.backend = "ray"`` serves embeddings with.
 
-An actor is what a replica process is (``executors/replicas.py``), placed by Ray instead of
+An actor is what a worker process is (``executors/workers/process.py``), placed by Ray instead of
 started as a child: one model copy and one torch thread, so it reserves one CPU
 (``num_cpus=1``), runs one call at a time (``max_concurrency=1``), starts with the same thread
-and offline environment, loads through the same :func:`~open_autoglm.executors.replicas.
-load_replica_model` and answers through the same ``_serve``. Replies keep the process wire
+and offline environment, loads through the same :func:`~open_autoglm.executors.workers.child.
+load_worker_model` and answers through the same ``serve``. Replies keep the process wire
 format: a header dict and the vectors as raw little-endian float32 bytes, so the pool splits
 and merges them unchanged and no numpy array is pickled.
 
@@ -30,24 +30,18 @@ from typing import Any
 
 from open_autoglm.config import ExecutorSettings
 from open_autoglm.executors import ray_cluster
-from open_autoglm.executors.replicas import (
-    _REPLICA_ENV,
-    Replica,
-    ReplicaGone,
-    ReplicaLauncher,
-    _failure,
-    _serve,
-    load_replica_model,
-)
 from open_autoglm.executors.sched_policy import compute_policy
+from open_autoglm.executors.workers.base import ModelWorker, WorkerGone, WorkerLauncher
+from open_autoglm.executors.workers.child import failure, load_worker_model, serve
+from open_autoglm.executors.workers.codec import WORKER_ENV
 from open_autoglm.storage.replicas import pid_alive
 
-__all__ = ["RayLauncher"]
+__all__ = ["ActorWorker", "RayLauncher"]
 
 log = logging.getLogger(__name__)
 
 
-class _ReplicaActor:
+class _WorkerActor:
     """The actor's body; made a Ray actor class on first use, so importing needs no Ray."""
 
     def __init__(self, entry: dict[str, Any], cache_dir: str) -> None:
@@ -55,9 +49,9 @@ class _ReplicaActor:
         # error as for a process (a raising constructor would only say the actor died).
         self._model: Any = None
         try:
-            self._model, self._hello = load_replica_model(entry, cache_dir)
+            self._model, self._hello = load_worker_model(entry, cache_dir)
         except Exception as exc:
-            self._hello = _failure(exc)
+            self._hello = failure(exc)
         else:
             import ray
 
@@ -68,17 +62,17 @@ class _ReplicaActor:
 
     def serve(self, header: dict[str, Any]) -> tuple[dict[str, Any], bytes]:
         try:
-            return _serve(self._model, header)
+            return serve(self._model, header)
         except Exception as exc:
-            return _failure(exc), b""
+            return failure(exc), b""
 
 
 @functools.cache
 def _actor_class() -> Any:
-    return ray_cluster.ray_module().remote(_ReplicaActor)
+    return ray_cluster.ray_module().remote(_WorkerActor)
 
 
-class _ActorReplica(Replica):
+class ActorWorker(ModelWorker):
     """One Ray actor serving the model; reached with ``ray.get(actor.serve.remote(...))``."""
 
     def __init__(self, index: int, actor: Any, name: str, driver_node: str) -> None:
@@ -101,10 +95,10 @@ class _ActorReplica(Replica):
         except ray.exceptions.GetTimeoutError:
             self._death = f"not ready within {timeout:g} s; is a CPU free in the cluster?"
             self.reap()
-            raise ReplicaGone from None
+            raise WorkerGone from None
         except ray.exceptions.RayActorError as exc:
             self._died(exc)
-            raise ReplicaGone from None
+            raise WorkerGone from None
         self._pid = int(hello.get("pid") or 0)
         self._local = bool(hello.get("node")) and hello.get("node") == self._driver_node
         if self._local:
@@ -125,7 +119,7 @@ class _ActorReplica(Replica):
             reply, payload = ray.get(self.actor.serve.remote(dict(header)))
         except ray.exceptions.RayActorError as exc:
             self._died(exc)
-            raise ReplicaGone from None
+            raise WorkerGone from None
         return reply, payload
 
     def exit_status(self) -> str:
@@ -152,8 +146,8 @@ class _ActorReplica(Replica):
         )
 
 
-class RayLauncher(ReplicaLauncher):
-    """Replicas as Ray actors on the process's Ray connection (joined or started by
+class RayLauncher(WorkerLauncher):
+    """Workers as Ray actors on the process's Ray connection (joined or started by
     :func:`~open_autoglm.executors.ray_cluster.acquire` with ``settings``).
 
     Args:
@@ -172,7 +166,7 @@ class RayLauncher(ReplicaLauncher):
         self._held = True
         self._node = str(ray_cluster.ray_module().get_runtime_context().get_node_id())
 
-    def spawn(self, model: str, index: int, hello: Mapping[str, Any]) -> Replica:
+    def spawn(self, model: str, index: int, hello: Mapping[str, Any]) -> ModelWorker:
         # A unique name: a successor starts while its predecessor's name may not be free yet,
         # and several servers may share a cluster.
         name = f"autoglm-replica:{model}:{index}:{uuid.uuid4().hex[:8]}"
@@ -182,11 +176,11 @@ class RayLauncher(ReplicaLauncher):
                 name=name,
                 num_cpus=1,
                 max_concurrency=1,
-                runtime_env={"env_vars": dict(_REPLICA_ENV)},
+                runtime_env={"env_vars": dict(WORKER_ENV)},
             )
             .remote(dict(hello["entry"]), str(hello["cache_dir"]))
         )
-        return _ActorReplica(index, actor, name, self._node)
+        return ActorWorker(index, actor, name, self._node)
 
     def close(self) -> None:
         if self._held:  # a pool closes once, but a second close must not drop another's hold

@@ -1,0 +1,1 @@
+"""Multimodal models: text and tabular encoders, alignment, fusion strategies, training."""
