@@ -78,8 +78,7 @@ def _loaded_for_gradients(models: Any, name: str, role: str) -> Any:
 
 def _explained_task(ctx: TaskContext, task_id: str) -> tuple[str, Any, Any]:
     """(model, input, target) of a finished task, to explain the prediction it made."""
-    storage = ctx.service("storage")
-    task = storage.get_task(task_id)
+    task = ctx.service("tasks").get_as(task_id, ctx.task_id)
     if task["status"] != "succeeded":
         raise ValidationError(
             f"task {task_id} is {task['status']}; only a succeeded task's prediction is explained",
@@ -96,7 +95,7 @@ def _explained_task(ctx: TaskContext, task_id: str) -> tuple[str, Any, Any]:
     target = None
     if task["task_type"] == "graph-predict":
         payload = (spec.get("params") or {}).get("node_ids") or payload
-    _, result = storage.get_result(task_id)
+    result = task.get("result")
     if task["task_type"] == "text-classification" and isinstance(result, dict):
         first = (result.get("predictions") or [None])[0]
         if isinstance(first, list) and first:

@@ -198,7 +198,7 @@ def fidelity_plus(
             index,
             target,
             carrying[torch.randperm(carrying.numel(), generator=g)[:k]],
-        )  # fmt: skip
+        )
         for _ in range(random_draws)
     ]
     return explained, sum(drops) / len(drops)

@@ -208,6 +208,7 @@ def explain_texts(
     seed: int = 0,
     top_k: int = 10,
     on_text: Any = None,
+    **_: Any,
 ) -> dict[str, Any]:
     """Explain each text; with several, also their global token importance."""
     explainer = TextClassifierExplainer(loaded, output=output)
