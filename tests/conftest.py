@@ -91,3 +91,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(root / "data", env=env).start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_sentiment_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BERT classifier (negative, neutral, positive) fitted to cue words."""
+    from helpers.classifiers import train_tiny_sentiment
+
+    return train_tiny_sentiment(tmp_path_factory.mktemp("tiny-sentiment"))

@@ -17,7 +17,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from open_autoglm.config import Settings, load_settings
-from open_autoglm.errors import ValidationError
+from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
 from open_autoglm.futures import Promise
@@ -47,7 +47,7 @@ class Runtime:
         self.storage = StorageHub(s.storage_url(), s.data_dir, commit_batch=s.storage.commit_batch)
         self.plugins = PluginRegistry()
         self.bus = EventBus()
-        self.services: dict[str, Any] = {"storage": self.storage}
+        self.services: dict[str, Any] = {"storage": self.storage, "tasks": TaskReader(self)}
         # This process among the replicas sharing the database (see storage/replicas.py).
         self.replica_id = uuid.uuid4().hex
         self._lease_stop = threading.Event()
@@ -449,6 +449,22 @@ def _relay(src: Future[dict[str, Any]], dst: Future[dict[str, Any]]) -> None:
         dst.set_exception(exc)
     else:
         dst.set_result(src.result())
+
+
+class TaskReader:
+    """The ``tasks`` service: a handler reads another task only as its own task's owner may
+    (``explain`` explains a prediction by task id; a key must not reach another's inputs)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+
+    def get_as(self, task_id: str, viewer_task_id: str) -> dict[str, Any]:
+        """The task with its result, if the task ``viewer_task_id`` may see it."""
+        viewer = self._runtime.get_task(viewer_task_id, with_result=False).get("owner")
+        task = self._runtime.get_task(task_id)
+        if viewer is not None and viewer != "admin" and task.get("owner") != viewer:
+            raise NotFoundError(f"task {task_id} not found")
+        return task
 
 
 def public_task(row: dict[str, Any]) -> dict[str, Any]:

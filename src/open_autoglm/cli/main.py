@@ -39,6 +39,7 @@ _SUBAPPS = [
     ("open_autoglm.cli.workflow", "app", "workflow"),
     ("open_autoglm.cli.models", "app", "models"),
     ("open_autoglm.cli.keys", "app", "keys"),
+    ("open_autoglm.cli.explain", "app", "explain"),
 ]
 for _mod, _attr, _name in _SUBAPPS:
     try:

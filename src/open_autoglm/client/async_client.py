@@ -112,6 +112,16 @@ class AsyncClient(BaseClient):
         result: dict[str, Any] = await self.infer(self._fusion_predict_spec(model, rows))
         return result
 
+    async def explain(
+        self, model: str | None = None, input: Any = None, *, task_id: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Explain ``model``'s prediction for ``input`` (texts, a text pair, node ids), or the
+        prediction the finished task ``task_id`` made: attributions plus picture artifact
+        ids (``download_artifact`` fetches them)."""
+        result: dict[str, Any] = await self.infer(self._explain_spec(model, input, task_id, params))
+        return result
+
     async def list(
         self,
         *,
@@ -259,6 +269,12 @@ class AsyncClient(BaseClient):
     async def revoke_key(self, key_id: str) -> dict[str, Any]:
         """Revoke an API key by its id; the server refuses it from then on."""
         return await self.request("POST", f"/v1/keys/{key_id}/revoke")
+
+    async def download_artifact(self, artifact_id: str) -> bytes:
+        """An artifact's bytes (weights, pictures, datasets)."""
+        resp = await self._http.request("GET", f"/v1/artifacts/{artifact_id}/content")
+        raise_for_error(resp)
+        return resp.content
 
     async def upload_artifact(
         self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"

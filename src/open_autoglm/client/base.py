@@ -107,6 +107,19 @@ class BaseClient:
         return {"task_type": "fusion-predict", "model": model, "input": cls._table(rows)}
 
     @staticmethod
+    def _explain_spec(
+        model: str | None, input: Any, task_id: str | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        spec: dict[str, Any] = {"task_type": "explain", "params": dict(params)}
+        if model is not None:
+            spec["model"] = model
+        if input is not None:
+            spec["input"] = input
+        if task_id is not None:
+            spec["params"]["task_id"] = task_id
+        return spec
+
+    @staticmethod
     def _page_params(filters: dict[str, Any], page_size: int) -> dict[str, Any]:
         """Query parameters of a list route: the filters that are set, and the page size."""
         params = {k: v for k, v in filters.items() if v}

@@ -111,6 +111,16 @@ class Client(BaseClient):
         result: dict[str, Any] = self.infer(self._fusion_predict_spec(model, rows))
         return result
 
+    def explain(
+        self, model: str | None = None, input: Any = None, *, task_id: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:  # fmt: skip
+        """Explain ``model``'s prediction for ``input`` (texts, a text pair, node ids), or the
+        prediction the finished task ``task_id`` made: attributions plus picture artifact
+        ids (``download_artifact`` fetches them)."""
+        result: dict[str, Any] = self.infer(self._explain_spec(model, input, task_id, params))
+        return result
+
     def list(
         self,
         *,
@@ -273,6 +283,12 @@ class Client(BaseClient):
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         """Revoke an API key by its id; the server refuses it from then on."""
         return self.request("POST", f"/v1/keys/{key_id}/revoke")
+
+    def download_artifact(self, artifact_id: str) -> bytes:
+        """An artifact's bytes (weights, pictures, datasets)."""
+        resp = self._http.request("GET", f"/v1/artifacts/{artifact_id}/content")
+        raise_for_error(resp)
+        return resp.content
 
     def upload_artifact(
         self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"

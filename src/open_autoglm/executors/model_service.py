@@ -367,6 +367,11 @@ class ModelService:
         wanted = spec.options.get("replicas")
         return self.replicas if wanted is None else int(wanted)
 
+    def local_entry(self, name: str) -> dict[str, Any]:
+        """What :class:`TextModelLoader` takes for ``name``: a local source (artifact sources
+        materialised) plus the serving fields; for code that loads its own copy."""
+        return self._entry(self.spec(name))
+
     def _entry(self, spec: ModelSpec) -> dict[str, Any]:
         """What TextModelLoader takes: a local source plus the serving fields."""
         options = dict(spec.options)

@@ -6,7 +6,14 @@ from open_autoglm import __version__
 from open_autoglm.plugins.base import Plugin
 from open_autoglm.tasks.base import TaskType
 
-__all__ = ["BuiltinPlugin", "GraphPlugin", "MultimodalPlugin", "RulesPlugin", "TextPlugin"]
+__all__ = [
+    "BuiltinPlugin",
+    "ExplainPlugin",
+    "GraphPlugin",
+    "MultimodalPlugin",
+    "RulesPlugin",
+    "TextPlugin",
+]
 
 
 class BuiltinPlugin(Plugin):
@@ -55,6 +62,18 @@ class RulesPlugin(Plugin):
         from open_autoglm.tasks.rules import rule_task_types
 
         return rule_task_types()
+
+
+class ExplainPlugin(Plugin):
+    """explain: attributions for text, embedding and graph models (needs the ``ml`` extra)."""
+
+    name = "explain"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.explain import explain_task_types
+
+        return explain_task_types()
 
 
 class MultimodalPlugin(Plugin):

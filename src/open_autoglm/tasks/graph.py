@@ -12,6 +12,7 @@ import io
 import json
 import zipfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -22,7 +23,7 @@ from open_autoglm.spec.model import ModelName
 from open_autoglm.tasks.base import ExecutionMode, TaskContext, TaskType
 
 if TYPE_CHECKING:
-    from torch import nn
+    from torch import Tensor, nn
 
     from open_autoglm.ml.graph.models import ModelConfig
     from open_autoglm.ml.graph.training import TrainResult
@@ -30,8 +31,10 @@ if TYPE_CHECKING:
 __all__ = [
     "GraphPredictParams",
     "GraphTrainParams",
+    "LoadedGraphModel",
     "TrainedGraph",
     "graph_task_types",
+    "load_trained_graph",
     "predict_graph",
     "resolve_graph_input",
     "train_graph",
@@ -281,6 +284,41 @@ def _register(
 # ---------------------------------------------------------------- prediction
 
 
+@dataclass(frozen=True)
+class LoadedGraphModel:
+    """A stored graph model ready to run: weights loaded, features as the trainer saw them."""
+
+    model: nn.Module
+    config: ModelConfig
+    graph: GraphData
+    x: Tensor  # (nodes, features)
+    edge_index: Tensor  # (2, E)
+
+    @property
+    def classes(self) -> list[Any]:
+        return list(self.graph.label_names) or list(range(self.config.out_dim))
+
+
+def load_trained_graph(
+    meta: dict[str, Any], load_artifact: ArtifactLoader, *, extension: Any = None
+) -> LoadedGraphModel:
+    """Rebuild a stored model and its graph; ``extension`` adds nodes/edges/features first."""
+    from open_autoglm.ml.graph.bundle import unpack_graph, unpack_weights
+    from open_autoglm.ml.graph.data import GraphTensors
+    from open_autoglm.ml.graph.models import ModelConfig, build_model
+    from open_autoglm.spec.graph_extend import extend_graph
+
+    config = ModelConfig.from_dict(meta["model_config"])
+    graph = unpack_graph(load_artifact(meta["graph_artifact"]))
+    if extension is not None:
+        graph = extend_graph(graph, extension)
+    data = GraphTensors.from_graph(graph, normalize=bool(meta.get("normalize_features", True)))
+    model = build_model(config)
+    model.load_state_dict(unpack_weights(load_artifact(meta["weights_artifact"])))
+    model.eval()
+    return LoadedGraphModel(model, config, graph, data.x, data.edge_index)
+
+
 def predict_graph(
     meta: dict[str, Any],
     load_artifact: ArtifactLoader,
@@ -291,26 +329,17 @@ def predict_graph(
     """Score nodes with a stored model; ``extension`` adds nodes/edges/features first."""
     import torch
 
-    from open_autoglm.ml.graph.bundle import unpack_graph, unpack_weights
-    from open_autoglm.ml.graph.data import GraphTensors
     from open_autoglm.ml.graph.inference import predict_proba
-    from open_autoglm.ml.graph.models import ModelConfig, build_model
-    from open_autoglm.spec.graph_extend import extend_graph
 
-    config = ModelConfig.from_dict(meta["model_config"])
-    graph = unpack_graph(load_artifact(meta["graph_artifact"]))
-    if extension is not None:
-        graph = extend_graph(graph, extension)
+    trained = load_trained_graph(meta, load_artifact, extension=extension)
+    graph, config = trained.graph, trained.config
     rows = graph.index_of(node_ids) if node_ids is not None else None
-    data = GraphTensors.from_graph(graph, normalize=bool(meta.get("normalize_features", True)))
-    model = build_model(config)
-    model.load_state_dict(unpack_weights(load_artifact(meta["weights_artifact"])))
     idx = torch.arange(graph.num_nodes) if rows is None else torch.from_numpy(rows).long()
     # requested ids: only their config.layers-hop neighbourhood runs through the model
     picked = predict_proba(
-        model, data.x, data.edge_index, config.layers, None if rows is None else idx
+        trained.model, trained.x, trained.edge_index, config.layers, None if rows is None else idx
     )  # (requested, classes)
-    names = list(graph.label_names) or list(range(config.out_dim))
+    names = trained.classes
     top = picked.argmax(dim=1).tolist()
     return {
         "classes": names,
