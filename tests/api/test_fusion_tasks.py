@@ -32,7 +32,7 @@ def fusion_api(
     settings = make_settings(root / "data", plugins={"dirs": [FUSION_PLUGIN_DIR]})
     with pytest.MonkeyPatch.context() as mp:
         # The embedding cache's key index lives beside converted models: one per module.
-        mp.setenv("OPEN_AUTOGLM_MODEL_CACHE", str(root / "model-cache"))
+        mp.setenv("AUTOGLM_MODEL_CACHE", str(root / "model-cache"))
         with TestClient(create_app(runtime=Runtime(settings))) as client:
             entry = {"name": "tiny-emb", "source": str(tiny_embedder), "task_types": ["embedding"]}
             assert client.post("/v1/models/registry", json=entry).status_code == 201

@@ -26,7 +26,7 @@ def fusion_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     root = tmp_path_factory.mktemp("fusion-server")
     env = {
         "AUTOGLM_PLUGINS__DIRS": json.dumps([str(FUSION_PLUGIN_DIR)]),
-        "OPEN_AUTOGLM_MODEL_CACHE": str(root / "model-cache"),
+        "AUTOGLM_MODEL_CACHE": str(root / "model-cache"),
     }
     srv = ServerProcess(root / "data", env=env).start()
     srv.tiny_model = str(build_tiny_bert_embedder(root / "tiny"))  # type: ignore[attr-defined]

@@ -139,12 +139,13 @@ def explain_node(
     # GNNExplainer starts from a random mask, and where many edges matter alike its top edges
     # change with the seed; the mean mask over restarts is what it agrees on.
     runs = restarts if method == "gnnexplainer" else 1
-    node_mask, edge_mask = 0.0, 0.0
+    node_mask = torch.zeros_like(sub_x)  # (n, F)
+    edge_mask = torch.zeros(sub_edges.size(1))  # (e,)
     for r in range(runs):
         torch.manual_seed(seed * 1000 + r)
         found = explainer(sub_x, sub_edges, index=index)
-        node_mask = node_mask + found.node_mask.detach() / runs  # (n, F)
-        edge_mask = edge_mask + found.edge_mask.detach() / runs  # (e,)
+        node_mask += found.node_mask.detach() / runs
+        edge_mask += found.edge_mask.detach() / runs
     return NodeExplanation(
         index=index,
         subset=subset,
