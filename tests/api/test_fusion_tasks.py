@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from helpers.paths import FUSION_PLUGIN_DIR
 from helpers.settings import make_settings
 from helpers.tables import REVIEW_SCHEMA, review_rows
 from open_autoglm.api.app import create_app
@@ -29,7 +28,7 @@ def fusion_api(
     tmp_path_factory: pytest.TempPathFactory, tiny_embedder: Path
 ) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("fusion")
-    settings = make_settings(root / "data", plugins={"dirs": [FUSION_PLUGIN_DIR]})
+    settings = make_settings(root / "data")
     with pytest.MonkeyPatch.context() as mp:
         # The embedding cache's key index lives beside converted models: one per module.
         mp.setenv("AUTOGLM_MODEL_CACHE", str(root / "model-cache"))

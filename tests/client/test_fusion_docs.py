@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers.paths import FUSION_PLUGIN_DIR
 from helpers.services import ServerProcess
 from helpers.tables import REVIEW_SCHEMA, REVIEWS
 from open_autoglm.cli.fusion import app
@@ -25,7 +24,6 @@ def fusion_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
 
     root = tmp_path_factory.mktemp("fusion-server")
     env = {
-        "AUTOGLM_PLUGINS__DIRS": json.dumps([str(FUSION_PLUGIN_DIR)]),
         "AUTOGLM_MODEL_CACHE": str(root / "model-cache"),
     }
     srv = ServerProcess(root / "data", env=env).start()

@@ -4,8 +4,7 @@ from pathlib import Path
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 PLUGIN_DIR = FIXTURES / "plugins"
-FUSION_PLUGIN_DIR = FIXTURES / "fusion_plugin"
 # The data sets the project may use offline: ../shared/data beside the checkout.
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
-__all__ = ["FIXTURES", "FUSION_PLUGIN_DIR", "PLUGIN_DIR", "SHARED_DATA"]
+__all__ = ["FIXTURES", "PLUGIN_DIR", "SHARED_DATA"]
