@@ -289,3 +289,33 @@ def test_nested_workflow_fanned_out_runs_as_tasks(api: TestClient) -> None:
     task = api.get(f"/v1/tasks/{inner[1]['task_id']}").json()
     assert task["spec"]["metadata"]["workflow_step"] == "each[1]/wrap"
     assert task["result"] == {"w": "B"}
+
+
+def test_nested_step_retry_runs_again_and_then_fails(api: TestClient, tmp_path: Path) -> None:
+    # Each attempt's inner task is a new task, so it fails once more: retries run out.
+    spec = {
+        "name": "outer",
+        "steps": [
+            {
+                "name": "sub",
+                "retries": {"max_retries": 1, "backoff_s": 0.05},
+                "workflow": {
+                    "name": "inner",
+                    "steps": [
+                        {
+                            "name": "gen",
+                            "task": {"task_type": "flaky", "params": {"fail_times": 1}},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    run = wait_run(api, _start(api, spec)["id"])
+    assert run["status"] == "failed", run
+    sub = _step(run, "sub")
+    assert sub["instances"][0]["attempts"] == 2
+    assert sub["instances"][0]["run"]["steps"][0]["id"] == "sub@2/gen"
+    assert sub["status"] == "failed"
+    assert "flaky failure #1" in run["error"]
+    assert len((tmp_path / "record.log").read_text().splitlines()) == 2  # the retry ran
