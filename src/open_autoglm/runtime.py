@@ -7,6 +7,7 @@ and returns a future without any HTTP in between.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import math
@@ -18,7 +19,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from open_autoglm.config import Settings, load_settings
-from open_autoglm.errors import TaskTakenOverError, ValidationError
+from open_autoglm.errors import NotFoundError, TaskTakenOverError, ValidationError
 from open_autoglm.executors.base import Job
 from open_autoglm.executors.local import LocalExecutor
 from open_autoglm.futures import Promise
@@ -231,7 +232,22 @@ class Runtime:
         """Accept a task; the future gives ``(task, created)`` once it is durable."""
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
+        self.check_references(spec)
         return self.scheduler.submit(spec, durable=durable, events=events)
+
+    def check_references(self, spec: TaskSpec) -> None:
+        """Refuse a task naming a model or artifact that does not exist (ValidationError)."""
+        from open_autoglm.tasks.references import check_references
+
+        if not self.plugins.has_task_type(spec.task_type):
+            return  # the scheduler's own check names the unknown type
+        models = self.services.get("models")
+        check_references(
+            spec,
+            self.plugins.task_type(spec.task_type),
+            model_exists=None if models is None else functools.partial(_model_exists, models),
+            artifact_exists=functools.partial(_artifact_exists, self.storage),
+        )
 
     def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
         """Validate a list of specs; one ValidationError naming every problem by index."""
@@ -474,3 +490,23 @@ def _guarded(name: str, beat: Callable[[], None]) -> None:
         beat()
     except Exception:
         log.exception("%s failed", name)
+
+
+def _model_exists(models: Any, name: str) -> bool:
+    # The cache answers without storage; a miss (registered by another replica, or absent)
+    # asks storage once.
+    if models.cached_spec(name) is not None:
+        return True
+    try:
+        models.spec(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _artifact_exists(storage: Any, artifact_id: str) -> bool:
+    try:
+        storage.get_artifact(artifact_id)
+    except (NotFoundError, ValidationError):
+        return False
+    return True

@@ -369,5 +369,6 @@ def graph_task_types() -> list[TaskType]:
             handler=_graph_predict,
             params_model=GraphPredictParams,
             description="Classify nodes with a trained graph model (GraphSAGE: new nodes too).",
+            artifact_params=("meta",),
         ),
     ]
