@@ -1,7 +1,10 @@
 """Safe expressions over rule variables (``?age >= 18 and ?country in ['FR', 'DE']``).
 
 Parsed with :mod:`ast` and interpreted through a whitelist of node types: no names other than
-variables, no calls, no attributes -- ruleset files are untrusted input and never reach eval.
+variables, no calls -- ruleset files are untrusted input and never reach eval. Nested fields
+are read with ``?p.max_tokens`` or ``?p["max_tokens"]`` (a key of a mapping, frozen or not)
+and ``?xs[0]`` (an index); these are data lookups, never Python attribute access, at most
+:data:`MAX_ACCESS_DEPTH` deep. A key that is not there reads as ``null``.
 """
 
 from __future__ import annotations
@@ -9,12 +12,14 @@ from __future__ import annotations
 import ast
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from open_autoglm.errors import ValidationError
 
-__all__ = ["compile_expression"]
+__all__ = ["MAX_ACCESS_DEPTH", "compile_expression", "lookup"]
+
+MAX_ACCESS_DEPTH = 8
 
 _VAR = re.compile(r"\?([A-Za-z_][A-Za-z0-9_]*)")
 _PREFIX = "__v_"
@@ -55,7 +60,42 @@ def compile_expression(source: str) -> tuple[Callable[..., Any], tuple[str, ...]
     return fn, variables
 
 
+def lookup(value: Any, key: Any) -> Any:
+    """``value[key]`` for data: a mapping, a frozen mapping (pairs) or a sequence; else None."""
+    if isinstance(value, Mapping):
+        return value.get(key)
+    if isinstance(value, tuple | list):
+        if isinstance(key, int) and not isinstance(key, bool):
+            return value[key] if -len(value) <= key < len(value) else None
+        if isinstance(key, str):  # a frozen mapping: sorted (key, value) pairs
+            for pair in value:
+                if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == key:
+                    return pair[1]
+    return None
+
+
+def _depth(n: ast.AST) -> int:
+    depth = 0
+    while isinstance(n, ast.Attribute | ast.Subscript):
+        depth += 1
+        n = n.value
+    return depth
+
+
 def _build(n: ast.AST) -> Callable[[Env], Any]:
+    if isinstance(n, ast.Attribute | ast.Subscript):
+        if _depth(n) > MAX_ACCESS_DEPTH:
+            raise ValueError(f"field access deeper than {MAX_ACCESS_DEPTH} levels")
+        base = _build(n.value)
+        if isinstance(n, ast.Attribute):
+            if n.attr.startswith("_"):
+                raise ValueError(f"field {n.attr!r} starts with '_'")
+            name = n.attr
+            return lambda env: lookup(base(env), name)
+        if isinstance(n.slice, ast.Slice):
+            raise ValueError("slices are not allowed in rule expressions")
+        key = _build(n.slice)
+        return lambda env: lookup(base(env), key(env))
     if isinstance(n, ast.Constant):
         v = n.value
         return lambda env: v
