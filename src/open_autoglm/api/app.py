@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from open_autoglm import __version__
+from open_autoglm.api.docs import install_docs
 from open_autoglm.api.errors import install_error_handlers
 from open_autoglm.api.middleware import (
     ApiKeyMiddleware,
@@ -61,8 +62,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         version=__version__,
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    install_docs(app)
     install_error_handlers(app)
     app.include_router(tasks.router)  # first: routes are matched in order, these are hot
     direct: dict[tuple[str, str], Endpoint] = dict(tasks.DIRECT_ROUTES)
