@@ -61,7 +61,9 @@ class GraphTrainParams(BaseModel):
     seed: int = Field(default=0, ge=0)
     normalize_features: bool = True
     self_loops: Literal["error", "drop", "keep"] = "error"
-    duplicate_edges: Literal["error", "merge"] = "error"
+    duplicate_edges: Literal["error", "merge"] | None = Field(
+        default=None, description="default: merge for .npz inputs, error for JSON"
+    )
     name: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
