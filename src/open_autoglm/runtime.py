@@ -96,14 +96,19 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def discover_plugins(self) -> None:
+        """Load the configured plugins (start does; offline validators call it alone)."""
+        s = self.settings
+        self.plugins.discover(
+            dirs=s.plugins.dirs, entry_points=s.plugins.entry_points, config=s.plugins.config
+        )
+
     def start(self) -> Runtime:
         if self._started:
             return self
         s = self.settings
         self.storage.open()
-        self.plugins.discover(
-            dirs=s.plugins.dirs, entry_points=s.plugins.entry_points, config=s.plugins.config
-        )
+        self.discover_plugins()
         common: dict[str, Any] = {
             "capacity": Capacity(
                 cpu=s.executor.cpu, memory_mb=s.executor.memory_mb, gpu=s.executor.gpu

@@ -49,14 +49,19 @@ def _fail(console: Console, exc: AutoGLMError) -> None:
 
 @app.command()
 def validate(file: Path) -> None:
-    """Check a YAML/JSON ruleset; list every problem with its location."""
+    """Check a YAML/JSON ruleset as the server would (its plugins' actions too)."""
+    from open_autoglm.cli.offline import validate_ruleset
+
     console = Console()
     try:
-        _, rules = load_ruleset(file, POLICY_ACTIONS)
+        source = _read_data(file)
+        if not isinstance(source, dict):
+            raise ValidationError(f"{file}: a ruleset is a mapping with 'rules'")
+        count = validate_ruleset(source)
     except AutoGLMError as exc:
         _fail(console, exc)
         return
-    console.print(f"[green]ok[/green] {file}: {len(rules)} rule(s)")
+    console.print(f"[green]ok[/green] {file}: {count} rule(s)")
 
 
 @app.command("eval")

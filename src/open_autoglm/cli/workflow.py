@@ -23,13 +23,6 @@ app = typer.Typer(help="Validate, draw, run and follow workflows.", no_args_is_h
 FileArg = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="workflow YAML/JSON")
 ]
-TaskTypesOpt = Annotated[
-    list[str] | None,
-    typer.Option("--task-type", "-t", help="a known task type (repeat); enables the check"),
-]
-RegistryOpt = Annotated[
-    bool, typer.Option("--registry", help="check task types against the installed plugins")
-]
 UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
 KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 
@@ -47,17 +40,6 @@ _STYLE = {
 }
 
 
-def _known_types(task_types: list[str] | None, registry: bool) -> set[str] | None:
-    known: set[str] | None = set(task_types) if task_types else None
-    if registry:
-        from open_autoglm.plugins.registry import PluginRegistry
-
-        reg = PluginRegistry()
-        reg.discover()
-        known = (known or set()) | {t.name for t in reg.task_types()}
-    return known
-
-
 def _report(exc: errors.AutoGLMError) -> None:
     typer.echo(f"error: {exc.message}", err=True)
     for d in exc.details:
@@ -69,18 +51,16 @@ def _report(exc: errors.AutoGLMError) -> None:
 @app.command()
 def validate(
     file: FileArg,
-    task_type: TaskTypesOpt = None,
-    registry: RegistryOpt = False,
     inputs: Annotated[
         str | None, typer.Option("--inputs", help="run inputs as JSON, checked against the spec")
     ] = None,
 ) -> None:
-    """Check FILE and list every problem; exit 1 if there is any."""
-    from open_autoglm.spec.workflow import bind_inputs, load_workflow, validate_workflow
+    """Check FILE as the server would (its plugins, its task checks); list every problem."""
+    from open_autoglm.cli.offline import validate_workflow
+    from open_autoglm.spec.workflow import bind_inputs, load_workflow
 
-    known = _known_types(task_type, registry)
     try:
-        spec = validate_workflow(load_workflow(file), known)
+        spec = validate_workflow(load_workflow(file))
         if inputs is not None:
             bind_inputs(spec, json.loads(inputs))
     except errors.ValidationError as exc:
@@ -90,8 +70,6 @@ def validate(
         typer.echo(f"error: --inputs is not JSON: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"ok: workflow {spec.name!r} is valid ({len(spec.steps)} steps)")
-    if known is None:
-        typer.echo("note: task types were not checked (pass --task-type or --registry)")
 
 
 @app.command()
