@@ -12,14 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from open_autoglm.cli.common import KeyOpt, UrlOpt, fail
 from open_autoglm.errors import AutoGLMError
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Manage the model registry of a server.", no_args_is_help=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 console = Console()
 err_console = Console(stderr=True)
 
@@ -31,11 +30,7 @@ def _client(url: str | None, key: str | None) -> Any:
 
 
 def _fail(exc: AutoGLMError) -> None:
-    err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-    for d in exc.details:
-        loc = ".".join(str(p) for p in d.get("loc", [])) or "body"
-        err_console.print(f"  - {loc}: {d.get('msg')}")
-    raise typer.Exit(1)
+    fail(exc)
 
 
 def _print_json(data: Any) -> None:

@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from open_autoglm import errors
+from open_autoglm.cli.common import (
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    call,
+    console,
+    human_time,
+    print_json,
+)
 
 __all__ = ["app"]
 
@@ -23,8 +33,6 @@ app = typer.Typer(help="Validate, draw, run and follow workflows.", no_args_is_h
 FileArg = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="workflow YAML/JSON")
 ]
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 
 _TERMINAL = frozenset({"succeeded", "failed", "cancelled", "timed_out"})
 _STYLE = {
@@ -220,3 +228,45 @@ def status(
     from rich.console import Console
 
     Console().print(run_tree(current))
+
+
+@app.command("list")
+def list_runs(
+    status_: Annotated[str | None, typer.Option("--status", help="filter by status")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="filter by workflow name")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List workflow runs, newest first."""
+    runs = call(url, api_key, lambda c: list(c.list_runs(status=status_, name=name, limit=limit)))
+    if json_out:
+        print_json(runs)
+        return
+    table = Table("id", "workflow", "status", "created", "error")
+    now = time.time()
+    for r in runs:
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["status"],
+            human_time(r.get("created_at"), now=now),
+            (r.get("error") or "")[:80],
+        )
+    console.print(table)
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="a workflow run id")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel a run and its running step tasks; prints the state it ends in."""
+    run_view = call(url, api_key, lambda c: c.cancel_run(run_id))
+    if json_out:
+        print_json(run_view)
+        return
+    console.print(f"run [bold]{run_view['id']}[/bold] {run_view['status']}")
