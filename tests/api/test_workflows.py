@@ -319,3 +319,18 @@ def test_nested_step_retry_runs_again_and_then_fails(api: TestClient, tmp_path: 
     assert sub["status"] == "failed"
     assert "flaky failure #1" in run["error"]
     assert len((tmp_path / "record.log").read_text().splitlines()) == 2  # the retry ran
+
+
+def test_a_step_naming_a_missing_model_fails_at_once_saying_so_once(api: TestClient) -> None:
+    spec = {
+        "name": "ghostly",
+        "steps": [
+            {
+                "name": "gen",
+                "task": {"task_type": "text-generation", "model": "ghost", "input": "x"},
+            }
+        ],
+    }
+    run = wait_run(api, _start(api, spec)["id"])
+    assert run["status"] == "failed"
+    assert run["error"].count("model 'ghost' is not registered") == 1, run["error"]
