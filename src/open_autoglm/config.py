@@ -125,6 +125,9 @@ class ApiSettings(BaseModel):
     api_keys: list[str] = Field(default_factory=list, description="empty: no auth")
     max_input_depth: int = Field(default=32, ge=1)
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    access_log: bool = Field(
+        default=False, description="log one line per request: method, path, status, ms, task id"
+    )
 
 
 class PluginSettings(BaseModel):

@@ -20,6 +20,7 @@ from open_autoglm.api.middleware import (
     RateLimitGate,
     RateLimitMiddleware,
 )
+from open_autoglm.api.request_log import RequestLogMiddleware
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes import system, tasks
 from open_autoglm.config import RateLimitSettings, Settings, load_settings
@@ -90,6 +91,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     app.add_middleware(BodyLimitMiddleware, max_bytes=s.api.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, gate=gate)
     app.add_middleware(ApiKeyMiddleware, keys=s.api.api_keys)
+    if s.api.access_log:  # outermost: every request is logged, refused ones too
+        app.add_middleware(RequestLogMiddleware)
     return app
 
 

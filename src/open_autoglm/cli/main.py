@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Annotated, Any
 import httpx
 import orjson
 import typer
+import uvicorn
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -69,10 +71,14 @@ def serve(
         str | None,
         typer.Option(help="with --executor ray: a cluster to join (default: a local instance)"),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log", help="log one line per request (method, path, status, ms, task id)"
+        ),
+    ] = False,
 ) -> None:
     """Start the server (embedded SQLite and local executor by default)."""
-    import uvicorn
-
     from open_autoglm.api.app import create_app
     from open_autoglm.api.http import CoalescingHttpToolsProtocol
     from open_autoglm.config import load_settings
@@ -82,6 +88,8 @@ def serve(
         overrides["data_dir"] = data_dir
     if bundled_models:
         overrides["register_bundled_models"] = True
+    if access_log:
+        overrides["api"] = {"access_log": True}
     if executor or ray_address:  # deep-merged over the file and the environment
         overrides["executor"] = {"backend": executor or "ray"}
         if ray_address:
@@ -89,13 +97,18 @@ def serve(
     settings = load_settings(config, **overrides)
     host = host or settings.api.host
     port = port if port is not None else settings.api.port
-    console.print(f"Open-AutoGLM on http://{host}:{port}  (storage: {settings.storage_url()})")
+    # The platform says what it is doing (models loading, runs resumed, requests with
+    # --access-log); uvicorn's own lines stay at warning.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console.print(f"Open-AutoGLM starting (storage: {settings.storage_url()}) ...")
     if settings.executor.yield_to_replicas:
         from open_autoglm.executors.sched_policy import yield_to_replicas
 
         yield_to_replicas()  # before any thread starts: they all inherit it
     # Each response's head and body in one write (api/http.py).
-    uvicorn.run(
+    server_config = uvicorn.Config(
         create_app(settings),
         host=host,
         port=port,
@@ -103,6 +116,20 @@ def serve(
         access_log=False,
         http=CoalescingHttpToolsProtocol,
     )
+    _AnnouncingServer(server_config, f"Open-AutoGLM on http://{host}:{port}").run()
+
+
+class _AnnouncingServer(uvicorn.Server):
+    """Prints the banner once the socket accepts connections, not before the app is built."""
+
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+        super().__init__(config)
+        self.banner = banner
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            console.print(f"{self.banner}  (ready: accepting connections)")
 
 
 @app.command()
