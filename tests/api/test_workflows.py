@@ -131,15 +131,15 @@ def test_cancel_stops_the_running_step_task(api: TestClient) -> None:
     run_id = _start(api, spec)["id"]
     run = wait_step(api, run_id, "wait", "running")
     task_id = _step(run, "wait")["task_id"]
-    t0 = time.monotonic()
     resp = api.post(f"/v1/workflows/runs/{run_id}/cancel")
     assert resp.status_code == 200
     assert resp.json()["status"] == "cancelled"
-    deadline = time.monotonic() + 5
-    while api.get(f"/v1/tasks/{task_id}").json()["status"] != "cancelled":
-        assert time.monotonic() < deadline, "the step task kept running"
+    # Its outcome says it was stopped: a task that slept its 30 s out would have succeeded.
+    deadline = time.monotonic() + 60
+    while (status := api.get(f"/v1/tasks/{task_id}").json()["status"]) not in TERMINAL:
+        assert time.monotonic() < deadline, "the step task never ended"
         time.sleep(0.03)
-    assert time.monotonic() - t0 < 5
+    assert status == "cancelled"
     run = api.get(f"/v1/workflows/runs/{run_id}").json()
     assert [s["status"] for s in run["steps"]] == ["cancelled", "cancelled"]
     again = api.post(f"/v1/workflows/runs/{run_id}/cancel")
