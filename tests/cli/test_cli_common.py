@@ -113,3 +113,12 @@ def test_every_sub_command_group_is_mounted() -> None:
     out = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
     for group in ("rules", "graph", "workflow", "models"):
         assert group in out
+
+
+def test_json_output_of_run_and_models(server: ServerProcess, tmp_path: Path) -> None:
+    flow = tmp_path / "echo.yaml"
+    flow.write_text("name: quick\nsteps:\n  - {name: s, task: {task_type: echo, input: 1}}\n")
+    done = autoglm("workflow", "run", str(flow), "--watch", "--json", url=server.url)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "succeeded"
+    assert json.loads(autoglm("models", "list", "--json", url=server.url).stdout) == []

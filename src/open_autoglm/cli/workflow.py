@@ -171,6 +171,7 @@ def run(
     poll_s: Annotated[float, typer.Option("--poll", help="refresh interval (s)")] = 0.3,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Start FILE on the server; with --watch, show a live tree of step states.
 
@@ -186,10 +187,20 @@ def run(
             _report(exc)
             return
         if not watch:
-            typer.echo(f"{started['id']} {started['status']}")
+            if json_out:
+                print_json(started)
+            else:
+                typer.echo(f"{started['id']} {started['status']}")
             return
-        final = _watch(client, started["id"], poll_s)
+        final = _watch(client, started["id"], poll_s) if not json_out else _quiet(client, started)
+        if json_out:
+            print_json(final)
     raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+
+
+def _quiet(client: Any, started: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the run without drawing it (for --json)."""
+    return client.wait_run(started["id"])  # type: ignore[no-any-return]
 
 
 def _watch(client: Any, run_id: str, poll_s: float) -> dict[str, Any]:
