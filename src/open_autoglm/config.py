@@ -205,6 +205,9 @@ class ApiSettings(BaseModel):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     cors: CorsSettings = Field(default_factory=CorsSettings)
     lifecycle: LifecycleSettings = Field(default_factory=LifecycleSettings)
+    access_log: bool = Field(
+        default=False, description="log one line per request: method, path, status, ms, task id"
+    )
 
 
 class PluginSettings(BaseModel):

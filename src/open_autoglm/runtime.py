@@ -6,6 +6,7 @@ and returns a future without any HTTP in between.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import math
@@ -97,14 +98,19 @@ class Runtime:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
+    def discover_plugins(self) -> None:
+        """Load the configured plugins (start does; offline validators call it alone)."""
+        s = self.settings
+        self.plugins.discover(
+            dirs=s.plugins.dirs, entry_points=s.plugins.entry_points, config=s.plugins.config
+        )
+
     def start(self) -> Runtime:
         if self._started:
             return self
         s = self.settings
         self.storage.open()
-        self.plugins.discover(
-            dirs=s.plugins.dirs, entry_points=s.plugins.entry_points, config=s.plugins.config
-        )
+        self.discover_plugins()
         common: dict[str, Any] = {
             "capacity": Capacity(
                 cpu=s.executor.cpu, memory_mb=s.executor.memory_mb, gpu=s.executor.gpu
@@ -261,7 +267,22 @@ class Runtime:
         """
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
+        self.check_references(spec)
         return self.scheduler.submit(spec, durable=durable, events=events, principal=principal)
+
+    def check_references(self, spec: TaskSpec) -> None:
+        """Refuse a task naming a model or artifact that does not exist (ValidationError)."""
+        from open_autoglm.tasks.references import check_references
+
+        if not self.plugins.has_task_type(spec.task_type):
+            return  # the scheduler's own check names the unknown type
+        models = self.services.get("models")
+        check_references(
+            spec,
+            self.plugins.task_type(spec.task_type),
+            model_exists=None if models is None else functools.partial(_model_exists, models),
+            artifact_exists=functools.partial(_artifact_exists, self.storage),
+        )
 
     def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
         """Validate a list of specs; one ValidationError naming every problem by index."""
@@ -518,3 +539,23 @@ def _guarded(name: str, beat: Callable[[], None]) -> None:
         beat()
     except Exception:
         log.exception("%s failed", name)
+
+
+def _model_exists(models: Any, name: str) -> bool:
+    # The cache answers without storage; a miss (registered by another replica, or absent)
+    # asks storage once.
+    if models.cached_spec(name) is not None:
+        return True
+    try:
+        models.spec(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _artifact_exists(storage: Any, artifact_id: str) -> bool:
+    try:
+        storage.get_artifact(artifact_id)
+    except (NotFoundError, ValidationError):
+        return False
+    return True

@@ -22,3 +22,13 @@ def test_bad_ids_and_empty_body(api):
     assert api.get("/v1/artifacts/" + "ab" * 32).status_code == 404
     assert api.get("/v1/artifacts/nothex").json()["error"]["code"] == "validation_error"
     assert api.post("/v1/artifacts", content=b"").status_code == 422
+
+
+def test_the_server_does_not_keep_curls_form_encoding(api) -> None:
+    # curl --data-binary sends application/x-www-form-urlencoded unless told otherwise.
+    meta = api.post(
+        "/v1/artifacts?name=graph.json",
+        content=b"{}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    ).json()
+    assert meta["media_type"] == "application/json"

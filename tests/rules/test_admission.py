@@ -90,3 +90,51 @@ def test_decide_fails_closed_when_the_ruleset_loops():
     admission = RulesetAdmission(RulesetCatalog(_load(store), POLICY_ACTIONS), "p", max_firings=20)
     with pytest.raises(errors.UnavailableError, match="'p' failed"):
         admission.decide(TaskSpec(task_type="echo"), "ip:x")
+
+
+def test_rules_read_nested_params_and_metadata():
+    rules = [
+        {
+            "name": "too_long",
+            "when": [
+                {"task": {"params": "?p", "metadata": "?m"}},
+                {"test": "?p.max_tokens > 512 and ?m['team']['tier'] != 'gold'"},
+            ],
+            "then": [{"block": {"reason": "max_tokens {?p} over the limit"}}],
+        },
+        {
+            "name": "first_stop_word",
+            "when": [{"task": {"params": "?p"}}, {"test": "?p['stop'][0] == 'END'"}],
+            "then": [{"tag": {"tag": "ends"}}],
+        },
+    ]
+    store = {"p": {"version": 1, "source": {"rules": rules}}}
+    admission = RulesetAdmission(RulesetCatalog(_load(store), POLICY_ACTIONS), "p")
+
+    def spec(max_tokens: int, tier: str, stop: list[str]) -> TaskSpec:
+        return TaskSpec(
+            task_type="echo",
+            params={"max_tokens": max_tokens, "stop": stop},
+            metadata={"team": {"tier": tier}},
+        )
+
+    with pytest.raises(errors.PolicyBlockedError) as blocked:
+        admission.decide(spec(1000, "silver", ["x"]), "ip:x")
+    assert blocked.value.rule == "too_long"
+    admission.decide(spec(1000, "gold", ["x"]), "ip:x")  # gold may
+    new, _ = admission.decide(spec(10, "silver", ["END", "x"]), "ip:x")
+    assert "ends" in new.metadata["tags"]
+    new, _ = admission.decide(spec(10, "silver", []), "ip:x")  # a missing item reads as null
+    assert "ends" not in new.metadata.get("tags", [])
+
+
+def test_field_access_is_bounded_and_never_python_attributes():
+    from open_autoglm.rules.expressions import MAX_ACCESS_DEPTH, compile_expression
+
+    fn, _ = compile_expression("?x.a.b[1]")
+    assert fn({"a": {"b": [5, 6]}}) == 6
+    assert fn({"a": None}) is None
+    deep = "?x" + ".a" * (MAX_ACCESS_DEPTH + 1)
+    for bad in (deep, "?x.__class__", "?x[1:2]", "?x.a()"):
+        with pytest.raises(errors.ValidationError):
+            compile_expression(bad)

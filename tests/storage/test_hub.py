@@ -139,8 +139,8 @@ def test_log_writes_wait_for_company_but_never_hold_up_a_write_someone_waits_on(
     logs.append(hub.write_many([TaskWrite(task_id="l3", row=row("l3"))], lazy=True))
     start = time.monotonic()
     urgent = hub.write(TaskWrite(task_id="u", row=row("u")))  # the API waits on this one
-    assert urgent.result(10) == ("u", True)
-    assert time.monotonic() - start < 5  # not held for the linger
+    assert urgent.result(25) == ("u", True)
+    assert time.monotonic() - start < 25  # not held for the 30 s linger
     assert [f.result(0) for f in logs[:3]] == [(f"l{i}", True) for i in range(3)]
     assert logs[3].result(0) == [("l3", True)]
     assert hub.writer.batches - batches <= 2  # the log writes rode along, not one commit each
@@ -148,7 +148,7 @@ def test_log_writes_wait_for_company_but_never_hold_up_a_write_someone_waits_on(
     last = hub.write(TaskWrite(task_id="l4", row=row("l4")), lazy=True)
     start = time.monotonic()
     hub.writer.close()
-    assert last.result(0) == ("l4", True) and time.monotonic() - start < 5
+    assert last.result(0) == ("l4", True) and time.monotonic() - start < 25  # not the linger
     assert hub.get_task("l4")["status"] == "queued"
 
 

@@ -149,3 +149,56 @@ def test_cancelled_generation_task_stops(models: Any) -> None:
     context.cancel("cancelled")
     with pytest.raises(TaskCancelledError):
         TYPES["text-generation"].handler(context)
+
+
+def test_zero_shot_labels_score_texts_with_an_embedding_model(models: Any) -> None:
+    out = TYPES["text-classification"].handler(
+        ctx(models, "text-classification", "emb", ["great", "awful"], labels=["a", "b", "c"])
+    )
+    assert [len(p) for p in out["predictions"]] == [1, 1]
+    every = TYPES["text-classification"].handler(
+        ctx(models, "text-classification", "emb", "great", labels=["a", "b"], top_k=None)
+    )["predictions"][0]
+    assert {p["label"] for p in every} == {"a", "b"}
+    assert sum(p["score"] for p in every) == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValidationError, match=r"params\.labels needs an embedding model"):
+        TYPES["text-classification"].handler(
+            ctx(models, "text-classification", "cls", "great", labels=["a", "b"])
+        )
+
+
+def test_zero_shot_picks_the_nearest_label() -> None:
+    import torch
+
+    from open_autoglm.ml.text.zero_shot import zero_shot_predictions
+
+    labels = torch.eye(3)  # (3 labels, dim 3)
+    texts = torch.nn.functional.normalize(torch.tensor([[0.2, 1.0, 0.1], [1.0, 0.0, 0.9]]), dim=1)
+    out = zero_shot_predictions(texts, labels, ["x", "y", "z"], top_k=2)
+    assert [[p["label"] for p in row] for row in out] == [["y", "x"], ["x", "z"]]
+    assert out[0][0]["score"] > 0.9
+
+
+def test_zero_shot_with_minilm_tells_billing_from_urgent() -> None:
+    from open_autoglm.ml.text.loading import bundled_minilm_dir
+    from open_autoglm.ml.text.model_loader import TextModelLoader
+
+    entry = {
+        "source": str(bundled_minilm_dir()),
+        "task_types": ["embedding"],
+        "options": {"linear": "torch", "pack_tokens": 512},
+    }
+    cache = ModelCache(lambda name: TextModelLoader()(entry), budget_bytes=500_000_000)
+    try:
+        out = TYPES["text-classification"].handler(
+            ctx(
+                cache,
+                "text-classification",
+                "minilm",
+                ["I was charged twice on my invoice", "the site is down, we are losing sales now"],
+                labels=["billing", "outage"],
+            )
+        )
+    finally:
+        cache.clear()
+    assert [p[0]["label"] for p in out["predictions"]] == ["billing", "outage"]

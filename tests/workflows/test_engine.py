@@ -616,8 +616,12 @@ def test_nested_failure_fails_the_parent_step_and_retry_starts_a_fresh_child() -
     (retry,) = out
     assert isinstance(retry, ScheduleRetry) and retry.step_id == "sub" and retry.attempt == 2
     (again,) = run.handle(Tick(retry.at))
-    assert isinstance(again, SubmitStep) and again.step_id == "sub/x" and again.attempt == 1
-    out = run.handle(StepFailed("sub/x", "inner broke again", retryable=False))
+    # The retry's child has ids of its own: its task is not the first attempt's.
+    assert isinstance(again, SubmitStep) and again.step_id == "sub@2/x" and again.attempt == 1
+    assert run.handle(StepFailed("sub/x", "late news from attempt 1", retryable=False)) == []
+    assert run.ignored_events == 1
+    assert run.instance("sub@2/x").state is StepState.SUBMITTED
+    out = run.handle(StepFailed("sub@2/x", "inner broke again", retryable=False))
     fin = out[-1]
     assert isinstance(fin, RunFinished) and fin.status is RunStatus.FAILED
     assert run.steps["sub"].reason == "step 'x' failed: inner broke again"
@@ -662,3 +666,99 @@ def test_nested_step_timeout_and_cancel_stop_the_child_without_retrying() -> Non
     assert [i.step_id for i in out if isinstance(i, CancelStep)] == ["sub/x"]
     assert run.instance("sub").state is StepState.CANCELLED
     assert run.instance("sub/x").state is StepState.CANCELLED
+
+
+class IdempotentSim(Sim):
+    """A driver that submits like the platform: a step task is keyed by (step id, attempt),
+    and submitting a key again answers with the first outcome instead of running it."""
+
+    def __init__(self, run: WorkflowRun, run_task: Callable[[dict[str, Any]], Any]) -> None:
+        super().__init__(run, self._once)
+        self._inner = run_task
+        self._outcomes: dict[tuple[str, int], Any] = {}
+        self.ran: list[tuple[str, float]] = []
+        self._current: SubmitStep | None = None
+
+    def feed(self, instructions: list[Instruction]) -> None:
+        for ins in instructions:
+            if isinstance(ins, SubmitStep):
+                self._current = ins
+            super().feed([ins])
+
+    def _once(self, task: dict[str, Any]) -> Any:
+        assert self._current is not None
+        key = (self._current.step_id, self._current.attempt)
+        if key not in self._outcomes:
+            self.ran.append((self._current.step_id, self.now))
+            try:
+                self._outcomes[key] = ("ok", self._inner(task))
+            except TaskFailedError as exc:
+                self._outcomes[key] = ("err", exc)
+        kind, value = self._outcomes[key]
+        if kind == "err":
+            raise value
+        return value
+
+
+def test_nested_retry_runs_a_fresh_child_after_its_backoff_and_fails_when_spent() -> None:
+    # A workflow step whose inner generation names a model nobody registered.
+    doc = {
+        "name": "outer",
+        "steps": [
+            {
+                "name": "sub",
+                "retries": {"max_retries": 1, "backoff_s": 5},
+                "workflow": {
+                    "name": "inner",
+                    "steps": [
+                        {
+                            "name": "gen",
+                            "task": {"task_type": "text-generation", "model": "missing"},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    run = WorkflowRun(validate_workflow(doc, {*KNOWN, "text-generation"}))
+
+    def missing_model(task: dict[str, Any]) -> Any:
+        raise TaskFailedError(f"model {task['model']!r} is not registered")
+
+    sim = IdempotentSim(run, missing_model)
+    fin = sim.go()
+    # Attempt 1 at t=0, the retry after its 5 s backoff, and then no more.
+    assert sim.ran == [("sub/gen", 0.0), ("sub@2/gen", 5.0)]
+    assert [(r.step_id, r.attempt, r.at) for r in sim.retries] == [("sub", 2, 5.0)]
+    assert fin.status is RunStatus.FAILED
+    assert fin.error == "step 'sub' failed: step 'gen' failed: model 'missing' is not registered"
+    assert run.instance("sub").attempt == 2
+    assert run.instance("sub").state is StepState.FAILED
+    assert run.next_wakeup() is None
+
+
+def test_nested_retry_succeeds_when_the_second_child_does() -> None:
+    doc = {
+        "name": "outer",
+        "inputs": {"items": {"type": "list"}},
+        "steps": [
+            {
+                "name": "sub",
+                "map": "inputs.items",
+                "inputs": {"v": "${item}"},
+                "retries": {"max_retries": 2, "backoff_s": 1},
+                "workflow": {
+                    "name": "inner",
+                    "inputs": {"v": {"type": "string"}},
+                    "steps": [{"name": "x", "task": {"task_type": "echo", "input": "${inputs.v}"}}],
+                    "outputs": {"v": "${steps.x.output}"},
+                },
+            }
+        ],
+    }
+    run = WorkflowRun(validate_workflow(doc, KNOWN), {"items": ["a", "b"]})
+    sim = IdempotentSim(run, flaky(1))
+    fin = sim.go()
+    assert fin.status is RunStatus.SUCCEEDED, fin.error
+    assert fin.outputs == {"sub": [{"v": "ok"}, {"v": "ok"}]}
+    assert ("sub[0]@2/x", 1.0) in sim.ran

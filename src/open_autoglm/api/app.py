@@ -14,6 +14,7 @@ from open_autoglm import __version__
 from open_autoglm.api.auth import AuthMiddleware
 from open_autoglm.api.browser import CrossOriginGuard, JsonOnlyMiddleware, SecurityHeadersMiddleware
 from open_autoglm.api.contract import install_contract
+from open_autoglm.api.docs import DOCS_PATHS, install_docs
 from open_autoglm.api.errors import install_error_handlers
 from open_autoglm.api.middleware import (
     BodyLimitMiddleware,
@@ -22,6 +23,7 @@ from open_autoglm.api.middleware import (
     RateLimitGate,
     RateLimitMiddleware,
 )
+from open_autoglm.api.request_log import RequestLogMiddleware
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes import system, tasks
 from open_autoglm.api.routes.keys import key_ring
@@ -66,8 +68,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         version=__version__,
         default_response_class=JSONResponse,
         lifespan=lifespan,
+        docs_url=None,  # served from local assets by install_docs, not from a CDN
+        redoc_url=None,
     )
     app.state.runtime = runtime
+    install_docs(app)
     install_error_handlers(app)
     app.include_router(tasks.router)  # first: routes are matched in order, these are hot
     direct: dict[tuple[str, str], Endpoint] = dict(tasks.DIRECT_ROUTES)
@@ -108,8 +113,9 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             allow_headers=cors.allow_headers,
             max_age=cors.max_age_s,
         )
-    docs = (app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
-    app.add_middleware(SecurityHeadersMiddleware, docs_paths=[p for p in docs if p])
+    app.add_middleware(SecurityHeadersMiddleware, docs_paths=DOCS_PATHS)
+    if s.api.access_log:  # outermost: every request is logged, refused ones too
+        app.add_middleware(RequestLogMiddleware)
     return app
 
 

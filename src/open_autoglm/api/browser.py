@@ -39,15 +39,12 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 # Nothing an API response holds may run, load or be framed.
 API_CSP = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-# The Swagger UI and ReDoc pages load their script and style from jsDelivr and start with an
-# inline script; they call this API (connect-src 'self') and are never framed.
+# The Swagger UI and ReDoc pages load their script and style from this server (no CDN) and
+# start with an inline script; they call this API (connect-src 'self') and are never framed.
 DOCS_CSP = (
-    "default-src 'none'; "
-    "script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
-    "font-src https://fonts.gstatic.com; "
-    "img-src 'self' data: https://fastapi.tiangolo.com https://cdn.redoc.ly; "
-    "worker-src blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "font-src 'self' data:; img-src 'self' data:; worker-src blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 
 # Image types a browser renders but never runs (SVG is an image that runs script: not here).

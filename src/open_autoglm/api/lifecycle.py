@@ -148,19 +148,28 @@ def stream_slots(request: Request) -> StreamSlots:
 
 
 class GracefulServer(uvicorn.Server):
-    """uvicorn's server; on SIGTERM the runtime starts draining as connections do."""
+    """uvicorn's server; on SIGTERM the runtime starts draining as connections do. The banner
+    is printed once the socket accepts connections, not before the app is built."""
 
-    def __init__(self, config: uvicorn.Config, runtime: Runtime, grace_s: float) -> None:
+    def __init__(
+        self, config: uvicorn.Config, runtime: Runtime, grace_s: float, banner: str = ""
+    ) -> None:
         super().__init__(config)
         self.runtime = runtime
         self.grace_s = grace_s
+        self.banner = banner
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets)
+        if self.started and self.banner:
+            print(f"{self.banner}  (ready: accepting connections)", flush=True)
 
     async def shutdown(self, sockets: Any = None) -> None:
         self.runtime.begin_drain(self.grace_s)
         await super().shutdown(sockets)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def serve(settings: Settings, host: str, port: int, *, banner: str = "") -> None:
     """Run the API on ``host:port`` with the connection guards and the bounded drain."""
     from open_autoglm.api.app import create_app
     from open_autoglm.api.connections import ConnectionGuard, guarded_protocol
@@ -178,4 +187,4 @@ def serve(settings: Settings, host: str, port: int) -> None:
         http=guarded_protocol(ConnectionGuard(lifecycle)),
         timeout_graceful_shutdown=lifecycle.shutdown_grace_s,  # type: ignore[arg-type]
     )
-    GracefulServer(config, runtime, lifecycle.shutdown_grace_s).run()
+    GracefulServer(config, runtime, lifecycle.shutdown_grace_s, banner).run()

@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-import orjson
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from open_autoglm import errors
+from open_autoglm.cli.common import JsonOpt, KeyOpt, UrlOpt, fail, print_json
 
 __all__ = ["app"]
 
@@ -74,9 +74,9 @@ def explain(
     target: Annotated[str | None, typer.Option(help="class to explain (default: predicted)")] = None,
     steps: Annotated[int, typer.Option(help="integration steps")] = 32,
     out: Annotated[Path | None, typer.Option(help="save the pictures in this directory")] = None,
-    url: Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")] = None,
-    api_key: Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Explain TASK_ID's prediction, or --model M on --input texts / --node ids."""
     from open_autoglm.client import Client
@@ -103,10 +103,9 @@ def explain(
                     path.write_bytes(c.download_artifact(artifact))
                     saved.append(str(path))
         except errors.AutoGLMError as exc:
-            console.print(f"[red]error[/] {exc.code}: {exc.message}", highlight=False)
-            raise typer.Exit(1) from None
+            fail(exc)
     if json_out:
-        typer.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+        print_json(result)
         return
     _show(result)
     for path in saved:

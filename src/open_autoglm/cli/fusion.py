@@ -111,7 +111,9 @@ def train(
     api_key: KeyOpt = None,
 ) -> None:
     """Upload FILE, train on it, and print each strategy's test metrics."""
-    from open_autoglm.cli.main import _call, _print_json, _wait_live
+    from open_autoglm.cli.common import call as _call
+    from open_autoglm.cli.common import print_json as _print_json
+    from open_autoglm.cli.main import _wait_live
 
     fmt = _format_of(file)
     params: dict[str, Any] = {"epochs": epochs}
@@ -168,7 +170,8 @@ def predict(
     api_key: KeyOpt = None,
 ) -> None:
     """Classify the rows of FILE with MODEL; prints each row's label and probabilities."""
-    from open_autoglm.cli.main import _call, _print_json
+    from open_autoglm.cli.common import call as _call
+    from open_autoglm.cli.common import print_json as _print_json
     from open_autoglm.spec.table_loaders import read_table_bytes
 
     columns = read_table_bytes(file.read_bytes(), _format_of(file))

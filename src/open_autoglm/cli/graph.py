@@ -54,13 +54,11 @@ def validate(
 ) -> None:
     """Validate FILE and print every problem with its location; exit 1 when invalid."""
     console = Console(highlight=False, soft_wrap=True)
+    # The same policy and loaders graph-train uses: an unset duplicate policy is the format's.
     policy = GraphPolicy.model_validate(
         {
             "self_loops": str(self_loops),
-            # npz files usually list undirected edges both ways (Planetoid does)
-            "duplicate_edges": str(duplicate_edges)
-            if duplicate_edges is not None
-            else ("merge" if file.suffix.lower() == ".npz" else "error"),
+            "duplicate_edges": None if duplicate_edges is None else str(duplicate_edges),
         }
     )
     if not file.is_file():

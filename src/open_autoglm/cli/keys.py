@@ -8,7 +8,6 @@ key exists. A server sharing that database picks the keys up on its next lease r
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from open_autoglm.cli.common import print_json
 from open_autoglm.errors import AutoGLMError
 from open_autoglm.spec.principal import Scope
 
@@ -101,10 +101,6 @@ def _run(target: Any, fn: Callable[[Any], T]) -> T:
         raise typer.Exit(1) from None
 
 
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
-
-
 @app.command("create")
 def create(
     owner: Annotated[str, typer.Argument(help="whose work the key sees and creates")],
@@ -125,7 +121,7 @@ def create(
     with _keys(url, api_key, offline, config, data_dir) as target:
         created = _run(target, lambda t: t.create_key(owner, scopes, name=name))
     if json_out:
-        _print_json(created)
+        print_json(created)
         return
     console.print(
         f"created key [bold]{created['id']}[/bold] for {created['owner']} "
@@ -148,7 +144,7 @@ def list_keys(
     with _keys(url, api_key, offline, config, data_dir) as target:
         keys = _run(target, lambda t: t.list_keys(include_revoked=include_revoked))
     if json_out:
-        _print_json(keys)
+        print_json(keys)
         return
     table = Table("id", "owner", "scopes", "name", "revoked")
     for k in keys:
@@ -172,6 +168,6 @@ def revoke(
     with _keys(url, api_key, offline, config, data_dir) as target:
         record = _run(target, lambda t: t.revoke_key(key_id))
     if json_out:
-        _print_json(record)
+        print_json(record)
         return
     console.print(f"revoked key {record['id']} of {record['owner']}")

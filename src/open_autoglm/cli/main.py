@@ -2,78 +2,62 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
+import httpx
 import orjson
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from open_autoglm import errors
+from open_autoglm.cli import explain as explain_cli
+from open_autoglm.cli import fusion as fusion_cli
+from open_autoglm.cli import graph as graph_cli
+from open_autoglm.cli import keys as keys_cli
+from open_autoglm.cli import models as models_cli
+from open_autoglm.cli import rules as rules_cli
+from open_autoglm.cli import workflow as workflow_cli
+from open_autoglm.cli.common import (
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    call,
+    console,
+    err_console,
+    fail,
+    human_time,
+    print_json,
+    unreachable_message,
+)
 from open_autoglm.spec.task import TERMINAL_STATUSES
 
 __all__ = ["app", "main"]
 
-T = TypeVar("T")
-
 app = typer.Typer(
-    help="Open-AutoGLM: automate language-model and graph-learning work.", no_args_is_help=True
+    help="Open-AutoGLM: automate language-model and graph-learning work. Commands that talk "
+    "to a server use --url, else AUTOGLM_URL, else http://127.0.0.1:8000.",
+    no_args_is_help=True,
 )
-console = Console()
-err_console = Console(stderr=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
+app.add_typer(rules_cli.app, name="rules")
+app.add_typer(graph_cli.app, name="graph")
+app.add_typer(workflow_cli.app, name="workflow")
+app.add_typer(models_cli.app, name="models")
 
-# Sub-commands that other areas contribute: (module, attribute, name).
-_SUBAPPS = [
-    ("open_autoglm.cli.rules", "app", "rules"),
-    ("open_autoglm.cli.graph", "app", "graph"),
-    ("open_autoglm.cli.fusion", "app", "fusion"),
-    ("open_autoglm.cli.workflow", "app", "workflow"),
-    ("open_autoglm.cli.models", "app", "models"),
-    ("open_autoglm.cli.keys", "app", "keys"),
-    ("open_autoglm.cli.explain", "app", "explain"),
-]
-for _mod, _attr, _name in _SUBAPPS:
-    try:
-        app.add_typer(getattr(importlib.import_module(_mod), _attr), name=_name)
-    except ImportError:
-        pass
-
-
-def _client(url: str | None, key: str | None) -> Any:
-    from open_autoglm.client import Client
-
-    return Client(url, api_key=key)
-
-
-def _call(url: str | None, key: str | None, fn: Callable[[Any], T]) -> T:
-    """Run ``fn(client)``; a server error is printed with its details and exits 1."""
-    with _client(url, key) as c:
-        try:
-            return fn(c)
-        except errors.AutoGLMError as exc:
-            _fail(exc)
-            raise  # unreachable: _fail exits
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+# Sub-commands that need more than a line here live in their own modules.
+app.add_typer(fusion_cli.app, name="fusion")
+app.add_typer(keys_cli.app, name="keys")
+app.add_typer(explain_cli.app, name="explain")
+_call = call
 
 
 def _fail(exc: errors.AutoGLMError) -> None:
-    err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-    for d in exc.details:
-        loc = ".".join(str(p) for p in d.get("loc", [])) or "body"
-        err_console.print(f"  - {loc}: {d.get('msg')}")
-    raise typer.Exit(1)
+    fail(exc)
 
 
 @app.command()
@@ -94,6 +78,12 @@ def serve(
         str | None,
         typer.Option(help="with --executor ray: a cluster to join (default: a local instance)"),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            "--access-log", help="log one line per request (method, path, status, ms, task id)"
+        ),
+    ] = False,
 ) -> None:
     """Start the server (embedded SQLite and local executor by default)."""
     from open_autoglm.api.lifecycle import serve as serve_api
@@ -104,6 +94,8 @@ def serve(
         overrides["data_dir"] = data_dir
     if bundled_models:
         overrides["register_bundled_models"] = True
+    if access_log:
+        overrides["api"] = {"access_log": True}
     if executor or ray_address:  # deep-merged over the file and the environment
         overrides["executor"] = {"backend": executor or "ray"}
         if ray_address:
@@ -111,12 +103,17 @@ def serve(
     settings = load_settings(config, **overrides)
     host = host or settings.api.host
     port = port if port is not None else settings.api.port
-    console.print(f"Open-AutoGLM on http://{host}:{port}  (storage: {settings.storage_url()})")
+    # The platform says what it is doing (models loading, runs resumed, requests with
+    # --access-log); uvicorn's own lines stay at warning.
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    console.print(f"Open-AutoGLM starting (storage: {settings.storage_url()}) ...")
     if settings.executor.yield_to_replicas:
         from open_autoglm.executors.sched_policy import yield_to_replicas
 
         yield_to_replicas()  # before any thread starts: they all inherit it
-    serve_api(settings, host, port)
+    serve_api(settings, host, port, banner=f"Open-AutoGLM on http://{host}:{port}")
 
 
 @app.command()
@@ -147,11 +144,11 @@ def submit(
 
     task = _call(url, api_key, go)
     if json_out:
-        _print_json(task)
+        print_json(task)
     else:
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
         if "result" in task:
-            _print_json(task["result"])
+            print_json(task["result"])
 
 
 def _submit_many(
@@ -171,7 +168,7 @@ def _submit_many(
 
     tasks = _call(url, api_key, go)
     if json_out:
-        _print_json(tasks)
+        print_json(tasks)
         return
     for t in tasks:
         console.print(f"task [bold]{t['id']}[/bold] {t['status']}")
@@ -184,21 +181,14 @@ def status(
     """Show a task."""
     task = _call(url, api_key, lambda c: c.get(task_id))
     if json_out:
-        _print_json(task)
+        print_json(task)
         return
     table = Table(show_header=False)
-    for key in (
-        "id",
-        "task_type",
-        "model",
-        "status",
-        "priority",
-        "attempts",
-        "created_at",
-        "started_at",
-        "finished_at",
-    ):
+    for key in ("id", "task_type", "model", "status", "priority", "attempts"):
         table.add_row(key, str(task.get(key)))
+    now = time.time()
+    for key in ("created_at", "started_at", "finished_at"):
+        table.add_row(key.removesuffix("_at"), human_time(task.get(key), now=now))
     if task.get("error"):
         table.add_row("error", f"{task['error'].get('code')}: {task['error'].get('message')}")
     if "result" in task:
@@ -241,13 +231,13 @@ def wait(
     """Wait for a task, with live progress; exits 1 if it did not succeed."""
     task = _call(url, api_key, lambda c: _wait_live(c, task_id))
     if json_out:
-        _print_json(task)
+        print_json(task)
     else:
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
         if task.get("error"):
             console.print(f"[red]{task['error'].get('code')}[/red]: {task['error'].get('message')}")
         if "result" in task:
-            _print_json(task["result"])
+            print_json(task["result"])
     if task["status"] != "succeeded":
         raise typer.Exit(1)
 
@@ -256,10 +246,19 @@ def wait(
 def cancel(
     task_id: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
 ) -> None:
-    """Cancel a queued or running task."""
-    task = _call(url, api_key, lambda c: c.cancel(task_id))
+    """Cancel a queued or running task; prints the state it ends in."""
+
+    def go(c: Any) -> dict[str, Any]:
+        c.cancel(task_id)
+        # A running task stops at its next cancellation point: report where it ended.
+        try:
+            return c.wait(task_id, timeout=30, raise_on_failure=False)  # type: ignore[no-any-return]
+        except errors.AutoGLMError:
+            return c.get(task_id)  # type: ignore[no-any-return]
+
+    task = _call(url, api_key, go)
     if json_out:
-        _print_json(task)
+        print_json(task)
     else:
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
 
@@ -277,7 +276,7 @@ def prune_online(
     seconds now, as storage.online_retention_s does on its own; durable tasks stay."""
     pruned = _call(url, api_key, lambda c: c.prune_online(older_than))
     if json_out:
-        _print_json({"pruned": pruned, "older_than_s": older_than})
+        print_json({"pruned": pruned, "older_than_s": older_than})
     else:
         console.print(f"deleted {pruned} online inference records older than {older_than:g} s")
 
@@ -296,7 +295,7 @@ def list_(
         url, api_key, lambda c: list(c.list(status=status_, task_type=task_type, limit=limit))
     )
     if json_out:
-        _print_json(tasks)
+        print_json(tasks)
         return
     table = Table("id", "type", "model", "status", "priority", "attempts")
     for t in tasks:
@@ -316,7 +315,7 @@ def task_types(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = F
     """List the task types the server knows."""
     types = _call(url, api_key, lambda c: c.task_types())
     if json_out:
-        _print_json(types)
+        print_json(types)
         return
     table = Table("name", "plugin", "model?", "mode", "description")
     for t in types:
@@ -335,7 +334,7 @@ def plugins(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = Fals
     """List plugins and their status."""
     items = _call(url, api_key, lambda c: c.plugins())
     if json_out:
-        _print_json(items)
+        print_json(items)
         return
     table = Table("name", "version", "status", "task types", "reason")
     for p in items:
@@ -344,7 +343,12 @@ def plugins(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = Fals
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except httpx.TransportError as exc:  # a sub-command that called the SDK directly
+        url = str(exc.request.url.copy_with(path="/", query=None)).rstrip("/")
+        err_console.print(f"[red]error[/red]: {unreachable_message(url, exc)}", soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from open_autoglm.cli.common import JsonOpt, KeyOpt, UrlOpt, fail
 from open_autoglm.errors import AutoGLMError
 
 __all__ = ["app"]
 
 app = typer.Typer(help="Manage the model registry of a server.", no_args_is_help=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 console = Console()
 err_console = Console(stderr=True)
 
@@ -31,11 +30,7 @@ def _client(url: str | None, key: str | None) -> Any:
 
 
 def _fail(exc: AutoGLMError) -> None:
-    err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-    for d in exc.details:
-        loc = ".".join(str(p) for p in d.get("loc", [])) or "body"
-        err_console.print(f"  - {loc}: {d.get('msg')}")
-    raise typer.Exit(1)
+    fail(exc)
 
 
 def _print_json(data: Any) -> None:
@@ -46,7 +41,7 @@ def _print_json(data: Any) -> None:
 def list_models(
     url: UrlOpt = None,
     api_key: KeyOpt = None,
-    json_out: Annotated[bool, typer.Option("--json")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Registered models with backend, task types and load state."""
     with _client(url, api_key) as c:
@@ -64,8 +59,8 @@ def list_models(
 
 
 @app.command()
-def show(name: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
-    """One registry entry as JSON."""
+def show(name: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = True) -> None:
+    """One registry entry as JSON (always; --json is accepted for symmetry)."""
     with _client(url, api_key) as c:
         try:
             _print_json(c.get_model(name))
@@ -79,6 +74,7 @@ def register(
     replace: Annotated[bool, typer.Option(help="replace an entry of the same name")] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Register a model from a JSON entry (name, backend, source, task_types, ...)."""
     from open_autoglm.spec.limits import read_document
@@ -93,17 +89,25 @@ def register(
             out = c.register_model(entry, replace=replace)
         except AutoGLMError as exc:
             _fail(exc)
+    if json_out:
+        _print_json(out)
+        return
     console.print(f"registered [bold]{out['name']}[/bold] ({out['backend']})")
 
 
 @app.command()
-def delete(name: str, url: UrlOpt = None, api_key: KeyOpt = None) -> None:
+def delete(
+    name: str, url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False
+) -> None:
     """Unregister a model (it is unloaded when no request holds it)."""
     with _client(url, api_key) as c:
         try:
             c.delete_model(name)
         except AutoGLMError as exc:
             _fail(exc)
+    if json_out:
+        _print_json({"deleted": name})
+        return
     console.print(f"deleted [bold]{name}[/bold]")
 
 
@@ -118,6 +122,7 @@ def upload(
     replace: Annotated[bool, typer.Option(help="replace an entry of the same name")] = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Upload a local model directory file by file as artifacts and register it."""
     fields: dict[str, Any] = {"dtype": dtype} if dtype else {}
@@ -128,5 +133,8 @@ def upload(
             )
         except AutoGLMError as exc:
             _fail(exc)
+    if json_out:
+        _print_json(out)
+        return
     files = out["source"]["artifacts"]
     console.print(f"uploaded [bold]{name}[/bold]: {len(files)} files, task types {task_type}")

@@ -4,6 +4,7 @@ evaluate stored rulesets there."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from open_autoglm.cli.common import JsonOpt, KeyOpt, UrlOpt, call, fail, human_time, print_json
 from open_autoglm.errors import AutoGLMError, ValidationError
 from open_autoglm.rules.agenda import Strategy
 from open_autoglm.rules.dsl import load_ruleset
@@ -22,9 +24,6 @@ __all__ = ["app"]
 
 app = typer.Typer(help="Validate and evaluate rulesets.", no_args_is_help=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
-
 
 def _read_data(path: Path) -> Any:
     """A JSON or YAML file's content; a ValidationError naming the file when it cannot parse."""
@@ -32,22 +31,24 @@ def _read_data(path: Path) -> Any:
 
 
 def _fail(console: Console, exc: AutoGLMError) -> None:
-    console.print(f"[red]error:[/red] {exc.message}")
-    for d in exc.details:
-        console.print(f"  [yellow]{'.'.join(map(str, d.get('loc', [])))}[/yellow]: {d.get('msg')}")
-    raise typer.Exit(code=1)
+    fail(exc)
 
 
 @app.command()
 def validate(file: Path) -> None:
-    """Check a YAML/JSON ruleset; list every problem with its location."""
+    """Check a YAML/JSON ruleset as the server would (its plugins' actions too)."""
+    from open_autoglm.cli.offline import validate_ruleset
+
     console = Console()
     try:
-        _, rules = load_ruleset(file, POLICY_ACTIONS)
+        source = _read_data(file)
+        if not isinstance(source, dict):
+            raise ValidationError(f"{file}: a ruleset is a mapping with 'rules'")
+        count = validate_ruleset(source)
     except AutoGLMError as exc:
         _fail(console, exc)
         return
-    console.print(f"[green]ok[/green] {file}: {len(rules)} rule(s)")
+    console.print(f"[green]ok[/green] {file}: {count} rule(s)")
 
 
 @app.command("eval")
@@ -138,3 +139,19 @@ def remote_eval(
         _fail(console, exc)
         return
     typer.echo(json.dumps(result, indent=2, default=str))
+
+
+@app.command("list")
+def list_(url: UrlOpt = None, api_key: KeyOpt = None, json_out: JsonOpt = False) -> None:
+    """List the rulesets stored on the server."""
+    rows = call(url, api_key, lambda c: c.list_rulesets())
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("name", "version", "updated")
+    now = time.time()
+    for r in rows:
+        table.add_row(
+            r["name"], str(r.get("version", "")), human_time(r.get("updated_at"), now=now)
+        )
+    Console().print(table)

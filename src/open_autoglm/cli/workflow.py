@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
 from open_autoglm import errors
+from open_autoglm.cli.common import (
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    call,
+    console,
+    human_time,
+    print_json,
+)
 from open_autoglm.client.base import RUN_TERMINAL
 
 __all__ = ["app"]
@@ -24,15 +34,6 @@ app = typer.Typer(help="Validate, draw, run and follow workflows.", no_args_is_h
 FileArg = Annotated[
     Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="workflow YAML/JSON")
 ]
-TaskTypesOpt = Annotated[
-    list[str] | None,
-    typer.Option("--task-type", "-t", help="a known task type (repeat); enables the check"),
-]
-RegistryOpt = Annotated[
-    bool, typer.Option("--registry", help="check task types against the installed plugins")
-]
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 
 _TERMINAL = RUN_TERMINAL
 _STYLE = {
@@ -48,17 +49,6 @@ _STYLE = {
 }
 
 
-def _known_types(task_types: list[str] | None, registry: bool) -> set[str] | None:
-    known: set[str] | None = set(task_types) if task_types else None
-    if registry:
-        from open_autoglm.plugins.registry import PluginRegistry
-
-        reg = PluginRegistry()
-        reg.discover()
-        known = (known or set()) | {t.name for t in reg.task_types()}
-    return known
-
-
 def _report(exc: errors.AutoGLMError) -> None:
     typer.echo(f"error: {exc.message}", err=True)
     for d in exc.details:
@@ -70,18 +60,16 @@ def _report(exc: errors.AutoGLMError) -> None:
 @app.command()
 def validate(
     file: FileArg,
-    task_type: TaskTypesOpt = None,
-    registry: RegistryOpt = False,
     inputs: Annotated[
         str | None, typer.Option("--inputs", help="run inputs as JSON, checked against the spec")
     ] = None,
 ) -> None:
-    """Check FILE and list every problem; exit 1 if there is any."""
-    from open_autoglm.spec.workflow import bind_inputs, load_workflow, validate_workflow
+    """Check FILE as the server would (its plugins, its task checks); list every problem."""
+    from open_autoglm.cli.offline import validate_workflow
+    from open_autoglm.spec.workflow import bind_inputs, load_workflow
 
-    known = _known_types(task_type, registry)
     try:
-        spec = validate_workflow(load_workflow(file), known)
+        spec = validate_workflow(load_workflow(file))
         if inputs is not None:
             bind_inputs(spec, json.loads(inputs))
     except errors.ValidationError as exc:
@@ -91,8 +79,6 @@ def validate(
         typer.echo(f"error: --inputs is not JSON: {exc}", err=True)
         raise typer.Exit(1) from None
     typer.echo(f"ok: workflow {spec.name!r} is valid ({len(spec.steps)} steps)")
-    if known is None:
-        typer.echo("note: task types were not checked (pass --task-type or --registry)")
 
 
 @app.command()
@@ -186,6 +172,7 @@ def run(
     poll_s: Annotated[float, typer.Option("--poll", help="refresh interval (s)")] = 0.3,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Start FILE on the server; with --watch, show a live tree of step states.
 
@@ -201,10 +188,20 @@ def run(
             _report(exc)
             return
         if not watch:
-            typer.echo(f"{started['id']} {started['status']}")
+            if json_out:
+                print_json(started)
+            else:
+                typer.echo(f"{started['id']} {started['status']}")
             return
-        final = _watch(client, started["id"], poll_s)
+        final = _watch(client, started["id"], poll_s) if not json_out else _quiet(client, started)
+        if json_out:
+            print_json(final)
     raise typer.Exit(0 if final["status"] == "succeeded" else 1)
+
+
+def _quiet(client: Any, started: dict[str, Any]) -> dict[str, Any]:
+    """Wait for the run without drawing it (for --json)."""
+    return client.wait_run(started["id"])  # type: ignore[no-any-return]
 
 
 def _watch(client: Any, run_id: str, poll_s: float) -> dict[str, Any]:
@@ -243,3 +240,45 @@ def status(
     from rich.console import Console
 
     Console().print(run_tree(current))
+
+
+@app.command("list")
+def list_runs(
+    status_: Annotated[str | None, typer.Option("--status", help="filter by status")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="filter by workflow name")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many")] = 50,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List workflow runs, newest first."""
+    runs = call(url, api_key, lambda c: list(c.list_runs(status=status_, name=name, limit=limit)))
+    if json_out:
+        print_json(runs)
+        return
+    table = Table("id", "workflow", "status", "created", "error")
+    now = time.time()
+    for r in runs:
+        table.add_row(
+            r["id"],
+            r["name"],
+            r["status"],
+            human_time(r.get("created_at"), now=now),
+            (r.get("error") or "")[:80],
+        )
+    console.print(table)
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="a workflow run id")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel a run and its running step tasks; prints the state it ends in."""
+    run_view = call(url, api_key, lambda c: c.cancel_run(run_id))
+    if json_out:
+        print_json(run_view)
+        return
+    console.print(f"run [bold]{run_view['id']}[/bold] {run_view['status']}")

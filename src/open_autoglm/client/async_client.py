@@ -15,6 +15,7 @@ from open_autoglm.client.base import (
     RUN_TERMINAL,
     TERMINAL,
     BaseClient,
+    media_type_of,
     model_files,
     raise_for_error,
 )
@@ -207,6 +208,18 @@ class AsyncClient(BaseClient):
     async def delete_ruleset(self, name: str) -> None:
         await self.request("DELETE", f"/v1/rulesets/{name}")
 
+    async def events(self, task_id: str) -> builtins.list[dict[str, Any]]:
+        return (await self.request("GET", f"/v1/tasks/{task_id}/events"))["events"]
+
+    async def task_types(self) -> builtins.list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/task-types"))["task_types"]
+
+    async def plugins(self) -> builtins.list[dict[str, Any]]:
+        return (await self.request("GET", "/v1/plugins"))["plugins"]
+
+    async def health(self) -> dict[str, Any]:
+        return await self.request("GET", "/healthz")
+
     async def list_rulesets(self) -> builtins.list[dict[str, Any]]:
         return (await self.request("GET", "/v1/rulesets"))["rulesets"]
 
@@ -277,14 +290,15 @@ class AsyncClient(BaseClient):
         return resp.content
 
     async def upload_artifact(
-        self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"
+        self, data: bytes, *, name: str = "", media_type: str | None = None
     ) -> dict[str, Any]:
+        """Store bytes; the type is ``media_type``, else guessed from ``name``."""
         return await self.request(
             "POST",
             "/v1/artifacts",
             params={"name": name},
             content=data,
-            headers={"content-type": media_type},
+            headers={"content-type": media_type_of(name, media_type)},
         )
 
     async def upload_model(

@@ -10,7 +10,14 @@ import httpx
 from open_autoglm import errors
 from open_autoglm.spec.task import TERMINAL_STATUSES
 
-__all__ = ["RUN_TERMINAL", "TERMINAL", "BaseClient", "model_files", "raise_for_error"]
+__all__ = [
+    "RUN_TERMINAL",
+    "TERMINAL",
+    "BaseClient",
+    "media_type_of",
+    "model_files",
+    "raise_for_error",
+]
 
 TERMINAL = TERMINAL_STATUSES
 RUN_TERMINAL = TERMINAL | {"timed_out"}  # a workflow run can also time out
@@ -137,6 +144,14 @@ class BaseClient:
         if task["status"] == "cancelled":
             raise errors.TaskCancelledError(f"task {task['id']} was cancelled")
         return task
+
+
+def media_type_of(name: str, given: str | None = None) -> str:
+    """The content type to upload ``name`` with: ``given``, else guessed from the name, else
+    ``application/octet-stream``."""
+    import mimetypes
+
+    return given or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
 def model_files(directory: str | os.PathLike[str]) -> list[tuple[str, Any]]:

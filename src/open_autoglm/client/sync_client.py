@@ -14,6 +14,7 @@ from open_autoglm.client.base import (
     RUN_TERMINAL,
     TERMINAL,
     BaseClient,
+    media_type_of,
     model_files,
     raise_for_error,
 )
@@ -291,14 +292,15 @@ class Client(BaseClient):
         return resp.content
 
     def upload_artifact(
-        self, data: bytes, *, name: str = "", media_type: str = "application/octet-stream"
+        self, data: bytes, *, name: str = "", media_type: str | None = None
     ) -> dict[str, Any]:
+        """Store bytes; the type is ``media_type``, else guessed from ``name``."""
         return self.request(
             "POST",
             "/v1/artifacts",
             params={"name": name},
             content=data,
-            headers={"content-type": media_type},
+            headers={"content-type": media_type_of(name, media_type)},
         )
 
     def upload_model(

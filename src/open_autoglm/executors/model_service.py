@@ -28,6 +28,7 @@ tasks back exactly the ``config`` they registered.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import hashlib
 import logging
@@ -162,6 +163,7 @@ class ModelService:
             lambda name, source: upstream_bulkhead(name, source, ModelSettings())
         )
         self.replicas = replicas
+        self._loading: dict[str, float] = {}  # model -> monotonic start, while it loads
         if replica_backend not in _LAUNCHERS:
             raise ValidationError(
                 f"unknown replica backend {replica_backend!r}; one of {sorted(_LAUNCHERS)}"
@@ -394,6 +396,14 @@ class ModelService:
             "options": options,
         }
 
+    def loading_now(self) -> builtins.list[dict[str, Any]]:
+        """Models being loaded at this moment, with the seconds spent so far (for /readyz)."""
+        now = time.monotonic()
+        return [
+            {"model": name, "elapsed_s": round(now - t0, 1)}
+            for name, t0 in list(self._loading.items())
+        ]
+
     def _load(self, name: str) -> Any:
         """Load ``name``; a failure is a 4xx with its reason, remembered for
         ``failure_ttl_s`` so clients asking again do not each start a load (and replicas)."""
@@ -415,6 +425,16 @@ class ModelService:
         raise error
 
     def _load_now(self, name: str) -> Any:
+        t0 = time.monotonic()
+        self._loading[name] = t0
+        try:
+            model = self._load_timed(name)
+        finally:
+            self._loading.pop(name, None)
+        log.info("loaded model %s in %.1f s", name, time.monotonic() - t0)
+        return model
+
+    def _load_timed(self, name: str) -> Any:
         spec = self.spec(name)
         replicas = self.replicas_for(spec)
         log.info(

@@ -6,7 +6,8 @@ as an admission policy. Facts the rules see:
 - ``task``: ``task_type``, ``model``, ``priority``, ``timeout_s``, ``max_retries``,
   ``idempotency_key``, ``tags`` (``metadata.tags``), ``params`` and ``metadata`` (frozen). The
   payload (``input``/``inputs``) is left out: policies decide on who asks for what, and
-  freezing a large payload would cost every submit.
+  freezing a large payload would cost every submit. Bind ``params``/``metadata`` to a variable
+  and read inside them in a ``test``: ``?p.max_tokens > 512``, ``?m['team']['tier']``.
 - ``metadata``: one ``{key, value}`` per metadata entry, so rules can match on it.
 - ``client``: ``{id, kind}``, e.g. ``{id: "key:3fa2...", kind: "key"}`` or ``kind: "ip"``.
 - ``rate``: ``{name, value}`` for this client's recent submits: ``per_second``, ``per_minute``.

@@ -1,10 +1,13 @@
 """Safe expressions over rule variables (``?age >= 18 and ?country in ['FR', 'DE']``).
 
 Parsed with :mod:`ast` and interpreted through a whitelist of node types: no names other than
-variables, no calls, no attributes -- ruleset files are untrusted input and never reach eval.
-The source length, the tree's nesting and the strings and lists that ``+`` and ``*`` build are
-bounded (``settings.limits``), so ``'a' * 400000000`` is refused before anything is allocated;
-``%`` is arithmetic only (string formatting could pad to any width).
+variables, no calls -- ruleset files are untrusted input and never reach eval. Nested fields
+are read with ``?p.max_tokens`` or ``?p["max_tokens"]`` (a key of a mapping, frozen or not)
+and ``?xs[0]`` (an index); these are data lookups, never Python attribute access, at most
+:data:`MAX_ACCESS_DEPTH` deep. A key that is not there reads as ``null``. The source length,
+the tree's nesting and the strings and lists that ``+`` and ``*`` build are bounded
+(``settings.limits``), so ``'a' * 400000000`` is refused before anything is allocated; ``%``
+is arithmetic only (string formatting could pad to any width).
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import ast
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from open_autoglm.errors import ValidationError
 from open_autoglm.spec.limits import DEFAULT_LIMITS, InputLimits
 
-__all__ = ["compile_expression"]
+__all__ = ["MAX_ACCESS_DEPTH", "compile_expression", "lookup"]
+
+MAX_ACCESS_DEPTH = 8
 
 _VAR = re.compile(r"\?([A-Za-z_][A-Za-z0-9_]*)")
 _PREFIX = "__v_"
@@ -79,6 +84,28 @@ def compile_expression(
     return fn, variables
 
 
+def lookup(value: Any, key: Any) -> Any:
+    """``value[key]`` for data: a mapping, a frozen mapping (pairs) or a sequence; else None."""
+    if isinstance(value, Mapping):
+        return value.get(key)
+    if isinstance(value, tuple | list):
+        if isinstance(key, int) and not isinstance(key, bool):
+            return value[key] if -len(value) <= key < len(value) else None
+        if isinstance(key, str):  # a frozen mapping: sorted (key, value) pairs
+            for pair in value:
+                if isinstance(pair, tuple) and len(pair) == 2 and pair[0] == key:
+                    return pair[1]
+    return None
+
+
+def _depth(n: ast.AST) -> int:
+    depth = 0
+    while isinstance(n, ast.Attribute | ast.Subscript):
+        depth += 1
+        n = n.value
+    return depth
+
+
 def _clip(source: str) -> str:
     return source if len(source) <= 80 else source[:77] + "..."
 
@@ -122,6 +149,19 @@ class _Builder:
         return self._build(n, height + 1)
 
     def _build(self, n: ast.AST, h: int) -> Callable[[Env], Any]:
+        if isinstance(n, ast.Attribute | ast.Subscript):
+            if _depth(n) > MAX_ACCESS_DEPTH:
+                raise ValueError(f"field access deeper than {MAX_ACCESS_DEPTH} levels")
+            base = self.build(n.value, h)
+            if isinstance(n, ast.Attribute):
+                if n.attr.startswith("_"):
+                    raise ValueError(f"field {n.attr!r} starts with '_'")
+                name = n.attr
+                return lambda env: lookup(base(env), name)
+            if isinstance(n.slice, ast.Slice):
+                raise ValueError("slices are not allowed in rule expressions")
+            key = self.build(n.slice, h)
+            return lambda env: lookup(base(env), key(env))
         if isinstance(n, ast.Constant):
             v = n.value
             return lambda env: v

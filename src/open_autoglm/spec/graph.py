@@ -64,7 +64,15 @@ class GraphPolicy(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     self_loops: Literal["error", "drop", "keep"] = "error"
-    duplicate_edges: Literal["error", "merge"] = "error"
+    # None: the input format's default, "merge" for .npz (whose arrays list an undirected
+    # edge both ways, as Planetoid's do), "error" for everything else.
+    duplicate_edges: Literal["error", "merge"] | None = None
+
+    def resolved(self, duplicates: Literal["error", "merge"]) -> GraphPolicy:
+        """This policy with ``duplicates`` where it leaves the choice to the format."""
+        if self.duplicate_edges is not None:
+            return self
+        return self.model_copy(update={"duplicate_edges": duplicates})
 
 
 @dataclass(frozen=True)
@@ -383,7 +391,7 @@ def parse_graph(
     obj: Any, *, policy: GraphPolicy | None = None, limits: GraphLimits | None = None
 ) -> GraphData:
     """Validate a JSON-like graph and return a :class:`GraphData`; raise with all problems."""
-    policy = policy or GraphPolicy()
+    policy = (policy or GraphPolicy()).resolved("error")
     limits = limits or GraphLimits()
     problems = _Problems(limits.max_problems)
     if not isinstance(obj, dict):
@@ -453,7 +461,7 @@ def validate_graph_arrays(
     limits: GraphLimits | None = None,
 ) -> GraphData:
     """Validate a graph given as arrays of indices (``node_ids`` may be a node count)."""
-    policy = policy or GraphPolicy()
+    policy = (policy or GraphPolicy()).resolved("error")
     limits = limits or GraphLimits()
     problems = _Problems(limits.max_problems)
     ids: tuple[NodeId, ...] = (

@@ -119,11 +119,11 @@ def load_graph_npz(
     """Load an ``.npz`` graph (``edge_index``; ``x`` dense or CSR ``x_data/x_indices/...``).
 
     Optional arrays: ``y``, ``node_ids``, ``label_names``, ``{train,val,test}_mask`` and a
-    scalar ``directed`` (used when the ``directed`` argument is None; default undirected). The
-    default policy merges reverse pairs, so files that list undirected edges both ways (as
-    Planetoid does) load as one edge each.
+    scalar ``directed`` (used when the ``directed`` argument is None; default undirected). Unless
+    the policy says otherwise, duplicates merge, so files that list undirected edges both ways
+    (as Planetoid does) load as one edge each.
     """
-    policy = policy or GraphPolicy(duplicate_edges="merge")
+    policy = (policy or GraphPolicy()).resolved("merge")
     with np.load(path, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     if "edge_index" not in arrays:

@@ -98,6 +98,7 @@ class TaskType:
         batch_handler: optional ``batch_handler(ctxs)`` for dynamic batching: one result per
             context in order, or ``(index, result)`` pairs yielded as each is ready.
         batch_key: fields of params that must be equal for two tasks to share a batch.
+        artifact_params: fields of params that hold artifact ids (checked at submit time).
     """
 
     name: str
@@ -109,6 +110,7 @@ class TaskType:
     mode: ExecutionMode = ExecutionMode.THREAD
     batch_handler: BatchHandler | None = None
     batch_key: tuple[str, ...] = ()
+    artifact_params: tuple[str, ...] = ()
     plugin: str = "builtin"
     # What a task of this type needs when its spec gives no ``resources``.
     default_resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})

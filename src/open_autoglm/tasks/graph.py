@@ -65,7 +65,9 @@ class GraphTrainParams(BaseModel):
     seed: int = Field(default=0, ge=0)
     normalize_features: bool = True
     self_loops: Literal["error", "drop", "keep"] = "error"
-    duplicate_edges: Literal["error", "merge"] = "error"
+    duplicate_edges: Literal["error", "merge"] | None = Field(
+        default=None, description="default: merge for .npz inputs, error for JSON"
+    )
     # The registry name of the trained model: checked at submit, so a name the registry
     # would refuse (``../../x``) never costs a training run.
     name: ModelName | None = None
@@ -401,5 +403,6 @@ def graph_task_types() -> list[TaskType]:
             handler=_graph_predict,
             params_model=GraphPredictParams,
             description="Classify nodes with a trained graph model (GraphSAGE: new nodes too).",
+            artifact_params=("meta",),
         ),
     ]

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from queue import SimpleQueue
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic import ValidationError as PydanticValidationError
@@ -99,6 +99,12 @@ class ClassificationParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     top_k: int | None = Field(1, ge=1, description="labels per text; null = all")
+    labels: list[Annotated[str, Field(min_length=1, max_length=200)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=100,
+        description="zero-shot: score each text against these labels with an embedding model",
+    )
 
 
 # -- input ---------------------------------------------------------------------------------
@@ -499,8 +505,25 @@ def classify_handler(ctx: TaskContext) -> dict[str, Any]:
     texts, _ = _texts(ctx.input)
     params = _params(ctx, ClassificationParams)
     with _lease(ctx) as model:
+        if params.labels is not None:
+            return {"predictions": _zero_shot(model, texts, params.labels, params.top_k, ctx)}
         _expect(model, "text-classification", ctx)
         return {"predictions": model.classify(texts, top_k=params.top_k)}
+
+
+def _zero_shot(
+    model: Any, texts: list[str], labels: list[str], top_k: int | None, ctx: TaskContext
+) -> list[list[dict[str, Any]]]:
+    from open_autoglm.ml.text.zero_shot import zero_shot_predictions
+
+    role = getattr(model, "role", None)
+    if getattr(role, "value", role) != "embedding":
+        raise ValidationError(
+            f"params.labels needs an embedding model; {ctx.model!r} is not one",
+            details=[{"loc": ["params", "labels"], "msg": "zero-shot needs an embedding model"}],
+        )
+    vectors = model.embed([*texts, *labels], normalize=True)  # (texts + labels, dim)
+    return zero_shot_predictions(vectors[: len(texts)], vectors[len(texts) :], labels, top_k=top_k)
 
 
 def text_task_types() -> list[TaskType]:

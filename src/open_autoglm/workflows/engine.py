@@ -15,7 +15,8 @@ Semantics in brief:
 - ``map`` expands into instances ``step[i]``; the step's output is the list of their outputs
   in item order. One instance failing for good fails the step and cancels its siblings.
 - A failed attempt is retried while ``retryable`` and retries remain, after an exponential
-  backoff (``ScheduleRetry``); a step timeout counts as a retryable failure.
+  backoff (``ScheduleRetry``); a step timeout counts as a retryable failure. A retried
+  ``workflow:`` step starts a fresh child whose step ids name the attempt (``sub@2/x``).
 - The run fails when a leaf step failed or was skipped because of a failure upstream; a
   failure absorbed by an ``all_done``/``any_success`` step that succeeded does not fail it.
 - :meth:`WorkflowRun.to_dict` / :meth:`WorkflowRun.from_dict` round-trip the whole state
@@ -73,6 +74,8 @@ __all__ = [
     "StepInstance",
     "StepRecord",
     "WorkflowRun",
+    "nested_prefix",
+    "split_step_id",
 ]
 
 MAX_FANOUT: Final = 10_000
@@ -86,6 +89,28 @@ OK, FAIL, TO, SKIP, CANC = (
     StepState.SKIPPED,
     StepState.CANCELLED,
 )
+
+
+def nested_prefix(step_id: str, attempt: int) -> str:
+    """The step-id prefix of a nested run started by ``attempt`` of step ``step_id``.
+
+    The first attempt's child is ``"sub/"``, a retry's is ``"sub@2/"``: each attempt's inner
+    steps need ids of their own, or a retry would be answered with the first attempt's
+    (idempotent, already failed) tasks, and late outcomes of a stopped child would be
+    mistaken for the new child's.
+    """
+    return f"{step_id}/" if attempt <= 1 else f"{step_id}@{attempt}/"
+
+
+def split_step_id(local: str) -> tuple[str, int, bool]:
+    """``"sub@2/x"`` -> ``("sub", 2, True)``; ``"s[3]"`` -> ``("s[3]", 1, False)``."""
+    head, sep, _ = local.partition("/")
+    if not sep:
+        return head, 1, False
+    name, at, generation = head.partition("@")
+    if at and generation.isdigit():
+        return name, int(generation), True
+    return head, 1, True
 
 
 class WorkflowRun:
@@ -218,13 +243,15 @@ class WorkflowRun:
 
     def instance(self, step_id: str) -> StepInstance:
         local = step_id[len(self.prefix) :] if step_id.startswith(self.prefix) else step_id
-        head = local.split("/", 1)[0]
+        head, generation, nested = split_step_id(local)
         inst = self._instances.get(head)
         if inst is None:
             raise NotFoundError(f"run {self.run_id} has no step instance {step_id!r}")
-        if "/" in local:
+        if nested:
             if inst.child is None:
                 raise NotFoundError(f"step {head!r} is not a nested workflow")
+            if generation != inst.attempt:
+                raise NotFoundError(f"step {head!r} is not on attempt {generation} any more")
             return inst.child.instance(step_id)
         return inst
 
@@ -381,7 +408,10 @@ class WorkflowRun:
         if c.spec.workflow is not None:
             self._set_instance(inst, RUN)
             inst.child = WorkflowRun(
-                c.spec.workflow, child_inputs, run_id=self.run_id, prefix=sid + "/"
+                c.spec.workflow,
+                child_inputs,
+                run_id=self.run_id,
+                prefix=nested_prefix(sid, inst.attempt),
             )
             if c.timeout_s is not None:
                 inst.deadline = self.clock + c.timeout_s
@@ -424,12 +454,13 @@ class WorkflowRun:
             if event.step_id.startswith(self.prefix)
             else event.step_id
         )
-        head = local.split("/", 1)[0]
+        head, generation, nested = split_step_id(local)
         inst = self._instances.get(head)
         if inst is None:
             raise NotFoundError(f"run {self.run_id} has no step instance {event.step_id!r}")
-        if "/" in local:
-            if inst.child is None or inst.state is not RUN:
+        if nested:
+            # An outcome from the child of an earlier attempt (cancelled or failed) is late.
+            if inst.child is None or inst.state is not RUN or generation != inst.attempt:
                 self.ignored_events += 1
                 return
             self._relay(inst, inst.child.handle(event, self.clock))

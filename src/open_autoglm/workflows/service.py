@@ -501,7 +501,9 @@ class WorkflowService:
             accepted = self.runtime.submit(spec, principal=principal)
         except AutoGLMError as exc:
             retryable = isinstance(exc, AdmissionError)
-            detail = "; ".join(str(d.get("msg")) for d in exc.details[:3])
+            # Details the message does not already say (it often summarises them itself).
+            extra = [str(d.get("msg")) for d in exc.details[:3]]
+            detail = "; ".join(m for m in extra if m not in exc.message)
             message = f"task rejected: {exc.message}" + (f" ({detail})" if detail else "")
             self._inbox.put(_StepEvent(run_id, StepFailed(step_id, message, retryable, attempt)))
             return

@@ -37,7 +37,7 @@ async def upload(
         raise ValidationError(
             "artifact body is empty", details=[{"loc": ["body"], "msg": "no bytes"}]
         )
-    media_type = request.headers.get("content-type", "application/octet-stream")
+    media_type = _media_type(request.headers.get("content-type"), name)
     meta = await run_in_threadpool(
         functools.partial(
             runtime.storage.put_artifact,
@@ -83,3 +83,14 @@ async def get_content(artifact_id: str, request: Request, runtime: Rt) -> Respon
     return Response(
         data, media_type=meta["media_type"], headers={"Content-Disposition": disposition}
     )
+
+
+def _media_type(header: str | None, name: str) -> str:
+    """The type to store: the one sent, unless it is none or a form encoding (what curl's
+    ``--data-binary`` sends by default); then guessed from the name, else octet-stream."""
+    import mimetypes
+
+    given = (header or "").split(";")[0].strip().lower()
+    if given and given not in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return given
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"

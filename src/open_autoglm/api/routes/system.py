@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,12 +30,15 @@ async def readyz(runtime: Rt) -> JSONResponse:
         counts = await run_in_threadpool(runtime.storage.count_by_status)
     except Exception as exc:
         return JSONResponse({"status": "not ready", "reason": f"storage: {exc}"}, status_code=503)
+    models: Any = runtime.services.get("models")
     return JSONResponse(
         {
             "status": "ready",
             "tasks": counts,
             "scheduler": runtime.scheduler.stats(),
             "executor": runtime.executor_info(),
+            # What is loading now (model, seconds so far): a slow first request says why.
+            "loading": models.loading_now() if models is not None else [],
         }
     )
 
