@@ -120,10 +120,8 @@ def load_events_table(
 
 def _column(series: Any) -> np.ndarray[Any, Any]:
     """Node ids: integers when every cell is one, text otherwise."""
-    values = series.to_numpy()
-    if np.issubdtype(values.dtype, np.integer):
-        return values.astype(np.int64)
-    return values.astype(str)
+    values: np.ndarray[Any, Any] = series.to_numpy()
+    return values.astype(np.int64 if np.issubdtype(values.dtype, np.integer) else str)
 
 
 def load_events_text(

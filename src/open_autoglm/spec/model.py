@@ -59,6 +59,7 @@ class ModelBackend(enum.StrEnum):
     HF = "hf"  # transformers model directory (safetensors), loaded in-process
     OPENAI = "openai"  # an OpenAI-compatible server the requests are forwarded to
     GRAPH = "graph"  # a GNN trained by graph-train (weights + meta artifacts)
+    TEMPORAL = "temporal"  # a link predictor trained by temporal-train (meta + event store)
 
 
 class ArtifactSource(BaseModel):

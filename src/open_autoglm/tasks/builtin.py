@@ -6,7 +6,7 @@ from open_autoglm import __version__
 from open_autoglm.plugins.base import Plugin
 from open_autoglm.tasks.base import TaskType
 
-__all__ = ["BuiltinPlugin", "GraphPlugin", "RulesPlugin", "TextPlugin"]
+__all__ = ["BuiltinPlugin", "GraphPlugin", "RulesPlugin", "TemporalPlugin", "TextPlugin"]
 
 
 class BuiltinPlugin(Plugin):
@@ -43,6 +43,18 @@ class GraphPlugin(Plugin):
         from open_autoglm.tasks.graph import graph_task_types
 
         return graph_task_types()
+
+
+class TemporalPlugin(Plugin):
+    """temporal-train, temporal-predict: link prediction on event streams (``ml`` extra)."""
+
+    name = "temporal"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.temporal import temporal_task_types
+
+        return temporal_task_types()
 
 
 class RulesPlugin(Plugin):

@@ -54,4 +54,5 @@ class LinkDecoder(nn.Module):
         parts = [h_src, h_dst]
         if self.pair is not None and pair is not None:
             parts.append(self.pair(pair))
-        return self.mlp(torch.cat(parts, dim=-1)).squeeze(-1)  # (B,)
+        logits: Tensor = self.mlp(torch.cat(parts, dim=-1))  # (B, 1)
+        return logits.squeeze(-1)

@@ -35,7 +35,6 @@ class EdgeBank:
     ) -> npt.NDArray[np.float64]:
         """1.0 where the pair is in the bank (and, with a window, seen within it), else 0.0."""
         out = np.zeros(np.asarray(src).size)
-        lo = -np.inf if self.window is None else None
         for k, (s, d, tt) in enumerate(
             zip(
                 np.asarray(src).tolist(),
@@ -45,6 +44,6 @@ class EdgeBank:
             )
         ):
             seen = self._last.get((s, d))
-            if seen is not None and seen >= (lo if lo is not None else tt - self.window):  # type: ignore[operator]
+            if seen is not None and (self.window is None or seen >= tt - self.window):
                 out[k] = 1.0
         return out

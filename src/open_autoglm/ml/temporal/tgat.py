@@ -99,7 +99,8 @@ class TGAT(nn.Module):
         pad[lonely, 0] = False
         out, _ = self.attn[layer - 1](query, keys, keys, key_padding_mask=pad, need_weights=False)
         out = out.squeeze(1).masked_fill(lonely[:, None], 0.0)  # (Q, d + td)
-        return self.merge[layer - 1](torch.cat([out, h_self], dim=-1))  # (Q, d)
+        merged: Tensor = self.merge[layer - 1](torch.cat([out, h_self], dim=-1))  # (Q, d)
+        return merged
 
     def _pair_features(
         self, src: npt.NDArray[np.int64], dst: npt.NDArray[np.int64], t: npt.NDArray[np.float64]
@@ -113,4 +114,5 @@ class TGAT(nn.Module):
         h = self.embed(np.concatenate([s, d]), np.concatenate([t, t]))  # (2B, dim)
         b = s.size
         pair = self._pair_features(s, d, t) if self.cfg.cooccurrence else None
-        return self.decoder(h[:b], h[b:], pair)
+        logits: Tensor = self.decoder(h[:b], h[b:], pair)
+        return logits

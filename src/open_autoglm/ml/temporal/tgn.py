@@ -50,7 +50,8 @@ class TGNEmbedding(nn.Module):
         rel_t = last_update[edge_index[0]] - t  # (edges,)
         rel_t_enc = self.time_enc(rel_t.to(x.dtype))  # (edges, time_dim)
         edge_attr = torch.cat([rel_t_enc, msg], dim=-1)
-        return self.conv(x, edge_index, edge_attr)  # (nodes, out_dim)
+        out: Tensor = self.conv(x, edge_index, edge_attr)  # (nodes, out_dim)
+        return out
 
 
 class TGN(nn.Module):
@@ -115,7 +116,7 @@ class TGN(nn.Module):
 
     def forward(self, src: Tensor, dst: Tensor, t: npt.NDArray[np.float64]) -> Tensor:
         """Logits (B,) from the current state (``t`` is implied by the state)."""
-        z, _ = self.embed(torch.cat([src, dst]).unique())
+        z, _ = self.embed(torch.unique(torch.cat([src, dst])))
         pair = None
         if self.cfg.cooccurrence:  # the loader holds only observed (past) events
             nbr, eid = self.loader.neighbors, self.loader.e_id
@@ -123,7 +124,8 @@ class TGN(nn.Module):
                 src.numpy(), dst.numpy(), nbr[src].numpy(), (eid[src] >= 0).numpy(),
                 nbr[dst].numpy(), (eid[dst] >= 0).numpy(),
             )  # fmt: skip
-        return self.decoder(z[self._assoc[src]], z[self._assoc[dst]], pair)
+        logits: Tensor = self.decoder(z[self._assoc[src]], z[self._assoc[dst]], pair)
+        return logits
 
     def weights(self) -> dict[str, Tensor]:
         """Learned parameters only; node state is rebuilt from the event store."""

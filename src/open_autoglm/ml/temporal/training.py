@@ -74,8 +74,8 @@ def train_link_predictor(
     """Train ``model`` (TGAT or TGN) on ``split.train`` and keep the best-validation weights."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    if hasattr(model, "rng"):
-        model.rng = np.random.default_rng(cfg.seed + 1)
+    if hasattr(model, "rng"):  # TGAT's neighbour sampling and DropEdge
+        setattr(model, "rng", np.random.default_rng(cfg.seed + 1))  # noqa: B010
     train_hist = EventHistory.of(stream, split.train)
     full_hist = EventHistory.of(stream)
     train_ids = np.flatnonzero(split.train)
