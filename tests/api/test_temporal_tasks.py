@@ -53,7 +53,7 @@ def test_train_job_predict_online_and_append_changes_the_next_prediction(api):
         json={
             "task_type": "temporal-train",
             "input": {"events": events},
-            "params": {"kind": "tgn", "epochs": 2, "dim": 16, "time_dim": 16, "name": "college"},
+            "params": {"kind": "tgat", "epochs": 2, "dim": 16, "time_dim": 16, "name": "college"},
             "timeout_s": 300,
         },
     )

@@ -34,6 +34,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
 _SUBAPPS = [
     ("open_autoglm.cli.rules", "app", "rules"),
     ("open_autoglm.cli.graph", "app", "graph"),
+    ("open_autoglm.cli.temporal", "app", "temporal"),
     ("open_autoglm.cli.workflow", "app", "workflow"),
     ("open_autoglm.cli.models", "app", "models"),
 ]
