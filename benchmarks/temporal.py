@@ -112,9 +112,9 @@ def run_one(stream: EventStream, model: str, seed: int, args: argparse.Namespace
     return out
 
 
-def _load_results() -> dict[str, Any]:
-    if RESULTS.exists():
-        data: dict[str, Any] = json.loads(RESULTS.read_text())
+def _load_results(path: Path) -> dict[str, Any]:
+    if path.exists():
+        data: dict[str, Any] = json.loads(path.read_text())
         return data
     return {"runs": {}}
 
@@ -178,9 +178,18 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--note", default="", help="stored with each run (e.g. reduced epochs)")
     parser.add_argument("--report-only", action="store_true", help="print the stored results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to merge into")
+    parser.add_argument(
+        "--merge", nargs="*", type=Path, default=[], help="merge these results files' runs first"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = _load_results()
+    results = _load_results(args.results)
+    for extra in args.merge:
+        results["runs"].update(_load_results(extra)["runs"])
+    if args.merge:
+        results["summary"] = summarise(results["runs"])
+        args.results.write_text(json.dumps(results, indent=2))
     if not args.report_only:
         for ds in args.datasets:
             stream = load_events(DATA / FILES[ds])
@@ -197,14 +206,15 @@ def main() -> None:
                             k: getattr(args, k)
                             for k in ("epochs", "patience", "lr", "dim", "layers", "neighbors")
                         }
+                    results = _load_results(args.results)  # another run may have written
                     results["runs"][f"{ds}/{model}/{seed}"] = r
                     results["machine"] = {
                         "python": platform.python_version(),
                         "torch": torch.__version__,
                     }
                     results["summary"] = summarise(results["runs"])
-                    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-                    RESULTS.write_text(json.dumps(results, indent=2))
+                    args.results.parent.mkdir(parents=True, exist_ok=True)
+                    args.results.write_text(json.dumps(results, indent=2))
                     print(
                         f"  test AP tr/rnd {100 * r['test_transductive_random_ap']:.2f} "
                         f"ind/rnd {100 * r['test_inductive_random_ap']:.2f} "

@@ -101,6 +101,16 @@ def test_train_job_predict_online_and_append_changes_the_next_prediction(api):
     after = appended.json()["result"]
     assert after["appended"] == 2 and after["events_in_store"] == before["events_in_store"] + 2
     assert after["links"][0]["probability"] != p0
+    unknown = api.post(
+        "/v1/infer",
+        json={
+            "task_type": "temporal-predict",
+            "model": "college",
+            "params": {"links": [{"src": src, "dst": "nobody", "t": last_t}]},
+        },
+    )
+    assert unknown.status_code == 422, unknown.text
+    assert unknown.json()["error"]["details"][0]["loc"] == ["links", 0]
     # the registry now points at the grown store: a plain query sees the appended events too
     again = api.post(
         "/v1/infer", json={"task_type": "temporal-predict", "model": "college", "params": query}
