@@ -160,6 +160,21 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The summary as a Markdown table (test AP; transductive ROC-AUC with random negatives)."""
+    head = ["data set", "model", "n"] + [f"{s} / {n}" for s, n in COLUMNS]
+    head += ["AUC tr / random", "events/s", "published AP"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["dataset"], r["model"], str(r["seeds"])]
+        cells += [f"{r[f'{s}_{n}_ap']:.2f} ± {r[f'{s}_{n}_ap_std']:.2f}" for s, n in COLUMNS]
+        cells.append(f"{r['transductive_random_auc']:.2f}")
+        cells.append(f"{r['events_per_s']:.0f}" if r["events_per_s"] else "-")
+        cells.append(f"{r['published_ap']:.2f}" if r["published_ap"] else "-")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--datasets", nargs="+", default=list(FILES), choices=list(FILES))
@@ -178,6 +193,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--note", default="", help="stored with each run (e.g. reduced epochs)")
     parser.add_argument("--report-only", action="store_true", help="print the stored results")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to merge into")
     parser.add_argument(
         "--merge", nargs="*", type=Path, default=[], help="merge these results files' runs first"
@@ -221,7 +237,9 @@ def main() -> None:
                         f"tr/hist {100 * r['test_transductive_historical_ap']:.2f}",
                         flush=True,
                     )
-    print_table(summarise(results["runs"]))
+    rows = summarise(results["runs"])
+    print(markdown_table(rows) if args.markdown else "", end="\n" if args.markdown else "")
+    print_table(rows)
 
 
 if __name__ == "__main__":
