@@ -89,6 +89,16 @@ def test_train_job_predict_online_and_append_changes_the_next_prediction(api):
     p0 = before["links"][0]["probability"]
     assert 0.0 <= p0 <= 1.0 and len(before["top_k"][0]["destinations"]) == 5
 
+    by_meta = api.post(  # the meta artifact alone (no registry) answers the same
+        "/v1/infer",
+        json={
+            "task_type": "temporal-predict",
+            "params": {"meta": result["artifacts"]["meta"], "links": query["links"]},
+        },
+    )
+    assert by_meta.status_code == 200, by_meta.text
+    assert by_meta.json()["result"]["links"][0]["probability"] == p0
+
     appended = api.post(
         "/v1/infer",
         json={
