@@ -123,6 +123,26 @@ class AsyncClient(BaseClient):
         result: dict[str, Any] = await self.infer(self._explain_spec(model, input, task_id, params))
         return result
 
+    async def temporal_train(
+        self, events: Any, *, name: str | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """Submit a ``temporal-train`` job; see :meth:`Client.temporal_train`."""
+        return await self.submit(self._temporal_train_spec(events, name, params))
+
+    async def temporal_predict(
+        self,
+        model: str,
+        *,
+        links: builtins.list[dict[str, Any]] | None = None,
+        top_k: builtins.list[dict[str, Any]] | None = None,
+        append: builtins.list[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Query a registered temporal model; see :meth:`Client.temporal_predict`."""
+        result: dict[str, Any] = await self.infer(
+            self._temporal_predict_spec(model, links, top_k, append)
+        )
+        return result
+
     async def list(
         self,
         *,

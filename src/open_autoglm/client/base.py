@@ -127,6 +127,31 @@ class BaseClient:
         return spec
 
     @staticmethod
+    def _temporal_train_spec(
+        events: Any, name: str | None, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A temporal-train job: ``events`` is a stream object or ``{"artifact": id}``."""
+        if isinstance(events, list):
+            events = {"events": events}
+        return {
+            "task_type": "temporal-train",
+            "input": events,
+            "params": {**params, **({"name": name} if name else {})},
+        }
+
+    @staticmethod
+    def _temporal_predict_spec(
+        model: str,
+        links: list[dict[str, Any]] | None,
+        top_k: list[dict[str, Any]] | None,
+        append: list[Any] | None,
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"links": links or [], "top_k": top_k or []}
+        if append:
+            params["append"] = append
+        return {"task_type": "temporal-predict", "model": model, "params": params}
+
+    @staticmethod
     def _page_params(filters: dict[str, Any], page_size: int) -> dict[str, Any]:
         """Query parameters of a list route: the filters that are set, and the page size."""
         params = {k: v for k, v in filters.items() if v}

@@ -122,6 +122,28 @@ class Client(BaseClient):
         result: dict[str, Any] = self.infer(self._explain_spec(model, input, task_id, params))
         return result
 
+    def temporal_train(
+        self, events: Any, *, name: str | None = None, **params: Any
+    ) -> dict[str, Any]:
+        """Submit a ``temporal-train`` job on ``events`` (list, stream object or artifact ref);
+        returns the accepted task. ``params`` are those of the task type (kind, epochs, ...)."""
+        return self.submit(self._temporal_train_spec(events, name, params))
+
+    def temporal_predict(
+        self,
+        model: str,
+        *,
+        links: builtins.list[dict[str, Any]] | None = None,
+        top_k: builtins.list[dict[str, Any]] | None = None,
+        append: builtins.list[Any] | None = None,
+    ) -> dict[str, Any]:
+        """Link probabilities (``{src, dst, t}``) and top-k destinations (``{src, t, k}``) from
+        a registered temporal model, after appending ``append`` events to its store."""
+        result: dict[str, Any] = self.infer(
+            self._temporal_predict_spec(model, links, top_k, append)
+        )
+        return result
+
     def list(
         self,
         *,

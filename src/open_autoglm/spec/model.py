@@ -68,6 +68,7 @@ class ModelBackend(enum.StrEnum):
     OPENAI = "openai"  # an OpenAI-compatible server the requests are forwarded to
     GRAPH = "graph"  # a GNN trained by graph-train (weights + meta artifacts)
     FUSION = "fusion"  # a text + tabular classifier trained by fusion-train (same artifacts)
+    TEMPORAL = "temporal"  # a link predictor trained by temporal-train (meta + event store)
 
 
 class ArtifactSource(BaseModel):

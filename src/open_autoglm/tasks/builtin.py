@@ -12,6 +12,7 @@ __all__ = [
     "GraphPlugin",
     "MultimodalPlugin",
     "RulesPlugin",
+    "TemporalPlugin",
     "TextPlugin",
 ]
 
@@ -50,6 +51,18 @@ class GraphPlugin(Plugin):
         from open_autoglm.tasks.graph import graph_task_types
 
         return graph_task_types()
+
+
+class TemporalPlugin(Plugin):
+    """temporal-train, temporal-predict: link prediction on event streams (``ml`` extra)."""
+
+    name = "temporal"
+    version = __version__
+
+    def task_types(self) -> list[TaskType]:
+        from open_autoglm.tasks.temporal import temporal_task_types
+
+        return temporal_task_types()
 
 
 class RulesPlugin(Plugin):
