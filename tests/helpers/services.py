@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import json
 import os
 import shutil
 import signal
@@ -153,7 +154,9 @@ class ServerProcess:
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+        # Tests build tiny models in temp dirs: a model root there, as an operator would set one.
+        roots = {"AUTOGLM_MODELS__ROOTS": json.dumps([tempfile.gettempdir()])}
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", **roots, **(env or {})}
         self.args = args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.data_dir / f"server-{self.port}.log"
