@@ -14,7 +14,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 
 def _toml_example() -> str:
-    (block,) = re.findall(r"```toml\n(.*?)```", DOC.read_text(), flags=re.S)
+    section = DOC.read_text().split("## Outbound calls and secrets", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```toml\n(.*?)```", section, flags=re.S)
     return block
 
 

@@ -56,7 +56,11 @@ def test_a_400_level_or(api: TestClient) -> None:
 
 def test_a_600_deep_model_options(api: TestClient) -> None:
     entry = {"name": "deep", "source": "bundled:all-minilm-l6-v2", "task_types": ["embedding"]}
-    r = api.post("/v1/models/registry", content=_deep_json({**entry, "options": None}, 600))
+    r = api.post(
+        "/v1/models/registry",
+        content=_deep_json({**entry, "options": None}, 600),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422, r.text[:300]
     assert _details(r)[0]["loc"][0] == "options"
     assert api.get("/v1/models/registry/deep").status_code == 404
@@ -79,3 +83,9 @@ def test_graph_train_with_a_path_for_a_name_is_refused_at_submit(api: TestClient
     assert r.status_code == 422, r.text
     assert any(d["loc"][-1] == "name" for d in _details(r)), r.text
     assert api.get("/v1/tasks").json()["tasks"] == []  # nothing was queued, nothing trained
+
+
+def test_a_control_character_in_workflow_yaml(api: TestClient) -> None:
+    # YAML's reader refuses it while the loader is being built, before parsing starts.
+    r = api.post("/v1/workflows", json={"spec": "name: a\x1eb\nsteps: []", "inputs": {}})
+    assert r.status_code == 422 and _details(r)[0]["loc"] == ["spec"], r.text

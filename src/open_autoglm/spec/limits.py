@@ -258,7 +258,12 @@ def load_yaml(
     if len(text) > limits.max_bytes or len(text.encode("utf-8", "replace")) > limits.max_bytes:
         raise _too_much(at, f"{what} is larger than {limits.max_bytes} bytes")
     loader_cls = type("_Loader", (_BoundedLoader,), {"limits": limits})
-    loader = loader_cls(text)
+    try:  # the reader refuses control characters as soon as it is built
+        loader = loader_cls(text)
+    except yaml.YAMLError as exc:
+        raise ValidationError(
+            f"{what} is not valid YAML/JSON", details=[{"loc": at, "msg": str(exc)[:300]}]
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
