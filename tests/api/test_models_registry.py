@@ -74,6 +74,8 @@ def bundled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         tmp_path_factory.mktemp("bundled") / "data",
         register_bundled_models=True,
         models={"cache_dir": str(default_cache_dir())},
+        # One CPU: SmolLM2's llama.cpp engine decodes with one thread, as the tests' torch.
+        executor={"cpu": 1},
     )
     with TestClient(create_app(runtime=Runtime(settings))) as client:
         yield client

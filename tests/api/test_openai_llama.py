@@ -5,9 +5,11 @@ structured outputs, refused parameters and a client that disconnects mid-stream.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -51,7 +53,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with Client(proc.url) as c:
             c.register_model(
                 {
-                    "name": "smol",
+                    "name": "smollm2",
                     "source": "bundled:smollm2",
                     "task_types": ["text-generation", "chat"],
                     "options": {"n_ctx": N_CTX, "parallel": 8},
@@ -78,7 +80,7 @@ def oai(url: str) -> openai.OpenAI:
 
 def ask(client: openai.OpenAI, question: str, n: int) -> Any:
     return client.chat.completions.create(
-        model="smol",
+        model="smollm2",
         messages=[{"role": "user", "content": question}],
         max_tokens=n,
         temperature=0,
@@ -103,7 +105,7 @@ def test_greedy_equals_llama_cpp_alone_and_in_a_batch_of_eight(server: str, refe
 
 def _round_trip(client: openai.OpenAI, stream: bool) -> tuple[dict[str, Any], str]:
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    kw: dict[str, Any] = {"model": "smol", "tools": [WEATHER], "temperature": 0}
+    kw: dict[str, Any] = {"model": "smollm2", "tools": [WEATHER], "temperature": 0}
     if stream:
         calls: dict[int, dict[str, Any]] = {}
         finish = None
@@ -145,13 +147,15 @@ def _round_trip(client: openai.OpenAI, stream: bool) -> tuple[dict[str, Any], st
         parts = [
             c.choices[0].delta.content or ""
             for c in client.chat.completions.create(
-                messages=messages, max_tokens=40, stream=True, **kw
+                messages=messages, max_tokens=40, tool_choice="none", stream=True, **kw
             )
             if c.choices
         ]
         answer = "".join(parts)
     else:
-        final = client.chat.completions.create(messages=messages, max_tokens=40, **kw)
+        final = client.chat.completions.create(
+            messages=messages, max_tokens=40, tool_choice="none", **kw
+        )
         assert final.choices[0].message.tool_calls is None
         answer = final.choices[0].message.content or ""
     return arguments, answer
@@ -176,7 +180,7 @@ def test_response_format_json_schema_through_the_route(server: str) -> None:
         "required": ["name", "age", "pets"],
     }
     out = oai(server).chat.completions.create(
-        model="smol",
+        model="smollm2",
         messages=[{"role": "user", "content": "Invent a person."}],
         response_format={"type": "json_schema", "json_schema": {"name": "p", "schema": schema}},
         max_tokens=96,
@@ -207,7 +211,7 @@ def test_response_format_json_schema_through_the_route(server: str) -> None:
 def test_an_unsupported_parameter_is_a_400_naming_it(
     server: str, extra: dict[str, Any], param: str
 ) -> None:
-    body = {"model": "smol", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    body = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
     resp = httpx.post(server + "/v1/chat/completions", json={**body, **extra}, timeout=60)
     assert resp.status_code == 400, resp.text
     assert resp.json()["error"]["param"] == param, resp.text
@@ -215,7 +219,7 @@ def test_an_unsupported_parameter_is_a_400_naming_it(
 
 def test_a_client_that_disconnects_frees_its_sequence(server: str) -> None:
     body = {
-        "model": "smol",
+        "model": "smollm2",
         "messages": [{"role": "user", "content": "Tell me a very long story."}],
         "max_tokens": 900,
         "temperature": 0,
@@ -231,9 +235,17 @@ def test_a_client_that_disconnects_frees_its_sequence(server: str) -> None:
     decode: dict[str, Any] = {}
     for _ in range(300):  # the route cancels the task; the engine drops it at its next step
         cache = httpx.get(server + "/v1/models/registry", timeout=30).json()["cache"]
-        decode = cache["models"]["smol"]["decode"]
+        decode = cache["models"]["smollm2"]["decode"]
         if decode["active"] == 0:
             break
         time.sleep(0.1)
     assert decode["active"] == 0
     assert decode["steps"] < 900  # it stopped well before max_tokens
+
+
+def test_the_examples_in_the_generation_docs_run(server: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "generation.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    assert len(blocks) >= 2
+    for block in blocks:
+        exec(block.replace("http://127.0.0.1:8000", server), {})

@@ -299,6 +299,11 @@ def _upstream_generate(upstream: Any, ctx: TaskContext) -> dict[str, Any]:
         sampling["stop"] = p.stop
     if p.seed is not None:
         sampling["seed"] = p.seed
+    # The upstream enforces these itself; they are passed on, never dropped.
+    for name in ("frequency_penalty", "presence_penalty", "response_format", "tools",
+                 "tool_choice"):  # fmt: skip
+        if name in p.model_fields_set:
+            sampling[name] = getattr(p, name)
     generations = []
     for item in items:
         ctx.check_cancelled()
@@ -306,23 +311,26 @@ def _upstream_generate(upstream: Any, ctx: TaskContext) -> dict[str, Any]:
             data = _upstream_call(upstream, "/chat/completions", {**sampling, **item})
             choice = (data.get("choices") or [{}])[0]
             text = (choice.get("message") or {}).get("content") or ""
+            calls = (choice.get("message") or {}).get("tool_calls")
         else:
             data = _upstream_call(upstream, "/completions", {**sampling, **item})
             choice = (data.get("choices") or [{}])[0]
             text = choice.get("text") or ""
+            calls = None
         usage = data.get("usage") or {}
         prompt, completion = (
             int(usage.get("prompt_tokens", 0)),
             int(usage.get("completion_tokens", 0)),
         )
-        generations.append(
-            {
-                "text": text,
-                "finish_reason": choice.get("finish_reason") or "stop",
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                          "total_tokens": prompt + completion},
-            }
-        )  # fmt: skip
+        generation: dict[str, Any] = {
+            "text": text,
+            "finish_reason": choice.get("finish_reason") or "stop",
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion},
+        }  # fmt: skip
+        if calls:
+            generation["tool_calls"] = calls
+        generations.append(generation)
     return _generation_dicts(generations)
 
 

@@ -154,8 +154,9 @@ def test_fifty_json_schemas_each_give_valid_output(smollm2: LlamaCppModel) -> No
 
 def test_json_object_gives_an_object(smollm2: LlamaCppModel) -> None:
     grammar = grammar_for_response_format({"type": "json_object"}, loc=["rf"])
+    ask = [{"role": "user", "content": "Give a JSON object with a name and an age."}]
     result = smollm2.generate(
-        [GenerationRequest(prompt="A person as JSON:", params=greedy(96), grammar=grammar)]
+        [GenerationRequest(messages=ask, params=greedy(64), grammar=grammar)]
     )[0]
     assert isinstance(json.loads(result.text), dict)
 

@@ -10,6 +10,7 @@ does not validate.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -110,6 +111,14 @@ def _refuse(loc: list[str], problems: list[tuple[str, str]]) -> ValidationError:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _gbnf(schema_json: str) -> str:
+    # Converted once per distinct schema: clients repeat the same one request after request.
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+
+    return str(json_schema_to_gbnf(schema_json))
+
+
 def schema_rules(schema: Any, *, loc: list[str]) -> str:
     """GBNF rules for ``schema`` whose start rule is ``root`` (400 on unsupported features)."""
     try:
@@ -126,10 +135,8 @@ def schema_rules(schema: Any, *, loc: list[str]) -> str:
     problems = unsupported_schema_features(schema)
     if problems:
         raise _refuse(loc, problems)
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
-
     try:
-        return str(json_schema_to_gbnf(json.dumps(schema)))
+        return _gbnf(json.dumps(schema))
     except (AssertionError, ValueError, KeyError, TypeError) as exc:
         raise ValidationError(
             f"the schema cannot be turned into a grammar: {exc}",

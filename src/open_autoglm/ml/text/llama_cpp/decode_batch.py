@@ -7,10 +7,10 @@ either. ``add`` only assigns a sequence slot; each ``step`` builds one ``llama_b
 the next token of every decoding sequence plus prompt chunks of the newcomers (up to
 ``n_batch`` tokens in all: a long prompt is prefilled over several steps while the others
 keep decoding) and runs one ``llama_decode``. Each sequence samples from its own logits with
-its own llama.cpp sampler chain (grammar, penalties, top-k/top-p/temperature or greedy).
+its own sampler (``sampler.py``: grammar, penalties, top-k/top-p/temperature or greedy).
 
 A finished or cancelled sequence leaves the batch at once and its slot is free for the next
-step; its KV cells stay as a prompt cache (dropped when the cells are needed) (:class:`~open_autoglm.ml.text.llama_cpp.slots.SlotTable`).
+step; its KV cache stays as a prompt cache (:class:`~open_autoglm.ml.text.llama_cpp.slots.SlotTable`).
 """
 
 from __future__ import annotations
@@ -23,15 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text.decode_batch import GenerationRequest, GenerationResult
+from open_autoglm.ml.text.llama_cpp.sampler import make_sampler
 from open_autoglm.ml.text.llama_cpp.slots import SlotTable
-from open_autoglm.ml.text.sampling import SamplingParams, find_stop, safe_text_end
+from open_autoglm.ml.text.sampling import find_stop, safe_text_end
 
 if TYPE_CHECKING:
     from open_autoglm.ml.text.llama_cpp.model import LlamaCppModel
 
 __all__ = ["LlamaDecodeBatch"]
-
-_PENALTY_WINDOW = 64  # tokens the frequency/presence penalties look back over
 
 
 @dataclass
@@ -42,7 +41,7 @@ class _Row:
     seq_id: int
     request: GenerationRequest
     prompt_ids: list[int]
-    sampler: Any  # llama_cpp._internals.LlamaSampler
+    sampler: Any  # a TokenSampler
     pending: list[int]  # tokens to feed next (prompt rest, then the last sampled token)
     n_past: int  # position of pending[0]
     reused: int  # prompt tokens served from the prompt cache
@@ -52,33 +51,6 @@ class _Row:
     text: str = ""
     emitted: int = 0
     finish_reason: str | None = None
-
-
-def make_sampler(model: LlamaCppModel, params: SamplingParams, grammar: str | None) -> Any:
-    """A llama.cpp sampler chain for one sequence (greedy when temperature is 0)."""
-    import random
-
-    from llama_cpp._internals import LlamaSampler
-    from llama_cpp.llama_grammar import LlamaGrammar
-
-    chain = LlamaSampler()
-    if params.penalised:
-        chain.add_penalties(
-            model.n_vocab, _PENALTY_WINDOW, 1.0, params.frequency_penalty, params.presence_penalty
-        )
-    if grammar is not None:
-        chain.add_grammar(model._model, LlamaGrammar.from_string(grammar, verbose=False))
-    if params.greedy:
-        chain.add_greedy()
-        return chain
-    if params.top_k:
-        chain.add_top_k(params.top_k)
-    if params.top_p < 1.0:
-        chain.add_top_p(params.top_p, 1)
-    chain.add_temp(params.temperature)
-    seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(32)
-    chain.add_dist(seed & 0xFFFFFFFF)
-    return chain
 
 
 class LlamaDecodeBatch:
@@ -97,6 +69,8 @@ class LlamaDecodeBatch:
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         llama_cpp.llama_memory_clear(model.memory, True)
         self.prompt_tokens_reused = 0  # prompt tokens the prompt cache spared, for stats
+        # Requests validated (encoded, sampler built) and about to be added, by id().
+        self._checked: dict[int, tuple[GenerationRequest, list[int], Any]] = {}
 
     def __del__(self) -> None:
         import llama_cpp
@@ -116,7 +90,8 @@ class LlamaDecodeBatch:
         return min(self.slots.free, self.max_batch_size - len(self._rows))
 
     def validate(self, request: GenerationRequest) -> list[int]:
-        """Encode ``request``; raise ValidationError when it cannot fit a sequence's context."""
+        """Encode ``request`` and build its sampler; raise ValidationError when it cannot fit
+        a sequence's context or its grammar does not compile (so it fails alone)."""
         prompt_ids = self.model.encode(request)
         needed = len(prompt_ids) + request.params.max_tokens
         if needed > self.model.n_ctx:
@@ -125,8 +100,14 @@ class LlamaDecodeBatch:
                 f"exceeds the model context ({self.model.n_ctx})",
                 details=[{"loc": ["params", "max_tokens"], "msg": "exceeds the context"}],
             )
-        if request.grammar is not None:
-            make_sampler(self.model, request.params, request.grammar)  # a bad grammar fails alone
+        try:
+            sampler = make_sampler(self.model, request.params, request.grammar)
+        except ValueError as exc:
+            raise ValidationError(
+                f"the grammar does not parse: {exc}",
+                details=[{"loc": ["params", "response_format"], "msg": "bad grammar"}],
+            ) from None
+        self._checked[id(request)] = (request, prompt_ids, sampler)
         return prompt_ids
 
     def add(self, requests: list[GenerationRequest]) -> list[int]:
@@ -139,7 +120,11 @@ class LlamaDecodeBatch:
             )
         ids = []
         for request in requests:
-            prompt = self.validate(request)
+            checked = self._checked.pop(id(request), None)
+            if checked is None or checked[0] is not request:
+                self.validate(request)
+                checked = self._checked.pop(id(request))
+            _, prompt, sampler = checked
             plan = self.slots.acquire(prompt)
             keep = plan.keep
             # Drop what the slot holds past the shared prefix (all of it for a new prompt).
@@ -152,7 +137,7 @@ class LlamaDecodeBatch:
                 seq_id=plan.seq_id,
                 request=request,
                 prompt_ids=prompt,
-                sampler=make_sampler(self.model, request.params, request.grammar),
+                sampler=sampler,
                 pending=prompt[keep:],
                 n_past=keep,
                 reused=keep,
@@ -172,13 +157,19 @@ class LlamaDecodeBatch:
         n = 0
         outputs: list[tuple[_Row, int]] = []  # rows sampling this step, with their logits index
         fed: list[tuple[_Row, int]] = []  # rows and how many of their pending tokens go in
-        # Decoding rows first (one token each), so a long prefill never starves them.
-        order = sorted(self._rows, key=lambda r: len(r.pending) > 1)
-        for row in order:
-            room = self._n_batch - n
-            if room <= 0:
-                break
+        # Budget: decoding rows first (one token each), so a long prefill never starves them.
+        takes: dict[int, int] = {}
+        room = self._n_batch
+        for row in sorted(self._rows, key=lambda r: len(r.pending) > 1):
             take = min(room, len(row.pending))
+            if take:
+                takes[row.row_id] = take
+                room -= take
+        # Tokens in sequence-id order: llama.cpp groups consecutive ids into one pass.
+        for row in sorted(self._rows, key=lambda r: r.seq_id):
+            take = takes.get(row.row_id, 0)
+            if not take:
+                continue
             for i in range(take):
                 batch.token[n] = row.pending[i]
                 batch.pos[n] = row.n_past + i
@@ -193,8 +184,7 @@ class LlamaDecodeBatch:
         batch.n_tokens = n
         rc = llama_cpp.llama_decode(self.model.ctx, batch)
         if rc == 1:
-            # No room: prompt caches of idle slots hold the cells. Active sequences always
-            # fit (each within n_ctx, the cache is parallel x n_ctx), so drop those and retry.
+            # No room for the batch: free the cells idle slots keep as prompt caches, retry.
             for seq_id in self.slots.idle():
                 llama_cpp.llama_memory_seq_rm(self.model.memory, seq_id, -1, -1)
                 self.slots.truncate(seq_id, 0)
@@ -206,7 +196,7 @@ class LlamaDecodeBatch:
             row.n_past += take
             del row.pending[:take]
         for row, index in outputs:
-            token = int(llama_cpp.llama_sampler_sample(row.sampler.sampler, self.model.ctx, index))
+            token = row.sampler.sample(self.model.ctx, index)
             self._accept(row, token)
         self._drop_finished()
 

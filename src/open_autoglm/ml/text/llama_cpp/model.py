@@ -4,8 +4,7 @@
 surface as the transformers :class:`~open_autoglm.ml.text.generation.Generator` (``role``,
 ``memory_bytes``, ``engine()``, ``generate``, ``close``), so the scheduler, the task handlers
 and the OpenAI routes serve both alike. The weights stay quantised; the context holds
-``parallel`` sequences of up to ``n_ctx`` tokens each in one KV cache of ``parallel x n_ctx``
-cells, decoded together by
+``parallel`` sequences, each with its own KV cache of ``n_ctx`` tokens, decoded together by
 :class:`~open_autoglm.ml.text.llama_cpp.decode_batch.LlamaDecodeBatch`.
 """
 
@@ -118,10 +117,11 @@ class LlamaCppModel:
         cparams.n_seq_max = self.options.parallel
         cparams.n_threads = self.options.n_threads
         cparams.n_threads_batch = self.options.n_threads
-        # One KV buffer shared by the sequences (each masked to its own cells): a step is
-        # one forward pass whichever sequences are active. Separate per-sequence streams
-        # split a batch into one pass per run of consecutive sequence ids.
-        cparams.kv_unified = True
+        # A KV stream of n_ctx cells per sequence: attention reads exactly what it would
+        # read alone, so greedy output does not depend on the batch. llama.cpp runs one
+        # forward pass per run of consecutive sequence ids, so the slot table hands out
+        # the lowest free ids (see slots.py).
+        cparams.kv_unified = False
         cparams.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         cparams.no_perf = True
         ctx = llama_cpp.llama_init_from_model(self._model.model, cparams)
@@ -299,14 +299,14 @@ def estimate_gguf_bytes(path: str | Path, options: LlamaCppOptions) -> int:
         except ValueError:
             return default
 
-    n_layer, n_embd, n_head = value("block_count"), value("embedding_length"), value(
-        "attention.head_count"
+    n_layer, n_embd, n_head = (
+        value("block_count"),
+        value("embedding_length"),
+        value("attention.head_count"),
     )
     if not (n_layer and n_embd and n_head):
         return weights
     n_train = value("context_length")
     tokens = (min(options.n_ctx, n_train) if n_train > 0 else options.n_ctx) * options.parallel
-    kv = kv_cache_bytes(
-        n_layer, value("attention.head_count_kv", n_head), n_embd // n_head, tokens
-    )
+    kv = kv_cache_bytes(n_layer, value("attention.head_count_kv", n_head), n_embd // n_head, tokens)
     return weights + kv

@@ -1,6 +1,6 @@
 """Sequence slots of one llama.cpp context, and the prompt (prefix) cache they carry.
 
-A context holds ``n`` sequences in one KV cache. A slot stays filled after
+A context holds ``n`` sequences, each with its own KV cache. A slot stays filled after
 its request finishes, so the next request whose prompt shares a prefix with what a free slot
 holds (a chat's earlier turns, a shared system prompt) skips prefilling that prefix. Pure
 bookkeeping, no llama.cpp calls: the batch does the KV edits the returned plan asks for.
@@ -56,14 +56,15 @@ class SlotTable:
         return sum(not s.busy for s in self._slots)
 
     def acquire(self, prompt: Sequence[int]) -> SlotPlan:
-        """Take the free slot sharing the longest prefix with ``prompt`` (else the oldest).
+        """Take the free slot sharing the longest prefix with ``prompt``, else the lowest id.
 
+        Low ids first keep the busy ids consecutive, which llama.cpp decodes in one pass.
         At least the prompt's last token is always fed again: its logits pick the first token.
         """
         free = [s for s in self._slots if not s.busy]
         if not free:
             raise RuntimeError("no free sequence slot")
-        best = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
+        best = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.seq_id))
         keep = min(common_prefix(best.tokens, prompt), max(0, len(prompt) - 1))
         best.busy = True
         best.last_used = next(self._clock)
