@@ -44,19 +44,22 @@ def greedy(n: int) -> SamplingParams:
 # -- slots (pure) ----------------------------------------------------------------------------
 
 
-def test_slot_table_prefers_the_longest_cached_prefix_and_refeeds_the_last_token() -> None:
+def test_slot_table_prefers_the_longest_cached_prefix_then_the_lowest_id() -> None:
     slots = SlotTable(3)
     a = slots.acquire([1, 2, 3, 4])
+    assert (a.seq_id, a.keep) == (0, 0)
     slots.fed(a.seq_id, [1, 2, 3, 4, 9])
     slots.release(a.seq_id)
-    b = slots.acquire([7, 7])
-    assert b.seq_id != a.seq_id and b.keep == 0
     again = slots.acquire([1, 2, 3, 4])  # the same prompt: all but its last token reused
-    assert again == type(again)(a.seq_id, 3)
+    assert (again.seq_id, again.keep) == (0, 3)
+    b = slots.acquire([7, 7])  # the lowest free id, so busy ids stay consecutive
+    assert (b.seq_id, b.keep) == (1, 0)
     assert slots.free == 1
     slots.release(b.seq_id)
     slots.release(again.seq_id)
-    assert sorted(slots.idle()) == sorted([a.seq_id])  # b fed nothing, it caches nothing
+    assert slots.idle() == [0]  # b fed nothing, it caches nothing
+    c = slots.acquire([5])  # no shared prefix anywhere: the lowest id, its cache dropped
+    assert (c.seq_id, c.keep, slots.cached(0)) == (0, 0, 0)
 
 
 # -- backend ---------------------------------------------------------------------------------
