@@ -117,8 +117,8 @@ class LlamaCppModel:
         cparams.n_seq_max = self.options.parallel
         cparams.n_threads = self.options.n_threads
         cparams.n_threads_batch = self.options.n_threads
-        # A KV stream of n_ctx cells per sequence: attention reads exactly what it would
-        # read alone, so greedy output does not depend on the batch. llama.cpp runs one
+        # A KV stream of n_ctx cells per sequence: attention reads what it would read
+        # alone (one shared buffer changes the reduction lengths). llama.cpp runs one
         # forward pass per run of consecutive sequence ids, so the slot table hands out
         # the lowest free ids (see slots.py).
         cparams.kv_unified = False
