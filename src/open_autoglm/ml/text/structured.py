@@ -151,7 +151,7 @@ def grammar_for_response_format(
     if not response_format:
         return None
     try:
-        kind = ResponseFormatType(response_format.get("type"))
+        kind = ResponseFormatType(str(response_format.get("type")))
     except ValueError:
         raise ValidationError(
             f"response_format.type must be one of {[t.value for t in ResponseFormatType]}",

@@ -104,7 +104,7 @@ class LlamaCppModel:
         llama_cpp.llama_backend_init()
         mparams = llama_cpp.llama_model_default_params()
         mparams.use_mmap = True
-        self._model = LlamaModel(path_model=str(self.path), params=mparams, verbose=False)
+        self._model: Any = LlamaModel(path_model=str(self.path), params=mparams, verbose=False)
         self.vocab = self._model.vocab
         n_train = self._model.n_ctx_train()
         self.n_ctx = min(self.options.n_ctx, n_train) if n_train > 0 else self.options.n_ctx
@@ -284,7 +284,7 @@ def estimate_gguf_bytes(path: str | Path, options: LlamaCppOptions) -> int:
     mparams = llama_cpp.llama_model_default_params()
     mparams.vocab_only = True
     try:
-        model = LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        model: Any = LlamaModel(path_model=str(path), params=mparams, verbose=False)
     except ValueError:
         return weights  # unreadable here; the load itself reports why
     try:

@@ -37,7 +37,7 @@ class ChainSampler:
         import llama_cpp
         from llama_cpp._internals import LlamaSampler
 
-        chain = LlamaSampler()
+        chain: Any = LlamaSampler()  # type: ignore[no-untyped-call]
         if params.penalised:
             chain.add_penalties(
                 model.n_vocab,
@@ -114,10 +114,11 @@ class GreedyGrammarSampler:
             llama_cpp.llama_get_logits_ith(ctx, index), shape=(self._n_vocab,)
         )  # (n_vocab,)
         token = int(np.argmax(logits))
-        self._one[0].id, self._one[0].logit, self._one[0].p = token, float(logits[token]), 0.0
+        one: Any = self._one[0]
+        one.id, one.logit, one.p = token, float(logits[token]), 0.0
         self._one_array.size, self._one_array.selected = 1, -1
         llama_cpp.llama_sampler_apply(self._grammar, ctypes.byref(self._one_array))
-        if self._one[0].logit == float("-inf"):  # refused: filter everything, take the best
+        if one.logit == float("-inf"):  # refused: filter everything, take the best
             self._all_np["id"] = self._ids
             self._all_np["logit"] = logits
             self._all_np["p"] = 0.0
