@@ -156,7 +156,7 @@ class LlamaCppModel:
     def _piece_text(self, token: int) -> str:
         if token < 0:
             return ""
-        return (
+        return str(
             self._model.token_to_piece(token, special=True)
             .rstrip(b"\0")
             .decode("utf-8", errors="replace")
