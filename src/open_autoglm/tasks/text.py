@@ -35,6 +35,7 @@ from open_autoglm.errors import (
     TaskFailedError,
     ValidationError,
 )
+from open_autoglm.ml.text.sampling import DEFAULTS  # imports no torch
 from open_autoglm.tasks.base import BatchResults, TaskContext, TaskType
 
 __all__ = [
@@ -56,14 +57,30 @@ _CANCEL_POLL_SECONDS = 0.05
 
 
 class GenerationParams(BaseModel):
+    """Generation params; the defaults are :data:`~open_autoglm.ml.text.sampling.DEFAULTS`,
+    the same for this task type and the OpenAI routes."""
+
     model_config = ConfigDict(extra="forbid")
 
-    max_tokens: int = Field(64, ge=1, le=MAX_TOKENS)
-    temperature: float = Field(0.0, ge=0.0, le=2.0, description="0 = greedy")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0, description="0 = no top-k filter")
+    max_tokens: int = Field(DEFAULTS.max_tokens, ge=1, le=MAX_TOKENS)
+    temperature: float = Field(DEFAULTS.temperature, ge=0.0, le=2.0, description="0 = greedy")
+    top_p: float = Field(DEFAULTS.top_p, gt=0.0, le=1.0)
+    top_k: int = Field(DEFAULTS.top_k, ge=0, description="0 = no top-k filter")
     stop: list[str] = Field(default_factory=list, max_length=4)
     seed: int | None = None
+    frequency_penalty: float = Field(DEFAULTS.frequency_penalty, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(DEFAULTS.presence_penalty, ge=-2.0, le=2.0)
+    response_format: dict[str, Any] | None = Field(
+        None,
+        description="{'type': 'json_object'} or {'type': 'json_schema', 'json_schema': "
+        "{'name', 'schema'}}: the output follows it (constrained decoding; GGUF models)",
+    )
+    tools: list[dict[str, Any]] | None = Field(
+        None, description="OpenAI function tools the model may call (GGUF models)"
+    )
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="'none', 'auto' (default with tools), 'required' or a named function"
+    )
     chat: bool | None = Field(
         None, description="apply the chat template; None = if the model has one"
     )
@@ -84,6 +101,29 @@ class GenerationParams(BaseModel):
         if any(not s for s in value):
             raise ValueError("stop strings must be non-empty")
         return value
+
+    def grammar_and_tools(self) -> tuple[str | None, tuple[Any, ...] | None]:
+        """The grammar to decode with and the tools to show the model (400s name the field)."""
+        from open_autoglm.ml.text.structured import grammar_for_response_format
+        from open_autoglm.ml.text.tool_calls import plan_tools
+
+        grammar = grammar_for_response_format(
+            self.response_format, loc=["params", "response_format"]
+        )
+        if self.tools is None:
+            if self.tool_choice not in (None, "none"):
+                raise ValidationError(
+                    "tool_choice needs tools", details=[{"loc": ["params", "tool_choice"],
+                                                         "msg": "no tools given"}]
+                )  # fmt: skip
+            return grammar, None
+        if grammar is not None:
+            raise ValidationError(
+                "response_format and tools cannot be combined in one request",
+                details=[{"loc": ["params", "response_format"], "msg": "not with tools"}],
+            )
+        plan = plan_tools(self.tools, self.tool_choice)
+        return plan.grammar, plan.tools or None
 
 
 class EmbeddingParams(BaseModel):
@@ -131,16 +171,9 @@ def _prompts(value: Any) -> tuple[list[dict[str, Any]], bool]:
         if isinstance(item, str):
             return {"prompt": item}
         if isinstance(item, Mapping) and isinstance(item.get("messages"), list):
-            messages = item["messages"]
-            if messages and all(
-                isinstance(m, Mapping)
-                and isinstance(m.get("role"), str)
-                and isinstance(m.get("content"), str)
-                for m in messages
-            ):
-                return {
-                    "messages": [{"role": m["role"], "content": m["content"]} for m in messages]
-                }
+            messages = [_message(m) for m in item["messages"]]
+            if messages and all(m is not None for m in messages):
+                return {"messages": messages}
         return None
 
     single = one(value)
@@ -155,6 +188,28 @@ def _prompts(value: Any) -> tuple[list[dict[str, Any]], bool]:
         f"those (at most {MAX_INPUTS})",
         details=[{"loc": ["input"], "msg": "bad generation input"}],
     )
+
+
+def _message(m: Any) -> dict[str, Any] | None:
+    """A chat message as the template takes it, or None when it is malformed.
+
+    ``content`` is a string, or null on an assistant turn that has ``tool_calls``; a ``tool``
+    turn may carry ``tool_call_id`` and ``name``.
+    """
+    if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+        return None
+    content, calls = m.get("content"), m.get("tool_calls")
+    if not isinstance(content, str) and not (content is None and calls):
+        return None
+    out: dict[str, Any] = {"role": m["role"], "content": content or ""}
+    if calls is not None:
+        if not isinstance(calls, list) or not all(isinstance(c, Mapping) for c in calls):
+            return None
+        out["tool_calls"] = [dict(c) for c in calls]
+    for key in ("tool_call_id", "name"):
+        if isinstance(m.get(key), str):
+            out[key] = m[key]
+    return out
 
 
 P = TypeVar("P", bound=BaseModel)
@@ -250,6 +305,11 @@ def _upstream_generate(upstream: Any, ctx: TaskContext) -> dict[str, Any]:
         sampling["stop"] = p.stop
     if p.seed is not None:
         sampling["seed"] = p.seed
+    # The upstream enforces these itself; they are passed on, never dropped.
+    for name in ("frequency_penalty", "presence_penalty", "response_format", "tools",
+                 "tool_choice"):  # fmt: skip
+        if name in p.model_fields_set:
+            sampling[name] = getattr(p, name)
     generations = []
     for item in items:
         ctx.check_cancelled()
@@ -257,23 +317,26 @@ def _upstream_generate(upstream: Any, ctx: TaskContext) -> dict[str, Any]:
             data = _upstream_call(upstream, "/chat/completions", {**sampling, **item})
             choice = (data.get("choices") or [{}])[0]
             text = (choice.get("message") or {}).get("content") or ""
+            calls = (choice.get("message") or {}).get("tool_calls")
         else:
             data = _upstream_call(upstream, "/completions", {**sampling, **item})
             choice = (data.get("choices") or [{}])[0]
             text = choice.get("text") or ""
+            calls = None
         usage = data.get("usage") or {}
         prompt, completion = (
             int(usage.get("prompt_tokens", 0)),
             int(usage.get("completion_tokens", 0)),
         )
-        generations.append(
-            {
-                "text": text,
-                "finish_reason": choice.get("finish_reason") or "stop",
-                "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                          "total_tokens": prompt + completion},
-            }
-        )  # fmt: skip
+        generation: dict[str, Any] = {
+            "text": text,
+            "finish_reason": choice.get("finish_reason") or "stop",
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                      "total_tokens": prompt + completion},
+        }  # fmt: skip
+        if calls:
+            generation["tool_calls"] = calls
+        generations.append(generation)
     return _generation_dicts(generations)
 
 
@@ -390,13 +453,16 @@ def _requests(ctx: TaskContext) -> tuple[list[Any], bool]:
         top_k=p.top_k,
         stop=tuple(p.stop),
         seed=p.seed,
+        frequency_penalty=p.frequency_penalty,
+        presence_penalty=p.presence_penalty,
     )
+    grammar, tools = p.grammar_and_tools()
+    common: dict[str, Any] = {"params": sampling, "chat": p.chat, "grammar": grammar,
+                              "tools": tools}  # fmt: skip
     if not p.stream:
-        return [GenerationRequest(params=sampling, chat=p.chat, **item) for item in items], single
+        return [GenerationRequest(**common, **item) for item in items], single
     return [
-        GenerationRequest(
-            params=sampling, chat=p.chat, on_delta=_delta_events(ctx, i, p.max_tokens), **item
-        )
+        GenerationRequest(**common, on_delta=_delta_events(ctx, i, p.max_tokens), **item)
         for i, item in enumerate(items)
     ], single
 
@@ -413,8 +479,18 @@ def _delta_events(ctx: TaskContext, index: int, max_tokens: int) -> Any:
     return emit
 
 
-def _generation_result(outcomes: list[Any]) -> dict[str, Any]:
-    return _generation_dicts([o.to_dict() for o in outcomes])
+def _generation_result(outcomes: list[Any], requests: Sequence[Any]) -> dict[str, Any]:
+    from open_autoglm.ml.text.tool_calls import parse_tool_calls
+
+    generations = []
+    for outcome, request in zip(outcomes, requests, strict=True):
+        g = outcome.to_dict()
+        if request.tools:  # a call comes back as OpenAI tool_calls, not as text
+            content, calls = parse_tool_calls(g["text"])
+            if calls:
+                g.update(text=content or "", tool_calls=calls, finish_reason="tool_calls")
+        generations.append(g)
+    return _generation_dicts(generations)
 
 
 def _generation_dicts(generations: list[dict[str, Any]]) -> dict[str, Any]:
@@ -431,6 +507,8 @@ def _generation_dicts(generations: list[dict[str, Any]]) -> dict[str, Any]:
     if len(generations) == 1:
         result["text"] = generations[0]["text"]
         result["finish_reason"] = generations[0]["finish_reason"]
+        if "tool_calls" in generations[0]:
+            result["tool_calls"] = generations[0]["tool_calls"]
     return result
 
 
@@ -465,7 +543,8 @@ def generate_handler(ctx: TaskContext) -> dict[str, Any]:
     with _lease(ctx) as model:
         _expect(model, "text-generation", ctx)
         engine = model.engine()
-        return _generation_result(_wait(ctx, engine, [engine.submit(r) for r in requests]))
+        futures = [engine.submit(r) for r in requests]
+        return _generation_result(_wait(ctx, engine, futures), requests)
 
 
 def generate_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
@@ -489,10 +568,10 @@ def generate_batch_handler(ctxs: list[TaskContext]) -> list[Any]:
         with _lease(first) as model:
             _expect(model, "text-generation", first)
             engine = model.engine()
-            submitted = [(i, [engine.submit(r) for r in reqs]) for i, reqs in planned]
-            for i, futures in submitted:
+            submitted = [(i, reqs, [engine.submit(r) for r in reqs]) for i, reqs in planned]
+            for i, reqs, futures in submitted:
                 try:
-                    results[i] = _generation_result(_wait(ctxs[i], engine, futures))
+                    results[i] = _generation_result(_wait(ctxs[i], engine, futures), reqs)
                 except (ValidationError, TaskFailedError, TaskCancelledError) as exc:
                     results[i] = exc
     return results
@@ -539,6 +618,11 @@ def text_task_types() -> list[TaskType]:
             batch_handler=generate_batch_handler,
             # Sampling params are per request inside a decode batch, so any two may share one.
             batch_key=(),
+            # The model's engine decodes on its own threads (llama.cpp: the executor's CPU
+            # allotment); a batch's thread only waits for its results. An eighth of a CPU
+            # lets requests that arrive mid-decode start a batch of their own and join the
+            # running sequences at the next step instead of queueing behind a whole CPU.
+            default_resources={"cpu": 0.125},
         ),
         TaskType(
             name="text-classification",

@@ -61,6 +61,8 @@ def setup(runtime: Runtime) -> None:
         secrets=UpstreamSecrets.from_settings(m),
         roots=ModelRoots.from_settings(s),
         failure_ttl_s=m.load_failure_ttl_s,
+        # A GGUF model's engine decodes with one thread per CPU of the allotment.
+        generation_threads=max(1, int(s.executor.cpu)),
     )
     runtime.services["models"] = service
     runtime.batch_policy = service.batch_policy
@@ -83,21 +85,15 @@ def model_service(runtime: Runtime) -> ModelService:
 def register_bundled_models(service: ModelService) -> None:
     """Register ``minilm`` and ``smollm2`` unless already registered (then they are kept).
 
-    SmolLM2 ships as GGUF; it is dequantised to safetensors once and those files go into the
-    artifact store, so every later load (and every restart) reads safetensors directly.
+    SmolLM2 ships as GGUF and is served from that file by llama.cpp (quantised weights).
     """
     if not _exists(service, "minilm"):
         service.register(name="minilm", source="bundled:all-minilm-l6-v2", task_types=["embedding"])
         log.info("registered bundled model minilm")
     if not _exists(service, "smollm2"):
-        log.info("converting the bundled SmolLM2 GGUF to safetensors (once)")
-        directory = service.text_loader.resolve_directory(
-            {"name": "smollm2", "source": "bundled:smollm2"}
-        )
-        files = service.store_directory(directory)
         service.register(
             name="smollm2",
-            source={"artifacts": files},
+            source="bundled:smollm2",
             task_types=["text-generation", "chat"],
             max_batch_size=16,
         )

@@ -15,6 +15,14 @@ behind a circuit breaker: while it is open the answer is a 503 at once.
 Every error is answered in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``
 (the route class below catches them, the platform's own handlers stay as they are); invalid
 requests are 400 as in OpenAI's API.
+
+Every parameter of OpenAI's completions and chat completions is either served or refused with
+a 400 naming it (``param``), never silently ignored: the request models below forbid unknown
+fields, and a known parameter set to a value this server cannot honour (``logprobs: true``,
+``n: 2``, a ``logit_bias`` ...) is refused by name. Only identifiers with no effect on the
+output (``user``, ``metadata``, ``service_tier``, ...) are accepted and not used. Defaults are
+the platform's one set (:data:`~open_autoglm.ml.text.sampling.DEFAULTS`): greedy, 128 tokens.
+``response_format`` and ``tools`` are decoded under a grammar (GGUF models, llama.cpp).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import base64
 import functools
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import orjson
 from fastapi import APIRouter, Depends, Request
@@ -49,6 +57,7 @@ from open_autoglm.api.lifecycle import (
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.api.routes.models import model_service
 from open_autoglm.executors.model_service import ModelService
+from open_autoglm.ml.text.sampling import DEFAULTS  # imports no torch
 from open_autoglm.runtime import Runtime
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.model import ModelBackend, ModelSpec
@@ -146,64 +155,163 @@ Rt = Annotated[Runtime, Depends(get_runtime)]
 
 
 class _Base(BaseModel):
-    # OpenAI clients send fields we do not use (user, penalties ...): accepted and ignored.
-    model_config = ConfigDict(extra="ignore")
+    # Unknown fields are refused by name (see _parse): a parameter is served or it is a 400.
+    model_config = ConfigDict(extra="forbid")
 
     model: str = Field(min_length=1, max_length=200)
     priority: int | None = Field(default=None, ge=0, le=9, description="Open-AutoGLM extension")
+    # Identifiers with no effect on the output: accepted, not used.
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+
+
+# Parameters the routes know but cannot honour except at their neutral value: (field,
+# neutral test, why). A request setting one otherwise is a 400 naming it.
+_Refusal = tuple[str, Callable[[Any], bool], str]
+_REFUSED_SAMPLING: tuple[_Refusal, ...] = (
+    ("n", lambda v: v in (None, 1), "one choice per request (n = 1)"),
+    ("logit_bias", lambda v: not v, "logit_bias is not supported"),
+    ("best_of", lambda v: v in (None, 1), "best_of is not supported"),
+    ("logprobs", lambda v: not v, "log probabilities are not returned"),
+    ("top_logprobs", lambda v: v is None, "log probabilities are not returned"),
+)
 
 
 class _Sampling(_Base):
-    temperature: float = Field(default=1.0, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    n: int = Field(default=1, ge=1, le=1)
+    temperature: float = Field(default=DEFAULTS.temperature, ge=0.0, le=2.0)
+    top_p: float = Field(default=DEFAULTS.top_p, gt=0.0, le=1.0)
+    top_k: int = Field(default=DEFAULTS.top_k, ge=0, description="Open-AutoGLM extension")
+    n: int | None = 1
     stop: str | list[str] | None = None
     seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # torch's seed range
     stream: bool = False
     stream_options: dict[str, Any] | None = None
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
 
-    def params(self, max_tokens: int, *, chat: bool) -> dict[str, Any]:
+    REFUSED: ClassVar[tuple[_Refusal, ...]] = _REFUSED_SAMPLING
+
+    def refuse_unsupported(self) -> None:
+        """A 400 naming the first parameter set to a value this server cannot honour."""
+        for name, neutral, why in self.REFUSED:
+            if name in self.model_fields_set and not neutral(getattr(self, name, None)):
+                raise errors.ValidationError(
+                    f"unsupported parameter {name!r}: {why}",
+                    details=[{"loc": [name], "msg": why}],
+                )
+
+    def params(self, max_tokens: int | None, *, chat: bool) -> dict[str, Any]:
         stop = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         return {
-            "max_tokens": max_tokens,
+            "max_tokens": max_tokens or DEFAULTS.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
+            "top_k": self.top_k,
             "stop": stop,
             "seed": self.seed,
+            "frequency_penalty": self.frequency_penalty or 0.0,
+            "presence_penalty": self.presence_penalty or 0.0,
             "chat": chat,
         }
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str]
-    max_tokens: int | None = Field(default=16, ge=1, le=MAX_TOKENS)
-    echo: Literal[False] = False
-    logprobs: None = None
-    suffix: None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
+    echo: bool = False
+    logprobs: int | None = None
+    suffix: str | None = None
+    best_of: int | None = None
+
+    REFUSED: ClassVar[tuple[_Refusal, ...]] = (
+        *_REFUSED_SAMPLING,
+        ("echo", lambda v: not v, "echo is not supported"),
+        ("suffix", lambda v: not v, "suffix (insertion) is not supported"),
+    )
 
 
 class _ContentPart(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
     text: str
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: str
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[_ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+    refusal: str | None = None
 
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(p.text for p in self.content)
         return self.content or ""
 
+    def for_template(self) -> dict[str, Any]:
+        # "developer" is OpenAI's new name for the system role; templates know "system".
+        out: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text(),
+        }
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
 
 class ChatCompletionRequest(_Sampling):
     messages: list[_Message] = Field(min_length=1)
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS)
-    logprobs: Literal[False] | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    store: bool | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+    reasoning_effort: str | None = None
+    verbosity: str | None = None
+    web_search_options: dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+
+    REFUSED: ClassVar[tuple[_Refusal, ...]] = (
+        *_REFUSED_SAMPLING,
+        ("store", lambda v: not v, "completions are not stored for later retrieval"),
+        ("modalities", lambda v: v in (None, ["text"]), "text output only"),
+        ("audio", lambda v: v is None, "audio output is not supported"),
+        ("prediction", lambda v: v is None, "predicted outputs are not supported"),
+        ("reasoning_effort", lambda v: v is None, "not a reasoning model"),
+        ("verbosity", lambda v: v is None, "verbosity is not supported"),
+        ("web_search_options", lambda v: v is None, "web search is not supported"),
+        ("functions", lambda v: v is None, "deprecated: use tools"),
+        ("function_call", lambda v: v is None, "deprecated: use tool_choice"),
+    )
+
+    def task_params(self) -> dict[str, Any]:
+        params = self.params(self.max_completion_tokens or self.max_tokens, chat=True)
+        for name in ("response_format", "tools", "tool_choice"):
+            value = getattr(self, name)
+            if value is not None:
+                params[name] = value
+        return params
+
+    def calls_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
 
 
 class EmbeddingRequest(_Base):
@@ -214,14 +322,22 @@ class EmbeddingRequest(_Base):
 
 def _parse(model: type[BaseModel], raw: Any) -> Any:
     try:
-        return model.model_validate(raw)
+        body = model.model_validate(raw)
     except PydanticValidationError as exc:
         e = exc.errors(include_url=False)[0]
         param = ".".join(str(p) for p in e["loc"]) or None
+        if e["type"] == "extra_forbidden":
+            raise errors.ValidationError(
+                f"unsupported parameter {param!r}",
+                details=[{"loc": [str(p) for p in e["loc"]], "msg": "not supported"}],
+            ) from None
         raise errors.ValidationError(
             f"invalid request: {param}: {e['msg']}",
             details=[{"loc": [str(p) for p in e["loc"]], "msg": e["msg"]}],
         ) from None
+    if isinstance(body, _Sampling):
+        body.refuse_unsupported()
+    return body
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -416,7 +532,7 @@ async def completions(request: Request) -> Response:
     spec = await _spec_serving(service, body.model, "text-generation")
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(request, service, body.model, "/completions", raw, body.stream)
-    params = body.params(body.max_tokens or 16, chat=False)
+    params = body.params(body.max_tokens, chat=False)
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
     task.update(input=body.prompt, params=params, **_prio(body))
     if body.stream:
@@ -453,15 +569,17 @@ async def chat_completions(request: Request) -> Response:
     spec = await _spec_serving(service, body.model, "chat")
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(request, service, body.model, "/chat/completions", raw, body.stream)
-    messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-    params = body.params(body.max_completion_tokens or body.max_tokens or 128, chat=True)
+    messages = [m.for_template() for m in body.messages]
     task: dict[str, Any] = {"task_type": "text-generation", "model": body.model}
-    task.update(input={"messages": messages}, params=params, **_prio(body))
+    task.update(input={"messages": messages}, params=body.task_params(), **_prio(body))
     if body.stream:
         lt, release = await _start_stream(runtime, request, task)
         return _stream_response(runtime, lt, release, body, kind="chat.completion.chunk")
     result = await _run_task(runtime, request, task)
     g = result["generations"][0]
+    message: dict[str, Any] = {"role": "assistant", "content": g["text"]}
+    if g.get("tool_calls"):
+        message.update(content=g["text"] or None, tool_calls=g["tool_calls"])
     return JSONResponse(
         {
             "id": f"chatcmpl-{result['id']}",
@@ -471,7 +589,7 @@ async def chat_completions(request: Request) -> Response:
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": g["text"]},
+                    "message": message,
                     "logprobs": None,
                     "finish_reason": g["finish_reason"],
                 }
@@ -486,6 +604,12 @@ def _prio(body: _Base) -> dict[str, Any]:
 
 
 # -- streaming ---------------------------------------------------------------------------------
+
+
+def _tool_call_chunk(base: dict[str, Any], calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """A chunk carrying whole ``tool_calls`` as OpenAI's streamed deltas (indexed)."""
+    delta = {"tool_calls": [{"index": i, **call} for i, call in enumerate(calls)]}
+    return {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
 
 
 def _stream_response(
@@ -530,21 +654,36 @@ def _stream_response(
     unsubscribe = runtime.bus.subscribe(lt.id, listen)
     lt.done.add_done_callback(lambda _: loop.call_soon_threadsafe(deltas.put_nowait, None))
 
+    # With tools, a reply is either a call (it starts with "<", the grammar lets no text do
+    # that) or text: its first piece decides whether deltas stream or the call is held
+    # back and sent as OpenAI tool_calls deltas once complete.
+    tools = chat and isinstance(body, ChatCompletionRequest) and body.calls_tools()
+
     async def events() -> AsyncIterator[bytes]:
-        streamed: list[str] = []
+        text, sent = "", ""
+        held = False
         try:
             if chat:
                 yield _sse(chunk("", None, first=True))
             while (delta := await deltas.get()) is not None:
-                streamed.append(delta)
-                yield _sse(chunk(delta, None))
+                text += delta
+                if tools and not sent and not held:
+                    if not text:
+                        continue
+                    held = text.startswith("<")
+                if held:
+                    continue
+                yield _sse(chunk(text[len(sent) :], None))
+                sent = text
             final = lt.done.result()
             if final["status"] != "succeeded":
                 exc = _failure(final)
                 yield _sse({"error": orjson.loads(_from_platform(exc).body)["error"]})
             else:
                 g = (final.get("result") or {})["generations"][0]
-                sent = "".join(streamed)
+                calls = g.get("tool_calls") or []
+                if calls:
+                    yield _sse(_tool_call_chunk(chunk(None, None), calls))
                 rest = g["text"][len(sent) :] if g["text"].startswith(sent) else ""
                 if rest:
                     yield _sse(chunk(rest, None))

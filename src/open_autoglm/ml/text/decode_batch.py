@@ -33,7 +33,7 @@ from open_autoglm.ml.text.sampling import (
     sample_next_token,
 )
 
-__all__ = ["DecodeBatch", "GenerationRequest", "GenerationResult"]
+__all__ = ["DecodeBatch", "GenerationRequest", "GenerationResult", "refuse_llama_only"]
 
 DeltaCallback = Callable[[str], None]
 
@@ -48,13 +48,19 @@ class GenerationRequest:
         params: sampling parameters.
         chat: apply the tokenizer's chat template to ``prompt``; None = when it has one.
         on_delta: called with each new piece of text as it is decoded (for streaming).
+        grammar: a GBNF grammar the output must follow (constrained decoding; llama.cpp
+            backend only), e.g. from :mod:`open_autoglm.ml.text.structured`.
+        tools: OpenAI tool definitions handed to the chat template (the model's template,
+            or a system message describing them when the template takes none).
     """
 
     prompt: str = ""
-    messages: Sequence[Mapping[str, str]] | None = None
+    messages: Sequence[Mapping[str, Any]] | None = None
     params: SamplingParams = field(default_factory=SamplingParams)
     chat: bool | None = None
     on_delta: DeltaCallback | None = None
+    grammar: str | None = None
+    tools: Sequence[Mapping[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,27 @@ class _Row:
     prefix_offset: int = 0  # incremental detokenisation window, see _extend_text
     read_offset: int = 0
     finish_reason: str | None = None
+
+
+def refuse_llama_only(request: GenerationRequest) -> None:
+    """Refuse what only the llama.cpp backend does (grammars, penalties) with a 400."""
+    p = request.params
+    wanted = [
+        name
+        for name, used in (
+            ("response_format", request.grammar is not None),
+            ("frequency_penalty", bool(p.frequency_penalty)),
+            ("presence_penalty", bool(p.presence_penalty)),
+            ("tools", bool(request.tools)),
+        )
+        if used
+    ]
+    if wanted:
+        raise ValidationError(
+            f"{', '.join(wanted)} needs a GGUF model (llama.cpp backend); this model runs on "
+            "transformers",
+            details=[{"loc": ["params", name], "msg": "llama.cpp backend only"} for name in wanted],
+        )
 
 
 def _left_pad(t: Any, n: int) -> Any:
@@ -194,6 +221,7 @@ class DecodeBatch:
 
     def validate(self, request: GenerationRequest) -> list[int]:
         """Encode ``request``; raise ValidationError when it cannot fit the model context."""
+        refuse_llama_only(request)
         prompt_ids = self.encode(request)
         needed = len(prompt_ids) + request.params.max_tokens
         if self._max_positions is not None and needed > self._max_positions:

