@@ -238,12 +238,11 @@ def test_list_filters_and_events_as_json_and_sse(api: TestClient) -> None:
     assert ("instance", "running") in [(k, d.get("status")) for k, d in seen]
 
 
-def test_readme_workflow_example_runs(api: TestClient) -> None:
+def test_docs_workflow_example_runs(api: TestClient) -> None:
     import yaml
 
-    readme = (EXAMPLES.parents[1] / "README.md").read_text()
-    section = readme.split("## Workflows", 1)[1]
-    doc = yaml.safe_load(section.split("```yaml", 1)[1].split("```", 1)[0])
+    page = (EXAMPLES.parents[1] / "docs" / "workflows.md").read_text()
+    doc = yaml.safe_load(page.split("```yaml", 1)[1].split("```", 1)[0])
     doc.pop("callback_url")  # example.com is not reachable from the tests
     orders = [{"id": "a", "amount": 5}, {"id": "b", "amount": 5000}]
     run = wait_run(api, _start(api, doc, {"orders": orders})["id"])

@@ -156,9 +156,9 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 # Bodies that are declared as ``body=None`` above: the model comes from the route's module,
 # filled in by :func:`install_contract` (importing them here would import every area).
 _AREA_BODIES: dict[tuple[str, str], tuple[str, str]] = {
-    ("POST", "/v1/embeddings"): ("open_autoglm.api.routes.openai", "EmbeddingRequest"),
-    ("POST", "/v1/completions"): ("open_autoglm.api.routes.openai", "CompletionRequest"),
-    ("POST", "/v1/chat/completions"): ("open_autoglm.api.routes.openai", "ChatCompletionRequest"),
+    ("POST", "/v1/embeddings"): ("open_autoglm.api.openai_requests", "EmbeddingRequest"),
+    ("POST", "/v1/completions"): ("open_autoglm.api.openai_requests", "CompletionRequest"),
+    ("POST", "/v1/chat/completions"): ("open_autoglm.api.openai_requests", "ChatCompletionRequest"),
     ("PUT", "/v1/rulesets/{name}"): ("open_autoglm.rules.dsl", "RulesetModel"),
     ("POST", "/v1/rulesets/{name}/evaluate"): (
         "open_autoglm.api.routes.rulesets",

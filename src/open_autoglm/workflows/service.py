@@ -35,7 +35,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from open_autoglm.errors import (
@@ -50,6 +49,17 @@ from open_autoglm.spec.workflow import WorkflowSpec, parse_workflow_text, valida
 from open_autoglm.storage.workflows_repo import RunWrite, WorkflowRepo
 from open_autoglm.workflows.callbacks import DeliveryAttempt, deliver_callback
 from open_autoglm.workflows.engine import WorkflowRun
+from open_autoglm.workflows.inbox import (
+    AcceptedMsg,
+    CancelMsg,
+    LiveRun,
+    Msg,
+    RecoverMsg,
+    StartMsg,
+    StepEventMsg,
+    in_flight,
+    task_event,
+)
 from open_autoglm.workflows.protocol import (
     Cancel,
     CancelStep,
@@ -59,8 +69,6 @@ from open_autoglm.workflows.protocol import (
     SendCallback,
     StepFailed,
     StepStarted,
-    StepSucceeded,
-    StepTimedOut,
     SubmitStep,
     Tick,
 )
@@ -73,9 +81,6 @@ __all__ = ["WorkflowService", "bus_key", "step_task_key"]
 
 log = logging.getLogger(__name__)
 
-# Task error codes that another attempt cannot fix.
-_PERMANENT = frozenset({"validation_error", "not_found", "bad_result", "unrecoverable", "blocked"})
-
 
 def step_task_key(run_id: str, step_id: str, attempt: int) -> str:
     """The idempotency key of a step attempt's task (at most 200 characters)."""
@@ -87,58 +92,6 @@ def step_task_key(run_id: str, step_id: str, attempt: int) -> str:
 def bus_key(run_id: str) -> str:
     """The event-bus channel of a run's live events."""
     return f"workflow:{run_id}"
-
-
-# --------------------------------------------------------------------------- inbox messages
-
-
-@dataclass
-class _Start:
-    run: WorkflowRun
-    created: dict[str, Any]
-    reply: Future[dict[str, Any]]
-
-
-@dataclass
-class _Cancel:
-    run_id: str
-    reason: str
-    reply: Future[dict[str, Any]]
-
-
-@dataclass
-class _StepEvent:
-    run_id: str
-    event: Event
-
-
-@dataclass
-class _Accepted:
-    run_id: str
-    step_id: str
-    attempt: int
-    task_id: str
-    live: bool  # still in the scheduler; False: finished, read its stored state
-
-
-@dataclass
-class _Recover:
-    reply: Future[int]
-
-
-@dataclass
-class _Live:
-    run: WorkflowRun
-    created: dict[str, Any] | None = None
-    tasks: dict[tuple[str, int], str] = field(default_factory=dict)
-    pending_cancel: set[tuple[str, int]] = field(default_factory=set)
-    snapshot: dict[str, tuple[Any, ...]] = field(default_factory=dict)
-    was_status: str = ""
-    done: Future[dict[str, Any]] = field(default_factory=Future)
-    principal: str | None = None  # whose run: its step tasks are that owner's too
-
-
-_Msg = _Start | _Cancel | _StepEvent | _Accepted | _Recover | None
 
 
 class WorkflowService:
@@ -155,8 +108,8 @@ class WorkflowService:
         self.outbound = outbound_policy(runtime.settings)
         self.repo = WorkflowRepo(runtime.storage.engine)
         self._clock = clock
-        self._inbox: queue.SimpleQueue[_Msg] = queue.SimpleQueue()
-        self._runs: dict[str, _Live] = {}
+        self._inbox: queue.SimpleQueue[Msg] = queue.SimpleQueue()
+        self._runs: dict[str, LiveRun] = {}
         self._thread: threading.Thread | None = None
         self._callbacks: ThreadPoolExecutor | None = None
         self.stats = {"batches": 0, "events": 0, "submitted": 0, "reattached": 0}
@@ -172,7 +125,7 @@ class WorkflowService:
         self._thread.start()
         if recover:
             reply: Future[int] = Future()
-            self._inbox.put(_Recover(reply))
+            self._inbox.put(RecoverMsg(reply))
             n = reply.result(timeout=120)
             if n:
                 log.info("workflows: resumed %d unfinished run(s)", n)
@@ -185,7 +138,7 @@ class WorkflowService:
     def takeover(self) -> None:
         """Adopt the unfinished runs of replicas that died (called on each lease renewal)."""
         if self._thread is not None:
-            self._inbox.put(_Recover(Future()))
+            self._inbox.put(RecoverMsg(Future()))
 
     def stop(self) -> None:
         if self._thread is None:
@@ -248,12 +201,12 @@ class WorkflowService:
             "principal": principal,
         }
         reply: Future[dict[str, Any]] = Future()
-        self._inbox.put(_Start(run, created, reply))
+        self._inbox.put(StartMsg(run, created, reply))
         return reply
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> Future[dict[str, Any]]:
         reply: Future[dict[str, Any]] = Future()
-        self._inbox.put(_Cancel(run_id, reason, reply))
+        self._inbox.put(CancelMsg(run_id, reason, reply))
         return reply
 
     def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
@@ -274,7 +227,7 @@ class WorkflowService:
 
     def _loop(self) -> None:
         while True:
-            batch: list[_Msg] = []
+            batch: list[Msg] = []
             try:
                 first = self._inbox.get(timeout=self._wait_s())
             except queue.Empty:
@@ -306,7 +259,7 @@ class WorkflowService:
             return 1.0
         return max(0.0, min(1.0, min(wakes) - self._clock()))
 
-    def _process(self, batch: list[_Msg]) -> None:
+    def _process(self, batch: list[Msg]) -> None:
         out: dict[str, list[Instruction]] = {}
         replies: list[tuple[Future[Any], Callable[[], Any]]] = []
         for msg in batch:
@@ -357,32 +310,32 @@ class WorkflowService:
 
     def _apply(
         self,
-        msg: _Msg,
+        msg: Msg,
         out: dict[str, list[Instruction]],
         replies: list[tuple[Future[Any], Callable[[], Any]]],
     ) -> None:
-        if isinstance(msg, _StepEvent):
+        if isinstance(msg, StepEventMsg):
             live = self._runs.get(msg.run_id)
             if live is not None:
                 try:
                     out.setdefault(msg.run_id, []).extend(live.run.handle(msg.event, self._clock()))
                 except NotFoundError as exc:
                     log.warning("workflow %s: %s", msg.run_id, exc.message)
-        elif isinstance(msg, _Accepted):
+        elif isinstance(msg, AcceptedMsg):
             self._accepted(msg)
-        elif isinstance(msg, _Start):
-            live = _Live(msg.run, created=msg.created, principal=msg.created.get("principal"))
+        elif isinstance(msg, StartMsg):
+            live = LiveRun(msg.run, created=msg.created, principal=msg.created.get("principal"))
             self._runs[msg.run.run_id] = live
             out.setdefault(msg.run.run_id, []).extend(msg.run.start(self._clock()))
             replies.append((msg.reply, functools.partial(self.get, msg.run.run_id)))
-        elif isinstance(msg, _Cancel):
+        elif isinstance(msg, CancelMsg):
             live = self._runs.get(msg.run_id)
             if live is None:
                 row = self.repo.get_run(msg.run_id, with_state=False)  # NotFoundError
                 raise ConflictError(f"workflow run {msg.run_id} is already {row['status']}")
             out.setdefault(msg.run_id, []).extend(live.run.handle(Cancel(msg.reason)))
             replies.append((msg.reply, functools.partial(self.get, msg.run_id)))
-        elif isinstance(msg, _Recover):
+        elif isinstance(msg, RecoverMsg):
             n = self._recover(out)
             replies.append((msg.reply, functools.partial(int, n)))
 
@@ -442,7 +395,7 @@ class WorkflowService:
         return writes, published, sends
 
     def _diff(
-        self, live: _Live, state: dict[str, Any], now: float
+        self, live: LiveRun, state: dict[str, Any], now: float
     ) -> list[tuple[float, str, dict[str, Any]]]:
         events: list[tuple[float, str, dict[str, Any]]] = []
         if live.was_status != state["status"]:
@@ -505,7 +458,7 @@ class WorkflowService:
             extra = [str(d.get("msg")) for d in exc.details[:3]]
             detail = "; ".join(m for m in extra if m not in exc.message)
             message = f"task rejected: {exc.message}" + (f" ({detail})" if detail else "")
-            self._inbox.put(_StepEvent(run_id, StepFailed(step_id, message, retryable, attempt)))
+            self._inbox.put(StepEventMsg(run_id, StepFailed(step_id, message, retryable, attempt)))
             return
 
         def on_accepted(f: Future[tuple[dict[str, Any], bool]]) -> None:
@@ -514,7 +467,7 @@ class WorkflowService:
                 task, _ = f.result()
             except BaseException as exc:
                 event = StepFailed(step_id, f"task not accepted: {exc}", True, attempt)
-                self._inbox.put(_StepEvent(run_id, event))
+                self._inbox.put(StepEventMsg(run_id, event))
                 return
             self._watch(run_id, step_id, attempt, task["id"])
 
@@ -524,17 +477,17 @@ class WorkflowService:
         handle = self.runtime.track(task_id)
         lt = handle.live
         if lt is None:  # it finished (and was stored) already: read it in the engine thread
-            self._inbox.put(_Accepted(run_id, step_id, attempt, task_id, live=False))
+            self._inbox.put(AcceptedMsg(run_id, step_id, attempt, task_id, live=False))
             return
-        self._inbox.put(_Accepted(run_id, step_id, attempt, task_id, live=True))
+        self._inbox.put(AcceptedMsg(run_id, step_id, attempt, task_id, live=True))
 
         def on_status(kind: str, data: dict[str, Any]) -> None:
             if kind == "status" and data.get("status") == "running":
-                self._inbox.put(_StepEvent(run_id, StepStarted(step_id, attempt)))
+                self._inbox.put(StepEventMsg(run_id, StepStarted(step_id, attempt)))
 
         unsubscribe = self.runtime.bus.subscribe(task_id, on_status)
         if lt.status.value == "running":
-            self._inbox.put(_StepEvent(run_id, StepStarted(step_id, attempt)))
+            self._inbox.put(StepEventMsg(run_id, StepStarted(step_id, attempt)))
 
         def on_done(d: Future[dict[str, Any]]) -> None:
             unsubscribe()
@@ -543,12 +496,12 @@ class WorkflowService:
             except BaseException as exc:
                 event: Event = StepFailed(step_id, f"task outcome lost: {exc}", True, attempt)
             else:
-                event = _task_event(step_id, attempt, final)
-            self._inbox.put(_StepEvent(run_id, event))
+                event = task_event(step_id, attempt, final)
+            self._inbox.put(StepEventMsg(run_id, event))
 
         handle.add_done_callback(on_done)
 
-    def _accepted(self, msg: _Accepted) -> None:
+    def _accepted(self, msg: AcceptedMsg) -> None:
         live = self._runs.get(msg.run_id)
         try:
             if not self.repo.set_task_id(
@@ -566,8 +519,8 @@ class WorkflowService:
                 self._cancel_task(msg.task_id, "cancelled by the workflow")
         if not msg.live:
             final = self.runtime.get_task(msg.task_id)
-            event = _task_event(msg.step_id, msg.attempt, final)
-            self._inbox.put(_StepEvent(msg.run_id, event))
+            event = task_event(msg.step_id, msg.attempt, final)
+            self._inbox.put(StepEventMsg(msg.run_id, event))
 
     def _cancel_task(self, task_id: str, reason: str) -> None:
         try:
@@ -587,17 +540,17 @@ class WorkflowService:
             except Exception:
                 log.exception("workflow run %s cannot be resumed", row["id"])
                 continue
-            live = _Live(run, was_status=run.status.value, principal=row.get("principal"))
+            live = LiveRun(run, was_status=run.status.value, principal=row.get("principal"))
             for key, _, data in instance_states(row["state"]):
                 live.snapshot[key] = (data["status"], data.get("attempt"))
             self._runs[run.run_id] = live
             out.setdefault(run.run_id, []).extend(instructions)
             stored = {(t["step_id"], t["attempt"]): t for t in self.repo.step_tasks(run.run_id)}
-            for step_id, attempt in _in_flight(row["state"]):
+            for step_id, attempt in in_flight(row["state"]):
                 t = stored.get((step_id, attempt))
                 if t is None:
                     event = StepFailed(step_id, "interrupted: its task was never recorded", True)
-                    self._inbox.put(_StepEvent(run.run_id, event))
+                    self._inbox.put(StepEventMsg(run.run_id, event))
                     continue
                 self.stats["reattached"] += 1
                 self._submit_task(run.run_id, step_id, attempt, t["task"])
@@ -676,37 +629,3 @@ def _under_reference(task: Any, loc: list[Any]) -> bool:
         else:
             return False
     return isinstance(value, str) and "${" in value
-
-
-def _in_flight(state: Mapping[str, Any]) -> list[tuple[str, int]]:
-    """``(step_id, attempt)`` of every submitted or running task instance, nested included."""
-    found: list[tuple[str, int]] = []
-    prefix = state.get("prefix", "")
-    for rec in state["steps"].values():
-        for inst in rec["instances"]:
-            if inst["child"] is not None:
-                if inst["state"] == "running":
-                    found.extend(_in_flight(inst["child"]))
-            elif inst["state"] in ("submitted", "running"):
-                found.append((prefix + inst["id"], int(inst["attempt"])))
-    return found
-
-
-def _task_event(step_id: str, attempt: int, task: Mapping[str, Any]) -> Event:
-    """The engine event for a finished step task."""
-    status = task["status"]
-    if status == "succeeded":
-        return StepSucceeded(step_id, task.get("result"), attempt)
-    err = task.get("error") or {}
-    code = str(err.get("code", "failed"))
-    message = str(err.get("message", status))
-    if status == "failed" and code == "timeout":
-        return StepTimedOut(step_id, attempt)
-    if status == "cancelled":
-        return StepFailed(step_id, f"step task was cancelled: {message}", False, attempt)
-    if status not in ("failed",):
-        return StepFailed(step_id, f"step task lost (status {status})", True, attempt)
-    retryable = err.get("retryable")
-    if not isinstance(retryable, bool):  # tasks stored before the flag was recorded
-        retryable = code not in _PERMANENT
-    return StepFailed(step_id, f"{code}: {message}", retryable, attempt)

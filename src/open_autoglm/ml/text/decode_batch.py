@@ -322,10 +322,10 @@ class DecodeBatch:
         import torch
 
         positions = mask.sum(dim=1)
-        placeholder = torch.full((len(rows),), self._pad_id, dtype=torch.long)
+        filler = torch.full((len(rows),), self._pad_id, dtype=torch.long)
         if self._cache is None:
             self._cache, self._mask = cache, mask
-            self._positions, self._next_tokens = positions, placeholder
+            self._positions, self._next_tokens = positions, filler
         else:
             old_len, new_len = self._mask.shape[1], mask.shape[1]
             length = max(old_len, new_len)
@@ -344,7 +344,7 @@ class DecodeBatch:
                 [pad(self._mask, (length - old_len, 0)), pad(mask, (length - new_len, 0))]
             )
             self._positions = torch.cat([self._positions, positions])
-            self._next_tokens = torch.cat([self._next_tokens, placeholder])
+            self._next_tokens = torch.cat([self._next_tokens, filler])
         self._rows.extend(rows)
 
     def _accept_all(self, rows: list[_Row], logits: Any) -> None:
