@@ -22,7 +22,8 @@ from open_autoglm.api.auth import principal_of, require_admin
 from open_autoglm.api.deps import get_runtime, json_body
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.errors import ConflictError, NotFoundError
-from open_autoglm.executors.model_service import ModelCacheCollector, ModelService
+from open_autoglm.executors.model_metrics import ModelCacheCollector
+from open_autoglm.executors.model_service import ModelService
 from open_autoglm.executors.model_sources import ModelRoots
 from open_autoglm.executors.upstream import UpstreamSecrets, upstream_bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
