@@ -104,6 +104,8 @@ def test_demo_tours_a_live_server(server: ServerProcess) -> None:
 
 def test_every_example_file_is_run() -> None:
     files = {p for p in EXAMPLES.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
-    covered = {*WORKFLOWS, MODEL_ENTRY, DEMO}
+    # The explanation pictures are what tests/api/test_explain.py writes, one per family.
+    pictures = set((EXAMPLES / "explain").glob("*"))
+    covered = {*WORKFLOWS, MODEL_ENTRY, DEMO, *pictures}
     assert files == covered, f"not run by a test: {sorted(map(str, files - covered))}"
     assert set(EXPECTED) == {p.stem for p in WORKFLOWS}
