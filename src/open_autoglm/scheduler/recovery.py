@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
+from open_autoglm.errors import TaskTakenOverError
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.spec.task import TaskSpec, TaskStatus
 from open_autoglm.tasks.base import TaskType
@@ -23,7 +24,7 @@ from open_autoglm.tasks.base import TaskType
 if TYPE_CHECKING:
     from open_autoglm.scheduler.ports import StorageLike
 
-__all__ = ["recover"]
+__all__ = ["recover", "taken_over_error", "tell_taken_over"]
 
 log = logging.getLogger(__name__)
 
@@ -107,3 +108,18 @@ def recover(
     if rows:
         log.info("recovery: %s", counts)
     return counts
+
+
+def tell_taken_over(lost: list[LiveTask]) -> None:
+    """Fail the waiters of tasks another server took over: their state is that server's."""
+    for lt in lost:
+        log.warning("task %s was taken over by another replica; not running it here", lt.id)
+        lt.done.set_exception(taken_over_error(lt))
+
+
+def taken_over_error(lt: LiveTask) -> TaskTakenOverError:
+    """The error a waiter on ``lt`` gets once another server owns it."""
+    return TaskTakenOverError(
+        f"task {lt.id} was taken over by another server after this one missed its lease; "
+        "read it again for the state that counts"
+    )

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any
 from open_autoglm.errors import (
     AdmissionError,
     ConflictError,
-    TaskTakenOverError,
 )
 from open_autoglm.futures import Promise
 from open_autoglm.scheduler.admission import new_task_id, task_shape, validate_task
@@ -46,7 +45,7 @@ from open_autoglm.scheduler.events import (
 )
 from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.scheduler.ports import SchedulerObserver, StorageLike
-from open_autoglm.scheduler.recovery import recover
+from open_autoglm.scheduler.recovery import recover, taken_over_error, tell_taken_over
 from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.spec.task import TaskSpec, TaskStatus
 from open_autoglm.storage.writer import FENCED
@@ -579,7 +578,7 @@ class Scheduler:
                 elif exc is not None:
                     lt.done.set_exception(exc)
                 elif outcome == FENCED:
-                    lt.done.set_exception(_taken_over(lt))
+                    lt.done.set_exception(taken_over_error(lt))
                 else:
                     lt.done.set_result({**lt.as_dict(), "result": result})
 
@@ -602,7 +601,7 @@ class Scheduler:
             dropped, self._dropped = self._dropped, []
             for lt in dropped:
                 self._forget_locked(lt)
-        _tell_taken_over(dropped)  # outside the lock: callbacks may call back in
+        tell_taken_over(dropped)  # outside the lock: callbacks may call back in
         return len(tasks)
 
     def _lose(self, lost: list[LiveTask]) -> None:
@@ -612,7 +611,7 @@ class Scheduler:
             self.core.handle(TasksLost(tuple(lost)), self._clock())
             for lt in lost:
                 self._forget_locked(lt)
-        _tell_taken_over(lost)
+        tell_taken_over(lost)
 
     def _observe(self, lt: LiveTask, old: TaskStatus | None, new: TaskStatus, now: float) -> None:
         if self.observer is not None:
@@ -644,16 +643,3 @@ _APPLY: dict[type[Any], Callable[[Scheduler, Any], None]] = {
     Finish: Scheduler._on_finish,
     Dropped: Scheduler._on_dropped,
 }
-
-
-def _tell_taken_over(lost: list[LiveTask]) -> None:
-    for lt in lost:
-        log.warning("task %s was taken over by another replica; not running it here", lt.id)
-        lt.done.set_exception(_taken_over(lt))
-
-
-def _taken_over(lt: LiveTask) -> TaskTakenOverError:
-    return TaskTakenOverError(
-        f"task {lt.id} was taken over by another server after this one missed its lease; "
-        "read it again for the state that counts"
-    )
