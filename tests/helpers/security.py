@@ -64,5 +64,10 @@ class Listener:
 
 
 def app_client(data_dir: Path, **overrides: Any) -> TestClient:
-    """A TestClient over a fresh runtime (enter it with ``with``)."""
-    return TestClient(create_app(runtime=Runtime(make_settings(data_dir, **overrides))))
+    """A TestClient over a fresh runtime (enter it with ``with``), with the default model
+    roots (the data dir and the bundled models), not the temp dir other tests add."""
+    models = dict(overrides.pop("models", None) or {})
+    models.setdefault("roots", [])
+    return TestClient(
+        create_app(runtime=Runtime(make_settings(data_dir, models=models, **overrides)))
+    )

@@ -27,9 +27,32 @@ __all__ = [
 ]
 
 
+_NULL: dict[str, Any] = {"type": "null"}
+# The values a refused parameter may still take (its neutral ones), for the OpenAPI contract:
+# a client reading the schema sees what is served, not just the parameter's name.
+_NEUTRAL_SCHEMA: dict[str, dict[str, Any]] = {
+    "n": {"anyOf": [_NULL, {"const": 1}]},
+    "logit_bias": {"anyOf": [_NULL, {"type": "object", "maxProperties": 0}]},
+    "best_of": {"anyOf": [_NULL, {"const": 1}]},
+    "logprobs": {"anyOf": [_NULL, {"const": False}, {"const": 0}]},
+    "echo": {"const": False},
+    "suffix": {"anyOf": [_NULL, {"const": ""}]},
+    "store": {"anyOf": [_NULL, {"const": False}]},
+    "modalities": {"anyOf": [_NULL, {"const": ["text"]}]},
+}
+
+
+def _neutral_only(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    """Describe each refused parameter by the values it may take (see ``REFUSED``)."""
+    properties = schema.get("properties", {})
+    for name, _, why in getattr(model, "REFUSED", ()):
+        if name in properties:
+            properties[name] = {**_NEUTRAL_SCHEMA.get(name, _NULL), "description": why}
+
+
 class OpenAIRequest(BaseModel):
     # Unknown fields are refused by name (see _parse): a parameter is served or it is a 400.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_neutral_only)
 
     model: str = Field(min_length=1, max_length=200)
     priority: int | None = Field(default=None, ge=0, le=9, description="Open-AutoGLM extension")
