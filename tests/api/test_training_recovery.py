@@ -89,7 +89,7 @@ def test_a_killed_rank_is_retried_from_the_last_checkpoint(api: Any) -> None:
         len(pids) == 2 and 1 in _checkpoint_epochs(api, task_id)
     ):
         for msg in _messages(api, task_id):
-            if m := re.fullmatch(r"rank (\d) started \(pid (\d+)\)", msg):
+            if m := re.match(r"rank (\d) started \(pid (\d+), process\)", msg):
                 pids[int(m.group(1))] = int(m.group(2))
         time.sleep(0.05)
     done_before_kill = max(_checkpoint_epochs(api, task_id))
