@@ -27,6 +27,7 @@ from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.scheduler.observer import EventBus, PlatformMetrics, SchedulerWatch
 from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.scheduler.service import Scheduler
+from open_autoglm.spec.principal import STATIC_OWNER
 from open_autoglm.spec.task import TaskSpec, parse_task_spec
 from open_autoglm.storage.hub import StorageHub, TaskWrite
 from open_autoglm.task_handle import TaskHandle
@@ -489,7 +490,7 @@ class TaskReader:
         """The task with its result, if the task ``viewer_task_id`` may see it."""
         viewer = self._runtime.get_task(viewer_task_id, with_result=False).get("owner")
         task = self._runtime.get_task(task_id)
-        if viewer is not None and viewer != "admin" and task.get("owner") != viewer:
+        if viewer is not None and viewer != STATIC_OWNER and task.get("owner") != viewer:
             raise NotFoundError(f"task {task_id} not found")
         return task
 
