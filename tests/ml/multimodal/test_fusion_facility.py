@@ -37,11 +37,11 @@ def _table(rows: int = 160) -> tuple[FusionBatch, torch.Tensor]:
     return batch, labels
 
 
-def _job(name: str) -> FusionJob:
+def _job(name: str, settings: TrainSettings = SETTINGS) -> FusionJob:
     batch, labels = _table()
     train, val, _ = stratified_split(labels.numpy(), [0.7, 0.15, 0.15], seed=0)
     torch.manual_seed(0)
-    return FusionJob(strategy_class(name)(CONFIG), batch, labels, train, val, SETTINGS)
+    return FusionJob(strategy_class(name)(CONFIG), batch, labels, train, val, settings)
 
 
 def _run(name: str, dist: DistributedParams) -> tuple[list[float], FitResult]:
@@ -66,12 +66,9 @@ def test_ddp_x2_trains_what_one_process_trains(name: str) -> None:
 
 
 def test_fit_trains_in_place_and_stops_on_fusion_rule() -> None:
-    job = _job("hybrid")
+    job = _job("hybrid", TrainSettings(epochs=40, batch_size=32, lr=5e-2, patience=2, seed=0))
     model = job.template
-    settings = TrainSettings(epochs=40, batch_size=32, lr=5e-2, patience=2, seed=0)
-    result = fit(
-        model, job.batch, job.labels, job.train_rows.numpy(), job.val_rows.numpy(), settings
-    )
+    result = fit(job)
     history = result.history
     assert len(history) < 40  # patience 2 stopped it
     best = min(h["val_loss"] for h in history)

@@ -22,6 +22,7 @@ from open_autoglm.ml.multimodal.fusion import strategy_class
 from open_autoglm.ml.multimodal.fusion.base import FusionModel
 from open_autoglm.ml.multimodal.preprocess import Preprocessor
 from open_autoglm.ml.multimodal.training import (
+    FusionJob,
     Runner,
     TrainSettings,
     evaluate,
@@ -144,13 +145,8 @@ def train_strategies(
         hook = None if on_epoch is None else (lambda e, r, n=name: on_epoch(n, e, r))
         start = time.perf_counter()
         result = fit(
-            model,
-            batch,
-            labels,
-            train_rows,
-            val_rows,
-            options.train,
-            dist=dist,
+            FusionJob(model, batch, labels, train_rows, val_rows, options.train),
+            dist,
             runner=runner,
             on_epoch=hook,
             check_cancelled=check_cancelled,

@@ -75,7 +75,7 @@ class FusionJob(TrainJob):
         settings: TrainSettings,
     ) -> None:
         self.name = model.strategy
-        self.template = model  # every rank trains a copy of these initial weights
+        self.template = model  # every rank trains a copy of these weights; fit() loads the best
         self.batch, self.labels = batch, labels
         self.train_rows = torch.as_tensor(np.asarray(train_rows), dtype=torch.long)
         self.val_rows = torch.as_tensor(np.asarray(val_rows), dtype=torch.long)
@@ -119,23 +119,17 @@ Runner = Callable[[TrainJob, DistributedParams], FitResult]
 
 
 def fit(
-    model: FusionModel,
-    batch: FusionBatch,
-    labels: torch.Tensor,
-    train_rows: np.ndarray,
-    val_rows: np.ndarray,
-    settings: TrainSettings,
-    *,
+    job: FusionJob,
     dist: DistributedParams | None = None,
+    *,
     runner: Runner | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train_rows`` of ``batch`` in place, keeping the best epoch on
-    ``val_rows``; ``runner(job, dist)`` runs the job (default: the facility's plain ``fit``,
-    in this process's threads; a task passes ``run_training``)."""
+    """Train ``job``'s model in place, keeping its best epoch on the validation rows;
+    ``runner(job, dist)`` runs the job (default: the facility's plain ``fit`` in this
+    process's threads; a task passes ``run_training``)."""
     dist = dist or DistributedParams()
-    job = FusionJob(model, batch, labels, train_rows, val_rows, settings)
     if runner is not None:
         fitted = runner(job, dist)
     else:
@@ -143,8 +137,8 @@ def fit(
         fitted = train(
             job, dist, threads=threads, on_epoch=on_epoch, check_cancelled=check_cancelled
         )
-    model.load_state_dict(fitted.state)
-    model.eval()
+    job.template.load_state_dict(fitted.state)
+    job.template.eval()
     return fitted
 
 
