@@ -253,11 +253,11 @@ def test_callback_listener_admits_only_authenticated_workers_naming_a_job(
         with pytest.raises(EOFError):
             stranger.recv_bytes()  # hung up on: it names no job that is waiting
 
-        silent = socket.create_connection(server.address, timeout=5)
+        # The handshake itself never times out: only the hello timer can end this silence.
+        # Were it not hung up on, the read would raise TimeoutError after 30 s instead.
+        silent = socket.create_connection(server.address, timeout=30)
         silent.recv(1024)  # the challenge; then nothing is sent back
-        t0 = time.monotonic()
         assert silent.recv(1024) == b""  # hung up on after the hello timeout
-        assert time.monotonic() - t0 < 3
         silent.close()
 
         worker = Client(server.address, authkey=server.key)
