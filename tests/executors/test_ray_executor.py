@@ -148,7 +148,9 @@ def test_training_on_ray_stores_artifacts_registers_and_predicts(api: TestClient
 
 
 def test_deadline_and_cancel_kill_the_ray_worker(api: TestClient) -> None:
-    timed = submit(api, {"task_type": "probe", "params": {"seconds": 60}, "timeout_s": 3})
+    # the deadline covers the Ray worker's start too: long enough that it reports its pid
+    # first even on a loaded machine, far below the probe's 60 s
+    timed = submit(api, {"task_type": "probe", "params": {"seconds": 60}, "timeout_s": 10})
     pid = worker_pid(api, timed)
     task = wait_task(api, timed, timeout=30)
     assert task["status"] == "failed" and task["error"]["code"] == "timeout"
