@@ -63,12 +63,14 @@ def run_rank(
     outbox: Outbox,
     check_cancelled: Callable[[], None] | None = None,
 ) -> None:
-    """Train ``job`` as rank ``plan.rank``; reports ``step``, ``epoch``, ``shard``, ``done``."""
+    """Train ``job`` as rank ``plan.rank``; reports ``started``, ``step``, ``epoch``, ``shard``,
+    ``result`` (rank 0) and ``done``."""
     torch.set_num_threads(max(1, plan.threads))
     if plan.world > 1:
         os.environ["MASTER_ADDR"] = "127.0.0.1"
         os.environ["MASTER_PORT"] = str(plan.port)
         dist.init_process_group("gloo", rank=plan.rank, world_size=plan.world)
+    outbox(("started", plan.rank, os.getpid()))
     try:
         _Loop(job, plan, outbox, check_cancelled).run()
     finally:
