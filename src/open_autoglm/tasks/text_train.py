@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from open_autoglm.errors import AutoGLMError, ValidationError
+from open_autoglm.ml.text.finetune.dataset import LabeledTexts
 from open_autoglm.ml.training.spec import DistributedParams
 from open_autoglm.spec.model import ModelName
 from open_autoglm.tasks.base import ExecutionMode, TaskContext, TaskType
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from open_autoglm.ml.text.finetune.split import Split
     from open_autoglm.ml.training.fit import FitResult
 
+
 __all__ = [
     "ColumnSplit",
     "Monitor",
@@ -39,6 +41,7 @@ __all__ = [
     "TextTrainParams",
     "TrainedTextClassifier",
     "base_model_dir",
+    "check_table",
     "prepare_text_job",
     "text_train_task_types",
     "train_text_classifier",
@@ -132,30 +135,35 @@ class TrainedTextClassifier:
 # ---------------------------------------------------------------- preparation
 
 
-def prepare_text_job(
-    columns: dict[str, list[Any]], params: TextTrainParams, model_dir: str
-) -> tuple[TextClassifierJob, Split, dict[str, Any]]:
-    """Check the table, split it, tokenise it with ``model_dir``'s tokenizer; build the job.
-
-    Returns the job, the split and token statistics. Raises ValidationError listing every
-    problem of the data.
-    """
-    from transformers import AutoTokenizer
-
-    from open_autoglm.ml.text.finetune.bucketing import bucketed_batches, padded_tokens
+def check_table(columns: dict[str, list[Any]], params: TextTrainParams) -> LabeledTexts:
+    """The table's labeled texts; raises ValidationError listing every problem of the data."""
     from open_autoglm.ml.text.finetune.dataset import build_dataset
-    from open_autoglm.ml.text.finetune.job import TextClassifierJob
-    from open_autoglm.ml.text.finetune.split import given_split, stratified_split
 
-    by_column = isinstance(params.split, ColumnSplit)
-    data = build_dataset(
+    split = params.split
+    return build_dataset(
         columns,
         text_column=params.text_column,
         label_column=params.label_column,
         labels=params.labels,
-        split_column=params.split.column if isinstance(params.split, ColumnSplit) else None,
-        min_per_class=1 if by_column else 1 + 1 + int(params.split.test > 0),  # type: ignore[union-attr]
+        split_column=split.column if isinstance(split, ColumnSplit) else None,
+        # a stratified split puts at least one row of each class in each part
+        min_per_class=1 if isinstance(split, ColumnSplit) else 2 + int(split.test > 0),
     )
+
+
+def prepare_text_job(
+    data: LabeledTexts, params: TextTrainParams, model_dir: str
+) -> tuple[TextClassifierJob, Split, dict[str, Any]]:
+    """Split checked data, tokenise it with ``model_dir``'s tokenizer, build the job.
+
+    Returns the job, the split and token statistics.
+    """
+    from transformers import AutoTokenizer
+
+    from open_autoglm.ml.text.finetune.bucketing import bucketed_batches, padded_tokens
+    from open_autoglm.ml.text.finetune.job import TextClassifierJob
+    from open_autoglm.ml.text.finetune.split import given_split, stratified_split
+
     if data.splits is not None:
         split = given_split(data.splits)
     else:
@@ -210,7 +218,7 @@ def prepare_text_job(
 
 
 def train_text_classifier(
-    columns: dict[str, list[Any]],
+    data: LabeledTexts,
     params: TextTrainParams,
     model_dir: str,
     *,
@@ -221,7 +229,7 @@ def train_text_classifier(
     ``run`` is ``lambda job: run_training(ctx, job, params.distributed)`` in the handler, or
     ``lambda job: fit(job, params.distributed)`` outside the platform.
     """
-    job, split, tokens = prepare_text_job(columns, params, model_dir)
+    job, split, tokens = prepare_text_job(data, params, model_dir)
     result = run(job)
     model = job.build_model()
     model.load_state_dict(result.state)
@@ -267,6 +275,28 @@ def base_model_dir(ctx: TaskContext) -> str:
     return str(directory)
 
 
+def _check(
+    ctx: TaskContext, columns: dict[str, list[Any]], params: TextTrainParams
+) -> tuple[LabeledTexts, str]:
+    """The data and the base model, checked together: one answer lists the problems of both."""
+    problems: list[dict[str, Any]] = []
+    data = model_dir = None
+    try:
+        model_dir = base_model_dir(ctx)
+    except ValidationError as exc:
+        problems += exc.details
+    try:
+        data = check_table(columns, params)
+    except ValidationError as exc:
+        problems += exc.details
+    if data is None or model_dir is None:
+        raise ValidationError(
+            f"{TASK_TYPE}: {len(problems)} problem(s); first: {problems[0]['msg']}",
+            details=problems,
+        )
+    return data, model_dir
+
+
 def _save_model_files(
     ctx: TaskContext, trained: TrainedTextClassifier, max_length: int
 ) -> dict[str, str]:
@@ -295,10 +325,10 @@ def _text_train(ctx: TaskContext) -> dict[str, Any]:
     if not isinstance(params, TextTrainParams):
         params = TextTrainParams.model_validate(params.model_dump())
     columns = resolve_table_input(_table_input(ctx.input), ctx.load_artifact)
-    model_dir = base_model_dir(ctx)
+    data, model_dir = _check(ctx, columns, params)
     ctx.progress(0.0, "tokenising")
     trained = train_text_classifier(
-        columns, params, model_dir, run=lambda job: run_training(ctx, job, params.distributed)
+        data, params, model_dir, run=lambda job: run_training(ctx, job, params.distributed)
     )
     ctx.log(
         f"rows {trained.split.sizes()}; best epoch {trained.fit.best_epoch}; "

@@ -15,6 +15,7 @@ from open_autoglm.ml.training.fit import fit
 from open_autoglm.tasks.text_train import (
     TextTrainParams,
     TrainedTextClassifier,
+    check_table,
     prepare_text_job,
     train_text_classifier,
 )
@@ -38,7 +39,7 @@ PARAMS = TextTrainParams(
 
 def train(model_dir: Path, params: TextTrainParams = PARAMS) -> TrainedTextClassifier:
     return train_text_classifier(
-        sentiment_table(240),
+        check_table(sentiment_table(240), params),
         params,
         str(model_dir),
         run=lambda job: fit(job, params.distributed),
@@ -91,6 +92,6 @@ def test_a_given_split_column_is_used(tiny_embedder_dir: Path) -> None:
     params = TextTrainParams.model_validate(
         {**PARAMS.model_dump(exclude={"split"}), "split": {"column": "part"}}
     )
-    job, split, _ = prepare_text_job(table, params, str(tiny_embedder_dir))
+    job, split, _ = prepare_text_job(check_table(table, params), params, str(tiny_embedder_dir))
     assert split.train == list(range(20)) and split.test == list(range(25, 30))
     assert job.val_rows == list(range(20, 25))
