@@ -164,16 +164,13 @@ def prepare_text_job(
     from open_autoglm.ml.text.finetune.job import TextClassifierJob
     from open_autoglm.ml.text.finetune.split import given_split, stratified_split
 
-    if data.splits is not None:
-        split = given_split(data.splits)
-    else:
-        assert isinstance(params.split, StratifiedSplit)
+    parts = params.split
+    if isinstance(parts, StratifiedSplit):
         split = stratified_split(
-            data.labels,
-            validation=params.split.validation,
-            test=params.split.test,
-            seed=params.seed,
+            data.labels, validation=parts.validation, test=parts.test, seed=params.seed
         )
+    else:
+        split = given_split(data.splits or [])
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if tokenizer.pad_token_id is None:
         raise ValidationError(
@@ -330,6 +327,7 @@ def _text_train(ctx: TaskContext) -> dict[str, Any]:
     trained = train_text_classifier(
         data, params, model_dir, run=lambda job: run_training(ctx, job, params.distributed)
     )
+    ctx.progress(1.0, "saving the model")
     ctx.log(
         f"rows {trained.split.sizes()}; best epoch {trained.fit.best_epoch}; "
         f"validation macro F1 {trained.validation['macro_f1']:.4f}"
