@@ -16,8 +16,6 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from open_autoglm.errors import AutoGLMError
-
 __all__ = ["app"]
 
 app = typer.Typer(help="Text models: fine-tune a classifier on a table.", no_args_is_help=True)
@@ -150,11 +148,7 @@ def train(
         )
         return follow(c, task["id"]) if wait else task
 
-    try:
-        task = call(url, api_key, go)
-    except AutoGLMError as exc:  # refused at submit (bad params): every problem listed
-        _print_error({"code": exc.code, "message": exc.message, "details": exc.details})
-        raise typer.Exit(1) from None
+    task = call(url, api_key, go)  # refused at submit (bad params): every problem, exit 1
     if not wait:
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
         return
