@@ -1,7 +1,7 @@
 """Fine-tune MiniLM through the API on a 2,000-row sample, then classify new texts with it.
 
     python benchmarks/text_train_api.py [--rows 2000] [--epochs 1] [--max-length 64]
-                                        [--holdout 200]
+                                        [--lr 1e-4] [--batch-size 16] [--holdout 200]
 
 End to end as a user runs it: an ``autoglm serve`` process (bundled models registered), the
 sample uploaded as a CSV artifact, a ``text-classifier-train`` job on ``minilm`` followed by
@@ -67,6 +67,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--holdout", type=int, default=200)
     args = ap.parse_args()
 
@@ -93,6 +95,8 @@ def main() -> None:
                     model="minilm",
                     epochs=args.epochs,
                     max_length=args.max_length,
+                    lr=args.lr,
+                    batch_size=args.batch_size,
                     name="bench-recommend",
                 )
                 last = ""
@@ -140,6 +144,8 @@ def main() -> None:
         "split": result["rows"],
         "epochs": args.epochs,
         "max_length": args.max_length,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
         "job_seconds": round(job_s, 1),
         "train_samples_per_s": result["samples_per_second"],
         "test_accuracy": round(test["accuracy"], 4),
