@@ -20,7 +20,11 @@ EPOCHS = 5
 def _run(dist: DistributedParams, **kw: object) -> tuple[list[float], FitResult]:
     losses: list[float] = []
     result = fit(
-        BlobsJob(epochs=EPOCHS), dist, threads=2, on_step=lambda e: losses.append(e.loss), **kw
+        BlobsJob(epochs=EPOCHS),
+        dist,
+        threads=dist.world_size,
+        on_step=lambda e: losses.append(e.loss),
+        **kw,
     )  # type: ignore[arg-type]
     return losses, result
 

@@ -85,7 +85,7 @@ class _Collector:
         kind = msg[0]
         if kind == "started":
             if self.log is not None and self.world > 1:
-                self.log(f"rank {msg[1]} started (pid {msg[2]})")
+                self.log(f"rank {msg[1]} started (pid {msg[2]}, {msg[3]})")
         elif kind == "step":
             if self.on_step is not None:
                 self.on_step(StepEvent(*msg[1:]))
@@ -157,7 +157,20 @@ def fit(
         finally:
             torch.set_num_threads(before)
     else:
-        _supervise(job, dist, per_rank, collector, check_cancelled, checkpoint_dir, resume or {})
+        from open_autoglm.ml.training.ray_ranks import in_ray_worker, supervise_on_ray
+
+        if in_ray_worker():
+            plans = [
+                RankPlan(rank, world, dist, per_rank, checkpoint_dir, (resume or {}).get(rank))
+                for rank in range(world)
+            ]
+            supervise_on_ray(
+                job, plans, collector, lambda: len(collector.done) == world, check_cancelled
+            )
+        else:
+            _supervise(
+                job, dist, per_rank, collector, check_cancelled, checkpoint_dir, resume or {}
+            )
     return collector.finish(time.perf_counter() - started, resumed_from_epoch)
 
 
@@ -172,7 +185,10 @@ def _context(job: TrainJob) -> Any:
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["open_autoglm.ml.training.ranks", *job.preload])
+    # torch._dynamo: building any optimizer imports it (seconds); once here, not once per rank
+    ctx.set_forkserver_preload(
+        ["torch._dynamo", "torch.distributed.fsdp", "open_autoglm.ml.training.ranks", *job.preload]
+    )
     return ctx
 
 
