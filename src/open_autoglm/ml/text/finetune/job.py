@@ -81,6 +81,13 @@ class TextClassifierJob(TrainJob):
         monitor: ``"val_macro_f1"`` (higher is better) or ``"val_loss"``.
     """
 
+    # imported once by the process ranks fork from: BERT-style models and their loader
+    preload = (
+        "open_autoglm.ml.text.finetune.job",
+        "transformers.modeling_utils",
+        "transformers.models.bert.modeling_bert",
+    )
+
     def __init__(
         self,
         *,
