@@ -68,3 +68,18 @@ class BlobsJob(TrainJob):
             "val_loss": float(F.cross_entropy(logits.float(), y)),
             "val_acc": float((logits.argmax(1) == y).float().mean()),
         }
+
+
+def supervise_long_run(conn: Any) -> None:
+    """Run a 2-rank DDP job that outlasts any test, sending each rank's pid over ``conn``;
+    the test kills this process and watches the ranks."""
+    import re
+
+    from open_autoglm.ml.training.fit import fit
+    from open_autoglm.ml.training.spec import DistributedParams
+
+    def log(message: str) -> None:
+        if m := re.match(r"rank \d started \(pid (\d+)", message):
+            conn.send(int(m.group(1)))
+
+    fit(BlobsJob(epochs=100_000), DistributedParams(strategy="ddp", world_size=2), log=log)

@@ -9,6 +9,7 @@ under a second.
 
 from __future__ import annotations
 
+import os
 import queue
 import socket
 import tempfile
@@ -218,7 +219,14 @@ def _supervise(
             args=(
                 job,
                 RankPlan(
-                    rank, dist.world_size, dist, threads, checkpoint_dir, resume.get(rank), port
+                    rank,
+                    dist.world_size,
+                    dist,
+                    threads,
+                    checkpoint_dir,
+                    resume.get(rank),
+                    port,
+                    supervisor=os.getpid(),
                 ),
                 out,
             ),

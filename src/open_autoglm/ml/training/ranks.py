@@ -57,6 +57,7 @@ class RankPlan:
     port: int = 0
     master_addr: str = "127.0.0.1"  # rank 0's host: another node when ranks are Ray actors
     launcher: str = "process"  # or "ray actor": said in the rank's start message
+    supervisor: int = 0  # pid whose exit ends this rank (0: none, e.g. Ray actors)
 
 
 def run_rank(
@@ -68,6 +69,8 @@ def run_rank(
     """Train ``job`` as rank ``plan.rank``; reports ``started``, ``step``, ``epoch``, ``shard``,
     ``result`` (rank 0) and ``done``."""
     torch.set_num_threads(max(1, plan.threads))
+    if plan.supervisor:
+        _die_with(plan.supervisor)
     if plan.world > 1:
         os.environ["MASTER_ADDR"] = plan.master_addr
         os.environ["MASTER_PORT"] = str(plan.port)
@@ -290,6 +293,40 @@ class _Loop:
         value = value.clone()
         dist.all_reduce(value)
         return value
+
+
+def _die_with(supervisor: int) -> None:
+    """Exit when the supervisor process exits: a cancelled or killed task leaves no rank
+    training on. (The forkserver's own end is no signal: it lives while any rank does.)"""
+    import select
+    import threading
+
+    try:
+        fd = os.pidfd_open(supervisor)
+    except ProcessLookupError:
+        os._exit(1)  # already gone
+    except (AttributeError, OSError):  # no pidfd here: poll instead
+        fd = None
+
+    def watch() -> None:
+        if fd is not None:
+            select.select([fd], [], [])  # readable once the process has exited
+        else:
+            while os.getppid() != 1 and _alive(supervisor):
+                time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="autoglm-supervisor-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _meta_epoch(meta_path: str) -> int:
