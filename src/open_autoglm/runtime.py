@@ -487,6 +487,16 @@ class TaskReader:
             raise NotFoundError(f"task {task_id} not found")
         return task
 
+    def own_artifacts(self, task_id: str, name_prefix: str = "") -> list[dict[str, Any]]:
+        """Artifacts a task recorded (on any attempt), newest first: a retried training task
+        finds its last checkpoint here."""
+        rows = self._runtime.storage.list_artifacts(limit=10_000, task_id=task_id)
+        return [
+            {"id": r["id"], "name": r["name"], "created_at": r["created_at"]}
+            for r in rows
+            if str(r["name"]).startswith(name_prefix)
+        ]
+
 
 def public_task(row: dict[str, Any]) -> dict[str, Any]:
     """A stored task row in the API's shape."""

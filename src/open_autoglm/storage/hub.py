@@ -226,12 +226,15 @@ class StorageHub:
         return self.files.get(artifact_id)
 
     def list_artifacts(
-        self, limit: int = 100, *, principal: str | None = None
+        self, limit: int = 100, *, principal: str | None = None, task_id: str | None = None
     ) -> list[dict[str, Any]]:
-        """Artifacts newest first; with ``principal``, only those that owner may see."""
+        """Artifacts newest first; with ``principal``, only those that owner may see; with
+        ``task_id``, only those that task recorded."""
         stmt = sa.select(artifacts).order_by(artifacts.c.created_at.desc()).limit(limit)
         if principal is not None:
             stmt = stmt.where(_artifact_visible(principal))
+        if task_id is not None:
+            stmt = stmt.where(artifacts.c.task_id == task_id)
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(stmt)]
 

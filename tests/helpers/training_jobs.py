@@ -1,0 +1,69 @@
+"""Small training jobs for the training facility's tests: a dropout-free MLP on fixed data.
+
+Module-level classes, so the facility's rank processes can unpickle them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from open_autoglm.ml.training.job import TrainJob
+
+
+class BlobsJob(TrainJob):
+    """Four Gaussian blobs in 8 dimensions, a 2-layer MLP, AdamW: 50 steps in well under a second."""
+
+    def __init__(
+        self, *, n: int = 400, batch_size: int = 32, epochs: int = 4, seed: int = 0, **kw: Any
+    ) -> None:
+        gen = torch.Generator().manual_seed(1234)
+        centers = torch.randn(4, 8, generator=gen) * 2.0
+        y = torch.randint(0, 4, (n,), generator=gen)
+        self.x = centers[y] + torch.randn(n, 8, generator=gen)  # (n, 8)
+        self.y = y
+        self.val = torch.arange(n - 80, n)
+        self.train_n = n - 80
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.seed = seed
+        self.patience = kw.get("patience", 0)
+        self.monitor = "val_loss"
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(
+            nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4)
+        )
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(model.parameters(), lr=1e-2)
+
+    def make_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 - s / (total_steps + 1))
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        perm = torch.randperm(self.train_n, generator=gen).tolist()
+        return [perm[i : i + self.batch_size] for i in range(0, self.train_n, self.batch_size)]
+
+    def collate(self, indices: list[int], generator: torch.Generator) -> Any:
+        idx = torch.tensor(indices)
+        return self.x[idx], self.y[idx]
+
+    def sample_losses(self, model: nn.Module, batch: Any) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(model(x), y, reduction="none")
+
+    def shard_units(self, model: nn.Module) -> list[nn.Module]:
+        return [m for m in model if isinstance(m, nn.Linear)]
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        logits = model(self.x[self.val])
+        y = self.y[self.val]
+        return {
+            "val_loss": float(F.cross_entropy(logits.float(), y)),
+            "val_acc": float((logits.argmax(1) == y).float().mean()),
+        }
