@@ -9,6 +9,7 @@ dying worker are handled as for a subprocess; shutting down kills what it starte
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -370,3 +371,35 @@ def test_a_task_cancelled_before_submission_or_refused_by_ray_is_reported_once(
         assert outcome.retryable and "Ray did not take the task" in outcome.error["message"]
     finally:
         rt.stop()
+
+
+def test_distributed_training_ranks_run_as_ray_workers(api: TestClient) -> None:
+    graph = community_graph(n_per_class=20, classes=3, dim=6, seed=3)
+    task_id = submit(
+        api,
+        {
+            "task_type": "graph-train",
+            "input": graph,
+            "params": {
+                "kind": "sage",
+                "hidden": 16,
+                "epochs": 8,
+                "lr": 0.02,
+                "mode": "sync",
+                "workers": 2,
+                "batch_size": 8,
+                "fanout": [5, 5],
+            },
+            "timeout_s": 180,
+        },
+    )
+    task = wait_task(api, task_id, timeout=180)
+    assert task["status"] == "succeeded", task["error"]
+    assert task["result"]["metrics"]["test_acc"] >= 0.6
+    logs = [e["data"]["message"] for e in events(api, task_id) if e["kind"] == "log"]
+    started = [m for msg in logs if (m := re.match(r"rank (\d) started \(pid (\d+), (.+)\)", msg))]
+    # both ranks ran as Ray actors (their own Ray workers, each reserving its CPU), not as
+    # processes of the task's worker
+    assert sorted(int(m.group(1)) for m in started) == [0, 1]
+    assert {m.group(3) for m in started} == {"ray actor"}
+    assert len({int(m.group(2)) for m in started}) == 2

@@ -198,6 +198,18 @@ def status(
     console.print(table)
 
 
+def _training_figures(data: dict[str, Any]) -> str:
+    """A training step's loss, samples/s and time left, when its progress event has them."""
+    parts = []
+    if "loss" in data:
+        parts.append(f"loss {data['loss']:.4f}")
+    if "samples_per_s" in data:
+        parts.append(f"{data['samples_per_s']:,.0f} samples/s")
+    if "eta_s" in data:
+        parts.append(f"ETA {data['eta_s']:.0f}s")
+    return "  " + " · ".join(parts) if parts else ""
+
+
 def _wait_live(c: Any, task_id: str) -> dict[str, Any]:
     with Progress(
         TextColumn("{task.description}"),
@@ -214,8 +226,11 @@ def _wait_live(c: Any, task_id: str) -> dict[str, Any]:
                     bar.update(
                         job,
                         completed=data.get("fraction", 0.0),
-                        description=f"task {task_id[:8]} {data.get('message') or 'running'}",
+                        description=f"task {task_id[:8]} {data.get('message') or 'running'}"
+                        + _training_figures(data),
                     )
+                elif kind == "log":
+                    bar.console.print(f"[dim]{data.get('message', '')}[/dim]")
                 elif kind == "status":
                     bar.update(job, description=f"task {task_id[:8]} {data.get('status')}")
                     if data.get("status") in TERMINAL_STATUSES:

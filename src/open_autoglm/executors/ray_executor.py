@@ -200,8 +200,12 @@ class _RayJob:
 
     def _options(self) -> dict[str, Any]:
         job = self.job
+        from open_autoglm.ml.training.spec import ranks_reserve_their_own
+
         opts: dict[str, Any] = {
-            "num_cpus": job.cpu,
+            # a distributed training job's ranks are Ray actors reserving their own CPUs;
+            # its supervisor only relays their messages
+            "num_cpus": 0 if ranks_reserve_their_own(job.params) else job.cpu,
             "name": f"autoglm:{job.task_type.name}:{job.task_id}",
         }
         if job.memory_mb:

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from open_autoglm.errors import AutoGLMError, ValidationError
+from open_autoglm.errors import ValidationError
+from open_autoglm.ml.training.spec import DistributedParams, Strategy
 from open_autoglm.spec.graph import GraphData, GraphPolicy, NodeId, parse_graph
 from open_autoglm.spec.model import ModelName
 from open_autoglm.tasks.base import ExecutionMode, TaskContext, TaskType
@@ -71,6 +72,10 @@ class GraphTrainParams(BaseModel):
     # The registry name of the trained model: checked at submit, so a name the registry
     # would refuse (``../../x``) never costs a training run.
     name: ModelName | None = None
+    distributed: DistributedParams = Field(
+        default_factory=DistributedParams,
+        description="ranks and precision on the training facility; mode sync = ddp x workers",
+    )
 
     @model_validator(mode="after")
     def _fanout_matches_layers(self) -> GraphTrainParams:
@@ -78,7 +83,31 @@ class GraphTrainParams(BaseModel):
             raise ValueError("fanout entries must be >= 1, or -1 for all neighbors")
         if self.mode != "full" and len(self.fanout) != self.layers:
             raise ValueError(f"fanout needs one entry per layer ({self.layers}), got {self.fanout}")
+        if self.mode == "async" and self.distributed != DistributedParams():
+            raise ValueError("mode async (Hogwild) runs its own workers: leave `distributed` out")
         return self
+
+    @property
+    def facility(self) -> DistributedParams | None:
+        """How the shared training facility runs this job, or None: async (Hogwild) and
+        one-process fp32 full/sampled training run their own loops."""
+        if self.mode == "async":
+            return None
+        if self.mode == "sync" and self.distributed.strategy is Strategy.NONE:
+            return DistributedParams(
+                strategy=Strategy.DDP,
+                world_size=self.workers,
+                precision=self.distributed.precision,
+            )
+        if self.mode != "sync" and self.distributed == DistributedParams():
+            return None
+        return self.distributed
+
+    @property
+    def cpus(self) -> float:
+        if self.facility is not None:
+            return self.facility.cpus
+        return float(self.workers if self.mode == "async" else 1)
 
     @property
     def policy(self) -> GraphPolicy:
@@ -138,11 +167,17 @@ def train_graph(
     *,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
+    runner: Callable[[Any, DistributedParams], Any] | None = None,
 ) -> TrainedGraph:
-    """Train a node classifier on a validated graph with ``params``."""
+    """Train a node classifier on a validated graph with ``params``.
+
+    ``runner(job, dist)`` runs a job on the training facility; the default is the plain
+    :func:`~open_autoglm.ml.training.fit.fit`, a task passes ``run_training`` (checkpoints).
+    """
     import torch
 
     from open_autoglm.ml.graph.data import GraphTensors
+    from open_autoglm.ml.graph.job import train_on_facility
     from open_autoglm.ml.graph.models import ModelConfig, ModelKind, build_model
     from open_autoglm.ml.graph.parallel import train_parallel
     from open_autoglm.ml.graph.training import TrainConfig, TrainMode, train_node_classifier
@@ -175,7 +210,12 @@ def train_graph(
     )
     torch.manual_seed(params.seed)
     model = build_model(config)
-    if cfg.mode in (TrainMode.SYNC, TrainMode.ASYNC):
+    dist = params.facility
+    if dist is not None:
+        result = train_on_facility(
+            model, data, cfg, dist, runner, on_epoch=on_epoch, check_cancelled=check_cancelled
+        )
+    elif cfg.mode is TrainMode.ASYNC:
         result = train_parallel(
             model, data, cfg, on_epoch=on_epoch, check_cancelled=check_cancelled
         )
@@ -210,7 +250,15 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
             val_acc=m["val_acc"],
         )
 
-    trained = train_graph(graph, params, on_epoch=on_epoch, check_cancelled=ctx.check_cancelled)
+    from open_autoglm.ml.training.task import run_training
+
+    trained = train_graph(
+        graph,
+        params,
+        on_epoch=on_epoch,
+        check_cancelled=ctx.check_cancelled,
+        runner=lambda job, dist: run_training(ctx, job, dist),
+    )
     res = trained.result
     weights = ctx.save_artifact(
         pack_weights(res.state), media_type="application/x-safetensors", name="weights.safetensors"
@@ -240,8 +288,10 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
         "epochs_run": len(res.history),
         "nodes_per_second": res.nodes_per_second,
         "wall_nodes_per_second": res.extra.get("wall_nodes_per_s", res.nodes_per_second),
-        # sync/async: seconds per phase and worker (ml/graph/step_timing.py); else empty
+        # async: seconds per phase and worker (ml/graph/step_timing.py); else empty
         "time_breakdown": res.extra.get("breakdown", []),
+        # on the training facility: the epoch a retried task resumed after, else None
+        "resumed_from_epoch": res.extra.get("resumed_from_epoch"),
         "artifacts": {
             "weights": weights["id"],
             "meta": meta_art["id"],
@@ -257,30 +307,21 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
 def _register(
     ctx: TaskContext, params: GraphTrainParams, meta: dict[str, Any], weights_id: str, meta_id: str
 ) -> str | None:
-    """Register with the models service when this executor offers one; say so when it fails."""
-    try:
-        models = ctx.service("models")
-    except KeyError:
-        ctx.log("no models service here; the model is reachable through its meta artifact")
-        return None
-    name = params.name or f"graph-{params.kind}-{ctx.task_id}"
-    try:
-        models.register(
-            name=name,
-            backend="graph",
-            source={"artifact": weights_id},
-            task_types=["graph-predict"],
-            config={
-                "meta_artifact": meta_id,
-                "graph_artifact": meta["graph_artifact"],
-                "model_config": meta["model_config"],
-                "normalize_features": meta["normalize_features"],
-            },
-        )
-    except AutoGLMError as exc:  # e.g. name taken: training still succeeded, make it visible
-        ctx.log(f"model registration failed: {exc.message}", level="warning")
-        return None
-    return name
+    from open_autoglm.ml.training.task import register_model
+
+    return register_model(
+        ctx,
+        name=params.name or f"graph-{params.kind}-{ctx.task_id}",
+        backend="graph",
+        source={"artifact": weights_id},
+        task_types=["graph-predict"],
+        config={
+            "meta_artifact": meta_id,
+            "graph_artifact": meta["graph_artifact"],
+            "model_config": meta["model_config"],
+            "normalize_features": meta["normalize_features"],
+        },
+    )
 
 
 # ---------------------------------------------------------------- prediction
@@ -395,8 +436,8 @@ def graph_task_types() -> list[TaskType]:
             description="Train a GCN, GraphSAGE or GAT node classifier on a graph.",
             requires_input=True,
             mode=ExecutionMode.PROCESS,
-            # sync/async training runs `workers` processes of one thread each
-            resources_for=lambda p: {"cpu": float(p.workers if p.mode in ("sync", "async") else 1)},
+            # sync/async training runs `workers` processes, the facility one per rank
+            resources_for=lambda p: {"cpu": p.cpus},
         ),
         TaskType(
             name="graph-predict",

@@ -26,7 +26,7 @@ from open_autoglm.ml.training.job import TrainJob
 from open_autoglm.ml.training.ranks import RankPlan, Resume, run_rank
 from open_autoglm.ml.training.spec import DistributedParams, Strategy
 
-__all__ = ["FitResult", "ShardSink", "StepEvent", "fit"]
+__all__ = ["FitResult", "ShardSink", "StepEvent", "fit", "free_port", "start_children"]
 
 _POLL_SECONDS = 0.2
 
@@ -72,8 +72,10 @@ class _Collector:
         on_step: Callable[[StepEvent], None] | None,
         on_epoch: Callable[[int, dict[str, float]], None] | None,
         shard_sink: ShardSink | None,
+        log: Callable[[str], None] | None = None,
     ) -> None:
         self.world = world
+        self.log = log
         self.on_step, self.on_epoch, self.shard_sink = on_step, on_epoch, shard_sink
         self.shards: dict[int, dict[int, tuple[str, str]]] = {}
         self.result: tuple[list[dict[str, float]], int, dict[str, Tensor]] | None = None
@@ -81,7 +83,10 @@ class _Collector:
 
     def __call__(self, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
-        if kind == "step":
+        if kind == "started":
+            if self.log is not None and self.world > 1:
+                self.log(f"rank {msg[1]} started (pid {msg[2]}, {msg[3]})")
+        elif kind == "step":
             if self.on_step is not None:
                 self.on_step(StepEvent(*msg[1:]))
         elif kind == "epoch":
@@ -129,6 +134,7 @@ def fit(
     on_step: Callable[[StepEvent], None] | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
+    log: Callable[[str], None] | None = None,
     checkpoint_dir: str | None = None,
     shard_sink: ShardSink | None = None,
     resume: dict[int, Resume] | None = None,
@@ -140,7 +146,7 @@ def fit(
     each rank to the shard it starts from.
     """
     world = dist.world_size
-    collector = _Collector(world, on_step, on_epoch, shard_sink)
+    collector = _Collector(world, on_step, on_epoch, shard_sink, log)
     started = time.perf_counter()
     per_rank = max(1, threads // world)
     if dist.strategy is Strategy.NONE:
@@ -151,21 +157,35 @@ def fit(
         finally:
             torch.set_num_threads(before)
     else:
-        _supervise(job, dist, per_rank, collector, check_cancelled, checkpoint_dir, resume or {})
+        from open_autoglm.ml.training.ray_ranks import in_ray_worker, supervise_on_ray
+
+        if in_ray_worker():
+            plans = [
+                RankPlan(rank, world, dist, per_rank, checkpoint_dir, (resume or {}).get(rank))
+                for rank in range(world)
+            ]
+            supervise_on_ray(
+                job, plans, collector, lambda: len(collector.done) == world, check_cancelled
+            )
+        else:
+            _supervise(
+                job, dist, per_rank, collector, check_cancelled, checkpoint_dir, resume or {}
+            )
     return collector.finish(time.perf_counter() - started, resumed_from_epoch)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (rank 0 listens there)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _context() -> Any:
+def _context(job: TrainJob) -> Any:
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["open_autoglm.ml.training.ranks"])
+    ctx.set_forkserver_preload(["open_autoglm.ml.training.ranks", *job.preload])
     return ctx
 
 
@@ -186,9 +206,9 @@ def _supervise(
     checkpoint_dir: str | None,
     resume: dict[int, Resume],
 ) -> None:
-    ctx = _context()
+    ctx = _context(job)
     out = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [
         ctx.Process(
             target=_rank_main,
@@ -203,8 +223,7 @@ def _supervise(
         )
         for rank in range(dist.world_size)
     ]
-    for p in procs:
-        p.start()
+    start_children(procs)
     try:
         while len(collector.done) < dist.world_size:
             if check_cancelled is not None:
@@ -221,6 +240,8 @@ def _supervise(
                         f"training rank {rank} exited with code {code}", retryable=True
                     ) from None
                 continue
+            if msg[0] == "error":
+                _raise_for_killed(procs)  # a peer's death shows first as a collective's error
             collector(msg)
         for p in procs:
             p.join()
@@ -229,6 +250,38 @@ def _supervise(
             if p.is_alive():
                 p.kill()
                 p.join()
+
+
+def start_children(procs: list[Any]) -> None:
+    """Start rank processes, also from a task's daemonic worker process.
+
+    multiprocessing refuses children to a daemonic process so none outlive it; a task worker
+    is daemonic (the server must reap it) and its ranks are daemonic too, killed by the
+    supervisor's ``finally`` and by the worker's exit, so lifting the check while starting
+    them keeps that promise.
+    """
+    import multiprocessing
+
+    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
+    daemonic = config.get("daemon", False)
+    config["daemon"] = False
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        config["daemon"] = daemonic
+
+
+def _raise_for_killed(procs: list[Any], wait_s: float = 2.0) -> None:
+    """Raise a retryable failure if a rank was killed by a signal (wait briefly to see it)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        for rank, p in enumerate(procs):
+            if p.exitcode is not None and p.exitcode < 0:
+                raise TaskFailedError(
+                    f"training rank {rank} was killed (signal {-p.exitcode})", retryable=True
+                )
+        time.sleep(0.05)
 
 
 def scratch_dir() -> tempfile.TemporaryDirectory[str]:

@@ -63,6 +63,8 @@ class TrainJob(abc.ABC):
     patience: int = 0
     monitor: str = "val_loss"
     monitor_mode: Literal["min", "max"] = "min"
+    # imported once by the process ranks fork from, so each rank starts without the import
+    preload: tuple[str, ...] = ()
 
     @abc.abstractmethod
     def build_model(self) -> nn.Module:

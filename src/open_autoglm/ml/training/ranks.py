@@ -55,6 +55,8 @@ class RankPlan:
     checkpoint_dir: str | None  # None: no checkpoints
     resume: Resume | None = None
     port: int = 0
+    master_addr: str = "127.0.0.1"  # rank 0's host: another node when ranks are Ray actors
+    launcher: str = "process"  # or "ray actor": said in the rank's start message
 
 
 def run_rank(
@@ -63,12 +65,14 @@ def run_rank(
     outbox: Outbox,
     check_cancelled: Callable[[], None] | None = None,
 ) -> None:
-    """Train ``job`` as rank ``plan.rank``; reports ``step``, ``epoch``, ``shard``, ``done``."""
+    """Train ``job`` as rank ``plan.rank``; reports ``started``, ``step``, ``epoch``, ``shard``,
+    ``result`` (rank 0) and ``done``."""
     torch.set_num_threads(max(1, plan.threads))
     if plan.world > 1:
-        os.environ["MASTER_ADDR"] = "127.0.0.1"
+        os.environ["MASTER_ADDR"] = plan.master_addr
         os.environ["MASTER_PORT"] = str(plan.port)
         dist.init_process_group("gloo", rank=plan.rank, world_size=plan.world)
+    outbox(("started", plan.rank, os.getpid(), plan.launcher))
     try:
         _Loop(job, plan, outbox, check_cancelled).run()
     finally:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import enum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["DistributedParams", "Precision", "Strategy"]
+__all__ = ["DistributedParams", "Precision", "Strategy", "ranks_reserve_their_own"]
 
 MAX_WORLD_SIZE = 16
 
@@ -43,3 +44,14 @@ class DistributedParams(BaseModel):
     def cpus(self) -> float:
         """CPUs to reserve: one per rank (each rank runs one torch thread per CPU it gets)."""
         return float(self.world_size)
+
+
+def ranks_reserve_their_own(params: Any) -> bool:
+    """Whether a task's ranks become Ray actors with their own CPUs under the Ray executor (so
+    the task's own Ray worker, which only supervises them, needs none)."""
+    dist = getattr(params, "facility", None) or getattr(params, "distributed", None)
+    return (
+        isinstance(dist, DistributedParams)
+        and dist.strategy is not Strategy.NONE
+        and dist.world_size > 1
+    )

@@ -72,6 +72,7 @@ def run_training(
             on_step=on_step,
             on_epoch=on_epoch,
             check_cancelled=ctx.check_cancelled,
+            log=ctx.log,
             checkpoint_dir=scratch if checkpoints else None,
             shard_sink=save_shards if checkpoints else None,
             resume=resume,
@@ -86,12 +87,12 @@ def _save_checkpoint(
     best = None
     for rank in sorted(shards):
         tensors_path, meta_path = shards[rank]
-        tensors = _store(ctx, tensors_path, "application/x-safetensors")
-        meta = _store(ctx, meta_path, "application/json")
         if rank == 0:
             trainer = json.loads(Path(meta_path).read_bytes()).get("trainer") or {}
             if trainer.get("best_file"):
                 best = _store(ctx, trainer["best_file"], "application/x-safetensors")
+        tensors = _store(ctx, tensors_path, "application/x-safetensors")
+        meta = _store(ctx, meta_path, "application/json")
         entries.append({"rank": rank, "tensors": tensors, "meta": meta})
     manifest = {
         "format": MANIFEST_FORMAT,
