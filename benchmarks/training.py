@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,6 +132,145 @@ def tfidf_lightgbm(split: ReviewSplit) -> dict[str, float]:
     return out
 
 
+# ---------------------------------------------------------------- fine-tune
+
+
+def make_job(split: ReviewSplit, rows: list[int] | None, **settings: Any) -> Any:
+    """The MiniLM job over the protocol's split (``rows``: a subset of it, train and test)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    # rank processes import the job's module by name: the checkout must be on their path too
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from benchmarks.review_job import ReviewJob, tokenize
+    from open_autoglm.ml.text.loading import bundled_minilm_dir
+
+    max_length = settings.pop("max_length")
+    model_dir = str(bundled_minilm_dir())
+    train, test = split.train.tolist(), split.test.tolist()
+    if rows is not None:
+        keep = set(rows)
+        train, test = [i for i in train if i in keep], [i for i in test if i in keep]
+    return ReviewJob(
+        model_dir=model_dir,
+        ids=tokenize(model_dir, split.texts, max_length),
+        rating=split.rating.tolist(),
+        recommend=split.recommend.tolist(),
+        train=train,
+        test=test,
+        **settings,
+    )
+
+
+def finetune(split: ReviewSplit, args: argparse.Namespace) -> dict[str, Any]:
+    """Fine-tune MiniLM through the training facility (one process) and test it."""
+    from open_autoglm.ml.training.fit import StepEvent, fit
+    from open_autoglm.ml.training.spec import DistributedParams
+
+    settings = {
+        "epochs": args.epochs * args.evals_per_epoch,
+        "parts": args.evals_per_epoch,
+        "lr": args.lr,
+        "batch_size": 32,
+        "max_length": args.max_length,
+        "frozen_layers": args.frozen_layers,
+    }
+    job = make_job(split, None, **settings)
+    began = time.perf_counter()
+    last = [0.0]
+
+    def on_step(e: StepEvent) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 30 or e.step == e.steps_per_epoch - 1:
+            last[0] = now
+            done = e.epoch * e.steps_per_epoch + e.step + 1
+            rate = done / (now - began)
+            eta = (settings["epochs"] * e.steps_per_epoch - done) / rate
+            print(
+                f"  part {e.epoch + 1} step {e.step + 1}/{e.steps_per_epoch} loss {e.loss:.4f}"
+                f" {e.samples / e.seconds:.1f} samples/s, ETA {eta / 60:.1f} min",
+                flush=True,
+            )
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        shown = {k: round(v, 4) for k, v in metrics.items()}
+        print(f"  part {epoch + 1} (test rows): {json.dumps(shown)}", flush=True)
+
+    result = fit(job, DistributedParams(), threads=args.threads, on_step=on_step, on_epoch=on_epoch)
+    last_epoch = result.history[-1]  # no selection on the test rows: the last epoch counts
+    out = {k: last_epoch[k] for k in ("accuracy", "macro_f1", "weighted_f1", "roc_auc")}
+    out["seconds"] = round(time.perf_counter() - began, 1)
+    return {
+        "metrics": out,
+        "history": result.history,
+        "settings": settings,
+        "samples_per_s": round(result.samples_per_s, 2),
+    }
+
+
+# ---------------------------------------------------------------- throughput
+
+CONFIGS = [  # name, strategy, ranks, on a local Ray instance
+    ("1 process", "none", 1, False),
+    ("DDP x2", "ddp", 2, False),
+    ("FSDP x2", "fsdp", 2, False),
+    ("DDP x2, Ray actors", "ddp", 2, True),
+]
+
+
+def throughput(split: ReviewSplit, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Samples/s and peak RSS of every configuration on one small job, each in a fresh
+    process (so the 1-process run's peak RSS is the training's, not this script's)."""
+    import multiprocessing as mp
+    import queue
+
+    from open_autoglm.ml.training.spec import DistributedParams
+
+    rng = np.random.default_rng(SAMPLE_SEED)
+    rows = rng.choice(split.train, size=min(args.throughput_rows, len(split.train)), replace=False)
+    probe = rng.choice(split.test, size=min(64, len(split.test)), replace=False)
+    job = make_job(split, rows.tolist() + probe.tolist(), epochs=1, batch_size=32, max_length=64)
+    from benchmarks.review_job import measured_fit
+
+    ctx = mp.get_context("forkserver")
+    out: list[dict[str, Any]] = []
+    for precision in ("fp32", "bf16"):
+        for name, strategy, world, on_ray in CONFIGS:
+            if on_ray and (precision != "fp32" or args.skip_ray):
+                continue
+            dist = DistributedParams(strategy=strategy, world_size=world, precision=precision)
+            box = ctx.Queue()
+            proc = ctx.Process(target=measured_fit, args=(job, dist, args.threads, on_ray, box))
+            proc.start()
+            while True:
+                try:
+                    got = box.get(timeout=1.0)
+                    break
+                except queue.Empty:
+                    if proc.exitcode is not None:
+                        raise RuntimeError(f"{name} {precision}: exit {proc.exitcode}") from None
+            proc.join()
+            got.update(config=name, precision=precision)
+            out.append(got)
+            if "error" in got:
+                print(f"  {name} {precision}: failed: {got['error']}", flush=True)
+                continue
+            print(
+                f"  {name} {precision}: {got['samples_per_s']:.2f} samples/s, "
+                f"peak RSS {got['peak_rss_bytes'] / 2**20:.0f} MiB, loss {got['loss']:.4f}",
+                flush=True,
+            )
+    base = out[0]
+    for row in out:
+        if "error" in row:
+            continue
+        row["speed_ratio"] = row["samples_per_s"] / base["samples_per_s"]
+        row["rss_ratio"] = row["peak_rss_bytes"] / base["peak_rss_bytes"]
+    return out
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -146,22 +287,45 @@ def print_accuracy(rows: dict[str, dict[str, float]], anchor: dict[str, float]) 
     print(f"| TF-IDF + LightGBM (published, full data) | {ANCHOR['accuracy']:.3f} | | | | | | |")
 
 
+def print_throughput(rows: list[dict[str, Any]]) -> None:
+    print("\n| configuration | precision | samples/s | x 1-process fp32 | peak RSS MiB | "
+          "x 1-process fp32 | epoch loss |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['config']} | {r['precision']} | failed: {r['error'][:80]} | | | | |")
+            continue
+        print(
+            f"| {r['config']} | {r['precision']} | {r['samples_per_s']:.2f} "
+            f"| {r['speed_ratio']:.2f} | {r['peak_rss_bytes'] / 2**20:.0f} "
+            f"| {r['rss_ratio']:.2f} | {r['loss']:.4f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=None, help="a random sample of this many rows")
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=8e-5)
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per review")
+    parser.add_argument("--frozen-layers", type=int, default=0, help="bottom layers kept fixed")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    parser.add_argument("--evals-per-epoch", type=int, default=1, help="test metrics this often")
+    parser.add_argument("--throughput-rows", type=int, default=512)
+    parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-ray", action="store_true", help="no Ray row in the throughput")
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "training.json")
     args = parser.parse_args()
     began = time.perf_counter()
     out: dict[str, Any] = {
-        "machine": {"python": platform.python_version()},
+        "machine": {"python": platform.python_version(), "threads": args.threads},
         "rows": args.rows,
         "epochs": args.epochs,
     }
+    split = load_reviews(args.rows)
     if not args.throughput_only:
-        split = load_reviews(args.rows)
         out["protocol"] = {
             "rows": len(split.texts),
             "train": len(split.train),
@@ -169,13 +333,27 @@ def main() -> None:
             "rating_share": np.bincount(split.rating, minlength=4).tolist(),
         }
         print(f"protocol: {json.dumps(out['protocol'])}", flush=True)
+        out["accuracy"] = {}
+        if not args.skip_finetune:
+            out["accuracy"]["minilm"] = finetune(split, args)
         anchor = tfidf_lightgbm(split)
+        out["accuracy"]["anchor"] = anchor
         rows = {"TF-IDF + LightGBM (same split)": anchor}
-        out["accuracy"] = {"anchor": anchor}
+        if not args.skip_finetune:
+            rows["MiniLM fine-tuned (facility, 1 process)"] = out["accuracy"]["minilm"]["metrics"]
         print_accuracy(rows, anchor)
+        print(f"targets: accuracy >= {TARGETS['accuracy']}, ROC-AUC >= {TARGETS['roc_auc']}")
+        out["targets"] = TARGETS
+    if not (args.skip_finetune or args.skip_throughput):
+        out["throughput"] = throughput(split, args)
+        print_throughput(out["throughput"])
     out["seconds"] = round(time.perf_counter() - began, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(out, indent=2))
+    # the accuracy and throughput sections may come from separate runs: keep the other's
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    section = "throughput_run" if args.throughput_only else "accuracy_run"
+    previous[section] = out
+    args.out.write_text(json.dumps(previous, indent=2))
     print(f"\nwrote {args.out} ({out['seconds']} s)")
 
 
