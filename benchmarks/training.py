@@ -137,13 +137,7 @@ def tfidf_lightgbm(split: ReviewSplit) -> dict[str, float]:
 
 def make_job(split: ReviewSplit, rows: list[int] | None, **settings: Any) -> Any:
     """The MiniLM job over the protocol's split (``rows``: a subset of it, train and test)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    # rank processes import the job's module by name: the checkout must be on their path too
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
-    )
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _importable()
     from benchmarks.review_job import ReviewJob, tokenize
     from open_autoglm.ml.text.loading import bundled_minilm_dir
 
@@ -164,9 +158,47 @@ def make_job(split: ReviewSplit, rows: list[int] | None, **settings: Any) -> Any
     )
 
 
+def _importable() -> None:
+    """Make ``benchmarks.review_job`` importable here and in rank processes."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    # rank processes import the job's module by name: the checkout must be on their path too
+    path = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if str(ROOT) not in path:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), *path])
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+class _Progress:
+    """Prints a fine-tune's steps (every 30 s) and each evaluation of the test rows."""
+
+    def __init__(self, epochs: int, label: str = "") -> None:
+        self.epochs, self.label = epochs, label
+        self.began = time.perf_counter()
+        self.last = 0.0
+
+    def step(self, e: Any) -> None:
+        now = time.perf_counter()
+        if now - self.last >= 30 or e.step == e.steps_per_epoch - 1:
+            self.last = now
+            done = e.epoch * e.steps_per_epoch + e.step + 1
+            eta = (self.epochs * e.steps_per_epoch - done) * (now - self.began) / done
+            print(
+                f"  {self.label}part {e.epoch + 1} step {e.step + 1}/{e.steps_per_epoch} "
+                f"loss {e.loss:.4f} {e.samples / e.seconds:.1f} samples/s, ETA {eta / 60:.1f} min",
+                flush=True,
+            )
+
+    def epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        shown = {k: round(v, 4) for k, v in metrics.items()}
+        print(f"  {self.label}part {epoch + 1} (test rows): {json.dumps(shown)}", flush=True)
+
+
 def finetune(split: ReviewSplit, args: argparse.Namespace) -> dict[str, Any]:
     """Fine-tune MiniLM through the training facility (one process) and test it."""
-    from open_autoglm.ml.training.fit import StepEvent, fit
+    if args.job == "text":
+        return finetune_text_job(split, args)
+    from open_autoglm.ml.training.fit import fit
     from open_autoglm.ml.training.spec import DistributedParams
 
     settings = {
@@ -177,36 +209,76 @@ def finetune(split: ReviewSplit, args: argparse.Namespace) -> dict[str, Any]:
         "max_length": args.max_length,
         "frozen_layers": args.frozen_layers,
     }
-    job = make_job(split, None, **settings)
-    began = time.perf_counter()
-    last = [0.0]
-
-    def on_step(e: StepEvent) -> None:
-        now = time.perf_counter()
-        if now - last[0] >= 30 or e.step == e.steps_per_epoch - 1:
-            last[0] = now
-            done = e.epoch * e.steps_per_epoch + e.step + 1
-            rate = done / (now - began)
-            eta = (settings["epochs"] * e.steps_per_epoch - done) / rate
-            print(
-                f"  part {e.epoch + 1} step {e.step + 1}/{e.steps_per_epoch} loss {e.loss:.4f}"
-                f" {e.samples / e.seconds:.1f} samples/s, ETA {eta / 60:.1f} min",
-                flush=True,
-            )
-
-    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        shown = {k: round(v, 4) for k, v in metrics.items()}
-        print(f"  part {epoch + 1} (test rows): {json.dumps(shown)}", flush=True)
-
-    result = fit(job, DistributedParams(), threads=args.threads, on_step=on_step, on_epoch=on_epoch)
+    rows = None
+    if args.train_rows is not None:  # a sample of the training rows; every test row
+        rng = np.random.default_rng(SAMPLE_SEED)
+        picked = rng.choice(split.train, size=min(args.train_rows, len(split.train)), replace=False)
+        rows = picked.tolist() + split.test.tolist()
+        settings["train_rows"] = len(picked)
+    job = make_job(split, rows, **{k: v for k, v in settings.items() if k != "train_rows"})
+    progress = _Progress(settings["epochs"])
+    result = fit(
+        job, DistributedParams(), threads=args.threads, on_step=progress.step,
+        on_epoch=progress.epoch,
+    )  # fmt: skip
     last_epoch = result.history[-1]  # no selection on the test rows: the last epoch counts
     out = {k: last_epoch[k] for k in ("accuracy", "macro_f1", "weighted_f1", "roc_auc")}
-    out["seconds"] = round(time.perf_counter() - began, 1)
+    out["seconds"] = round(time.perf_counter() - progress.began, 1)
     return {
+        "job": "review (5-logit head)",
         "metrics": out,
         "history": result.history,
         "settings": settings,
         "samples_per_s": round(result.samples_per_s, 2),
+    }
+
+
+def finetune_text_job(split: ReviewSplit, args: argparse.Namespace) -> dict[str, Any]:
+    """The same fine-tune with text-classifier-train's own job, one run per target (it has
+    one label column); its validation rows are the test rows, scored after every epoch."""
+    import importlib
+
+    from open_autoglm.ml.text.loading import bundled_minilm_dir
+    from open_autoglm.ml.training.fit import fit
+    from open_autoglm.ml.training.spec import DistributedParams
+
+    _importable()
+    from benchmarks.review_job import tokenize
+
+    # by name: the task type's package may be absent from a checkout that predates it
+    finetune_job = importlib.import_module("open_autoglm.ml.text.finetune.job")
+    began = time.perf_counter()
+    model_dir = str(bundled_minilm_dir())
+    ids = tokenize(model_dir, split.texts, args.max_length)
+    test = split.test.tolist()
+    proba: dict[str, np.ndarray] = {}
+    histories: dict[str, list[dict[str, float]]] = {}
+    for target, labels, names in (
+        ("rating", split.rating, RATING_CLASSES),
+        ("recommend", split.recommend, ("0", "1")),
+    ):
+        job = finetune_job.TextClassifierJob(
+            model_dir=model_dir, label_names=names, input_ids=ids, labels=labels.tolist(),
+            train_rows=split.train.tolist(), val_rows=test, pad_id=0, batch_size=32,
+            lr=args.lr, weight_decay=0.01, epochs=args.epochs, patience=0, seed=0,
+            monitor="val_loss",
+        )  # fmt: skip
+        progress = _Progress(args.epochs, f"{target}: ")
+        result = fit(
+            job, DistributedParams(), threads=args.threads, on_step=progress.step,
+            on_epoch=progress.epoch,
+        )  # fmt: skip
+        model = job.build_model()
+        model.load_state_dict(result.state)  # with patience 0 and 1 epoch: the last weights
+        proba[target] = job.predict_proba(model, test)
+        histories[target] = result.history
+    out = text_metrics(split, proba["rating"], proba["recommend"][:, 1])
+    out["seconds"] = round(time.perf_counter() - began, 1)
+    return {
+        "job": "text-classifier-train's TextClassifierJob, one per target",
+        "metrics": out,
+        "history": histories,
+        "settings": {"epochs": args.epochs, "lr": args.lr, "max_length": args.max_length},
     }
 
 
@@ -307,9 +379,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="a random sample of this many rows")
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=8e-5)
+    parser.add_argument(
+        "--job", choices=["review", "text"], default="review",
+        help="review: one 5-logit head for both targets; text: text-classifier-train's job, "
+        "one run per target",
+    )  # fmt: skip
     parser.add_argument("--max-length", type=int, default=128, help="tokens per review")
     parser.add_argument("--frozen-layers", type=int, default=0, help="bottom layers kept fixed")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for training")
+    parser.add_argument(
+        "--train-rows", type=int, default=None,
+        help="fine-tune on a sample of this many training rows (the test rows stay whole)",
+    )  # fmt: skip
     parser.add_argument("--evals-per-epoch", type=int, default=1, help="test metrics this often")
     parser.add_argument("--throughput-rows", type=int, default=512)
     parser.add_argument("--skip-throughput", action="store_true")
