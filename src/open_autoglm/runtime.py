@@ -27,6 +27,7 @@ from open_autoglm.scheduler.live_task import LiveTask
 from open_autoglm.scheduler.observer import EventBus, PlatformMetrics, SchedulerWatch
 from open_autoglm.scheduler.resources import Capacity
 from open_autoglm.scheduler.service import Scheduler
+from open_autoglm.spec.principal import STATIC_OWNER
 from open_autoglm.spec.task import TaskSpec, parse_task_spec
 from open_autoglm.storage.hub import StorageHub, TaskWrite
 from open_autoglm.task_handle import TaskHandle
@@ -260,18 +261,22 @@ class Runtime:
         durable: bool = True,
         events: list[tuple[float, str, Any]] | None = None,
         principal: str | None = None,
+        artifact_reader: str | None = None,
     ) -> Future[tuple[dict[str, Any], bool]]:
         """Accept a task; the future gives ``(task, created)`` once it is durable.
 
         ``principal``: whose task it is (an API key's owner; None without keys).
+        ``artifact_reader``: the artifacts the task reads must be visible to this owner (None:
+        any artifact, as for an admin or the keyless setup).
         """
         if not isinstance(spec, TaskSpec):
             spec = self.parse(spec)
-        self.check_references(spec)
+        self.check_references(spec, artifact_reader=artifact_reader)
         return self.scheduler.submit(spec, durable=durable, events=events, principal=principal)
 
-    def check_references(self, spec: TaskSpec) -> None:
-        """Refuse a task naming a model or artifact that does not exist (ValidationError)."""
+    def check_references(self, spec: TaskSpec, *, artifact_reader: str | None = None) -> None:
+        """Refuse a task naming a model or artifact that does not exist, or an artifact
+        ``artifact_reader`` may not see (answered as not found, like a foreign task id)."""
         from open_autoglm.tasks.references import check_references
 
         if not self.plugins.has_task_type(spec.task_type):
@@ -281,7 +286,9 @@ class Runtime:
             spec,
             self.plugins.task_type(spec.task_type),
             model_exists=None if models is None else functools.partial(_model_exists, models),
-            artifact_exists=functools.partial(_artifact_exists, self.storage),
+            artifact_exists=functools.partial(
+                _artifact_exists, self.storage, principal=artifact_reader
+            ),
         )
 
     def parse_many(self, raws: Any, *, limit: int) -> list[TaskSpec]:
@@ -483,7 +490,7 @@ class TaskReader:
         """The task with its result, if the task ``viewer_task_id`` may see it."""
         viewer = self._runtime.get_task(viewer_task_id, with_result=False).get("owner")
         task = self._runtime.get_task(task_id)
-        if viewer is not None and viewer != "admin" and task.get("owner") != viewer:
+        if viewer is not None and viewer != STATIC_OWNER and task.get("owner") != viewer:
             raise NotFoundError(f"task {task_id} not found")
         return task
 
@@ -563,9 +570,9 @@ def _model_exists(models: Any, name: str) -> bool:
     return True
 
 
-def _artifact_exists(storage: Any, artifact_id: str) -> bool:
+def _artifact_exists(storage: Any, artifact_id: str, *, principal: str | None = None) -> bool:
     try:
-        storage.get_artifact(artifact_id)
+        storage.get_artifact(artifact_id, principal=principal)
     except (NotFoundError, ValidationError):
         return False
     return True

@@ -119,3 +119,33 @@ def test_invalid_stream_and_queries_are_rejected_with_locations(api):
         json={"task_type": "temporal-train", "input": {"events": []}, "params": {"kind": "gcn"}},
     )
     assert resp.status_code == 422 and "kind" in resp.text
+
+
+def test_ranks_and_bf16_are_refused_with_the_reason(api):
+    def submit(kind: str, distributed: dict) -> dict:
+        resp = api.post(
+            "/v1/tasks",
+            json={
+                "task_type": "temporal-train",
+                "input": {"events": _college_slice(40)},
+                "params": {"kind": kind, "distributed": distributed},
+            },
+        )
+        assert resp.status_code == 422, resp.text
+        return resp.json()
+
+    tgn = submit("tgn", {"strategy": "ddp", "world_size": 2})
+    assert "distributed" in str(tgn) and "TGN's node memory" in str(tgn)
+    assert "TGAT's negatives" in str(submit("tgat", {"strategy": "fsdp", "world_size": 2}))
+    assert "fp32" in str(submit("tgat", {"precision": "bf16"}))
+    # the default block is accepted: strategy none, one process, fp32
+    resp = api.post(
+        "/v1/tasks",
+        json={
+            "task_type": "temporal-train",
+            "input": {"events": _college_slice(40)},
+            "params": {"kind": "edgebank", "distributed": {"strategy": "none"}},
+        },
+    )
+    assert resp.status_code in (200, 201, 202), resp.text
+    assert wait_task(api, resp.json()["id"])["status"] == "succeeded"

@@ -31,7 +31,8 @@ class BlobsJob(TrainJob):
         self.epochs = epochs
         self.seed = seed
         self.patience = kw.get("patience", 0)
-        self.monitor = "val_loss"
+        self.monitor = kw.get("monitor", "val_loss")
+        self.monitor_mode = kw.get("monitor_mode", "min")
 
     def build_model(self) -> nn.Module:
         return nn.Sequential(

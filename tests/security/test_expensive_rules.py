@@ -102,3 +102,29 @@ def test_evaluation_has_a_cpu_budget(tmp_path: Path) -> None:
             assert r.status_code == 422, r.text[:300]
             assert _loc(r) == ["facts"] and "more than 0.2 CPU seconds" in r.text
             assert spent < 5.0  # the budget, not the 3.4 million matches
+
+
+def test_the_admission_ruleset_has_a_cpu_budget_per_task(tmp_path: Path) -> None:
+    """A task's metadata are facts of the admission ruleset: a client sending many of them
+    to a rule that joins them meets the budget, and the task is refused, not the server."""
+    join = _ruleset(
+        [
+            {"metadata": {"key": "?a"}},
+            {"metadata": {"key": "?b"}},
+            {"metadata": {"key": "?c"}},
+            {"never": {}},
+        ]
+    )
+    with app_client(
+        tmp_path / "data", admission_ruleset="adm", limits={"admission_cpu_s": 0.2}
+    ) as api:
+        assert api.put("/v1/rulesets/adm", json=join).status_code == 201
+        small = api.post("/v1/tasks", json={"task_type": "echo", "input": 1, "metadata": {"a": 1}})
+        assert small.status_code == 202, small.text
+        many = {f"k{i}": i for i in range(150)}  # 3.4 million partial matches
+        started = time.process_time()
+        r = api.post("/v1/tasks", json={"task_type": "echo", "input": 1, "metadata": many})
+        spent = time.process_time() - started
+        assert r.status_code == 503, r.text[:300]
+        assert "more than 0.2 CPU seconds" in r.text and "'adm'" in r.text
+        assert spent < 5.0  # the budget, not the 3.4 million matches

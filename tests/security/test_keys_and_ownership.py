@@ -155,6 +155,31 @@ def test_key_b_cannot_see_key_a_artifacts(keys: Keys) -> None:
     assert keys.as_(keys.b, "GET", f"/v1/artifacts/{recorded[0]}").status_code == 404
 
 
+def test_key_b_cannot_feed_key_a_artifact_to_a_task(keys: Keys) -> None:
+    """A task reads its input as its owner: naming another owner's artifact is a 404 at
+    submit, the same answer as an id that does not exist, so its bytes never reach B's task."""
+    up = keys.as_(
+        keys.a,
+        "POST",
+        "/v1/artifacts?name=graph.json",
+        content=b'{"nodes": [1, 2], "edges": [[1, 2]], "labels": [0, 1]}',
+        headers={"content-type": "application/json"},
+    )
+    assert up.status_code == 201, up.text
+    spec = {"task_type": "graph-train", "input": {"artifact": up.json()["id"]}}
+    refused = keys.as_(keys.b, "POST", "/v1/tasks", json=spec)
+    assert refused.status_code == 404, refused.text
+    assert refused.json()["error"]["details"][0]["loc"] == ["input", "artifact"]
+    missing = keys.as_(keys.b, "POST", "/v1/tasks", json={**spec, "input": {"artifact": "0" * 64}})
+    assert missing.status_code == 404
+    assert refused.json()["error"]["message"].replace(up.json()["id"], "X") == missing.json()[
+        "error"
+    ]["message"].replace("0" * 64, "X")
+    # its owner and an admin may use it
+    assert keys.as_(keys.a, "POST", "/v1/tasks", json=spec).status_code == 202
+    assert keys.as_(keys.a_admin, "POST", "/v1/tasks", json=spec).status_code == 202
+
+
 def test_key_b_cannot_read_list_or_cancel_key_a_workflow_run(keys: Keys) -> None:
     spec = {
         "name": "private_flow",

@@ -106,3 +106,41 @@ def test_docs_example_runs(served: tuple[ServerProcess, str]) -> None:
     assert blocks, "docs/security.md has no Python example"
     for block in blocks:
         exec(compile(block, str(DOCS), "exec"), {"url": srv.url, "admin_key": admin_key})
+
+
+def test_revoking_a_key_ends_its_open_event_streams(served: tuple[ServerProcess, str]) -> None:
+    """A revoked key reads no further: its open SSE stream ends with a revoked frame at once,
+    not when the task it follows ends (a sleep of a minute here)."""
+    import threading
+
+    import httpx
+
+    srv, admin_key = served
+    with Client(srv.url, api_key=admin_key) as admin:
+        made = admin.create_key("carol", ["read", "submit"])
+    carol = {"Authorization": f"Bearer {made['key']}", "Accept": "text/event-stream"}
+    with Client(srv.url, api_key=made["key"]) as c:
+        task = c.submit(task_type="sleep", params={"seconds": 60})
+    frames: list[str] = []
+    revoker: threading.Thread | None = None
+    with httpx.stream(
+        "GET", f"{srv.url}/v1/tasks/{task['id']}/events", headers=carol, timeout=30
+    ) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            frames.append(line)
+            if revoker is None and line.startswith("event:"):
+
+                def revoke() -> None:
+                    with Client(srv.url, api_key=admin_key) as admin:
+                        admin.revoke_key(made["id"])
+
+                revoker = threading.Thread(target=revoke)
+                revoker.start()
+    assert revoker is not None
+    revoker.join()
+    i = frames.index('data: {"reason": "api key revoked"}')
+    assert frames[i - 1] == "event: end" and not any(f.strip() for f in frames[i + 1 :])
+    with Client(srv.url, api_key=admin_key) as admin:
+        assert admin.get(task["id"])["status"] == "running"  # the stream ended, not the task
+        admin.cancel(task["id"])

@@ -55,8 +55,7 @@ def test_parallel_fan_out_runs_concurrently_and_keeps_order() -> None:
     assert result.status is RunStatus.SUCCEEDED
     assert result.run.steps["sq"].output == [i * i for i in range(50)]
     assert result.outputs == {"sum": sum(i * i for i in range(50))}
-    assert active["peak"] > 1  # steps really overlapped
-    assert result.elapsed_s < 50 * 0.01  # and the wall time shows it
+    assert active["peak"] > 1  # steps really overlapped (a wall-time bound would flake under load)
 
 
 def test_step_timeout_with_a_hung_thread_and_cancel_flag() -> None:

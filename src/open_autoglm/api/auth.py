@@ -110,6 +110,10 @@ class KeyRing:
             matched |= hmac.compare_digest(given, static)
         return self._static_principal if matched else None
 
+    def active(self, principal: Principal) -> bool:
+        """Whether the managed key ``principal`` came with is still valid (static: always)."""
+        return principal.key_id is None or principal.key_id in self._managed
+
     def knows(self, key: str) -> bool:
         """Whether ``key`` names a managed key id in the cache (revoked ones are gone)."""
         key_id = split_key(key)

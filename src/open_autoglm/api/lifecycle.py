@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
@@ -92,6 +92,8 @@ class StreamSlots:
         self.limit = limit
         self.open: Counter[str] = Counter()
         self.refused = 0
+        # per client, an event per open stream: set when the client's key is revoked here
+        self._revoked: dict[str, set[asyncio.Event]] = {}
 
     def acquire(self, client: str) -> Callable[[], None]:
         """Take a slot for ``client``; the returned callable gives it back (once)."""
@@ -117,9 +119,76 @@ class StreamSlots:
         return release
 
     def stream(self, request: Request, content: Any, **kwargs: Any) -> CountedStreamingResponse:
-        """A streaming response holding one of the requesting client's slots while it runs."""
-        release = self.acquire(scope_client(request.scope))
-        return CountedStreamingResponse(content, release=release, **kwargs)
+        """A streaming response holding one of the requesting client's slots while it runs.
+
+        The stream ends when the client's API key is revoked: at once when that happens on
+        this server (:meth:`revoke`), else at its next frame (keep-alives come every 15 s)
+        once the key ring has reloaded.
+        """
+        client = scope_client(request.scope)
+        release = self.acquire(client)
+        revoked = asyncio.Event()
+        events = self._revoked.setdefault(client, set())
+        events.add(revoked)
+
+        def forget() -> None:
+            events.discard(revoked)
+            if not events and self._revoked.get(client) is events:
+                del self._revoked[client]
+            release()
+
+        state = request.scope.get("state") or {}
+        principal = state.get("principal")
+        ring = getattr(request.app.state.runtime, "services", {}).get("keys")
+
+        def valid() -> bool:
+            return ring is None or principal is None or ring.active(principal)
+
+        return CountedStreamingResponse(
+            _until_revoked(content, revoked, valid), release=forget, **kwargs
+        )
+
+    def revoke(self, client: str) -> int:
+        """End every open stream of ``client`` (its key was revoked); returns how many."""
+        events = self._revoked.get(client, set())
+        for event in events:
+            event.set()
+        return len(events)
+
+
+REVOKED_FRAME = b'event: end\ndata: {"reason": "api key revoked"}\n\n'
+
+
+async def _until_revoked(
+    content: Any, revoked: asyncio.Event, valid: Callable[[], bool]
+) -> AsyncIterator[Any]:
+    """``content``'s chunks until ``revoked`` is set or ``valid()`` turns false."""
+    chunks = content.__aiter__()
+    stop = asyncio.ensure_future(revoked.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(chunks.__anext__())
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():  # revoked while waiting for the next chunk
+                step.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await step
+                yield REVOKED_FRAME
+                return
+            try:
+                chunk = step.result()
+            except StopAsyncIteration:
+                return
+            if revoked.is_set() or not valid():
+                yield REVOKED_FRAME
+                return
+            yield chunk
+    finally:
+        stop.cancel()
+        aclose = getattr(chunks, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
 
 
 class CountedStreamingResponse(StreamingResponse):

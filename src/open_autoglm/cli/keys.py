@@ -14,11 +14,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import httpx
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from open_autoglm.cli.common import print_json
+from open_autoglm.cli.common import (
+    JsonOpt,
+    KeyOpt,
+    UrlOpt,
+    console,
+    fail,
+    fail_unreachable,
+    print_json,
+)
 from open_autoglm.errors import AutoGLMError
 from open_autoglm.spec.principal import Scope
 
@@ -28,8 +36,6 @@ T = TypeVar("T")
 
 app = typer.Typer(help="Manage API keys (admin).", no_args_is_help=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 OfflineOpt = Annotated[
     bool,
     typer.Option(
@@ -38,10 +44,6 @@ OfflineOpt = Annotated[
 ]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML config file (offline)")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="data directory (offline)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON")]
-
-console = Console()
-err_console = Console(stderr=True)
 
 
 class _Offline:
@@ -91,14 +93,13 @@ def _keys(
 
 
 def _run(target: Any, fn: Callable[[Any], T]) -> T:
+    """``fn`` on the server's client or the offline store; errors print as every verb's do."""
     try:
         return fn(target)
     except AutoGLMError as exc:
-        err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}")
-        for d in exc.details:
-            loc = ".".join(str(p) for p in d.get("loc", [])) or "body"
-            err_console.print(f"  - {loc}: {d.get('msg')}")
-        raise typer.Exit(1) from None
+        fail(exc)
+    except httpx.TransportError as exc:
+        fail_unreachable(str(getattr(target, "base_url", "")), exc)
 
 
 @app.command("create")

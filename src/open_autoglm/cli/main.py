@@ -22,6 +22,7 @@ from open_autoglm.cli import keys as keys_cli
 from open_autoglm.cli import models as models_cli
 from open_autoglm.cli import rules as rules_cli
 from open_autoglm.cli import temporal as temporal_cli
+from open_autoglm.cli import text as text_cli
 from open_autoglm.cli import workflow as workflow_cli
 from open_autoglm.cli.common import (
     JsonOpt,
@@ -55,6 +56,7 @@ app.add_typer(fusion_cli.app, name="fusion")
 app.add_typer(keys_cli.app, name="keys")
 app.add_typer(explain_cli.app, name="explain")
 app.add_typer(temporal_cli.app, name="temporal")
+app.add_typer(text_cli.app, name="text")
 _call = call
 
 

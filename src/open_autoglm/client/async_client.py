@@ -108,6 +108,14 @@ class AsyncClient(BaseClient):
             self._fusion_train_spec(table, schema, strategy, text_model, params)
         )
 
+    async def text_classifier_train(
+        self, table: Any, *, model: str = "minilm", **params: Any
+    ) -> dict[str, Any]:
+        """Submit ``text-classifier-train``: fine-tune the encoder ``model`` on ``table``
+        (rows, an artifact id or an input dict); returns the accepted task (``wait`` for its
+        result, whose ``registered`` model serves ``text-classification``)."""
+        return await self.submit(self._text_train_spec(table, model, params))
+
     async def fusion_predict(self, model: str, rows: Any) -> dict[str, Any]:
         """Classify ``rows`` with the fusion model ``model``: classes and probabilities."""
         result: dict[str, Any] = await self.infer(self._fusion_predict_spec(model, rows))

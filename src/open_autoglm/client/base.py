@@ -110,6 +110,15 @@ class BaseClient:
         return {"task_type": "fusion-train", "input": cls._table(table), "params": body}
 
     @classmethod
+    def _text_train_spec(cls, table: Any, model: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "task_type": "text-classifier-train",
+            "model": model,
+            "input": cls._table(table),
+            "params": params,
+        }
+
+    @classmethod
     def _fusion_predict_spec(cls, model: str, rows: Any) -> dict[str, Any]:
         return {"task_type": "fusion-predict", "model": model, "input": cls._table(rows)}
 

@@ -107,6 +107,14 @@ class Client(BaseClient):
         returns the accepted task (``wait`` for its result)."""
         return self.submit(self._fusion_train_spec(table, schema, strategy, text_model, params))
 
+    def text_classifier_train(
+        self, table: Any, *, model: str = "minilm", **params: Any
+    ) -> dict[str, Any]:
+        """Submit ``text-classifier-train``: fine-tune the encoder ``model`` on ``table``
+        (rows, an artifact id or an input dict); returns the accepted task (``wait`` for its
+        result, whose ``registered`` model serves ``text-classification``)."""
+        return self.submit(self._text_train_spec(table, model, params))
+
     def fusion_predict(self, model: str, rows: Any) -> dict[str, Any]:
         """Classify ``rows`` with the fusion model ``model``: classes and probabilities."""
         result: dict[str, Any] = self.infer(self._fusion_predict_spec(model, rows))

@@ -135,7 +135,11 @@ class RulesetAdmission:
                 details=[{"loc": ["admission_ruleset"], "msg": f"ruleset {self.name!r} missing"}],
             ) from None
         policy = AdmissionPolicy.from_rules(
-            ruleset.rules, actions=self.catalog.actions, max_firings=self.max_firings
+            ruleset.rules,
+            actions=self.catalog.actions,
+            max_firings=self.max_firings,
+            # a client's metadata are facts: bound what a join over them can cost per task
+            cpu_budget_s=self.catalog.limits.admission_cpu_s,
         )
         task, meta = task_facts(spec)
         kind = client.split(":", 1)[0] if ":" in client else "other"

@@ -86,10 +86,12 @@ class AdmissionPolicy:
         *,
         actions: Mapping[str, Any] | None = None,
         max_firings: int = 1000,
+        cpu_budget_s: float | None = None,
     ) -> None:
         self.actions = {**POLICY_ACTIONS, **(actions or {})}
         self.model, self.rules = load_ruleset(ruleset, self.actions)
         self.max_firings = max_firings
+        self.cpu_budget_s = cpu_budget_s
 
     @classmethod
     def from_rules(cls, rules: Iterable[Rule], **kw: Any) -> AdmissionPolicy:
@@ -98,6 +100,7 @@ class AdmissionPolicy:
         self.model = None  # type: ignore[assignment]
         self.rules = list(rules)
         self.max_firings = kw.pop("max_firings", 1000)
+        self.cpu_budget_s = kw.pop("cpu_budget_s", None)
         return self
 
     def evaluate(
@@ -107,7 +110,7 @@ class AdmissionPolicy:
         rates: Mapping[str, float] | None = None,
         extra: Iterable[Mapping[str, Any]] = (),
     ) -> PolicyDecision:
-        engine = Engine(self.rules, actions=self.actions)
+        engine = Engine(self.rules, actions=self.actions, cpu_budget_s=self.cpu_budget_s)
         engine.policy_decision = PolicyDecision()  # type: ignore[attr-defined]
         if task is not None:
             engine.assert_fact("task", dict(task))

@@ -73,6 +73,13 @@ class InputLimits(BaseModel):
         le=600,
         description="CPU seconds one rule evaluation may use before it fails with a 422",
     )
+    admission_cpu_s: float = Field(
+        default=0.5,
+        gt=0,
+        le=60,
+        description="CPU seconds the admission ruleset may spend on one submitted task "
+        "(its metadata are facts a client controls); past it the task is refused with a 503",
+    )
 
 
 DEFAULT_LIMITS: Final = InputLimits()

@@ -30,15 +30,17 @@ class BuiltinPlugin(Plugin):
 
 
 class TextPlugin(Plugin):
-    """text-generation, text-classification, embedding (needs the ``ml`` extra)."""
+    """text-generation, text-classification, embedding, text-classifier-train (needs the
+    ``ml`` extra)."""
 
     name = "text"
     version = __version__
 
     def task_types(self) -> list[TaskType]:
         from open_autoglm.tasks.text import text_task_types
+        from open_autoglm.tasks.text_train import text_train_task_types
 
-        return text_task_types()
+        return [*text_task_types(), *text_train_task_types()]
 
 
 class GraphPlugin(Plugin):

@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 ArtifactLoader = Callable[[str], bytes]
+# the training-curves PNG: (y label, history keys) per panel
+CURVE_PANELS = (("loss", ("loss", "val_loss")), ("accuracy", ("train_acc", "val_acc", "test_acc")))
 
 
 class GraphTrainParams(BaseModel):
@@ -230,7 +232,7 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
     import torch
 
     from open_autoglm.ml.graph.bundle import pack_graph, pack_meta, pack_weights
-    from open_autoglm.ml.graph.curves import plot_training_curves
+    from open_autoglm.ml.training.task import curves_png
 
     params = ctx.params
     if not isinstance(params, GraphTrainParams):
@@ -267,7 +269,7 @@ def _graph_train(ctx: TaskContext) -> dict[str, Any]:
         pack_graph(graph), media_type="application/x-npz", name="graph.npz"
     )
     curves = ctx.save_artifact(
-        plot_training_curves(res.history, title=f"{params.kind} ({params.mode})"),
+        curves_png(res.history, CURVE_PANELS, title=f"{params.kind} ({params.mode})"),
         media_type="image/png",
         name="training_curves.png",
     )

@@ -20,12 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from open_autoglm.errors import AutoGLMError, ValidationError
 from open_autoglm.ml.multimodal.fusion import strategy_names
+from open_autoglm.ml.training.spec import DistributedParams
 from open_autoglm.spec.table import TableData, TableSchema, validate_table
 from open_autoglm.spec.table_loaders import resolve_table_input
 from open_autoglm.tasks.base import ExecutionMode, TaskContext, TaskType
 
 if TYPE_CHECKING:
     from open_autoglm.ml.multimodal.pipeline import FusionOptions, TrainedFusion
+    from open_autoglm.ml.training.fit import FitResult
+    from open_autoglm.ml.training.job import TrainJob
 
 __all__ = [
     "COMPARE",
@@ -37,6 +40,9 @@ __all__ = [
 
 COMPARE = "compare"
 """The ``strategy`` that trains every registered strategy on one split, side by side."""
+
+# the panels of each strategy's training-curves PNG: (y label, history keys)
+CURVE_PANELS = (("loss", ("loss", "val_loss")), ("validation", ("val_accuracy", "val_macro_f1")))
 
 
 class FusionTrainParams(BaseModel):
@@ -70,6 +76,10 @@ class FusionTrainParams(BaseModel):
     min_category_count: int = Field(default=1, ge=1)
     cache_embeddings: bool = True
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    distributed: DistributedParams = Field(
+        default_factory=DistributedParams,
+        description="ranks and precision on the training facility (each strategy in turn)",
+    )
 
     @field_validator("strategy")
     @classmethod
@@ -270,21 +280,14 @@ def _fusion_train(ctx: TaskContext) -> dict[str, Any]:
     if text_info:
         ctx.log(f"text embeddings: {text_info['cache']} ({text_info['dimension']} dims)")
 
-    strategies = params.strategies
-    epochs = params.epochs
+    from open_autoglm.ml.training.task import curves_png, run_training
 
-    def on_epoch(strategy: str, epoch: int, record: dict[str, float]) -> None:
-        k = strategies.index(strategy)
-        fraction = 0.3 + 0.7 * (k + (epoch + 1) / epochs) / len(strategies)
-        ctx.progress(
-            min(fraction, 1.0),
-            f"{strategy}: epoch {epoch + 1}/{epochs}",
-            strategy=strategy,
-            epoch=epoch,
-            loss=record["loss"],
-            val_loss=record["val_loss"],
-            val_accuracy=record["val_accuracy"],
-        )
+    strategies = params.strategies
+
+    def runner(job: TrainJob, dist: DistributedParams) -> FitResult:
+        k = strategies.index(job.name)  # embedding took the first 30 %, each strategy a share
+        span = (0.3 + 0.7 * k / len(strategies), 0.3 + 0.7 * (k + 1) / len(strategies))
+        return run_training(ctx, job, dist, span=span, tags={"strategy": job.name})
 
     trained = train_strategies(
         table,
@@ -292,7 +295,8 @@ def _fusion_train(ctx: TaskContext) -> dict[str, Any]:
         present,
         strategies,
         params.options(),
-        on_epoch=on_epoch,
+        dist=params.distributed,
+        runner=runner,
         check_cancelled=ctx.check_cancelled,
     )
     results: dict[str, Any] = {}
@@ -308,13 +312,22 @@ def _fusion_train(ctx: TaskContext) -> dict[str, Any]:
             pack_meta(meta), media_type="application/json", name=f"{name}.json"
         )
         metas[name] = {**meta, "meta_artifact": meta_art["id"]}
+        curves = ctx.save_artifact(
+            curves_png(t.history, CURVE_PANELS, title=f"{name} fusion"),
+            media_type="image/png",
+            name=f"{name}-training_curves.png",
+        )
         results[name] = {
             "metrics": t.metrics,
             "best_epoch": t.best_epoch,
             "epochs_run": len(t.history),
             "fit_seconds": round(t.fit_seconds, 3),
             "val_accuracy": t.history[t.best_epoch]["val_accuracy"],
-            "artifacts": {"weights": weights["id"], "meta": meta_art["id"]},
+            "artifacts": {
+                "weights": weights["id"],
+                "meta": meta_art["id"],
+                "curves": curves["id"],
+            },
         }
     chosen = max(results, key=lambda n: results[n]["val_accuracy"])
     plot = ctx.save_artifact(
@@ -356,29 +369,20 @@ def _meta(
 def _register(
     ctx: TaskContext, params: FusionTrainParams, strategy: str, meta: dict[str, Any]
 ) -> str | None:
-    """Register with the models service when this executor offers one; say so when it fails."""
-    try:
-        models = ctx.service("models")
-    except KeyError:
-        ctx.log("no models service here; the model is reachable through its meta artifact")
-        return None
-    name = params.name or f"fusion-{strategy}-{ctx.task_id}"
-    try:
-        models.register(
-            name=name,
-            backend="fusion",
-            source={"artifact": meta["weights_artifact"]},
-            task_types=["fusion-predict"],
-            config={
-                "meta_artifact": meta["meta_artifact"],
-                "strategy": strategy,
-                "text_model": meta["text_model"],
-            },
-        )
-    except AutoGLMError as exc:  # e.g. name taken: training still succeeded, make it visible
-        ctx.log(f"model registration failed: {exc.message}", level="warning")
-        return None
-    return name
+    from open_autoglm.ml.training.task import register_model
+
+    return register_model(
+        ctx,
+        name=params.name or f"fusion-{strategy}-{ctx.task_id}",
+        backend="fusion",
+        source={"artifact": meta["weights_artifact"]},
+        task_types=["fusion-predict"],
+        config={
+            "meta_artifact": meta["meta_artifact"],
+            "strategy": strategy,
+            "text_model": meta["text_model"],
+        },
+    )
 
 
 # ---------------------------------------------------------------- prediction
@@ -490,6 +494,7 @@ def fusion_task_types() -> list[TaskType]:
             "(or compare them with text-only and tabular-only on one split).",
             requires_input=True,
             mode=ExecutionMode.PROCESS,
+            resources_for=lambda p: {"cpu": p.distributed.cpus},
         ),
         TaskType(
             name="fusion-predict",

@@ -19,9 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from open_autoglm.errors import AutoGLMError, ValidationError
+from open_autoglm.errors import ValidationError
+from open_autoglm.ml.training.spec import DistributedParams, Precision, Strategy
 from open_autoglm.spec.events import EventPolicy, EventStream, OrderPolicy, parse_events
 from open_autoglm.spec.graph import NodeId
 from open_autoglm.tasks.base import ExecutionMode, TaskContext, TaskType
@@ -43,6 +44,20 @@ __all__ = [
 
 ArtifactLoader = Callable[[str], bytes]
 META_FORMAT = "open-autoglm/temporal-model/1"
+# the training-curves PNG: (y label, history keys) per panel
+CURVE_PANELS = (("loss", ("loss",)), ("validation", ("val_ap", "val_auc")))
+
+
+# Why each kind trains in one process: the reason a refused ``distributed.strategy`` gives.
+_NO_RANKS = {
+    "tgn": "TGN's node memory is updated batch after batch in event order, and the next batch "
+    "reads it; ranks splitting a batch would each miss the other's updates, which is not the "
+    "same computation, so TGN trains in one process (strategy none)",
+    "tgat": "TGAT's negatives and DropEdge come from one random stream walked in event order, "
+    "which ranks with streams of their own would not reproduce; for now it trains in one "
+    "process (strategy none)",
+    "edgebank": "EdgeBank has no weights to train (strategy none)",
+}
 
 
 class TemporalTrainParams(BaseModel):
@@ -69,6 +84,23 @@ class TemporalTrainParams(BaseModel):
     seed: int = Field(default=0, ge=0)
     unsorted: OrderPolicy = OrderPolicy.SORT
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    distributed: DistributedParams = Field(
+        default_factory=DistributedParams,
+        description="temporal models train in one process, in fp32 (see the refusals' reasons)",
+    )
+
+    @field_validator("distributed")
+    @classmethod
+    def _one_process(cls, d: DistributedParams, info: ValidationInfo) -> DistributedParams:
+        if d.strategy is not Strategy.NONE:
+            kind = str(info.data.get("kind", "tgn"))  # absent: its own error is reported
+            raise ValueError(f"strategy {d.strategy.value} refused: {_NO_RANKS[kind]}")
+        if d.precision is not Precision.FP32:
+            raise ValueError(
+                "precision bf16 refused: temporal models train in fp32, since the time "
+                "encoding cos(t*w) of large timestamps keeps no useful digits in bfloat16"
+            )
+        return d
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TemporalTrainParams:
@@ -221,7 +253,7 @@ def _temporal_train(ctx: TaskContext) -> dict[str, Any]:
 
     from open_autoglm.ml.graph.bundle import pack_meta, pack_weights
     from open_autoglm.ml.temporal.bundle import pack_events
-    from open_autoglm.ml.temporal.curves import plot_temporal_curves
+    from open_autoglm.ml.training.task import curves_png
 
     params = ctx.params
     if not isinstance(params, TemporalTrainParams):
@@ -264,7 +296,7 @@ def _temporal_train(ctx: TaskContext) -> dict[str, Any]:
             name="weights.safetensors",
         )["id"]
         arts["curves"] = ctx.save_artifact(
-            plot_temporal_curves(trained.result.history, title=params.kind),
+            curves_png(trained.result.history, CURVE_PANELS, title=params.kind),
             media_type="image/png",
             name="training_curves.png",
         )["id"]
@@ -286,25 +318,16 @@ def _temporal_train(ctx: TaskContext) -> dict[str, Any]:
 
 
 def _register(ctx: TaskContext, params: TemporalTrainParams, arts: dict[str, str]) -> str | None:
-    """Register with the models service when this executor offers one; say so when it fails."""
-    try:
-        models = ctx.service("models")
-    except KeyError:
-        ctx.log("no models service here; the model is reachable through its meta artifact")
-        return None
-    name = params.name or f"temporal-{params.kind}-{ctx.task_id}"
-    try:
-        models.register(
-            name=name,
-            backend="temporal",
-            source={"artifact": arts.get("weights") or arts["events"]},
-            task_types=["temporal-predict"],
-            config={"meta_artifact": arts["meta"], "events_artifact": arts["events"]},
-        )
-    except AutoGLMError as exc:  # e.g. name taken: training still succeeded, make it visible
-        ctx.log(f"model registration failed: {exc.message}", level="warning")
-        return None
-    return name
+    from open_autoglm.ml.training.task import register_model
+
+    return register_model(
+        ctx,
+        name=params.name or f"temporal-{params.kind}-{ctx.task_id}",
+        backend="temporal",
+        source={"artifact": arts.get("weights") or arts["events"]},
+        task_types=["temporal-predict"],
+        config={"meta_artifact": arts["meta"], "events_artifact": arts["events"]},
+    )
 
 
 # ---------------------------------------------------------------- prediction
@@ -465,6 +488,7 @@ def temporal_task_types() -> list[TaskType]:
             description="Train a TGAT, TGN or EdgeBank link predictor on an event stream.",
             requires_input=True,
             mode=ExecutionMode.PROCESS,
+            resources_for=lambda p: {"cpu": p.distributed.cpus},
         ),
         TaskType(
             name="temporal-predict",

@@ -451,7 +451,8 @@ class WorkflowService:
         try:
             live = self._runs.get(run_id)
             principal = live.principal if live is not None else None
-            accepted = self.runtime.submit(spec, principal=principal)
+            # a step reads only artifacts the run's owner may see
+            accepted = self.runtime.submit(spec, principal=principal, artifact_reader=principal)
         except AutoGLMError as exc:
             retryable = isinstance(exc, AdmissionError)
             # Details the message does not already say (it often summarises them itself).

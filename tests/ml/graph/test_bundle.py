@@ -20,8 +20,9 @@ from open_autoglm.ml.graph.bundle import (
     unpack_meta,
     unpack_weights,
 )
-from open_autoglm.ml.graph.curves import plot_training_curves
+from open_autoglm.ml.training.task import curves_png
 from open_autoglm.spec.graph import parse_graph
+from open_autoglm.tasks.graph import CURVE_PANELS
 
 MODULES = [
     "open_autoglm.ml.graph.gcn",
@@ -33,7 +34,6 @@ MODULES = [
     "open_autoglm.ml.graph.training",
     "open_autoglm.ml.graph.parallel",
     "open_autoglm.ml.graph.bundle",
-    "open_autoglm.ml.graph.curves",
     "open_autoglm.spec.graph",
     "open_autoglm.spec.graph_loaders",
     "open_autoglm.spec.graph_extend",
@@ -95,5 +95,5 @@ def test_curves_png() -> None:
         }
         for e in range(5)
     ]
-    png = plot_training_curves(hist, title="t")
+    png = curves_png(hist, CURVE_PANELS, title="t")
     assert png.startswith(b"\x89PNG") and len(png) > 1000

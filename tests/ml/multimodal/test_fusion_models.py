@@ -9,7 +9,7 @@ import torch
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.multimodal.batch import FusionBatch, FusionConfig
 from open_autoglm.ml.multimodal.fusion import strategy_class, strategy_names
-from open_autoglm.ml.multimodal.training import TrainSettings, fit, stratified_split
+from open_autoglm.ml.multimodal.training import FusionJob, TrainSettings, fit, stratified_split
 
 CONFIG = FusionConfig(text_dim=8, cardinalities=(4, 3), numeric=2, classes=3, hidden=16, shared=8)
 
@@ -110,14 +110,8 @@ def test_hybrid_learns_a_label_that_needs_both_modalities() -> None:
     for name in ("hybrid", "text"):
         torch.manual_seed(0)
         model = strategy_class(name)(config)
-        fit(
-            model,
-            batch,
-            labels,
-            train,
-            val,
-            TrainSettings(epochs=20, batch_size=64, lr=5e-3, patience=0, seed=0),
-        )
+        settings = TrainSettings(epochs=20, batch_size=64, lr=5e-3, patience=0, seed=0)
+        fit(FusionJob(model, batch, labels, train, val, settings))
         pred = model.predict_proba(batch.select(torch.from_numpy(test))).argmax(dim=1)
         accuracy[name] = float((pred == labels[test]).float().mean())
     assert accuracy["hybrid"] > 0.85

@@ -20,7 +20,11 @@ EPOCHS = 5
 def _run(dist: DistributedParams, **kw: object) -> tuple[list[float], FitResult]:
     losses: list[float] = []
     result = fit(
-        BlobsJob(epochs=EPOCHS), dist, threads=2, on_step=lambda e: losses.append(e.loss), **kw
+        BlobsJob(epochs=EPOCHS),
+        dist,
+        threads=dist.world_size,
+        on_step=lambda e: losses.append(e.loss),
+        **kw,
     )  # type: ignore[arg-type]
     return losses, result
 
@@ -97,3 +101,32 @@ def test_resuming_from_a_checkpoint_takes_the_same_next_steps(
         assert abs(got - want) <= 1e-5 * abs(want)
     assert [int(h["epoch"]) for h in result.history] == list(range(EPOCHS))
     assert result.resumed_from_epoch == 2
+
+
+def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_path: Path) -> None:
+    """Validation accuracy peaks at epoch 1 here; a run resumed from epoch 3's checkpoint
+    must still return epoch 1's weights, which that checkpoint names."""
+    import json
+
+    def job() -> BlobsJob:
+        return BlobsJob(epochs=EPOCHS, monitor="val_acc", monitor_mode="max")
+
+    dist = DistributedParams()
+    work = tmp_path / "work"
+    work.mkdir()
+    kept: dict[int, tuple[str, str, str]] = {}
+
+    def sink(epoch: int, shards: dict[int, tuple[str, str]]) -> None:
+        tensors, meta = shards[0]
+        best = json.loads(Path(meta).read_text())["trainer"]["best_file"]
+        kept[epoch] = tuple(
+            shutil.copy(p, tmp_path / f"e{epoch}-{Path(p).name}") for p in (tensors, meta, best)
+        )  # type: ignore[assignment]
+
+    full = fit(job(), dist, threads=1, checkpoint_dir=str(work), shard_sink=sink)
+    assert full.best_epoch == 1  # the premise: the best epoch comes before the resumed one
+    tensors, meta, best = kept[3]
+    resumed = fit(job(), dist, threads=1, resume={0: Resume(tensors, meta, best=best)})
+    assert resumed.best_epoch == 1 and resumed.metrics == full.metrics
+    for key, value in full.state.items():
+        assert torch.equal(resumed.state[key], value)

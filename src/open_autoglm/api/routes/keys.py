@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from open_autoglm import errors
 from open_autoglm.api.auth import KeyRing, require_admin
 from open_autoglm.api.deps import get_runtime, json_body
+from open_autoglm.api.lifecycle import stream_slots
 from open_autoglm.api.responses import JSONResponse
 from open_autoglm.runtime import Runtime
 from open_autoglm.spec.principal import Scope
@@ -92,7 +93,8 @@ async def list_keys(runtime: Rt, include_revoked: bool = False) -> JSONResponse:
 
 
 @router.post("/{key_id}/revoke", summary="Revoke an API key (refused from now on)")
-async def revoke_key(key_id: KeyId, runtime: Rt) -> JSONResponse:
+async def revoke_key(key_id: KeyId, runtime: Rt, request: Request) -> JSONResponse:
     record = await run_in_threadpool(_repo(runtime).revoke, key_id)
     await run_in_threadpool(key_ring(runtime).reload)
+    stream_slots(request).revoke("key:" + key_id)  # its open event streams end now
     return JSONResponse(record)

@@ -42,7 +42,13 @@ async def _accept(
     spec = runtime.parse(raw)
     spec, events = await runtime.admit(spec, client=client_id(request))
     principal = principal_of(request)
-    fut = runtime.submit(spec, durable=durable, events=events, principal=principal.owner)
+    fut = runtime.submit(
+        spec,
+        durable=durable,
+        events=events,
+        principal=principal.owner,
+        artifact_reader=principal.only_owner,
+    )
     return await _own_duplicate(runtime, principal, *await asyncio.wrap_future(fut))
 
 
@@ -140,7 +146,13 @@ async def submit_batch(request: Request) -> JSONResponse:
             ) from None
     runtime.scheduler.check_room(len(admitted))
     futures = [
-        runtime.submit(spec, durable=True, events=events, principal=principal.owner)
+        runtime.submit(
+            spec,
+            durable=True,
+            events=events,
+            principal=principal.owner,
+            artifact_reader=principal.only_owner,
+        )
         for spec, events in admitted
     ]
     accepted = [

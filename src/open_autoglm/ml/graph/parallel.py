@@ -140,7 +140,10 @@ def _context() -> Any:
     this module so every worker skips the multi-second torch/PyG import.
     """
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["open_autoglm.ml.graph.parallel", "open_autoglm.ml.graph.models"])
+    # torch._dynamo: building any optimizer imports it (seconds); once here, not per worker
+    ctx.set_forkserver_preload(
+        ["torch._dynamo", "open_autoglm.ml.graph.parallel", "open_autoglm.ml.graph.models"]
+    )
     return ctx
 
 

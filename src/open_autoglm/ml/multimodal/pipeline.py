@@ -21,7 +21,15 @@ from open_autoglm.ml.multimodal.batch import FusionBatch, FusionConfig
 from open_autoglm.ml.multimodal.fusion import strategy_class
 from open_autoglm.ml.multimodal.fusion.base import FusionModel
 from open_autoglm.ml.multimodal.preprocess import Preprocessor
-from open_autoglm.ml.multimodal.training import TrainSettings, evaluate, fit, stratified_split
+from open_autoglm.ml.multimodal.training import (
+    FusionJob,
+    Runner,
+    TrainSettings,
+    evaluate,
+    fit,
+    stratified_split,
+)
+from open_autoglm.ml.training.spec import DistributedParams
 from open_autoglm.spec.table import TableData
 
 __all__ = [
@@ -93,6 +101,8 @@ def train_strategies(
     options: FusionOptions,
     *,
     split: Split | None = None,
+    dist: DistributedParams | None = None,
+    runner: Runner | None = None,
     on_epoch: EpochHook | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> dict[str, TrainedFusion]:
@@ -105,6 +115,7 @@ def train_strategies(
         strategies: registered strategy names.
         options: sizes, training settings and split fractions.
         split: explicit (train, val, test) rows; default a stratified split of ``options``.
+        dist, runner: how the training facility runs each strategy (see :func:`fit`).
     """
     train_rows, val_rows, test_rows = split if split is not None else _split(table, options)
     pre = Preprocessor.fit(
@@ -134,12 +145,9 @@ def train_strategies(
         hook = None if on_epoch is None else (lambda e, r, n=name: on_epoch(n, e, r))
         start = time.perf_counter()
         result = fit(
-            model,
-            batch,
-            labels,
-            train_rows,
-            val_rows,
-            options.train,
+            FusionJob(model, batch, labels, train_rows, val_rows, options.train),
+            dist,
+            runner=runner,
             on_epoch=hook,
             check_cancelled=check_cancelled,
         )

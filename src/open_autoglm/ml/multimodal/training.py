@@ -1,25 +1,32 @@
-"""Training a fusion model: mini-batches, AdamW, early stopping on a validation split.
+"""Training a fusion model on the training facility: mini-batches, AdamW, early stopping.
 
-One loop serves every strategy (each brings its own :meth:`FusionModel.loss`). The best
-epoch by validation loss is kept; ``on_epoch`` reports each epoch (the task handler turns
-it into progress events) and ``check_cancelled`` lets a cancelled job stop between batches.
+:class:`FusionJob` tells the facility (:mod:`open_autoglm.ml.training`) what to train; every
+strategy brings its own :meth:`FusionModel.sample_losses`, and the facility's one loop runs
+it in one process or as DDP/FSDP ranks. The best epoch by validation loss is kept.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from open_autoglm.ml.multimodal.batch import FusionBatch
 from open_autoglm.ml.multimodal.fusion.base import FusionModel
 from open_autoglm.ml.multimodal.metrics import classification_metrics
+from open_autoglm.ml.training.fit import FitResult
+from open_autoglm.ml.training.fit import fit as train
+from open_autoglm.ml.training.job import TrainJob
+from open_autoglm.ml.training.spec import DistributedParams
 
-__all__ = ["FitResult", "TrainSettings", "evaluate", "fit", "stratified_split"]
+__all__ = ["FusionJob", "Runner", "TrainSettings", "evaluate", "fit", "stratified_split"]
 
 
 @dataclass(frozen=True)
@@ -30,13 +37,6 @@ class TrainSettings:
     weight_decay: float = 1e-4
     patience: int = 5  # epochs without a better validation loss before stopping; 0 = never
     seed: int = 0
-
-
-@dataclass
-class FitResult:
-    state: dict[str, torch.Tensor]
-    best_epoch: int
-    history: list[dict[str, float]] = field(default_factory=list)
 
 
 def stratified_split(
@@ -58,63 +58,88 @@ def stratified_split(
     return [np.sort(np.concatenate(p)) for p in parts]
 
 
+class FusionJob(TrainJob):
+    """One fusion strategy on the training facility: a global batch is rows of the table."""
+
+    preload = ("open_autoglm.ml.multimodal.training",)
+    monitor = "val_loss"
+    min_delta = 1e-4  # a better validation loss must beat the best by this much
+
+    def __init__(
+        self,
+        model: FusionModel,
+        batch: FusionBatch,
+        labels: torch.Tensor,
+        train_rows: np.ndarray,
+        val_rows: np.ndarray,
+        settings: TrainSettings,
+    ) -> None:
+        self.name = model.strategy
+        self.template = model  # every rank trains a copy of these weights; fit() loads the best
+        self.batch, self.labels = batch, labels
+        self.train_rows = torch.as_tensor(np.asarray(train_rows), dtype=torch.long)
+        self.val_rows = torch.as_tensor(np.asarray(val_rows), dtype=torch.long)
+        self.settings = settings
+        self.seed, self.epochs, self.patience = settings.seed, settings.epochs, settings.patience
+
+    def build_model(self) -> nn.Module:
+        return copy.deepcopy(self.template)
+
+    def make_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        s = self.settings
+        return torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+
+    def global_batches(self, epoch: int) -> list[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        order = self.train_rows[torch.randperm(len(self.train_rows), generator=gen)].tolist()
+        size = self.settings.batch_size
+        return [order[i : i + size] for i in range(0, len(order), size)]
+
+    def collate(self, indices: list[int], generator: torch.Generator) -> Any:
+        rows = torch.tensor(indices, dtype=torch.long)
+        return self.batch.select(rows), self.labels[rows]
+
+    def sample_losses(self, model: nn.Module, batch: Any) -> Tensor:
+        rows, labels = batch
+        losses: Tensor = model(rows, labels)  # (batch,): through forward, which DDP/FSDP hook
+        return losses
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        labels = self.labels[self.val_rows]
+        logits = model(self.batch.select(self.val_rows)).float()  # (val, classes)
+        proba = torch.softmax(logits, dim=-1)
+        scores = classification_metrics(labels.numpy(), proba.numpy())
+        return {
+            "val_loss": float(F.cross_entropy(logits, labels)),
+            **{f"val_{k}": v for k, v in scores.items()},
+        }
+
+
+Runner = Callable[[TrainJob, DistributedParams], FitResult]
+
+
 def fit(
-    model: FusionModel,
-    batch: FusionBatch,
-    labels: torch.Tensor,
-    train_rows: np.ndarray,
-    val_rows: np.ndarray,
-    settings: TrainSettings,
+    job: FusionJob,
+    dist: DistributedParams | None = None,
     *,
+    runner: Runner | None = None,
     on_epoch: Callable[[int, dict[str, float]], None] | None = None,
     check_cancelled: Callable[[], None] | None = None,
 ) -> FitResult:
-    """Train ``model`` on ``train_rows`` of ``batch``; keep the best epoch on ``val_rows``."""
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    train_idx = torch.from_numpy(train_rows).long()
-    val_batch, val_labels = batch.select(torch.from_numpy(val_rows).long()), labels[val_rows]
-    best = float("inf")
-    result = FitResult(state={}, best_epoch=-1)
-    stale = 0
-    for epoch in range(settings.epochs):
-        model.train()
-        order = train_idx[torch.randperm(len(train_idx), generator=generator)]
-        total, seen = 0.0, 0
-        for start in range(0, len(order), settings.batch_size):
-            if check_cancelled is not None:
-                check_cancelled()
-            rows = order[start : start + settings.batch_size]
-            loss = model.loss(batch.select(rows), labels[rows])
-            opt.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            opt.step()
-            total += float(loss.detach()) * len(rows)
-            seen += len(rows)
-        model.eval()
-        with torch.no_grad():
-            val_loss = float(torch.nn.functional.cross_entropy(model(val_batch), val_labels))
-        val = evaluate(model, val_batch, val_labels)
-        record = {
-            "epoch": epoch,
-            "loss": total / max(seen, 1),
-            "val_loss": val_loss,
-            **{f"val_{k}": v for k, v in val.items() if k != "latency_ms_per_row"},
-        }
-        result.history.append(record)
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-        if val_loss < best - 1e-4:
-            best, stale, result.best_epoch = val_loss, 0, epoch
-            result.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        else:
-            stale += 1
-            if settings.patience and stale >= settings.patience:
-                break
-    model.load_state_dict(result.state)
-    model.eval()
-    return result
+    """Train ``job``'s model in place, keeping its best epoch on the validation rows;
+    ``runner(job, dist)`` runs the job (default: the facility's plain ``fit`` in this
+    process's threads; a task passes ``run_training``)."""
+    dist = dist or DistributedParams()
+    if runner is not None:
+        fitted = runner(job, dist)
+    else:
+        threads = max(torch.get_num_threads(), dist.world_size)
+        fitted = train(
+            job, dist, threads=threads, on_epoch=on_epoch, check_cancelled=check_cancelled
+        )
+    job.template.load_state_dict(fitted.state)
+    job.template.eval()
+    return fitted
 
 
 def evaluate(model: FusionModel, batch: FusionBatch, labels: torch.Tensor) -> dict[str, Any]:

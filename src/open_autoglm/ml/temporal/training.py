@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from open_autoglm.ml.temporal.evaluation import ModuleScorer, evaluate_split, wa
 from open_autoglm.ml.temporal.history import EventHistory
 from open_autoglm.ml.temporal.negatives import NegativeStrategy
 from open_autoglm.ml.temporal.split import ChronologicalSplit
+from open_autoglm.ml.training.fit import FitResult
 from open_autoglm.spec.events import EventStream
 
 __all__ = ["TemporalTrainConfig", "TemporalTrainResult", "model_weights", "train_link_predictor"]
@@ -40,19 +40,16 @@ class TemporalTrainConfig:
     seed: int = 0
 
 
-@dataclass
-class TemporalTrainResult:
-    history: list[dict[str, float]]
-    best_epoch: int
-    best_val_ap: float
-    state: dict[str, Tensor]
-    train_events: int = 0
-    train_seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+class TemporalTrainResult(FitResult):
+    """The training facility's result shape, read in events (a temporal sample is an event)."""
+
+    @property
+    def best_val_ap(self) -> float:
+        return float(self.metrics.get("val_ap", -1.0))
 
     @property
     def events_per_second(self) -> float:
-        return self.train_events / self.train_seconds if self.train_seconds > 0 else 0.0
+        return self.samples_per_s
 
 
 def model_weights(model: nn.Module) -> dict[str, Tensor]:
@@ -141,8 +138,8 @@ def train_link_predictor(
     return TemporalTrainResult(
         history=history,
         best_epoch=best_epoch,
-        best_val_ap=best_ap,
+        metrics=history[best_epoch] if best_epoch >= 0 else {},
         state=best_state,
-        train_events=seen,
+        samples=seen,
         train_seconds=busy,
     )

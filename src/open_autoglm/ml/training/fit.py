@@ -185,7 +185,10 @@ def _context(job: TrainJob) -> Any:
     import torch.multiprocessing as mp
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["open_autoglm.ml.training.ranks", *job.preload])
+    # torch._dynamo: building any optimizer imports it (seconds); once here, not once per rank
+    ctx.set_forkserver_preload(
+        ["torch._dynamo", "torch.distributed.fsdp", "open_autoglm.ml.training.ranks", *job.preload]
+    )
     return ctx
 
 

@@ -27,6 +27,7 @@ class MonitorStopper:
     monitor: str
     mode: Literal["min", "max"] = "min"
     patience: int = 0
+    min_delta: float = 0.0  # an improvement smaller than this does not count
     best_epoch: int = -1
     best: float | None = None
     bad_epochs: int = 0
@@ -36,8 +37,8 @@ class MonitorStopper:
         value = float(metrics[self.monitor])
         better = (
             self.best is None
-            or (self.mode == "min" and value < self.best)
-            or (self.mode == "max" and value > self.best)
+            or (self.mode == "min" and value < self.best - self.min_delta)
+            or (self.mode == "max" and value > self.best + self.min_delta)
         )
         if better:
             self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
@@ -58,11 +59,14 @@ Stopper = Any
 class TrainJob(abc.ABC):
     """A model recipe: subclass it per task type (text classifier, graph, temporal, fusion)."""
 
+    # tells apart jobs one task runs one after another (their checkpoints, their progress)
+    name: str = ""
     seed: int = 0
     epochs: int = 1
     patience: int = 0
     monitor: str = "val_loss"
     monitor_mode: Literal["min", "max"] = "min"
+    min_delta: float = 0.0
     # imported once by the process ranks fork from, so each rank starts without the import
     preload: tuple[str, ...] = ()
 
@@ -99,4 +103,6 @@ class TrainJob(abc.ABC):
         return []
 
     def make_stopper(self) -> Stopper:
-        return MonitorStopper(self.monitor, self.monitor_mode, self.patience)
+        return MonitorStopper(
+            self.monitor, self.monitor_mode, self.patience, min_delta=self.min_delta
+        )

@@ -248,8 +248,13 @@ class _Loop:
         trainer = None
         if self.plan.rank == 0:
             best_file = None
-            if self.best is not None and self.stopper.best_epoch == epoch:
-                best_file = os.path.join(directory, f"best-epoch{epoch:04d}.safetensors")
+            if self.best is not None:
+                # every checkpoint names the best weights so far, also those of an earlier
+                # epoch: a run resumed from it ends with them (the store keeps one copy)
+                best = self.stopper.best_epoch
+                best_file = os.path.join(
+                    directory, f"best-epoch{best:04d}-at{epoch:04d}.safetensors"
+                )
                 save_file({k: v.contiguous() for k, v in self.best.items()}, best_file)
             trainer = TrainerState(
                 epoch=epoch,

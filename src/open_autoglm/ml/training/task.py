@@ -12,7 +12,7 @@ import io
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,15 +31,26 @@ MANIFEST_PREFIX = "checkpoint-epoch"
 
 
 def run_training(
-    ctx: TaskContext, job: TrainJob, dist: DistributedParams, *, checkpoints: bool = True
+    ctx: TaskContext,
+    job: TrainJob,
+    dist: DistributedParams,
+    *,
+    checkpoints: bool = True,
+    span: tuple[float, float] = (0.0, 1.0),
+    tags: Mapping[str, Any] | None = None,
 ) -> FitResult:
-    """Train ``job`` for the task behind ``ctx``; resume from its own last checkpoint if any."""
+    """Train ``job`` for the task behind ``ctx``; resume from its own last checkpoint if any.
+
+    A task that trains several jobs gives each a ``job.name`` (their checkpoints stay apart),
+    its share ``span`` of the task's progress, and ``tags`` every progress event carries.
+    """
     with scratch_dir() as scratch:
-        found = find_checkpoint(ctx, dist) if checkpoints else None
+        found = find_checkpoint(ctx, dist, job.name) if checkpoints else None
         resume, start = (None, 0) if found is None else _materialise(ctx, found, scratch)
         if found is not None:
             ctx.log(f"resuming from the checkpoint of epoch {found['epoch'] + 1}")
         reporter = StepReporter(epochs=job.epochs, start_epoch=start)
+        extra = dict(tags or {})
 
         def on_step(ev: StepEvent) -> None:
             report = reporter.step(
@@ -52,17 +63,21 @@ def run_training(
                 seconds=ev.seconds,
             )
             if report is not None:
-                ctx.progress(report.pop("fraction"), report.pop("message"), **report)
+                fraction = span[0] + (span[1] - span[0]) * report.pop("fraction")
+                message = report.pop("message")
+                ctx.progress(
+                    fraction, f"{job.name}: {message}" if job.name else message, **report, **extra
+                )
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
-            ctx.log(f"epoch {epoch + 1}/{job.epochs}: {shown}")
+            ctx.log(f"{job.name + ' ' if job.name else ''}epoch {epoch + 1}/{job.epochs}: {shown}")
 
         def save_shards(epoch: int, shards: dict[int, tuple[str, str]]) -> None:
-            _save_checkpoint(ctx, dist, epoch, shards)
+            _save_checkpoint(ctx, dist, epoch, shards, job.name)
 
         ctx.log(
-            f"training: {dist.strategy.value} x{dist.world_size}, {dist.precision.value}, "
+            f"training{' ' + job.name if job.name else ''}: {dist.strategy.value} x{dist.world_size}, {dist.precision.value}, "
             f"{job.epochs} epochs, {max(1, ctx.cpu_threads // dist.world_size)} thread(s) per rank"
         )
         return fit(
@@ -80,8 +95,16 @@ def run_training(
         )
 
 
+def _manifest_prefix(name: str) -> str:
+    return f"checkpoint-{name}-epoch" if name else MANIFEST_PREFIX
+
+
 def _save_checkpoint(
-    ctx: TaskContext, dist: DistributedParams, epoch: int, shards: dict[int, tuple[str, str]]
+    ctx: TaskContext,
+    dist: DistributedParams,
+    epoch: int,
+    shards: dict[int, tuple[str, str]],
+    name: str = "",
 ) -> None:
     entries = []
     best = None
@@ -105,7 +128,7 @@ def _save_checkpoint(
     ctx.save_artifact(
         json.dumps(manifest).encode(),
         media_type="application/json",
-        name=f"{MANIFEST_PREFIX}{epoch:04d}.json",
+        name=f"{_manifest_prefix(name)}{epoch:04d}.json",
     )
 
 
@@ -115,13 +138,15 @@ def _store(ctx: TaskContext, path: str, media_type: str) -> str:
     return str(ctx.save_artifact(data, media_type=media_type, name=Path(path).name)["id"])
 
 
-def find_checkpoint(ctx: TaskContext, dist: DistributedParams) -> dict[str, Any] | None:
-    """The newest checkpoint manifest this task recorded, if it fits ``dist``."""
+def find_checkpoint(
+    ctx: TaskContext, dist: DistributedParams, name: str = ""
+) -> dict[str, Any] | None:
+    """The newest checkpoint manifest this task recorded for job ``name``, if it fits ``dist``."""
     try:
         reader = ctx.service("tasks")
     except KeyError:
         return None
-    found = reader.own_artifacts(ctx.task_id, MANIFEST_PREFIX)
+    found = reader.own_artifacts(ctx.task_id, _manifest_prefix(name))
     if not found:
         return None
     newest = max(found, key=lambda a: a["name"])

@@ -3,7 +3,7 @@
 As in PyTorch Geometric's ``MessagePassing``, the forward pass is fixed and the steps are
 methods a strategy overrides: :meth:`FusionModel.encode` (per-modality features),
 :meth:`FusionModel.fuse` (one vector per row) and :meth:`FusionModel.classify` (logits).
-:meth:`FusionModel.loss` is the training objective; late fusion overrides it to train each
+:meth:`FusionModel.sample_losses` is the training objective; late fusion overrides it to train each
 modality's head on its own as well. Every strategy takes a :class:`FusionConfig` and a
 :class:`FusionBatch`, so training, saving and prediction treat them alike.
 """
@@ -85,12 +85,21 @@ class FusionModel(nn.Module):
         head: nn.Module = self.head  # type: ignore[assignment]
         return head(fused)  # type: ignore[no-any-return]
 
-    def forward(self, batch: FusionBatch) -> Tensor:
+    def forward(self, batch: FusionBatch, labels: Tensor | None = None) -> Tensor:
+        """Logits (batch, classes); given ``labels``, the per-row training losses (batch,)
+        instead, so that DDP and FSDP, which hook ``forward``, see the training step."""
+        if labels is not None:
+            return self.sample_losses(batch, labels)
         return self.classify(self.fuse(self.encode(batch), batch))  # (batch, classes)
 
-    def loss(self, batch: FusionBatch, labels: Tensor, weight: Tensor | None = None) -> Tensor:
-        """The training objective: cross-entropy of the fused prediction."""
-        return F.cross_entropy(self(batch), labels, weight=weight)
+    def sample_losses(self, batch: FusionBatch, labels: Tensor) -> Tensor:
+        """The training objective per row (batch,): cross-entropy of the fused prediction."""
+        logits = self.classify(self.fuse(self.encode(batch), batch))  # (batch, classes)
+        return F.cross_entropy(logits.float(), labels, reduction="none")
+
+    def loss(self, batch: FusionBatch, labels: Tensor) -> Tensor:
+        """The training objective: the mean of :meth:`sample_losses`."""
+        return self.sample_losses(batch, labels).mean()
 
     @torch.no_grad()
     def predict_proba(self, batch: FusionBatch) -> Tensor:

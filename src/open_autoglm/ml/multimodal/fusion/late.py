@@ -47,13 +47,12 @@ class LateFusion(FusionModel):
     def classify(self, fused: Tensor) -> Tensor:
         return fused  # already log-probabilities: softmax of them is the mixture's normalisation
 
-    def loss(self, batch: FusionBatch, labels: Tensor, weight: Tensor | None = None) -> Tensor:
+    def sample_losses(self, batch: FusionBatch, labels: Tensor) -> Tensor:
         encoded = self.encode(batch)
         fused = self.fuse(encoded, batch)
         each = [
-            F.nll_loss(encoded[m], labels, weight=weight, reduction="none") * mask.float()
+            F.nll_loss(encoded[m].float(), labels, reduction="none") * mask.float()
             for m, mask in (("text", batch.text_present), ("tabular", batch.tab_present))
-        ]
-        per_modality = (each[0].sum() + each[1].sum()) / max(len(labels), 1)
-        total: Tensor = F.cross_entropy(fused, labels, weight=weight) + per_modality
+        ]  # (batch,) each
+        total: Tensor = F.cross_entropy(fused.float(), labels, reduction="none") + each[0] + each[1]
         return total
