@@ -83,3 +83,27 @@ def supervise_long_run(conn: Any) -> None:
             conn.send(int(m.group(1)))
 
     fit(BlobsJob(epochs=100_000), DistributedParams(strategy="ddp", world_size=2), log=log)
+
+
+def supervise_long_hogwild(conn: Any) -> None:
+    """Run 2 Hogwild graph workers that outlast any test, sending their pids over ``conn``."""
+    import multiprocessing
+
+    from helpers.graphs import community_graph
+    from open_autoglm.ml.graph.data import GraphTensors
+    from open_autoglm.ml.graph.models import ModelConfig, ModelKind, build_model
+    from open_autoglm.ml.graph.parallel import train_parallel
+    from open_autoglm.ml.graph.training import TrainConfig, TrainMode
+    from open_autoglm.spec.graph import parse_graph
+
+    data = GraphTensors.from_graph(parse_graph(community_graph()))
+    model = build_model(ModelConfig(ModelKind.SAGE, int(data.x.shape[1]), 3, hidden=8))
+    cfg = TrainConfig(epochs=100_000, mode=TrainMode.ASYNC, batch_size=8, fanout=(3, 3), workers=2)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 0:
+            conn.send(
+                [p.pid for p in multiprocessing.active_children() if "forkserver" not in p.name]
+            )
+
+    train_parallel(model, data, cfg, on_epoch=on_epoch)

@@ -82,3 +82,34 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_hogwild_workers_die_with_their_supervisor() -> None:
+    """A cancelled or killed graph-train task must not leave async workers training on."""
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    import psutil
+
+    from helpers.training_jobs import supervise_long_hogwild
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    supervisor = ctx.Process(target=supervise_long_hogwild, args=(child,), daemon=True)
+    supervisor.start()
+    pids = parent.recv()
+    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+    os.kill(supervisor.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    supervisor.join()
+    deadline = time.monotonic() + 60  # a hang bound, not a speed claim: they die in ms
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [
+            p
+            for p in alive
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
+        time.sleep(0.05)
+    assert alive == []

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import queue
 import time
 import traceback
@@ -72,8 +73,13 @@ def _worker(
     cfg: TrainConfig,
     stop: Tensor,
     out: Any,
+    supervisor: int = 0,
 ) -> None:
     torch.set_num_threads(1)
+    if supervisor:
+        from open_autoglm.ml.training.ranks import die_with
+
+        die_with(supervisor)  # a cancelled or killed task leaves no worker training on
     try:
         _run_worker(rank, model, data, features, cfg, stop, out)
     except BaseException:
@@ -200,7 +206,7 @@ def train_parallel(
     procs = [
         ctx.Process(
             target=_worker,
-            args=(rank, model, data, features, cfg, stop, out),
+            args=(rank, model, data, features, cfg, stop, out, os.getpid()),
             daemon=True,
         )
         for rank in range(cfg.workers)

@@ -32,7 +32,7 @@ from open_autoglm.ml.training.checkpoint import TrainerState, load_shard, save_s
 from open_autoglm.ml.training.job import TrainJob
 from open_autoglm.ml.training.spec import DistributedParams, Precision, Strategy
 
-__all__ = ["RankPlan", "Resume", "run_rank"]
+__all__ = ["RankPlan", "Resume", "die_with", "run_rank"]
 
 Outbox = Callable[[tuple[Any, ...]], None]
 
@@ -70,7 +70,7 @@ def run_rank(
     ``result`` (rank 0) and ``done``."""
     torch.set_num_threads(max(1, plan.threads))
     if plan.supervisor:
-        _die_with(plan.supervisor)
+        die_with(plan.supervisor)
     if plan.world > 1:
         os.environ["MASTER_ADDR"] = plan.master_addr
         os.environ["MASTER_PORT"] = str(plan.port)
@@ -295,7 +295,7 @@ class _Loop:
         return value
 
 
-def _die_with(supervisor: int) -> None:
+def die_with(supervisor: int) -> None:
     """Exit when the supervisor process exits: a cancelled or killed task leaves no rank
     training on. (The forkserver's own end is no signal: it lives while any rank does.)"""
     import select
