@@ -117,9 +117,6 @@ def serve(
         from open_autoglm.executors.sched_policy import yield_to_replicas
 
         yield_to_replicas()  # before any thread starts: they all inherit it
-    from open_autoglm.executors.workers.zygote import start_early
-
-    start_early(settings)  # torch imports for the replicas, beside the server's own start
     serve_api(settings, host, port, banner=f"Open-AutoGLM on http://{host}:{port}")
 
 

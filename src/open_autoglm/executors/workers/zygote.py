@@ -231,23 +231,6 @@ def shared_zygote() -> Zygote:
         return _shared
 
 
-def start_early(settings: Any) -> bool:
-    """Start the shared zygote now when a server with these settings will fork replicas as
-    soon as it starts (``--bundled-models`` warms ``minilm``): its imports then overlap the
-    server's own start instead of following it. Returns whether it started."""
-    models, executor = settings.models, settings.executor
-    if not (settings.register_bundled_models and models.warm_bundled):
-        return False
-    if executor.backend == "ray" or models.replicas == 0:
-        return False
-    try:
-        shared_zygote().start()
-    except ZygoteUnavailable as exc:
-        log.info("replicas will start without the zygote: %s", exc)
-        return False
-    return True
-
-
 # -- the zygote process ------------------------------------------------------------------------
 
 
