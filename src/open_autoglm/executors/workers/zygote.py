@@ -139,8 +139,6 @@ class Zygote:
             return
         if not self.supported():
             raise ZygoteUnavailable("no pidfd on this platform")
-        from open_autoglm.executors.sched_policy import compute_policy
-
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._proc = subprocess.Popen(
@@ -154,8 +152,9 @@ class Zygote:
             raise ZygoteUnavailable(f"the replica zygote did not start: {exc}") from exc
         finally:
             theirs.close()
+        # It keeps the server's CPU policy (sched_policy.py): its imports yield to the server's
+        # own start and to replicas computing; each fork gets the policy of a replica.
         self._sock = ours
-        compute_policy(self._proc.pid)  # its forks inherit the policy of a process that computes
         log.info("replica zygote started (pid %d), importing torch and transformers", self.pid)
 
     def fork(self, stdin_r: int, stdout_w: int) -> tuple[int, int]:
