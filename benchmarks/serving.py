@@ -2,6 +2,9 @@
 
     .venv/bin/python benchmarks/serving.py [--seconds 5] [--rounds 3] [--concurrency 1,8,32,64]
                                           [--no-int8] [--replicas N]
+    .venv/bin/python benchmarks/serving.py --cold-start [--rounds 2] [--anchor REF]
+
+``--cold-start`` measures the start instead (``benchmarks/serving_startup.py``).
 
 Targets (same bundled all-MiniLM-L6-v2, same deterministic 6-40 word sentences, same
 closed-loop load from a separate process on 127.0.0.1, see ``benchmarks/loadgen.py``):
@@ -279,6 +282,11 @@ def median_round(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main() -> None:
+    if "--cold-start" in sys.argv:  # time to /readyz and the first embedding instead
+        from benchmarks.serving_startup import main as cold_start
+
+        cold_start([a for a in sys.argv[1:] if a != "--cold-start"])
+        return
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3, help="measurements per target and level")

@@ -231,6 +231,11 @@ class ModelSettings(BaseModel):
         "model; None = one per CPU of executor.cpu, 0 = in the server process; an entry's "
         "options.replicas overrides it",
     )
+    warm_bundled: bool = Field(
+        default=True,
+        description="with register_bundled_models, load the bundled embedding model in the "
+        "background at start (its replicas forked from a process with torch imported)",
+    )
     upstream_failure_threshold: int = Field(
         default=5, ge=1, description="consecutive upstream failures that open its circuit"
     )

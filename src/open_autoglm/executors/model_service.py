@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -56,6 +57,7 @@ from open_autoglm.executors.workers.base import WorkerLauncher
 from open_autoglm.executors.workers.pool import WORKER_ROLES, WorkerPool
 from open_autoglm.executors.workers.process import ProcessLauncher
 from open_autoglm.executors.workers.ray_actor import RayLauncher
+from open_autoglm.executors.workers.zygote import ZygoteUnavailable, shared_zygote
 from open_autoglm.ml.text.loading import written_whole  # imports no torch
 from open_autoglm.resilience.bulkhead import Bulkhead
 from open_autoglm.resilience.circuit_breaker import CircuitBreaker
@@ -167,6 +169,7 @@ class ModelService:
         )
         self.replicas = replicas
         self._loading: dict[str, float] = {}  # model -> monotonic start, while it loads
+        self._steps: dict[str, str] = {}  # model -> the step its load is at (replica pools)
         if replica_backend not in _LAUNCHERS:
             raise ValidationError(
                 f"unknown replica backend {replica_backend!r}; one of {sorted(_LAUNCHERS)}"
@@ -399,11 +402,32 @@ class ModelService:
             "options": options,
         }
 
+    def warm(self, names: builtins.list[str]) -> threading.Thread:
+        """Load ``names`` in a background thread, so that their first request finds them
+        loaded or loading; nothing waits for it (``/readyz`` lists what is loading). The
+        replica zygote is started first, so its imports overlap the rest of the start."""
+        if self.replica_backend == "process" and self.replicas:
+            with contextlib.suppress(ZygoteUnavailable):
+                shared_zygote().start()
+
+        def run() -> None:
+            for name in names:
+                log.info("warming model %s in the background", name)
+                try:
+                    with self.lease(name):
+                        pass
+                except Exception as exc:  # its first request reports the same failure
+                    log.warning("warming model %s failed: %s", name, exc)
+
+        thread = threading.Thread(target=run, name="model-warm", daemon=True)
+        thread.start()
+        return thread
+
     def loading_now(self) -> builtins.list[dict[str, Any]]:
         """Models being loaded at this moment, with the seconds spent so far (for /readyz)."""
         now = time.monotonic()
         return [
-            {"model": name, "elapsed_s": round(now - t0, 1)}
+            {"model": name, "elapsed_s": round(now - t0, 1), "step": self._steps.get(name)}
             for name, t0 in list(self._loading.items())
         ]
 
@@ -434,6 +458,7 @@ class ModelService:
             model = self._load_timed(name)
         finally:
             self._loading.pop(name, None)
+            self._steps.pop(name, None)
         log.info("loaded model %s in %.1f s", name, time.monotonic() - t0)
         return model
 
@@ -457,6 +482,7 @@ class ModelService:
                 replicas=replicas,
                 cache_dir=self.cache_dir,
                 launcher=_LAUNCHERS[self.replica_backend](self.executor),
+                on_progress=functools.partial(self._steps.__setitem__, name),
             )
         else:
             self._limit_threads()

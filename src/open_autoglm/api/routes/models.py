@@ -3,7 +3,8 @@
 ``setup(runtime)`` builds the :class:`~open_autoglm.executors.model_service.ModelService`
 (memory budget and cache dir from ``settings.models``), registers it as ``services["models"]``,
 hands its per-model batching policy to the scheduler, its cache metrics to ``/metrics``, and,
-with ``settings.register_bundled_models``, registers ``minilm`` and ``smollm2`` at start.
+with ``settings.register_bundled_models``, registers ``minilm`` and ``smollm2`` at start (and,
+with ``models.warm_bundled``, loads ``minilm`` in the background).
 
 Weights are uploaded as artifacts (``POST /v1/artifacts``, one per file) and named in an entry
 whose source is ``{"artifacts": {"config.json": id, "model.safetensors": id, ...}}``.
@@ -33,6 +34,9 @@ from open_autoglm.runtime import Runtime
 __all__ = ["model_service", "register_bundled_models", "router", "setup"]
 
 log = logging.getLogger(__name__)
+
+# The bundled embedding model, loaded in the background at start (models.warm_bundled).
+BUNDLED_EMBEDDING = "minilm"
 
 router = APIRouter(prefix="/v1/models/registry", tags=["models"])
 Rt = Annotated[Runtime, Depends(get_runtime)]
@@ -73,6 +77,8 @@ def setup(runtime: Runtime) -> None:
         service.refresh()
         if s.register_bundled_models:
             register_bundled_models(service)
+            if m.warm_bundled:
+                service.warm([BUNDLED_EMBEDDING])
 
     runtime.on_start.append(start)
     runtime.on_stop.append(service.close)
@@ -88,8 +94,10 @@ def register_bundled_models(service: ModelService) -> None:
 
     SmolLM2 ships as GGUF and is served from that file by llama.cpp (quantised weights).
     """
-    if not _exists(service, "minilm"):
-        service.register(name="minilm", source="bundled:all-minilm-l6-v2", task_types=["embedding"])
+    if not _exists(service, BUNDLED_EMBEDDING):
+        service.register(
+            name=BUNDLED_EMBEDDING, source="bundled:all-minilm-l6-v2", task_types=["embedding"]
+        )
         log.info("registered bundled model minilm")
     if not _exists(service, "smollm2"):
         service.register(

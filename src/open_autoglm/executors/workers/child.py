@@ -56,6 +56,9 @@ def load_worker_model(entry: Mapping[str, Any], cache_dir: str) -> tuple[Any, di
         "dimension": int(getattr(model, "dimension", 0) or 0),
         "pack_tokens": model.pack_tokens if getattr(model, "packed", False) else None,
         "linear": getattr(model, "linear", None),
+        # Embedders: whether the Linear form and pack cap were measured or read from disk.
+        "tuning": str(getattr(model, "tuning", "")) or None,
+        "parent": os.getppid(),
     }
 
 
@@ -66,11 +69,15 @@ def failure(exc: BaseException) -> dict[str, Any]:
 
 
 def main() -> None:
-    """Worker process: read the entry, load the model, answer batches until stdin closes."""
+    """Worker process: read the entry, load the model, answer batches until stdin closes.
+
+    Frames come in on fd 0 and go out on fd 1, whether this process was started as
+    ``python -m`` or forked from the replica zygote (``executors/workers/zygote.py``).
+    """
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # prints from libraries go to stderr, never into the frame stream
     sys.stdout = sys.stderr
-    stdin = sys.stdin.buffer
+    stdin = os.fdopen(0, "rb", closefd=False)
     logging.basicConfig(level=logging.WARNING)
     try:
         hello, _ = read_frame(stdin)

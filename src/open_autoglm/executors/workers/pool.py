@@ -20,7 +20,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class WorkerPool:
         max_merge: at most this many texts in one call.
         launcher: starts the replicas (default: :class:`ProcessLauncher`); the pool opens it
             first and closes it after its last replica stopped, also when starting fails.
+        on_progress: called with each step of the start ("replica 1/2 ready after 3.1 s").
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class WorkerPool:
         start_timeout_s: float = 300.0,
         max_merge: int = 128,
         launcher: WorkerLauncher | None = None,
+        on_progress: Callable[[str], None] | None = None,
     ) -> None:
         if replicas < 1:
             raise ValidationError("a replica pool needs at least one replica")
@@ -109,14 +111,21 @@ class WorkerPool:
         self._lock = threading.Condition()
         self._closed = False
         self._restart_error: str | None = None
+        self.on_progress = on_progress
         self.launcher = launcher or ProcessLauncher()
         self.launcher.open()
         started: list[ModelWorker] = []
+        t0 = time.monotonic()
         try:
             for i in range(replicas):  # all start before any is waited for: they load in parallel
                 started.append(self._spawn(i))
-            for replica in started:
+            self._progress(f"{replicas} replica(s) started, loading")
+            for n, replica in enumerate(started, 1):
                 self._handshake(replica)
+                self._progress(
+                    f"replica {n}/{replicas} ready after {time.monotonic() - t0:.1f} s"
+                    + (f" (tuning {t})" if (t := replica.info.get("tuning")) else "")
+                )
         except BaseException:
             for replica in started:
                 replica.stop(timeout=1.0)
@@ -421,6 +430,12 @@ class WorkerPool:
         return None
 
     # -- replica start -----------------------------------------------------------------------
+
+    def _progress(self, step: str) -> None:
+        """Say how the start goes: in the log, and to ``on_progress`` (``/readyz``)."""
+        log.info("loading model %s: %s", self.name, step)
+        if self.on_progress is not None:
+            self.on_progress(step)
 
     def _spawn(self, index: int) -> ModelWorker:
         hello = {"entry": self.entry, "cache_dir": str(self.cache_dir)}

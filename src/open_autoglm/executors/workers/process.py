@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import struct
 import subprocess
@@ -14,17 +15,26 @@ from typing import Any
 from open_autoglm.executors.sched_policy import compute_policy
 from open_autoglm.executors.workers.base import ModelWorker, WorkerGone, WorkerLauncher
 from open_autoglm.executors.workers.codec import WORKER_ENV, read_frame, write_frame
+from open_autoglm.executors.workers.zygote import (
+    Zygote,
+    ZygoteProcess,
+    ZygoteUnavailable,
+    shared_zygote,
+)
 
 __all__ = ["ProcessLauncher", "ProcessWorker"]
+
+log = logging.getLogger(__name__)
 
 # The child's entry point (executors/workers/child.py).
 CHILD_MODULE = "open_autoglm.executors.workers.child"
 
 
 class ProcessWorker(ModelWorker):
-    """A worker process (``python -m open_autoglm.executors.workers.child``) and its pipes."""
+    """A worker process (forked from the replica zygote, or ``python -m
+    open_autoglm.executors.workers.child``) and its pipes."""
 
-    def __init__(self, index: int, proc: subprocess.Popen[bytes]) -> None:
+    def __init__(self, index: int, proc: subprocess.Popen[bytes] | ZygoteProcess) -> None:
         super().__init__(index)
         self.proc = proc
 
@@ -82,21 +92,29 @@ class ProcessWorker(ModelWorker):
 
 
 class ProcessLauncher(WorkerLauncher):
-    """Workers as child processes of this one, talking frames over their stdin/stdout."""
+    """Workers as processes forked from the replica zygote (``zygote.py``; a fresh
+    interpreter each where it cannot), talking frames over their stdin/stdout."""
 
     kind = "process"
 
     def open(self) -> None:
         """Nothing to connect to: workers are children of this process."""
 
+    def __init__(self, zygote: Zygote | None = None, *, fork: bool = True) -> None:
+        # fork=False: every replica a fresh interpreter (the zygote's fallback, and a baseline).
+        self.zygote = (zygote or shared_zygote()) if fork else None
+
     def spawn(self, model: str, index: int, hello: Mapping[str, Any]) -> ModelWorker:
-        env = {**os.environ, **WORKER_ENV}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", CHILD_MODULE],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
+        proc: subprocess.Popen[bytes] | ZygoteProcess | None = (
+            self._forked() if self.zygote is not None else None
         )
+        if proc is None:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", CHILD_MODULE],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env={**os.environ, **WORKER_ENV},
+            )
         compute_policy(proc.pid)
         worker = ProcessWorker(index, proc)
         assert proc.stdin is not None
@@ -105,6 +123,25 @@ class ProcessLauncher(WorkerLauncher):
         except OSError:
             pass  # the handshake reports the exit
         return worker
+
+    def _forked(self) -> ZygoteProcess | None:
+        """A replica forked from the zygote, or None (then a fresh interpreter, logged)."""
+        assert self.zygote is not None
+        to_child, to_us = os.pipe()  # the replica's stdin
+        from_child, from_us = os.pipe()  # its stdout
+        try:
+            pid, pidfd = self.zygote.fork(to_child, from_us)
+        except ZygoteUnavailable as exc:
+            os.close(to_us)
+            os.close(from_child)
+            log.warning("replica starts without the zygote: %s", exc)
+            return None
+        finally:  # the replica holds its own copies now
+            os.close(to_child)
+            os.close(from_us)
+        return ZygoteProcess(
+            self.zygote, pid, pidfd, os.fdopen(to_us, "wb"), os.fdopen(from_child, "rb")
+        )
 
     def close(self) -> None:
         """Nothing held beyond the workers, which the pool has stopped."""

@@ -27,6 +27,7 @@ from typing import Any
 
 from open_autoglm.errors import ValidationError
 from open_autoglm.ml.text.loading import LoadedModel, ModelRole, load_model
+from open_autoglm.ml.text.tuning_cache import TuningCache, TuningSource
 
 __all__ = [
     "PACKED_INPUTS",
@@ -385,6 +386,7 @@ class Embedder:
         if not isinstance(pack_tokens, int) or isinstance(pack_tokens, bool) or pack_tokens < 1:
             raise ValidationError(f"pack_tokens must be a positive integer, not {pack_tokens!r}")
         self.pack_tokens = pack_tokens
+        self.tuning = TuningSource.FIXED  # where the Linear form and pack cap came from
 
     @classmethod
     def from_path(
@@ -404,16 +406,34 @@ class Embedder:
 
     @classmethod
     def tuned(
-        cls, loaded: LoadedModel, *, linear: str, pack_tokens: int | str, **kwargs: Any
+        cls,
+        loaded: LoadedModel,
+        *,
+        linear: str,
+        pack_tokens: int | str,
+        cache: TuningCache | None = None,
+        **kwargs: Any,
     ) -> Embedder:
         """Wrap ``loaded`` and measure what its options leave at ``"auto"`` (:meth:`tune`):
         the Linears' form (``loaded`` already has the form ``linear`` asks for) and the pack
-        cap (a number fixes it)."""
+        cap (a number fixes it). With ``cache``, an answer kept there is used instead of
+        measuring, and a new measurement is kept."""
         if pack_tokens != "auto":
             kwargs["pack_tokens"] = pack_tokens
         embedder = cls(loaded, **kwargs)
-        embedder.tune(linear=linear == "auto", pack_tokens=pack_tokens == "auto")
+        embedder.tune_with(cache, linear=linear == "auto", pack_tokens=pack_tokens == "auto")
         return embedder
+
+    def tune_with(
+        self, cache: TuningCache | None, *, linear: bool = True, pack_tokens: bool = True
+    ) -> TuningSource:
+        """:meth:`tune` through ``cache`` (None: measure); sets and returns :attr:`tuning`."""
+        if cache is not None:
+            self.tuning = cache.tune(self, linear=linear, pack_tokens=pack_tokens)
+        elif linear or pack_tokens:
+            self.tune(linear=linear, pack_tokens=pack_tokens)
+            self.tuning = TuningSource.MEASURED
+        return self.tuning
 
     def tune(self, *, linear: bool = True, pack_tokens: bool = True) -> None:
         """Measure this machine (:mod:`open_autoglm.ml.text.tuning`): the Linears' form, then

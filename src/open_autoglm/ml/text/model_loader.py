@@ -39,6 +39,7 @@ from open_autoglm.ml.text.loading import (
     convert_gguf_to_safetensors,
     load_model,
 )
+from open_autoglm.ml.text.tuning_cache import TuningCache
 
 __all__ = ["TextModel", "TextModelLoader", "default_cache_dir"]
 
@@ -71,6 +72,8 @@ class TextModelLoader:
         from open_autoglm.ml.text.llama_cpp.model import default_threads
 
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        # Embedding models' measured Linear form and pack cap, kept across starts.
+        self.tuning_cache = TuningCache(self.cache_dir / "tuning")
         self.max_batch_size = max_batch_size
         # llama.cpp decode threads: the executor's CPU allotment, never more than the host's.
         self.threads = default_threads(threads)
@@ -163,7 +166,7 @@ class TextModelLoader:
             if pack_tokens != "auto":
                 options["pack_tokens"] = pack_tokens
             onnx = OnnxEmbedder(loaded, onnx_path, **options)
-            onnx.tune(linear=False, pack_tokens=pack_tokens == "auto")
+            onnx.tune_with(self.tuning_cache, linear=False, pack_tokens=pack_tokens == "auto")
             return onnx
         if runtime != "torch":
             raise ValidationError(f"unknown runtime {runtime!r}; expected torch or onnx")
@@ -176,7 +179,9 @@ class TextModelLoader:
 
         swap_linears(loaded.model, linear)
         if role is ModelRole.EMBEDDING:
-            return Embedder.tuned(loaded, linear=linear, pack_tokens=pack_tokens, **options)
+            return Embedder.tuned(
+                loaded, linear=linear, pack_tokens=pack_tokens, cache=self.tuning_cache, **options
+            )
         if role is ModelRole.TEXT_GENERATION:
             options.setdefault("max_batch_size", self.max_batch_size)
             return Generator(loaded, **options)
