@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from helpers.graphs import community_graph
+from helpers.polling import wait_task
 from open_autoglm.spec.graph import parse_graph
 from open_autoglm.tasks.graph import GraphTrainParams, train_graph
 
@@ -44,16 +45,6 @@ def _submit(api: Any, graph: dict[str, Any], **extra: Any) -> str:
 
 def _task(api: Any, task_id: str) -> dict[str, Any]:
     return dict(api.get(f"/v1/tasks/{task_id}").json())
-
-
-def _wait(api: Any, task_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = _task(api, task_id)
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not finish")
 
 
 def _checkpoint_epochs(api: Any, task_id: str) -> list[int]:
@@ -91,7 +82,7 @@ def test_a_killed_rank_is_retried_from_the_last_checkpoint(api: Any) -> None:
     assert done_before_kill < EPOCHS - 1, "training ended before the kill: make epochs longer"
     os.kill(pids[1], signal.SIGKILL)
 
-    task = _wait(api, task_id)
+    task = wait_task(api, task_id)
     assert task["status"] == "succeeded", task["error"]
     assert task["attempts"] == 2
     # a checkpoint per epoch over both attempts; progress with samples/s and ETA

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.training_jobs import BlobsJob
+from helpers.polling import alive_after
+from helpers.training_jobs import BlobsJob, kill_supervisor, supervise_long_run
 from open_autoglm.ml.training.fit import FitResult, fit
 from open_autoglm.ml.training.ranks import Resume
 from open_autoglm.ml.training.spec import DistributedParams
@@ -134,30 +135,4 @@ def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_pa
 
 def test_ranks_die_with_their_supervisor() -> None:
     """A task's worker killed (cancel, deadline, crash) must not leave ranks training on."""
-    import multiprocessing
-    import os
-    import signal
-    import time
-
-    import psutil
-
-    from helpers.training_jobs import supervise_long_run
-
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    supervisor = ctx.Process(target=supervise_long_run, args=(child,), daemon=True)
-    supervisor.start()
-    pids = [parent.recv(), parent.recv()]
-    assert all(psutil.pid_exists(p) for p in pids)
-    os.kill(supervisor.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    supervisor.join()
-    deadline = time.monotonic() + 60  # a hang bound, not a speed claim: they die in ms
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p
-            for p in alive
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        time.sleep(0.05)
-    assert alive == []
+    assert alive_after(kill_supervisor(supervise_long_run)) == []
