@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import tempfile
 import time
 import traceback
@@ -26,8 +25,9 @@ from open_autoglm.errors import TaskFailedError
 from open_autoglm.ml.training.job import TrainJob
 from open_autoglm.ml.training.ranks import RankPlan, Resume, run_rank
 from open_autoglm.ml.training.spec import DistributedParams, Strategy
+from open_autoglm.ports import free_port
 
-__all__ = ["FitResult", "ShardSink", "StepEvent", "fit", "free_port", "start_children"]
+__all__ = ["FitResult", "ShardSink", "StepEvent", "fit", "start_children"]
 
 _POLL_SECONDS = 0.2
 
@@ -173,13 +173,6 @@ def fit(
                 job, dist, per_rank, collector, check_cancelled, checkpoint_dir, resume or {}
             )
     return collector.finish(time.perf_counter() - started, resumed_from_epoch)
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (rank 0 listens there)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _context(job: TrainJob) -> Any:
