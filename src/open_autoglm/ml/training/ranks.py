@@ -170,7 +170,8 @@ class _Loop:
                 break
         # no best weights (resumed after the last epoch): the current ones, gathered by all
         if self._broadcast(int(self.best is None) if plan.rank == 0 else 0):
-            self.best = self._full_state()
+            full = self._full_state()
+            self.best = None if full is None else {k: v.clone() for k, v in full.items()}
         if plan.rank == 0:
             assert self.best is not None
             # numpy, pickled by value: a tensor would travel as a shared-memory handle that
@@ -229,7 +230,10 @@ class _Loop:
         return {k: float(v) for k, v in metrics.items()}
 
     def _full_state(self) -> dict[str, Tensor] | None:
-        """The whole model's weights on rank 0 (an all-gather under FSDP), None elsewhere."""
+        """The whole model's weights on rank 0 (an all-gather under FSDP), None elsewhere.
+
+        Without FSDP these are the live weights, not a copy: clone what must outlive a step.
+        """
         if self.plan.dist.strategy is Strategy.FSDP:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -242,7 +246,7 @@ class _Loop:
             return cast(dict[str, Tensor], state) if self.plan.rank == 0 else None
         if self.plan.rank != 0:
             return None
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach() for k, v in self.model.state_dict().items()}
 
     def _checkpoint(self, epoch: int, stop: bool) -> None:
         directory = self.plan.checkpoint_dir
