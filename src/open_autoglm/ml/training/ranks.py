@@ -128,7 +128,7 @@ class _Loop:
         return model
 
     def _restore(self, resume: Resume) -> None:
-        trainer = load_shard(
+        loaded = load_shard(
             resume.tensors,
             resume.meta,
             model=self.trainee if self.plan.dist.strategy is Strategy.FSDP else self.model,
@@ -136,14 +136,12 @@ class _Loop:
             scheduler=self.scheduler,
             generator=self.generator,
         )
-        if trainer is not None:  # rank 0 carries the loop's own state
+        self.start_epoch = loaded.epoch + 1
+        if (trainer := loaded.trainer) is not None:  # rank 0 carries the loop's own state
             self.history = list(trainer.history)
             self.stopper = type(self.stopper)(**trainer.stopper)
-            self.start_epoch = trainer.epoch + 1
             if trainer.stop:
                 self.start_epoch = self.job.epochs
-        else:
-            self.start_epoch = _meta_epoch(resume.meta) + 1
         if resume.best is not None and self.plan.rank == 0:
             self.best = load_file(resume.best)
         self.start_epoch = int(self._broadcast(self.start_epoch))
@@ -331,13 +329,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _meta_epoch(meta_path: str) -> int:
-    import json
-
-    with open(meta_path) as fh:
-        return int(json.load(fh)["epoch"])
 
 
 def _peak_rss() -> int:
