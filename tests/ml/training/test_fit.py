@@ -106,7 +106,7 @@ def test_resuming_from_a_checkpoint_takes_the_same_next_steps(
 
 def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_path: Path) -> None:
     """Validation accuracy peaks at epoch 1 here; a run resumed from epoch 3's checkpoint
-    must still return epoch 1's weights, which that checkpoint names."""
+    must still return epoch 1's weights, written with epoch 1's checkpoint only."""
     import json
 
     def job() -> BlobsJob:
@@ -116,16 +116,20 @@ def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_pa
     work = tmp_path / "work"
     work.mkdir()
     kept: dict[int, tuple[str, str, str]] = {}
+    written: list[int] = []  # the epochs whose checkpoint wrote best weights
+    best = ""
 
     def sink(epoch: int, shards: dict[int, tuple[str, str]]) -> None:
-        tensors, meta = shards[0]
-        best = json.loads(Path(meta).read_text())["trainer"]["best_file"]
-        kept[epoch] = tuple(
-            shutil.copy(p, tmp_path / f"e{epoch}-{Path(p).name}") for p in (tensors, meta, best)
-        )  # type: ignore[assignment]
+        nonlocal best
+        tensors, meta = (shutil.copy(p, tmp_path / f"e{epoch}-{Path(p).name}") for p in shards[0])
+        if new := json.loads(Path(meta).read_text())["trainer"]["best_file"]:
+            written.append(epoch)
+            best = shutil.copy(new, tmp_path)
+        kept[epoch] = (tensors, meta, best)  # as a manifest names them
 
     full = fit(job(), dist, threads=1, checkpoint_dir=str(work), shard_sink=sink)
     assert full.best_epoch == 1  # the premise: the best epoch comes before the resumed one
+    assert written == [0, 1]  # best weights are written when they change, not every epoch
     tensors, meta, best = kept[3]
     resumed = fit(job(), dist, threads=1, resume={0: Resume(tensors, meta, best=best)})
     assert resumed.best_epoch == 1 and resumed.metrics == full.metrics

@@ -39,7 +39,9 @@ class TrainerState:
     history: list[dict[str, float]]
     stopper: dict[str, Any]
     stop: bool = False
-    best_file: str | None = None  # rank 0: the best epoch's full weights (safetensors)
+    # rank 0: the best epoch's full weights (safetensors), written with this checkpoint only
+    # when the best epoch changed since the last one (None: the last one's still hold)
+    best_file: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -105,6 +105,7 @@ class _Loop:
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         self.best: dict[str, Tensor] | None = None
+        self.best_unsaved = False  # rank 0: the best weights changed since the last checkpoint
         self.evaluator: nn.Module | None = None
         self.busy = 0.0
         self.samples = 0
@@ -143,7 +144,7 @@ class _Loop:
             if trainer.stop:
                 self.start_epoch = self.job.epochs
         if resume.best is not None and self.plan.rank == 0:
-            self.best = load_file(resume.best)
+            self.best = load_file(resume.best)  # saved: the resumed checkpoint names it
         self.start_epoch = int(self._broadcast(self.start_epoch))
 
     # -- loop ------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ class _Loop:
                 self.history.append(metrics)
                 if self.stopper.update(epoch, metrics):
                     self.best = {k: v.clone() for k, v in full.items()}
+                    self.best_unsaved = True
                 stop = int(self.stopper.should_stop)
                 self.outbox(("epoch", epoch, metrics))
             stop = int(self._broadcast(stop))
@@ -253,14 +255,14 @@ class _Loop:
         trainer = None
         if self.plan.rank == 0:
             best_file = None
-            if self.best is not None:
-                # every checkpoint names the best weights so far, also those of an earlier
-                # epoch: a run resumed from it ends with them (the store keeps one copy)
-                best = self.stopper.best_epoch
+            if self.best is not None and self.best_unsaved:
+                # written once per best epoch; the supervisor's manifests name the last one
+                # written until another replaces it, so a run resumed from any ends with them
                 best_file = os.path.join(
-                    directory, f"best-epoch{best:04d}-at{epoch:04d}.safetensors"
+                    directory, f"best-epoch{self.stopper.best_epoch:04d}.safetensors"
                 )
                 save_file({k: v.contiguous() for k, v in self.best.items()}, best_file)
+                self.best_unsaved = False
             trainer = TrainerState(
                 epoch=epoch,
                 history=copy.deepcopy(self.history),
