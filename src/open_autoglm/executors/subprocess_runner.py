@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -69,7 +70,12 @@ class ProcessJob:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
         payload = job_payload(self.job, self._artifact_root, self._env, self._services)
-        proc = ctx.Process(target=run_child, args=(child, orjson.dumps(payload)), daemon=True)
+        proc = ctx.Process(
+            target=run_child,
+            args=(child, orjson.dumps(payload)),
+            kwargs={"own_process": True},
+            daemon=True,
+        )
         with self._lock:
             if self._reason:
                 self._finish(cancelled_outcome(self._reason, []))
@@ -302,8 +308,15 @@ class _ServiceProxy:
         return call
 
 
-def run_child(conn: Connection, raw: bytes) -> None:
-    """Run the job in ``raw`` (the JSON payload) in this process, reporting over ``conn``."""
+def run_child(conn: Connection, raw: bytes, *, own_process: bool = False) -> None:
+    """Run the job in ``raw`` (the JSON payload) in this process, reporting over ``conn``.
+
+    ``own_process``: this process exists for the job alone (a :class:`ProcessJob`), so the
+    SIGTERM of a cancel or deadline raises :class:`SystemExit` and the handler's ``finally``
+    blocks run: a training supervisor stops its ranks before the worker exits.
+    """
+    if own_process:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     payload = orjson.loads(raw)
     for key, value in payload["env"].get("environ", {}).items():
         os.environ[key] = str(value)
@@ -331,3 +344,8 @@ def run_child(conn: Connection, raw: bytes) -> None:
         }
     )
     conn.close()
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    # SystemExit passes run_handler's ``except Exception``; 128 + signum, as a shell reports it
+    raise SystemExit(128 + signum)
