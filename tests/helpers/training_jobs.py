@@ -126,7 +126,7 @@ def kill_supervisor(target: Callable[[Any], None]) -> list[int]:
 
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    supervisor = ctx.Process(target=target, args=(child,), daemon=True)
+    supervisor = ctx.Process(target=target, args=(child,))  # ranks are its children
     supervisor.start()
     pids: list[int] = parent.recv()
     assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids), pids
