@@ -317,9 +317,20 @@ def run_child(conn: Connection, raw: bytes, *, own_process: bool = False) -> Non
     :class:`SystemExit`, so the handler's ``finally`` blocks run (a training supervisor stops
     its ranks) before the worker exits.
     """
-    if own_process:
-        worker_group.become_group_leader()
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if not own_process:
+        _run_job(conn, raw)
+        return
+    worker_group.become_group_leader()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _run_job(conn, raw)
+    except _Terminated as stop:
+        # the handler's finally blocks have run; skip the interpreter's teardown, as the
+        # signal's default action does (torch's can outlast the grace period)
+        os._exit(int(stop.code or 1))
+
+
+def _run_job(conn: Connection, raw: bytes) -> None:
     payload = orjson.loads(raw)
     for key, value in payload["env"].get("environ", {}).items():
         os.environ[key] = str(value)
@@ -349,6 +360,9 @@ def run_child(conn: Connection, raw: bytes, *, own_process: bool = False) -> Non
     conn.close()
 
 
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    # SystemExit passes run_handler's ``except Exception``; 128 + signum, as a shell reports it
-    raise SystemExit(128 + signum)
+class _Terminated(SystemExit):
+    """SIGTERM in a worker: passes every ``except Exception`` on its way up (as SystemExit)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(128 + signum)  # the exit code a shell reports for the signal
