@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ from typing import Any
 
 import httpx
 
+from open_autoglm.ports import free_port
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -52,18 +53,12 @@ PROMPTS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def server(threads: int) -> Iterator[str]:
     """An ``autoglm serve`` process whose executor has ``threads`` CPUs."""
     from open_autoglm.ml.text.model_loader import default_cache_dir
 
-    port = _free_port()
+    port = free_port()
     data = Path(tempfile.mkdtemp(prefix="autoglm-gen-bench-"))
     env = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},

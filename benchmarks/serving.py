@@ -78,10 +78,10 @@ from benchmarks.serving_baselines import (
     SENTENCES,
     TARGETS,
     Target,
-    _free_port,
     measure_loop,
     measure_target,
 )
+from open_autoglm.ports import free_port
 
 
 @contextlib.contextmanager
@@ -90,7 +90,7 @@ def autoglm_server(int8: bool, replicas: int | None = None) -> Iterator[tuple[st
     ``replicas`` worker processes per model instead of the default (one per CPU)."""
     from open_autoglm.ml.text.model_loader import default_cache_dir
 
-    port = _free_port()
+    port = free_port()
     data = Path(tempfile.mkdtemp(prefix="autoglm-bench-"))
     env = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},

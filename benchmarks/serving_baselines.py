@@ -31,7 +31,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -49,6 +48,7 @@ import psutil
 
 from benchmarks.loadgen import run_closed_loop
 from benchmarks.sentences import mixed_sentences
+from open_autoglm.ports import free_port
 
 RESULTS = ROOT / "benchmarks" / "results"
 SENTENCES = mixed_sentences(512, seed=7)
@@ -60,12 +60,6 @@ class Target:
     url: str
     body_factory: Callable[[int], Any]
     pid: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -80,7 +74,7 @@ def _cpu_seconds(pid: int) -> float:
 
 @contextlib.contextmanager
 def gunicorn_target(name: str, torch_threads: int | None) -> Iterator[Target]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("OMP_NUM_THREADS", None)
     if torch_threads:

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,16 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from open_autoglm.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 DATA = ROOT.parent / "shared" / "data" / "multimodal" / "womens_clothing_reviews.parquet"
 LABEL = "Recommended IND"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def start_server(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -4,23 +4,13 @@ heat map; explain an embedding pair and a graph node. Writes one picture per fam
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
 from helpers.graphs import community_graph
+from helpers.polling import wait_task
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "explain"
-
-
-def _wait(api: Any, task_id: str, timeout: float = 180) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish")
 
 
 def _picture(api: Any, artifact_id: str, name: str) -> bytes:
@@ -102,7 +92,7 @@ def test_graph_node_explained_with_its_subgraph(api):
               "params": {"kind": "gcn", "hidden": 16, "epochs": 60, "lr": 0.02, "name": "comm"}},
     )  # fmt: skip
     assert resp.status_code == 202, resp.text
-    assert _wait(api, resp.json()["id"])["status"] == "succeeded"
+    assert wait_task(api, resp.json()["id"])["status"] == "succeeded"
     node = graph["nodes"][5]
     resp = api.post(
         "/v1/infer",

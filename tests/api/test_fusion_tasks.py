@@ -3,13 +3,13 @@ subprocess worker, the artifact store, the embedding cache and the model registr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from helpers.polling import wait_task
 from helpers.settings import make_settings
 from helpers.tables import REVIEW_SCHEMA, review_rows
 from open_autoglm.api.app import create_app
@@ -36,16 +36,6 @@ def fusion_api(
             entry = {"name": "tiny-emb", "source": str(tiny_embedder), "task_types": ["embedding"]}
             assert client.post("/v1/models/registry", json=entry).status_code == 201
             yield client
-
-
-def wait_task(api: TestClient, task_id: str, timeout: float = 240) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish")
 
 
 def train_spec(rows: list[dict], **params: object) -> dict:

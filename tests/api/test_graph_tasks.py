@@ -3,19 +3,8 @@ subprocess worker, the artifact store and the model registry (via the service pr
 
 from __future__ import annotations
 
-import time
-
 from helpers.graphs import community_graph
-
-
-def wait_task(api, task_id: str, timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish")
+from helpers.polling import wait_task
 
 
 def test_train_in_subprocess_stores_artifacts_registers_and_predicts(api):

@@ -7,18 +7,16 @@ both jobs are running.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from helpers.graphs import community_graph
+from helpers.polling import wait_task
 from helpers.settings import make_settings
 from open_autoglm.api.app import create_app
 from open_autoglm.runtime import Runtime
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 @pytest.fixture
@@ -28,16 +26,6 @@ def api(tmp_path) -> Iterator[TestClient]:
     )
     with TestClient(create_app(runtime=Runtime(settings))) as client:
         yield client
-
-
-def _wait(api: TestClient, task_id: str, until: tuple[str, ...], timeout: float = 120) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in until:
-            return task
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} never reached {until}")
 
 
 def _train(api: TestClient, graph: dict, name: str, epochs: int) -> str:
@@ -51,7 +39,7 @@ def _train(api: TestClient, graph: dict, name: str, epochs: int) -> str:
 def test_prediction_answers_while_two_trainings_hold_the_cpus(api: TestClient) -> None:
     graph = community_graph(n_per_class=10, classes=2, dim=4, seed=5)
     model = _train(api, graph, "reserve-demo", epochs=5)
-    assert _wait(api, model, TERMINAL)["status"] == "succeeded"
+    assert wait_task(api, model)["status"] == "succeeded"
     predict = {
         "task_type": "graph-predict",
         "model": "reserve-demo",
@@ -61,14 +49,14 @@ def test_prediction_answers_while_two_trainings_hold_the_cpus(api: TestClient) -
 
     long_jobs = [_train(api, graph, f"long-{i}", epochs=100_000) for i in range(2)]
     for tid in long_jobs:
-        _wait(api, tid, ("running",))
+        wait_task(api, tid, until=("running",), interval=0.05)
     runtime: Runtime = api.app.state.runtime  # type: ignore[attr-defined]
     assert runtime.scheduler.stats()["utilization"]["local"]["cpu"] == 1.0  # no job slot left
 
     resp = api.post("/v1/infer", json=predict)
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["result"]["predictions"]) == 3
-    answered = _wait(api, resp.json()["id"], TERMINAL)
+    answered = wait_task(api, resp.json()["id"])
     assert answered["status"] == "succeeded" and answered["finished_at"] is not None
     # It did not wait for a job to end: the jobs never end on their own (100 000 epochs), and
     # after the prediction finished both still run, never having finished, holding their CPUs.
@@ -78,4 +66,4 @@ def test_prediction_answers_while_two_trainings_hold_the_cpus(api: TestClient) -
     assert runtime.scheduler.stats()["utilization"]["local"]["cpu"] == 1.0
     for tid in long_jobs:
         api.post(f"/v1/tasks/{tid}/cancel")
-        assert _wait(api, tid, TERMINAL)["status"] == "cancelled"
+        assert wait_task(api, tid)["status"] == "cancelled"

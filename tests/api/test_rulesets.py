@@ -4,7 +4,6 @@ and the admission policy (block, priority, reroute, tag), each decision a ``poli
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 
+from helpers.polling import wait_task
 from helpers.settings import make_settings
 from open_autoglm import errors
 from open_autoglm.api.app import create_app
@@ -70,16 +70,6 @@ class _Through(httpx.BaseTransport):
 def _events(api: TestClient, task_id: str, kind: str) -> list[dict[str, object]]:
     events = api.get(f"/v1/tasks/{task_id}/events").json()["events"]
     return [e["data"] for e in events if e["kind"] == kind]
-
-
-def _wait(api: TestClient, task_id: str) -> dict[str, object]:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.02)
-    raise AssertionError(f"task {task_id} did not finish")
 
 
 # -- CRUD and validation ---------------------------------------------------------------------
@@ -298,7 +288,7 @@ def test_admission_reroutes_the_model(admitted):
     spec = {"task_type": "sleep", "model": "m-small", "params": {"seconds": 0}}
     task = admitted.post("/v1/tasks", json=spec).json()
     assert task["model"] == "m-large"
-    done = _wait(admitted, task["id"])
+    done = wait_task(admitted, task["id"], timeout=10, interval=0.02)
     assert done["status"] == "succeeded" and done["model"] == "m-large"
     (event,) = _events(admitted, task["id"], "policy")
     assert event["fired"] == ["small_to_large"]
@@ -310,7 +300,7 @@ def test_admission_tags_and_keeps_existing_tags(admitted):
     spec = {"task_type": "echo", "input": 7, "metadata": {"tags": ["mine"]}}
     task = admitted.post("/v1/tasks", json=spec).json()
     assert task["spec"]["metadata"]["tags"] == ["mine", "audited"]
-    assert _wait(admitted, task["id"])["result"] == 7
+    assert wait_task(admitted, task["id"], timeout=10, interval=0.02)["result"] == 7
     (event,) = _events(admitted, task["id"], "policy")
     assert event["fired"] == ["audit_echo"] and event["tags"] == ["audited"]
     # Nothing fires: the decision is still recorded, with no changes.

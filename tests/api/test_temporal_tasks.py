@@ -4,19 +4,8 @@ changes the next prediction without retraining."""
 
 from __future__ import annotations
 
-import time
-
 from helpers.paths import SHARED_DATA
-
-
-def wait_task(api, task_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish")
+from helpers.polling import wait_task
 
 
 def _college_slice(n: int) -> list[list[int]]:

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 
 from helpers.classifiers import LABELS, sentiment_texts
+from helpers.polling import wait_task
 from helpers.settings import make_settings
 from open_autoglm.api.app import create_app
 from open_autoglm.runtime import Runtime
@@ -32,16 +32,6 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
         entry = {"name": "tiny-enc", "source": str(encoder), "task_types": ["embedding"]}
         assert client.post("/v1/models/registry", json=entry).status_code == 201
         yield client
-
-
-def wait_task(api: TestClient, task_id: str, timeout: float = 300) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.2)
-    raise AssertionError(f"task {task_id} did not finish")
 
 
 def csv_bytes(n: int, seed: int = 0) -> bytes:

@@ -11,6 +11,7 @@ import time
 from typing import Any
 
 from helpers.graphs import community_graph
+from helpers.polling import wait_task
 from open_autoglm.spec.graph import parse_graph
 from open_autoglm.tasks.graph import GraphTrainParams, train_graph
 
@@ -46,24 +47,19 @@ def _task(api: Any, task_id: str) -> dict[str, Any]:
     return dict(api.get(f"/v1/tasks/{task_id}").json())
 
 
-def _wait(api: Any, task_id: str, timeout: float = 300) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = _task(api, task_id)
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not finish")
-
-
-def _checkpoint_epochs(api: Any, task_id: str) -> list[int]:
+def _manifest_ids(api: Any, task_id: str) -> dict[int, str]:
+    """Epoch -> the artifact id of its checkpoint manifest."""
     rows = api.get("/v1/artifacts", params={"limit": 500}).json()["artifacts"]
-    return sorted(
-        int(m.group(1))
+    return {
+        int(m.group(1)): r["id"]
         for r in rows
         if r["task_id"] == task_id
         and (m := re.fullmatch(r"checkpoint-epoch(\d+)\.json", r["name"]))
-    )
+    }
+
+
+def _checkpoint_epochs(api: Any, task_id: str) -> list[int]:
+    return sorted(_manifest_ids(api, task_id))
 
 
 def _messages(api: Any, task_id: str) -> list[str]:
@@ -91,7 +87,7 @@ def test_a_killed_rank_is_retried_from_the_last_checkpoint(api: Any) -> None:
     assert done_before_kill < EPOCHS - 1, "training ended before the kill: make epochs longer"
     os.kill(pids[1], signal.SIGKILL)
 
-    task = _wait(api, task_id)
+    task = wait_task(api, task_id)
     assert task["status"] == "succeeded", task["error"]
     assert task["attempts"] == 2
     # a checkpoint per epoch over both attempts; progress with samples/s and ETA
@@ -109,3 +105,11 @@ def test_a_killed_rank_is_retried_from_the_last_checkpoint(api: Any) -> None:
     # ... and ends where the uninterrupted run ended
     assert abs(task["result"]["metrics"]["test_acc"] - plain.metrics["test_acc"]) <= 0.005
     assert task["result"]["best_epoch"] == plain.best_epoch
+    # every manifest names the best weights so far, the retry's too; the last, the best epoch's
+    best = [
+        api.get(f"/v1/artifacts/{artifact}/content").json()["best_weights"]
+        for _, artifact in sorted(_manifest_ids(api, task_id).items())
+    ]
+    assert all(best)
+    last = api.get(f"/v1/artifacts/{best[-1]}").json()
+    assert last["name"] == f"best-epoch{plain.best_epoch:04d}.safetensors"

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from helpers.services import ServerProcess, free_port
+from helpers.services import ServerProcess
 from open_autoglm import errors
 from open_autoglm.cli.common import fail, human_time
 from open_autoglm.cli.main import app
+from open_autoglm.ports import free_port
 
 
 def autoglm(*args: str, url: str) -> subprocess.CompletedProcess[str]:

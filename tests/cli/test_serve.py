@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from helpers.services import free_port
+from open_autoglm.ports import free_port
 
 
 def test_banner_means_ready_and_access_log_names_tasks(tmp_path: Path) -> None:

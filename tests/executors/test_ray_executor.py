@@ -23,12 +23,11 @@ from fastapi.testclient import TestClient
 
 from helpers.graphs import community_graph
 from helpers.paths import PLUGIN_DIR
+from helpers.polling import gone, wait_task
 from helpers.settings import make_settings
 from open_autoglm.api.app import create_app
 from open_autoglm.executors.ray_executor import RayExecutor
 from open_autoglm.runtime import Runtime
-
-TERMINAL = ("succeeded", "failed", "cancelled")
 
 
 def _settings(data: Path) -> Any:
@@ -52,16 +51,6 @@ def submit(api: TestClient, spec: dict[str, Any]) -> str:
     return str(resp.json()["id"])
 
 
-def wait_task(api: TestClient, task_id: str, timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        task = api.get(f"/v1/tasks/{task_id}").json()
-        if task["status"] in TERMINAL:
-            return dict(task)
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} did not finish")
-
-
 def events(api: TestClient, task_id: str) -> list[dict[str, Any]]:
     return list(api.get(f"/v1/tasks/{task_id}/events").json()["events"])
 
@@ -75,15 +64,6 @@ def worker_pid(api: TestClient, task_id: str, timeout: float = 60) -> int:
                 return int(e["data"]["pid"])
         time.sleep(0.1)
     raise AssertionError(f"task {task_id} never reported progress")
-
-
-def gone(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_a_process_task_runs_as_a_ray_task_with_its_resources(api: TestClient) -> None:
@@ -311,13 +291,9 @@ def test_a_server_joins_an_existing_ray_cluster_and_leaves_it_running(tmp_path: 
             assert ready["backend"] == "ray"
             assert ready["ray"]["started_here"] is False and ready["ray"]["address"] == address
             assert ready["capacity"]["cpu"] == 2.0
-            task = httpx.post(
-                server.url + "/v1/tasks", json={"task_type": "probe", "timeout_s": 60}, timeout=10
-            ).json()
-            deadline = time.monotonic() + 90
-            while task["status"] not in TERMINAL and time.monotonic() < deadline:
-                time.sleep(0.2)
-                task = httpx.get(server.url + f"/v1/tasks/{task['id']}", timeout=10).json()
+            with httpx.Client(base_url=server.url, timeout=10) as client:
+                submitted = client.post("/v1/tasks", json={"task_type": "probe", "timeout_s": 60})
+                task = wait_task(client, submitted.json()["id"], timeout=90, interval=0.2)
             assert task["status"] == "succeeded", task.get("error")
             assert task["result"]["parent"] == "raylet"
             assert task["result"]["assigned"] == {"CPU": 1.0}

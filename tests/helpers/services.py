@@ -18,20 +18,15 @@ from pathlib import Path
 
 import httpx
 
+from open_autoglm.ports import free_port
+
 __all__ = [
     "ServerProcess",
     "autoglm_server",
-    "free_port",
     "postgres_server",
     "ray_head",
     "redis_server",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _pg_bin(name: str) -> str:

@@ -5,6 +5,7 @@ Module-level classes, so the facility's rank processes can unpickle them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -71,16 +72,20 @@ class BlobsJob(TrainJob):
 
 
 def supervise_long_run(conn: Any) -> None:
-    """Run a 2-rank DDP job that outlasts any test, sending each rank's pid over ``conn``;
+    """Run a 2-rank DDP job that outlasts any test, sending its ranks' pids over ``conn``;
     the test kills this process and watches the ranks."""
     import re
 
     from open_autoglm.ml.training.fit import fit
     from open_autoglm.ml.training.spec import DistributedParams
 
+    pids: list[int] = []
+
     def log(message: str) -> None:
         if m := re.match(r"rank \d started \(pid (\d+)", message):
-            conn.send(int(m.group(1)))
+            pids.append(int(m.group(1)))
+            if len(pids) == 2:
+                conn.send(pids)
 
     fit(BlobsJob(epochs=100_000), DistributedParams(strategy="ddp", world_size=2), log=log)
 
@@ -107,3 +112,24 @@ def supervise_long_hogwild(conn: Any) -> None:
             )
 
     train_parallel(model, data, cfg, on_epoch=on_epoch)
+
+
+def kill_supervisor(target: Callable[[Any], None]) -> list[int]:
+    """Start ``target`` (one of the ``supervise_long_*`` above) in its own process, SIGKILL it
+    once its workers run, and return the workers' pids: nothing of the supervisor's cleanup
+    runs, so only the workers' own watch can end them."""
+    import multiprocessing
+    import os
+    import signal
+
+    import psutil
+
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    supervisor = ctx.Process(target=target, args=(child,))  # ranks are its children
+    supervisor.start()
+    pids: list[int] = parent.recv()
+    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids), pids
+    os.kill(supervisor.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    supervisor.join()
+    return pids

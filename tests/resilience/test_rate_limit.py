@@ -5,8 +5,9 @@ import asyncio
 import pytest
 
 from helpers.clock import FakeClock
-from helpers.services import free_port, redis_server
+from helpers.services import redis_server
 from open_autoglm.api.errors import retry_after_header
+from open_autoglm.ports import free_port
 from open_autoglm.resilience.circuit_breaker import BreakerState
 from open_autoglm.resilience.rate_limit import MemoryRateLimiter, RedisRateLimiter, refill
 

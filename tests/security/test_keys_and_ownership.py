@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from helpers.paths import PLUGIN_DIR
+from helpers.polling import wait_task
 from helpers.settings import make_settings
 from open_autoglm.api.app import create_app
 from open_autoglm.runtime import Runtime
@@ -70,19 +71,12 @@ def _submit(keys: Keys, key: str, spec: dict[str, Any]) -> dict[str, Any]:
     return dict(r.json())
 
 
-def _wait(keys: Keys, key: str, task_id: str) -> dict[str, Any]:
-    for _ in range(600):
-        task = keys.as_(key, "GET", f"/v1/tasks/{task_id}").json()
-        if task["status"] in ("succeeded", "failed", "cancelled"):
-            return dict(task)
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} did not finish")
-
-
 def test_key_b_cannot_read_list_cancel_or_follow_key_a_task(keys: Keys) -> None:
     secret = {"task_type": "echo", "input": {"card": "4111-1111"}}
     done = _submit(keys, keys.a, secret)
-    assert _wait(keys, keys.a, done["id"])["result"] == {"card": "4111-1111"}
+    assert wait_task(keys.client, done["id"], headers=auth(keys.a))["result"] == {
+        "card": "4111-1111"
+    }
     running = _submit(keys, keys.a, {"task_type": "sleep", "params": {"seconds": 30}})
 
     missing = keys.as_(keys.b, "GET", "/v1/tasks/" + "0" * 32)
@@ -132,7 +126,7 @@ def test_key_b_cannot_see_key_a_artifacts(keys: Keys) -> None:
     assert up.status_code == 201, up.text
     art = up.json()["id"]
     probe = _submit(keys, keys.a, {"task_type": "probe"})
-    assert _wait(keys, keys.a, probe["id"])["status"] == "succeeded"
+    assert wait_task(keys.client, probe["id"], headers=auth(keys.a))["status"] == "succeeded"
     mine = {x["id"]: x for x in keys.as_(keys.a, "GET", "/v1/artifacts").json()["artifacts"]}
     recorded = [x["id"] for x in mine.values() if x["task_id"] == probe["id"]]
     assert art in mine and len(recorded) == 1

@@ -4,7 +4,8 @@ Messages are JSON (orjson), never pickle. The child rebuilds the task-type regis
 same plugin settings as the server, so plugin task types run here too. ``ctx.service(name)``
 in the child is a proxy: each method call travels to the parent, runs on the real service
 there, and its JSON result travels back (so a training job can register its model). On cancel or
-deadline the parent sends SIGTERM and, after a grace period, SIGKILL.
+deadline the parent sends SIGTERM and, after a grace period, SIGKILL to the worker's whole
+process group (:mod:`open_autoglm.executors.worker_group`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 
 from open_autoglm import errors
+from open_autoglm.executors import worker_group
 from open_autoglm.executors.base import Job, Outcome, OutcomeStatus, ResultSink
 from open_autoglm.executors.sched_policy import compute_policy
 
@@ -61,20 +64,23 @@ class ProcessJob:
         with self._lock:
             self._reason = reason
             proc = self._proc
-        if proc is not None and proc.is_alive():
-            proc.terminate()
-            threading.Timer(_GRACE_S, lambda: proc.is_alive() and proc.kill()).start()
+        if proc is not None:
+            worker_group.stop(proc, _GRACE_S)
 
     def _supervise(self) -> None:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe(duplex=True)
         payload = job_payload(self.job, self._artifact_root, self._env, self._services)
-        proc = ctx.Process(target=run_child, args=(child, orjson.dumps(payload)), daemon=True)
+        # not daemonic: a training task's ranks are its children; worker_group ends them all
+        proc = ctx.Process(
+            target=run_child, args=(child, orjson.dumps(payload)), kwargs={"own_process": True}
+        )
         with self._lock:
             if self._reason:
                 self._finish(cancelled_outcome(self._reason, []))
                 return
             proc.start()
+            worker_group.track(proc)
             if proc.pid is not None:
                 compute_policy(proc.pid)
             self._proc = proc
@@ -86,6 +92,7 @@ class ProcessJob:
         finally:
             parent.close()
             proc.join()
+            worker_group.forget(proc)  # and whatever it left running
         if self._reason:
             outcome = cancelled_outcome(self._reason, artifacts)
         elif outcome is None:
@@ -302,8 +309,28 @@ class _ServiceProxy:
         return call
 
 
-def run_child(conn: Connection, raw: bytes) -> None:
-    """Run the job in ``raw`` (the JSON payload) in this process, reporting over ``conn``."""
+def run_child(conn: Connection, raw: bytes, *, own_process: bool = False) -> None:
+    """Run the job in ``raw`` (the JSON payload) in this process, reporting over ``conn``.
+
+    ``own_process``: this process exists for the job alone (a :class:`ProcessJob`): it leads
+    the process group its children join, and the SIGTERM of a cancel or deadline raises
+    :class:`SystemExit`, so the handler's ``finally`` blocks run (a training supervisor stops
+    its ranks) before the worker exits.
+    """
+    if not own_process:
+        _run_job(conn, raw)
+        return
+    worker_group.become_group_leader()
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        _run_job(conn, raw)
+    except _Terminated as stop:
+        # the handler's finally blocks have run; skip the interpreter's teardown, as the
+        # signal's default action does (torch's can outlast the grace period)
+        os._exit(int(stop.code or 1))
+
+
+def _run_job(conn: Connection, raw: bytes) -> None:
     payload = orjson.loads(raw)
     for key, value in payload["env"].get("environ", {}).items():
         os.environ[key] = str(value)
@@ -331,3 +358,11 @@ def run_child(conn: Connection, raw: bytes) -> None:
         }
     )
     conn.close()
+
+
+class _Terminated(SystemExit):
+    """SIGTERM in a worker: passes every ``except Exception`` on its way up (as SystemExit)."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated(128 + signum)  # the exit code a shell reports for the signal

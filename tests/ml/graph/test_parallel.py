@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from helpers.graphs import community_graph
+from helpers.polling import alive_after
+from helpers.training_jobs import kill_supervisor, supervise_long_hogwild
 from open_autoglm.ml.graph.data import GraphTensors
 from open_autoglm.ml.graph.models import ModelConfig, ModelKind, build_model
 from open_autoglm.ml.graph.parallel import train_parallel
 from open_autoglm.ml.graph.step_timing import PHASES
 from open_autoglm.ml.graph.training import TrainConfig, TrainMode, evaluate
-from open_autoglm.ml.training.fit import free_port
 from open_autoglm.spec.graph import parse_graph
 
 torch.set_num_threads(1)
@@ -76,40 +77,6 @@ def test_rejects_single_process_modes() -> None:
         train_parallel(torch.nn.Linear(1, 1), None, TrainConfig(mode=TrainMode.FULL))  # type: ignore[arg-type]
 
 
-def test_free_port_is_bindable() -> None:
-    import socket
-
-    port = free_port()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", port))
-
-
 def test_hogwild_workers_die_with_their_supervisor() -> None:
     """A cancelled or killed graph-train task must not leave async workers training on."""
-    import multiprocessing
-    import os
-    import signal
-    import time
-
-    import psutil
-
-    from helpers.training_jobs import supervise_long_hogwild
-
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    supervisor = ctx.Process(target=supervise_long_hogwild, args=(child,), daemon=True)
-    supervisor.start()
-    pids = parent.recv()
-    assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
-    os.kill(supervisor.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    supervisor.join()
-    deadline = time.monotonic() + 60  # a hang bound, not a speed claim: they die in ms
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p
-            for p in alive
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        time.sleep(0.05)
-    assert alive == []
+    assert alive_after(kill_supervisor(supervise_long_hogwild)) == []

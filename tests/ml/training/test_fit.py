@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.training_jobs import BlobsJob
+from helpers.polling import alive_after
+from helpers.training_jobs import BlobsJob, kill_supervisor, supervise_long_run
 from open_autoglm.ml.training.fit import FitResult, fit
 from open_autoglm.ml.training.ranks import Resume
 from open_autoglm.ml.training.spec import DistributedParams
@@ -105,7 +106,7 @@ def test_resuming_from_a_checkpoint_takes_the_same_next_steps(
 
 def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_path: Path) -> None:
     """Validation accuracy peaks at epoch 1 here; a run resumed from epoch 3's checkpoint
-    must still return epoch 1's weights, which that checkpoint names."""
+    must still return epoch 1's weights, written with epoch 1's checkpoint only."""
     import json
 
     def job() -> BlobsJob:
@@ -115,16 +116,20 @@ def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_pa
     work = tmp_path / "work"
     work.mkdir()
     kept: dict[int, tuple[str, str, str]] = {}
+    written: list[int] = []  # the epochs whose checkpoint wrote best weights
+    best = ""
 
     def sink(epoch: int, shards: dict[int, tuple[str, str]]) -> None:
-        tensors, meta = shards[0]
-        best = json.loads(Path(meta).read_text())["trainer"]["best_file"]
-        kept[epoch] = tuple(
-            shutil.copy(p, tmp_path / f"e{epoch}-{Path(p).name}") for p in (tensors, meta, best)
-        )  # type: ignore[assignment]
+        nonlocal best
+        tensors, meta = (shutil.copy(p, tmp_path / f"e{epoch}-{Path(p).name}") for p in shards[0])
+        if new := json.loads(Path(meta).read_text())["trainer"]["best_file"]:
+            written.append(epoch)
+            best = shutil.copy(new, tmp_path)
+        kept[epoch] = (tensors, meta, best)  # as a manifest names them
 
     full = fit(job(), dist, threads=1, checkpoint_dir=str(work), shard_sink=sink)
     assert full.best_epoch == 1  # the premise: the best epoch comes before the resumed one
+    assert written == [0, 1]  # best weights are written when they change, not every epoch
     tensors, meta, best = kept[3]
     resumed = fit(job(), dist, threads=1, resume={0: Resume(tensors, meta, best=best)})
     assert resumed.best_epoch == 1 and resumed.metrics == full.metrics
@@ -134,30 +139,4 @@ def test_a_run_resumed_after_its_best_epoch_ends_with_that_epochs_weights(tmp_pa
 
 def test_ranks_die_with_their_supervisor() -> None:
     """A task's worker killed (cancel, deadline, crash) must not leave ranks training on."""
-    import multiprocessing
-    import os
-    import signal
-    import time
-
-    import psutil
-
-    from helpers.training_jobs import supervise_long_run
-
-    ctx = multiprocessing.get_context("spawn")
-    parent, child = ctx.Pipe()
-    supervisor = ctx.Process(target=supervise_long_run, args=(child,), daemon=True)
-    supervisor.start()
-    pids = [parent.recv(), parent.recv()]
-    assert all(psutil.pid_exists(p) for p in pids)
-    os.kill(supervisor.pid, signal.SIGKILL)  # type: ignore[arg-type]
-    supervisor.join()
-    deadline = time.monotonic() + 60  # a hang bound, not a speed claim: they die in ms
-    alive = pids
-    while alive and time.monotonic() < deadline:
-        alive = [
-            p
-            for p in alive
-            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
-        ]
-        time.sleep(0.05)
-    assert alive == []
+    assert alive_after(kill_supervisor(supervise_long_run)) == []

@@ -92,9 +92,10 @@ class GraphJob(TrainJob):
         size = self.cfg.batch_size
         return [perm[i : i + size] for i in range(0, len(perm), size)]
 
-    def _x(self, model: nn.Module | None = None) -> Features:
+    def _x(self) -> Features:
+        # every rank's model is a copy of the template: ask the template what features it takes
         if self._features is None:
-            self._features = model_features(model or self.build_model(), self.data)
+            self._features = model_features(self.template, self.data)
         return self._features
 
     def collate(self, indices: list[int], generator: torch.Generator) -> Any:
@@ -113,7 +114,7 @@ class GraphJob(TrainJob):
         return F.cross_entropy(logits.float(), y, reduction="none")
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        return evaluate(model, self.data, self._x(model))
+        return evaluate(model, self.data, self._x())
 
 
 def to_train_result(fitted: FitResult, cfg: TrainConfig, workers: int) -> TrainResult:

@@ -51,7 +51,6 @@ from open_autoglm.ml.graph.training import (
     model_features,
     train_step,
 )
-from open_autoglm.ml.training.fit import start_children
 
 __all__ = ["train_parallel"]
 
@@ -216,7 +215,8 @@ def train_parallel(
     best: dict[str, Tensor] = {k: v.clone() for k, v in model.state_dict().items()}
     clocks: dict[int, WorkerClock] = {}
     started = time.perf_counter()
-    start_children(procs)
+    for p in procs:
+        p.start()
     try:
         with _one_thread():
             while len(clocks) < cfg.workers:

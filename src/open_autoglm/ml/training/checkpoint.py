@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "LoadedShard",
     "TrainerState",
     "load_shard",
     "local",
@@ -38,7 +39,17 @@ class TrainerState:
     history: list[dict[str, float]]
     stopper: dict[str, Any]
     stop: bool = False
-    best_file: str | None = None  # rank 0: the best epoch's full weights (safetensors)
+    # rank 0: the best epoch's full weights (safetensors), written with this checkpoint only
+    # when the best epoch changed since the last one (None: the last one's still hold)
+    best_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedShard:
+    """What a restored shard tells the loop besides the weights it loaded."""
+
+    epoch: int  # the epoch the shard was written after
+    trainer: TrainerState | None  # rank 0 only
 
 
 def local(t: Tensor) -> Tensor:
@@ -99,7 +110,7 @@ def load_shard(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     generator: torch.Generator,
-) -> TrainerState | None:
+) -> LoadedShard:
     """Restore a shard written by :func:`save_shard` into freshly built (and wrapped) objects."""
     tensors = load_file(str(tensors_path))
     meta = json.loads(Path(meta_path).read_text())
@@ -121,7 +132,7 @@ def load_shard(
     torch.set_rng_state(tensors["rng/torch"])
     generator.set_state(tensors["rng/generator"])
     trainer = meta.get("trainer")
-    return None if trainer is None else TrainerState(**trainer)
+    return LoadedShard(int(meta["epoch"]), None if trainer is None else TrainerState(**trainer))
 
 
 def _like(param: Tensor, value: Tensor, key: str) -> Tensor:

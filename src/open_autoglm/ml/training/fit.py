@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import queue
-import socket
 import tempfile
 import time
 import traceback
@@ -26,8 +25,9 @@ from open_autoglm.errors import TaskFailedError
 from open_autoglm.ml.training.job import TrainJob
 from open_autoglm.ml.training.ranks import RankPlan, Resume, run_rank
 from open_autoglm.ml.training.spec import DistributedParams, Strategy
+from open_autoglm.ports import free_port
 
-__all__ = ["FitResult", "ShardSink", "StepEvent", "fit", "free_port", "start_children"]
+__all__ = ["FitResult", "ShardSink", "StepEvent", "fit"]
 
 _POLL_SECONDS = 0.2
 
@@ -175,13 +175,6 @@ def fit(
     return collector.finish(time.perf_counter() - started, resumed_from_epoch)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (rank 0 listens there)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _context(job: TrainJob) -> Any:
     import torch.multiprocessing as mp
 
@@ -234,7 +227,8 @@ def _supervise(
         )
         for rank in range(dist.world_size)
     ]
-    start_children(procs)
+    for p in procs:
+        p.start()
     try:
         while len(collector.done) < dist.world_size:
             if check_cancelled is not None:
@@ -261,26 +255,6 @@ def _supervise(
             if p.is_alive():
                 p.kill()
                 p.join()
-
-
-def start_children(procs: list[Any]) -> None:
-    """Start rank processes, also from a task's daemonic worker process.
-
-    multiprocessing refuses children to a daemonic process so none outlive it; a task worker
-    is daemonic (the server must reap it) and its ranks are daemonic too, killed by the
-    supervisor's ``finally`` and by the worker's exit, so lifting the check while starting
-    them keeps that promise.
-    """
-    import multiprocessing
-
-    config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
-    daemonic = config.get("daemon", False)
-    config["daemon"] = False
-    try:
-        for p in procs:
-            p.start()
-    finally:
-        config["daemon"] = daemonic
 
 
 def _raise_for_killed(procs: list[Any], wait_s: float = 2.0) -> None:

@@ -105,6 +105,7 @@ class _Loop:
         self.history: list[dict[str, float]] = []
         self.start_epoch = 0
         self.best: dict[str, Tensor] | None = None
+        self.best_unsaved = False  # rank 0: the best weights changed since the last checkpoint
         self.evaluator: nn.Module | None = None
         self.busy = 0.0
         self.samples = 0
@@ -128,7 +129,7 @@ class _Loop:
         return model
 
     def _restore(self, resume: Resume) -> None:
-        trainer = load_shard(
+        loaded = load_shard(
             resume.tensors,
             resume.meta,
             model=self.trainee if self.plan.dist.strategy is Strategy.FSDP else self.model,
@@ -136,16 +137,14 @@ class _Loop:
             scheduler=self.scheduler,
             generator=self.generator,
         )
-        if trainer is not None:  # rank 0 carries the loop's own state
+        self.start_epoch = loaded.epoch + 1
+        if (trainer := loaded.trainer) is not None:  # rank 0 carries the loop's own state
             self.history = list(trainer.history)
             self.stopper = type(self.stopper)(**trainer.stopper)
-            self.start_epoch = trainer.epoch + 1
             if trainer.stop:
                 self.start_epoch = self.job.epochs
-        else:
-            self.start_epoch = _meta_epoch(resume.meta) + 1
         if resume.best is not None and self.plan.rank == 0:
-            self.best = load_file(resume.best)
+            self.best = load_file(resume.best)  # saved: the resumed checkpoint names it
         self.start_epoch = int(self._broadcast(self.start_epoch))
 
     # -- loop ------------------------------------------------------------------------------
@@ -162,6 +161,7 @@ class _Loop:
                 self.history.append(metrics)
                 if self.stopper.update(epoch, metrics):
                     self.best = {k: v.clone() for k, v in full.items()}
+                    self.best_unsaved = True
                 stop = int(self.stopper.should_stop)
                 self.outbox(("epoch", epoch, metrics))
             stop = int(self._broadcast(stop))
@@ -170,7 +170,8 @@ class _Loop:
                 break
         # no best weights (resumed after the last epoch): the current ones, gathered by all
         if self._broadcast(int(self.best is None) if plan.rank == 0 else 0):
-            self.best = self._full_state()
+            full = self._full_state()
+            self.best = None if full is None else {k: v.clone() for k, v in full.items()}
         if plan.rank == 0:
             assert self.best is not None
             # numpy, pickled by value: a tensor would travel as a shared-memory handle that
@@ -229,7 +230,10 @@ class _Loop:
         return {k: float(v) for k, v in metrics.items()}
 
     def _full_state(self) -> dict[str, Tensor] | None:
-        """The whole model's weights on rank 0 (an all-gather under FSDP), None elsewhere."""
+        """The whole model's weights on rank 0 (an all-gather under FSDP), None elsewhere.
+
+        Without FSDP these are the live weights, not a copy: clone what must outlive a step.
+        """
         if self.plan.dist.strategy is Strategy.FSDP:
             from torch.distributed.checkpoint.state_dict import (
                 StateDictOptions,
@@ -242,7 +246,7 @@ class _Loop:
             return cast(dict[str, Tensor], state) if self.plan.rank == 0 else None
         if self.plan.rank != 0:
             return None
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        return {k: v.detach() for k, v in self.model.state_dict().items()}
 
     def _checkpoint(self, epoch: int, stop: bool) -> None:
         directory = self.plan.checkpoint_dir
@@ -251,14 +255,14 @@ class _Loop:
         trainer = None
         if self.plan.rank == 0:
             best_file = None
-            if self.best is not None:
-                # every checkpoint names the best weights so far, also those of an earlier
-                # epoch: a run resumed from it ends with them (the store keeps one copy)
-                best = self.stopper.best_epoch
+            if self.best is not None and self.best_unsaved:
+                # written once per best epoch; the supervisor's manifests name the last one
+                # written until another replaces it, so a run resumed from any ends with them
                 best_file = os.path.join(
-                    directory, f"best-epoch{best:04d}-at{epoch:04d}.safetensors"
+                    directory, f"best-epoch{self.stopper.best_epoch:04d}.safetensors"
                 )
                 save_file({k: v.contiguous() for k, v in self.best.items()}, best_file)
+                self.best_unsaved = False
             trainer = TrainerState(
                 epoch=epoch,
                 history=copy.deepcopy(self.history),
@@ -327,13 +331,6 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _meta_epoch(meta_path: str) -> int:
-    import json
-
-    with open(meta_path) as fh:
-        return int(json.load(fh)["epoch"])
 
 
 def _peak_rss() -> int:

@@ -12,7 +12,6 @@ artifact directory already is on a multi-node cluster).
 from __future__ import annotations
 
 import queue
-import socket
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -45,10 +44,9 @@ class _Rank:
     def address(self) -> tuple[str, int]:
         import ray
 
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("", 0))
-            port = int(s.getsockname()[1])
-        return ray.util.get_node_ip_address(), port  # type: ignore[no-untyped-call]
+        from open_autoglm.ports import free_port
+
+        return ray.util.get_node_ip_address(), free_port("")  # type: ignore[no-untyped-call]
 
     def pid(self) -> int:
         import os

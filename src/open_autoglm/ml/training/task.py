@@ -73,8 +73,13 @@ def run_training(
             shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "epoch")
             ctx.log(f"{job.name + ' ' if job.name else ''}epoch {epoch + 1}/{job.epochs}: {shown}")
 
+        # the best weights' artifact: rank 0 writes them only when the best epoch changes,
+        # and every manifest names the newest (a retry starts from its manifest's)
+        best = None if found is None else found.get("best_weights")
+
         def save_shards(epoch: int, shards: dict[int, tuple[str, str]]) -> None:
-            _save_checkpoint(ctx, dist, epoch, shards, job.name)
+            nonlocal best
+            best = _save_checkpoint(ctx, dist, epoch, shards, job.name, best)
 
         ctx.log(
             f"training{' ' + job.name if job.name else ''}: {dist.strategy.value} x{dist.world_size}, {dist.precision.value}, "
@@ -105,9 +110,11 @@ def _save_checkpoint(
     epoch: int,
     shards: dict[int, tuple[str, str]],
     name: str = "",
-) -> None:
+    best: str | None = None,
+) -> str | None:
+    """Store one epoch's shards and its manifest; returns the best weights' artifact id, the
+    one rank 0 wrote with this epoch or else ``best``, the last one stored."""
     entries = []
-    best = None
     for rank in sorted(shards):
         tensors_path, meta_path = shards[rank]
         if rank == 0:
@@ -130,6 +137,7 @@ def _save_checkpoint(
         media_type="application/json",
         name=f"{_manifest_prefix(name)}{epoch:04d}.json",
     )
+    return best
 
 
 def _store(ctx: TaskContext, path: str, media_type: str) -> str:
