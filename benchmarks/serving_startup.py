@@ -36,18 +36,12 @@ from typing import Any
 
 import httpx
 
+from open_autoglm.ports import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 LOADED = re.compile(rb"loaded model minilm in ([0-9.]+) s")
 PHASES = ("fresh", "restart")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -72,7 +66,7 @@ def source_tree(ref: str) -> Iterator[Path]:
 def start_once(src: Path, data: Path, log_path: Path, timeout: float = 240.0) -> dict[str, Any]:
     """Start the server from ``src`` on ``data``; seconds to /readyz and to the first
     embedding, and the load time it logs; the server is stopped before returning."""
-    port = _free_port()
+    port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
         "PYTHONPATH": str(src),
