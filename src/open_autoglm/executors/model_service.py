@@ -176,7 +176,7 @@ class ModelService:
         self.inprocess_threads = inprocess_threads
         self._slots = threading.BoundedSemaphore(cpu_slots) if cpu_slots else None
         self._specs: dict[str, ModelSpec] = {}
-        self._meta: dict[str, dict[str, float]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
         self._upstreams: dict[str, Upstream] = {}
         self._lock = threading.Lock()
         # Loaded wrappers for introspection only; weak, so eviction really frees them.
@@ -192,14 +192,23 @@ class ModelService:
         for row in self.storage.list_models():
             self._remember(row)
 
-    def register(self, *, replace: bool = False, **entry: Any) -> dict[str, Any]:
-        """Validate and store an entry (the graph tasks call this with keyword arguments)."""
-        return self.put(entry, replace=replace)
+    def register(
+        self, *, replace: bool = False, private_to: str | None = None, **entry: Any
+    ) -> dict[str, Any]:
+        """Validate and store an entry (training tasks call this with keyword arguments, and
+        ``private_to`` their owner, so a key's trained model is not every key's)."""
+        return self.put(entry, replace=replace, principal=private_to, private_to=private_to)
 
     def put(
-        self, raw: Any, *, replace: bool = False, principal: str | None = None
+        self,
+        raw: Any,
+        *,
+        replace: bool = False,
+        principal: str | None = None,
+        private_to: str | None = None,
     ) -> dict[str, Any]:
-        """Validate and store an entry; ``principal``: who registers it (an admin key's owner)."""
+        """Validate and store an entry; ``principal``: who registers it; ``private_to``: the
+        one owner (besides admins) who may see and use it, None for every key."""
         spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
         self._check_source(spec)
         data = spec.model_dump(mode="json")
@@ -216,6 +225,7 @@ class ModelService:
             },
             replace=replace,
             principal=principal,
+            private_to=private_to,
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
         return self._public(self._remember(row))
@@ -243,8 +253,34 @@ class ModelService:
         with self._lock:
             return self._specs.get(name)
 
-    def list(self) -> list[dict[str, Any]]:
-        return [self._public(self._remember(row)) for row in self.storage.list_models()]
+    def list(self, *, reader: str | None = None) -> list[dict[str, Any]]:
+        """Every entry ``reader`` may see (all of them for None: an admin, or no keys)."""
+        specs = [self._remember(row) for row in self.storage.list_models()]
+        return [self._public(s) for s in specs if self.visible(s.name, reader)]
+
+    def visible(self, name: str, reader: str | None) -> bool:
+        """Whether ``reader`` (None: an admin, or no keys) may see and use a known model: a
+        model private to another owner answers as if it were not registered."""
+        if reader is None:
+            return True
+        with self._lock:
+            meta = self._meta.get(name)
+        if meta is None:  # registered by another replica: read it once
+            try:
+                self.spec(name)
+            except NotFoundError:
+                return False
+            with self._lock:
+                meta = self._meta.get(name, {})
+        private_to = meta.get("private_to")
+        return private_to is None or private_to == reader
+
+    def get_for(self, name: str, reader: str | None) -> dict[str, Any]:
+        """The entry, if ``reader`` may see it (else the same 404 an unknown name gets)."""
+        entry = self.get(name)
+        if not self.visible(name, reader):
+            raise NotFoundError(f"model {name!r} is not registered")
+        return entry
 
     def delete(self, name: str) -> None:
         self.storage.delete_model(name)
@@ -269,6 +305,7 @@ class ModelService:
             self._meta[spec.name] = {
                 "created_at": row.get("created_at", 0.0),
                 "updated_at": row.get("updated_at", 0.0),
+                "private_to": row.get("private_to"),
             }
         return spec
 

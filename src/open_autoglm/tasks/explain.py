@@ -257,6 +257,7 @@ def explain_task_types() -> list[TaskType]:
     return [
         TaskType(
             name="explain",
+            names_model=True,
             handler=_explain,
             params_model=ExplainParams,
             description=(

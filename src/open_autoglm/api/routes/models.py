@@ -11,6 +11,7 @@ whose source is ``{"artifacts": {"config.json": id, "model.safetensors": id, ...
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Annotated
 
@@ -110,9 +111,10 @@ def _exists(service: ModelService, name: str) -> bool:
 
 
 @router.get("", summary="List registered models with their load state")
-async def list_models(runtime: Rt) -> JSONResponse:
+async def list_models(request: Request, runtime: Rt) -> JSONResponse:
     service = model_service(runtime)
-    models = await run_in_threadpool(service.list)
+    reader = principal_of(request).only_owner
+    models = await run_in_threadpool(functools.partial(service.list, reader=reader))
     return JSONResponse({"models": models, "cache": service.stats()})
 
 
@@ -134,8 +136,9 @@ async def register_model(request: Request, runtime: Rt, replace: bool = False) -
 
 
 @router.get("/{name}", summary="One registry entry")
-async def get_model(name: ModelName, runtime: Rt) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(model_service(runtime).get, name))
+async def get_model(request: Request, name: ModelName, runtime: Rt) -> JSONResponse:
+    reader = principal_of(request).only_owner
+    return JSONResponse(await run_in_threadpool(model_service(runtime).get_for, name, reader))
 
 
 @router.delete(
