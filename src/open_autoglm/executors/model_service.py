@@ -74,6 +74,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_POLICY: tuple[int, float] = (32, 0.002)
 _MB = 1024 * 1024
+# The cache key of a model's gradient copy ("#" is never in a model name).
+_GRADIENTS = "#gradients"
 _SERVING_FIELDS = ("dtype", "device", "max_batch_size", "max_wait_ms", "memory_mb", "options")
 
 ReplicaBackend = Literal["process", "ray"]
@@ -316,6 +318,7 @@ class ModelService:
             self._meta.pop(name, None)
             self._upstreams.pop(name, None)
         self.cache.evict(name)
+        self.cache.evict(name + _GRADIENTS)
 
     def _public(self, spec: ModelSpec) -> dict[str, Any]:
         out = spec.model_dump(mode="json")
@@ -326,6 +329,30 @@ class ModelService:
         return out
 
     # -- serving -----------------------------------------------------------------------------
+
+    @contextmanager
+    def lease_for_gradients(self, name: str) -> Iterator[Any]:
+        """Pin a float32, torch-Linear copy of the hf model ``name`` that autograd runs
+        through (explanations): in the same cache and memory budget as the served models, so
+        explaining can never hold memory the budget does not see."""
+        spec = self.spec(name)
+        if spec.backend is not ModelBackend.HF:
+            raise ValidationError(
+                f"model {name!r} has backend {spec.backend.value!r}; only 'hf' models load here"
+            )
+        with self.cache.lease(name + _GRADIENTS) as model:
+            yield model
+
+    def _load_gradient_copy(self, name: str) -> Any:
+        from open_autoglm.ml.text.loading import load_model
+
+        spec = self.spec(name)
+        if spec.role is None:
+            raise ValidationError(f"model {name!r} has no role to load for gradients")
+        log.info("loading model %s for gradients (float32, in process)", name)
+        self._limit_threads()
+        path = self.text_loader.resolve_directory(self._entry(spec))
+        return load_model(path, spec.role, dtype="float32", linear="torch")
 
     @contextmanager
     def lease(self, name: str) -> Iterator[Any]:
@@ -475,6 +502,8 @@ class ModelService:
         return model
 
     def _load_timed(self, name: str) -> Any:
+        if name.endswith(_GRADIENTS):
+            return self._load_gradient_copy(name.removesuffix(_GRADIENTS))
         spec = self.spec(name)
         replicas = self.replicas_for(spec)
         log.info(
@@ -511,6 +540,8 @@ class ModelService:
             torch.set_num_threads(self.inprocess_threads)
 
     def _estimate(self, name: str) -> int:
+        if name.endswith(_GRADIENTS):  # one float32 copy in this process
+            return self._estimate_one(self.spec(name.removesuffix(_GRADIENTS)))
         spec = self.spec(name)
         return self._estimate_one(spec) * max(1, self.replicas_for(spec))
 
