@@ -25,7 +25,6 @@ from helpers.settings import make_settings
 from open_autoglm.config import Settings
 from open_autoglm.runtime import Runtime
 
-
 # Modules whose tests share one local Ray instance: one test worker runs them all.
 _RAY_MODULES = ("test_ray_executor.py", "test_ray_actor.py")
 

@@ -192,6 +192,12 @@ def test_a_model_key_a_trained_is_key_a_own(keys: Keys) -> None:
     assert task["status"] == "succeeded", task["error"]
     assert task["result"]["registered"] == "alices"
 
+    use = {
+        "task_type": "graph-predict",
+        "model": "alices",
+        "params": {"node_ids": graph["nodes"][:1]},
+    }
+
     def names(key: str, path: str = "/v1/models/registry") -> set[str]:
         body = keys.as_(key, "GET", path).json()
         return (
@@ -200,22 +206,18 @@ def test_a_model_key_a_trained_is_key_a_own(keys: Keys) -> None:
             else {m["id"] for m in body["data"]}
         )
 
+    assert keys.as_(keys.a, "POST", "/v1/infer", json=use).status_code == 200
     for path in ("/v1/models/registry", "/v1/models"):
         assert "alices" in names(keys.a, path) and "alices" in names(keys.a_admin, path)
         assert "alices" not in names(keys.b, path)
+
     assert keys.as_(keys.a, "GET", "/v1/models/registry/alices").json()["private_to"] == "alice"
     for path in ("/v1/models/registry/alices", "/v1/models/alices"):
         assert keys.as_(keys.b, "GET", path).status_code == 404
         assert keys.as_(keys.b, "GET", path.replace("alices", "nobodys")).status_code == 404
-    use = {
-        "task_type": "graph-predict",
-        "model": "alices",
-        "params": {"node_ids": graph["nodes"][:1]},
-    }
     refused = keys.as_(keys.b, "POST", "/v1/infer", json=use)
     assert refused.status_code == 404 and refused.json()["error"]["details"][0]["loc"] == ["model"]
     assert keys.as_(keys.b, "POST", "/v1/tasks", json=use).status_code == 404
-    assert keys.as_(keys.a, "POST", "/v1/infer", json=use).status_code == 200
     assert keys.as_(keys.a_admin, "POST", "/v1/infer", json=use).status_code == 200
 
     shared = {"name": "shared", "source": "bundled:all-minilm-l6-v2", "task_types": ["embedding"]}

@@ -403,8 +403,16 @@ class ModelService:
             wait_ms = 0.0 if self.replicas_for(spec) else DEFAULT_BATCH_POLICY[1] * 1000.0
         return spec.max_batch_size, wait_ms / 1000.0
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, reader: str | None = None) -> dict[str, Any]:
+        """The cache's figures and each loaded model's; for ``reader``, only the models it
+        may see (a name is already something another owner's key must not learn)."""
         stats = self.cache.stats()
+        if reader is not None:
+            stats["models"] = {
+                key: info
+                for key, info in stats["models"].items()
+                if self.visible(key.removesuffix(_GRADIENTS), reader)
+            }
         with self._lock:
             upstreams = dict(self._upstreams)
         stats["upstreams"] = {name: up.state() for name, up in upstreams.items()}

@@ -115,7 +115,7 @@ async def list_models(request: Request, runtime: Rt) -> JSONResponse:
     service = model_service(runtime)
     reader = principal_of(request).only_owner
     models = await run_in_threadpool(functools.partial(service.list, reader=reader))
-    return JSONResponse({"models": models, "cache": service.stats()})
+    return JSONResponse({"models": models, "cache": service.stats(reader=reader)})
 
 
 @router.post(

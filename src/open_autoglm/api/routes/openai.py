@@ -294,7 +294,7 @@ async def list_models(request: Request, runtime: Rt) -> JSONResponse:
     service = model_service(runtime)
     reader = principal_of(request).only_owner
     entries = await run_in_threadpool(functools.partial(service.list, reader=reader))
-    stats = service.stats()
+    stats = service.stats(reader=reader)
     cache = {k: v for k, v in stats.items() if k not in ("models", "upstreams")}
     return JSONResponse(
         {"object": "list", "data": [_model_card(e, stats) for e in entries], "cache": cache}
