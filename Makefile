@@ -27,8 +27,11 @@ serve: $(STAMP)
 
 # The whole suite. Needs PostgreSQL and Redis binaries (installed here if missing); the
 # tests start their own servers on loopback in temporary directories.
+# Two workers: most API tests wait on a server or a subprocess, so two overlap on 2 cores
+# (TEST_WORKERS=0 runs everything in this one process).
+TEST_WORKERS ?= 2
 test: $(STAMP) services
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 services:
 	bash scripts/ensure-services.sh

@@ -13,6 +13,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Rich fixes a console's width from these when it is built (at import): a terminal's or a
+# test worker's size must not change what the CLI tests read.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 sys.path.insert(0, str(Path(__file__).parent))  # tests/helpers importable as `helpers`
 
 from helpers.paths import PLUGIN_DIR
@@ -20,6 +24,20 @@ from helpers.services import ServerProcess, postgres_server
 from helpers.settings import make_settings
 from open_autoglm.config import Settings
 from open_autoglm.runtime import Runtime
+
+# Modules whose tests share one local Ray instance: one test worker runs them all.
+_RAY_MODULES = ("test_ray_executor.py", "test_ray_actor.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under ``pytest -n N --dist loadgroup`` (``make test``) a module's tests stay in one
+    worker, so its module fixtures (servers, models) start once; the Ray modules share one
+    worker, so two Ray instances never compete for the machine."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            module = item.path.name
+            group = "ray" if module in _RAY_MODULES else str(item.path)
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

@@ -275,8 +275,9 @@ class Runtime:
         return self.scheduler.submit(spec, durable=durable, events=events, principal=principal)
 
     def check_references(self, spec: TaskSpec, *, artifact_reader: str | None = None) -> None:
-        """Refuse a task naming a model or artifact that does not exist, or an artifact
-        ``artifact_reader`` may not see (answered as not found, like a foreign task id)."""
+        """Refuse a task naming a model or artifact that does not exist, or a model or an
+        artifact ``artifact_reader`` may not see (answered as not found, like a foreign task
+        id)."""
         from open_autoglm.tasks.references import check_references
 
         if not self.plugins.has_task_type(spec.task_type):
@@ -285,7 +286,9 @@ class Runtime:
         check_references(
             spec,
             self.plugins.task_type(spec.task_type),
-            model_exists=None if models is None else functools.partial(_model_exists, models),
+            model_exists=None
+            if models is None
+            else functools.partial(_model_exists, models, reader=artifact_reader),
             artifact_exists=functools.partial(
                 _artifact_exists, self.storage, principal=artifact_reader
             ),
@@ -494,6 +497,12 @@ class TaskReader:
             raise NotFoundError(f"task {task_id} not found")
         return task
 
+    def owner_of(self, task_id: str) -> str | None:
+        """Whose task it is: None for an admin's or the keyless setup's (what it makes is
+        shared), else the owner of the key that submitted it."""
+        owner = self._runtime.get_task(task_id, with_result=False).get("owner")
+        return None if owner in (None, STATIC_OWNER) else str(owner)
+
     def own_artifacts(self, task_id: str, name_prefix: str = "") -> list[dict[str, Any]]:
         """Artifacts a task recorded (on any attempt), newest first: a retried training task
         finds its last checkpoint here."""
@@ -558,16 +567,15 @@ def _guarded(name: str, beat: Callable[[], None]) -> None:
         log.exception("%s failed", name)
 
 
-def _model_exists(models: Any, name: str) -> bool:
+def _model_exists(models: Any, name: str, *, reader: str | None = None) -> bool:
     # The cache answers without storage; a miss (registered by another replica, or absent)
-    # asks storage once.
-    if models.cached_spec(name) is not None:
-        return True
-    try:
-        models.spec(name)
-    except NotFoundError:
-        return False
-    return True
+    # asks storage once. A model private to another owner is not there for ``reader``.
+    if models.cached_spec(name) is None:
+        try:
+            models.spec(name)
+        except NotFoundError:
+            return False
+    return reader is None or bool(models.visible(name, reader))
 
 
 def _artifact_exists(storage: Any, artifact_id: str, *, principal: str | None = None) -> bool:

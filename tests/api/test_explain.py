@@ -53,6 +53,16 @@ def test_classify_then_explain_that_task_and_fetch_the_heat_map(api, tiny_sentim
     png = _picture(api, out["pictures"]["token_heatmap_png"], "text-classifier.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # the gradient copy lives in the model cache, counted against its budget, and goes with
+    # its model
+    cache = api.get("/v1/models/registry").json()["cache"]
+    copy = cache["models"]["sentiment#gradients"]
+    assert copy["bytes"] > 0 and cache["used_bytes"] >= copy["bytes"] and copy["leases"] == 0
+    entry = {"name": "sentiment", "backend": "hf", "source": str(tiny_sentiment_dir),
+             "task_types": ["text-classification"], "options": {"replicas": 0}}  # fmt: skip
+    assert api.post("/v1/models/registry?replace=true", json=entry).status_code == 201
+    assert "sentiment#gradients" not in api.get("/v1/models/registry").json()["cache"]["models"]
+
     # an unknown task id, and a task that is not a prediction, answer 4xx with the field
     missing = api.post("/v1/infer", json={"task_type": "explain", "params": {"task_id": "nope"}})
     assert missing.status_code == 404

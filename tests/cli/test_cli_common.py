@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -123,3 +124,75 @@ def test_json_output_of_run_and_models(server: ServerProcess, tmp_path: Path) ->
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["status"] == "succeeded"
     assert json.loads(autoglm("models", "list", "--json", url=server.url).stdout) == []
+
+
+def _verbs(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    if hasattr(command, "commands"):  # a group: its verbs
+        for name, sub in command.commands.items():
+            yield from _verbs(sub, (*path, name))
+    else:
+        yield path, command
+
+
+def test_every_verb_but_serve_prints_json_on_request() -> None:
+    from typer.main import get_command
+
+    lacking = [
+        " ".join(path)
+        for path, verb in _verbs(get_command(app))
+        if path != ("serve",) and not any("--json" in p.opts for p in verb.params)
+    ]
+    assert lacking == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["rules", "remote-eval", "screening", "--facts", "FACTS"],
+        ["rules", "push", "RULESET"],
+        ["temporal", "predict", "m", "--src", "1", "--t", "1", "--dst", "2"],
+    ],
+)
+def test_server_verbs_of_the_groups_are_one_line_against_a_stopped_server(
+    args: list[str], tmp_path: Path
+) -> None:
+    facts = tmp_path / "facts.json"
+    facts.write_text("[]")
+    ruleset = tmp_path / "r.json"
+    ruleset.write_text(json.dumps({"rules": [{"name": "a", "when": [{"x": {}}], "then": []}]}))
+    files = {"FACTS": str(facts), "RULESET": str(ruleset)}
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    done = autoglm(*(files.get(a, a) for a in args), url=url)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.strip().splitlines() == [
+        f"error: cannot reach {url}: is the server running? set AUTOGLM_URL or --url"
+    ]
+
+
+def test_offline_validators_answer_in_json_valid_or_not(tmp_path: Path) -> None:
+    runner = CliRunner()
+    good = tmp_path / "r.json"
+    good.write_text(json.dumps({"rules": [{"name": "a", "when": [{"x": {}}], "then": []}]}))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"rules": [{"name": "r", "when": [{"x": {"y": {"~": 1}}}]}]}))
+    ok = runner.invoke(app, ["rules", "validate", str(good), "--json"])
+    assert (ok.exit_code, json.loads(ok.stdout)) == (
+        0,
+        {"valid": True, "file": str(good), "rules": 1},
+    )
+    refused = runner.invoke(app, ["rules", "validate", str(bad), "--json"])
+    assert refused.exit_code == 1
+    problem = json.loads(refused.stdout)
+    assert problem["code"] == "validation_error"
+    assert any(d["loc"][:4] == ["rules", 0, "when", 0] for d in problem["details"])
+
+    flow = tmp_path / "flow.yaml"
+    flow.write_text(
+        "name: two\nsteps:\n  - {name: a, task: {task_type: echo, input: 1}}\n"
+        "  - {name: b, depends_on: [a], task: {task_type: echo, input: 2}}\n"
+    )
+    shown = runner.invoke(app, ["workflow", "validate", str(flow), "--json"])
+    assert json.loads(shown.stdout) == {"valid": True, "name": "two", "steps": ["a", "b"]}
+    flow.write_text("name: two\nsteps:\n  - {name: a, depends_on: [zz], task: {task_type: echo}}\n")
+    broken = runner.invoke(app, ["workflow", "validate", str(flow), "--json"])
+    assert broken.exit_code == 1 and "zz" in json.loads(broken.stdout)["message"]

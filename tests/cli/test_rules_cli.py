@@ -37,10 +37,12 @@ def test_push_then_remote_eval(server, tmp_path):
     again = _run(server, "push", str(ruleset), "--name", "access")
     assert "version 2" in again.output
 
-    out = _run(server, "remote-eval", "access", "--facts", str(facts))
+    out = _run(server, "remote-eval", "access", "--facts", str(facts), "--json")
     assert out.exit_code == 0, out.output
     result = json.loads(out.output)
     assert result["version"] == 2 and result["emitted"][0]["user"] == "eve"
+    shown = _run(server, "remote-eval", "access", "--facts", str(facts))
+    assert f"{result['fired']} rule firing(s)" in shown.output and "eve" in shown.output
 
 
 def test_push_invalid_and_eval_missing_exit_nonzero(server, tmp_path):

@@ -137,3 +137,22 @@ def test_replacing_an_entry_unloads_the_old_weights(
     first = _embed(service, "m")
     service.register(name="m", source=str(other), task_types=["embedding"], replace=True)
     assert not np.allclose(_embed(service, "m"), first)
+
+
+def test_a_private_model_is_hidden_from_other_readers_even_in_the_cache_figures(
+    service: ModelService, embedder_dir: Path
+) -> None:
+    service.register(name="mine", source=str(embedder_dir), task_types=["embedding"],
+                     private_to="alice")  # fmt: skip
+    service.register(name="ours", source=str(embedder_dir), task_types=["embedding"])
+    _embed(service, "mine")
+    _embed(service, "ours")
+    assert {m["name"] for m in service.list(reader="bob")} == {"ours"}
+    assert {m["name"] for m in service.list(reader="alice")} == {"mine", "ours"}
+    assert {m["name"] for m in service.list()} == {"mine", "ours"}  # an admin
+    assert set(service.stats(reader="bob")["models"]) == {"ours"}
+    assert set(service.stats(reader="alice")["models"]) == {"mine", "ours"}
+    assert not service.visible("mine", "bob") and service.visible("mine", None)
+    with pytest.raises(NotFoundError):
+        service.get_for("mine", "bob")
+    assert service.get_for("mine", "alice")["private_to"] == "alice"

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from helpers.graphs import community_graph
 from helpers.paths import PLUGIN_DIR
 from helpers.polling import wait_task
 from helpers.settings import make_settings
@@ -172,6 +173,51 @@ def test_key_b_cannot_feed_key_a_artifact_to_a_task(keys: Keys) -> None:
     # its owner and an admin may use it
     assert keys.as_(keys.a, "POST", "/v1/tasks", json=spec).status_code == 202
     assert keys.as_(keys.a_admin, "POST", "/v1/tasks", json=spec).status_code == 202
+
+
+def test_a_model_key_a_trained_is_key_a_own(keys: Keys) -> None:
+    """A training task registers its model for its owner: key B neither lists, reads nor
+    uses it (404, as for a name nobody registered), while A and an admin do; a model an
+    admin registers stays shared."""
+    graph = community_graph(n_per_class=6, classes=2, dim=4, seed=1)
+    spec = {"task_type": "graph-train", "input": graph,
+            "params": {"kind": "sage", "hidden": 8, "epochs": 2, "name": "alices"}}  # fmt: skip
+    task = _wait(keys, keys.a, _submit(keys, keys.a, spec)["id"])
+    assert task["status"] == "succeeded", task["error"]
+    assert task["result"]["registered"] == "alices"
+
+    use = {
+        "task_type": "graph-predict",
+        "model": "alices",
+        "params": {"node_ids": graph["nodes"][:1]},
+    }
+
+    def names(key: str, path: str = "/v1/models/registry") -> set[str]:
+        body = keys.as_(key, "GET", path).json()
+        return (
+            {m["name"] for m in body["models"]}
+            if "models" in body
+            else {m["id"] for m in body["data"]}
+        )
+
+    assert keys.as_(keys.a, "POST", "/v1/infer", json=use).status_code == 200
+    for path in ("/v1/models/registry", "/v1/models"):
+        assert "alices" in names(keys.a, path) and "alices" in names(keys.a_admin, path)
+        assert "alices" not in names(keys.b, path)
+
+    assert keys.as_(keys.a, "GET", "/v1/models/registry/alices").json()["private_to"] == "alice"
+    for path in ("/v1/models/registry/alices", "/v1/models/alices"):
+        assert keys.as_(keys.b, "GET", path).status_code == 404
+        assert keys.as_(keys.b, "GET", path.replace("alices", "nobodys")).status_code == 404
+    refused = keys.as_(keys.b, "POST", "/v1/infer", json=use)
+    assert refused.status_code == 404 and refused.json()["error"]["details"][0]["loc"] == ["model"]
+    assert keys.as_(keys.b, "POST", "/v1/tasks", json=use).status_code == 404
+    assert keys.as_(keys.a_admin, "POST", "/v1/infer", json=use).status_code == 200
+
+    shared = {"name": "shared", "source": "bundled:all-minilm-l6-v2", "task_types": ["embedding"]}
+    assert keys.as_(ROOT, "POST", "/v1/models/registry", json=shared).status_code == 201
+    assert "shared" in names(keys.b)
+    assert keys.as_(ROOT, "GET", "/v1/models/registry/shared").json()["private_to"] is None
 
 
 def test_key_b_cannot_read_list_or_cancel_key_a_workflow_run(keys: Keys) -> None:

@@ -65,8 +65,12 @@ def call(url: str | None, key: str | None, fn: Callable[[Any], T]) -> T:
             fail_unreachable(c.base_url, exc)
 
 
-def fail(exc: errors.AutoGLMError) -> NoReturn:
-    """Print a server error: its message, then the details the message does not already say."""
+def fail(exc: errors.AutoGLMError, *, as_json: bool = False) -> NoReturn:
+    """Print an error: its message, then the details the message does not already say; with
+    ``as_json``, the error object (code, message, details) on stdout for a script to read."""
+    if as_json:
+        print_json(exc.to_dict())
+        raise typer.Exit(1)
     err_console.print(f"[red]error[/red] ({exc.code}): {exc.message}", soft_wrap=True)
     for d in exc.details:
         loc = ".".join(str(p) for p in d.get("loc", [])) or "body"

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from open_autoglm.cli.common import JsonOpt, KeyOpt, UrlOpt, call, fail, print_json
 from open_autoglm.errors import ValidationError
 
 __all__ = ["app"]
@@ -26,8 +27,6 @@ app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 SchemaOpt = Annotated[
     Path, typer.Option("--schema", help="schema JSON: text, categorical, numeric, label")
 ]
@@ -69,6 +68,7 @@ def validate(
     file: Annotated[Path, typer.Argument(help="table: .parquet, .csv or .jsonl")],
     schema: SchemaOpt,
     unlabeled: Annotated[bool, typer.Option(help="rows to predict: no label column")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check FILE against the schema and print every problem; exit 1 when invalid."""
     from open_autoglm.spec.table import TableSchema, validate_table
@@ -81,12 +81,26 @@ def validate(
             read_table_bytes(file.read_bytes(), fmt), parsed, require_label=not unlabeled
         )
     except ValidationError as exc:
+        if json_out:
+            fail(exc, as_json=True)
         _print_problems(str(file), exc)
         raise typer.Exit(1) from None
     except ValueError as exc:  # the schema itself (pydantic)
+        if json_out:
+            fail(ValidationError(f"{schema}: {exc}"), as_json=True)
         console.print(f"[red]{escape(str(schema))}: {escape(str(exc))}[/red]")
         raise typer.Exit(1) from None
     without_text = sum(1 for t in table.texts if not t)
+    if json_out:
+        print_json(
+            {
+                "valid": True,
+                "rows": table.num_rows,
+                "rows_without_text": without_text,
+                "classes": table.classes() if table.labels is not None else None,
+            }
+        )
+        return
     console.print(
         f"{escape(str(file))}: {table.num_rows} rows, valid; "
         f"{without_text} rows without text (masked)"
@@ -109,10 +123,9 @@ def train(
     wait: Annotated[bool, typer.Option(help="follow the job with a progress bar")] = True,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Upload FILE, train on it, and print each strategy's test metrics."""
-    from open_autoglm.cli.common import call as _call
-    from open_autoglm.cli.common import print_json as _print_json
     from open_autoglm.cli.main import _wait_live
 
     fmt = _format_of(file)
@@ -132,7 +145,12 @@ def train(
         )
         return _wait_live(c, task["id"]) if wait else task
 
-    task = _call(url, api_key, go)
+    task = call(url, api_key, go)
+    if json_out:
+        print_json(task)
+        if wait and task["status"] != "succeeded":
+            raise typer.Exit(1)
+        return
     console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
     if task.get("error"):
         err = task["error"]
@@ -158,30 +176,26 @@ def train(
         )
     console.print(table)
     console.print(f"registered: {result['registered']}  (* = chosen on validation accuracy)")
-    _print_json({"artifacts": result["artifacts"]})
+    print_json({"artifacts": result["artifacts"]})
 
 
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(help="registered fusion model")],
     file: Annotated[Path, typer.Argument(help="rows: .parquet, .csv or .jsonl (no label needed)")],
-    json_out: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    json_out: JsonOpt = False,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
 ) -> None:
     """Classify the rows of FILE with MODEL; prints each row's label and probabilities."""
-    from open_autoglm.cli.common import call as _call
-    from open_autoglm.cli.common import print_json as _print_json
     from open_autoglm.spec.table_loaders import read_table_bytes
 
     columns = read_table_bytes(file.read_bytes(), _format_of(file))
     names = list(columns)
     rows = [dict(zip(names, cells, strict=True)) for cells in zip(*columns.values(), strict=True)]
-    result = _call(
-        url, api_key, lambda c: c.fusion_predict(model, orjson.loads(orjson.dumps(rows)))
-    )
+    result = call(url, api_key, lambda c: c.fusion_predict(model, orjson.loads(orjson.dumps(rows))))
     if json_out:
-        _print_json(result)
+        print_json(result)
         return
     table = Table("row", "label", *(str(c) for c in result["classes"]))
     for p in result["predictions"]:

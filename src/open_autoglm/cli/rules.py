@@ -30,37 +30,47 @@ def _read_data(path: Path) -> Any:
     return read_document(path)
 
 
-def _fail(console: Console, exc: AutoGLMError) -> None:
-    fail(exc)
+def _show(result: dict[str, Any]) -> None:
+    """An evaluation as people read it: the firings, the emitted events, the fact count."""
+    console = Console()
+    table = Table(title=f"{result['fired']} rule firing(s)")
+    for col in ("#", "rule", "salience", "bindings"):
+        table.add_column(col)
+    for f in result["firings"]:
+        table.add_row(str(f["index"]), f["rule"], str(f["salience"]), json.dumps(f["bindings"]))
+    console.print(table)
+    for e in result["emitted"]:
+        console.print(f"[cyan]emit[/cyan] {json.dumps(e, default=str)}")
+    console.print(f"{len(result['facts'])} fact(s) in working memory")
 
 
 @app.command()
-def validate(file: Path) -> None:
+def validate(file: Path, json_out: JsonOpt = False) -> None:
     """Check a YAML/JSON ruleset as the server would (its plugins' actions too)."""
     from open_autoglm.cli.offline import validate_ruleset
 
-    console = Console()
     try:
         source = _read_data(file)
         if not isinstance(source, dict):
             raise ValidationError(f"{file}: a ruleset is a mapping with 'rules'")
         count = validate_ruleset(source)
     except AutoGLMError as exc:
-        _fail(console, exc)
+        fail(exc, as_json=json_out)
+    if json_out:
+        print_json({"valid": True, "file": str(file), "rules": count})
         return
-    console.print(f"[green]ok[/green] {file}: {count} rule(s)")
+    Console().print(f"[green]ok[/green] {file}: {count} rule(s)")
 
 
 @app.command("eval")
 def eval_(
     file: Path,
     facts: Annotated[Path, typer.Option("--facts", help="JSON/YAML list of facts")],
-    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
     strategy: Annotated[Strategy, typer.Option(help="conflict resolution")] = Strategy.DEPTH,
     max_firings: Annotated[int, typer.Option(help="stop runaway rule sets")] = 10_000,
+    json_out: JsonOpt = False,
 ) -> None:
     """Run a ruleset over facts; show the firings, emitted events and final facts."""
-    console = Console()
     try:
         _, rules = load_ruleset(file, POLICY_ACTIONS)
         data = _read_data(facts)
@@ -68,26 +78,17 @@ def eval_(
         engine.assert_facts(data)
         fired = engine.run(max_firings=max_firings)
     except AutoGLMError as exc:
-        _fail(console, exc)
-        return
+        fail(exc, as_json=json_out)
     result: dict[str, Any] = {
         "fired": fired,
         "firings": [f.to_dict() for f in engine.trace],
         "emitted": engine.emitted,
         "facts": [f.to_dict() for f in engine.facts()],
     }
-    if as_json:
+    if json_out:
         typer.echo(json.dumps(result, indent=2, default=str))
         return
-    table = Table(title=f"{fired} rule firing(s)")
-    for col in ("#", "rule", "salience", "bindings"):
-        table.add_column(col)
-    for f in result["firings"]:
-        table.add_row(str(f["index"]), f["rule"], str(f["salience"]), json.dumps(f["bindings"]))
-    console.print(table)
-    for e in engine.emitted:
-        console.print(f"[cyan]emit[/cyan] {json.dumps(e, default=str)}")
-    console.print(f"{len(result['facts'])} fact(s) in working memory")
+    _show(result)
 
 
 @app.command()
@@ -98,22 +99,21 @@ def push(
     ] = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Store a ruleset file on the server (validated there; the version counts up)."""
-    from open_autoglm.client import Client
-
-    console = Console()
     try:
         source = _read_data(file)
         if not isinstance(source, dict):
             raise ValidationError(f"{file}: a ruleset is a mapping with 'rules'")
-        target = name or source.get("name") or file.stem
-        with Client(url, api_key=api_key) as client:
-            row = client.put_ruleset(target, source)
     except AutoGLMError as exc:
-        _fail(console, exc)
+        fail(exc, as_json=json_out)
+    target = name or source.get("name") or file.stem
+    row = call(url, api_key, lambda c: c.put_ruleset(target, source))
+    if json_out:
+        print_json(row)
         return
-    console.print(f"[green]stored[/green] ruleset {row['name']!r} version {row['version']}")
+    Console().print(f"[green]stored[/green] ruleset {row['name']!r} version {row['version']}")
 
 
 @app.command("remote-eval")
@@ -124,21 +124,22 @@ def remote_eval(
     max_firings: Annotated[int, typer.Option(help="stop runaway rule sets")] = 10_000,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
-    """Evaluate a ruleset stored on the server over a facts file; print the result as JSON."""
-    from open_autoglm.client import Client
-
-    console = Console()
+    """Evaluate a ruleset stored on the server over a facts file, shown as ``eval`` shows it."""
     try:
         data = _read_data(facts)
-        with Client(url, api_key=api_key) as client:
-            result = client.evaluate_ruleset(
-                name, data, strategy=strategy.value, max_firings=max_firings
-            )
     except AutoGLMError as exc:
-        _fail(console, exc)
+        fail(exc, as_json=json_out)
+    result = call(
+        url,
+        api_key,
+        lambda c: c.evaluate_ruleset(name, data, strategy=strategy.value, max_firings=max_firings),
+    )
+    if json_out:
+        typer.echo(json.dumps(result, indent=2, default=str))
         return
-    typer.echo(json.dumps(result, indent=2, default=str))
+    _show(result)
 
 
 @app.command("list")

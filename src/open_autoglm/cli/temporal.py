@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from open_autoglm.cli.common import JsonOpt, KeyOpt, UrlOpt, call, fail, print_json
 from open_autoglm.errors import AutoGLMError, ValidationError
 from open_autoglm.spec.event_loaders import load_events
 from open_autoglm.spec.events import EventLimits, EventPolicy, OrderPolicy
@@ -23,9 +24,6 @@ app = typer.Typer(
 )
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True)
-
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 
 
 def _loc(loc: list[object]) -> str:
@@ -86,12 +84,6 @@ def validate(
         console.print(f"  note: {escape(str(note))}")
 
 
-def _client(url: str | None, key: str | None) -> Any:
-    from open_autoglm.client import Client
-
-    return Client(url, api_key=key)
-
-
 @app.command()
 def train(
     file: Annotated[Path, typer.Argument(help="stream file (validated locally first)")],
@@ -103,11 +95,14 @@ def train(
     ] = None,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Upload FILE, train a link predictor on it as a job, and follow it with a progress bar."""
     try:
         load_events(file)
     except ValidationError as exc:
+        if json_out:
+            fail(exc, as_json=True)
         _print_problems(file, exc)
         raise typer.Exit(1) from None
     params: dict[str, Any] = {"kind": kind, "epochs": epochs}
@@ -117,14 +112,18 @@ def train(
             params[key] = json.loads(raw)
         except json.JSONDecodeError:
             params[key] = raw
-    with _client(url, api_key) as c:
-        try:
-            art = c.upload_artifact(file.read_bytes(), name=file.name)
-            task = c.temporal_train({"artifact": art["id"]}, name=name, **params)
-            final = _follow(c, task["id"], epochs)
-        except AutoGLMError as exc:
-            _print_problems(file, exc)
-            raise typer.Exit(1) from None
+
+    def go(c: Any) -> dict[str, Any]:
+        art = c.upload_artifact(file.read_bytes(), name=file.name)
+        task = c.temporal_train({"artifact": art["id"]}, name=name, **params)
+        return _follow(c, task["id"], epochs)
+
+    final = call(url, api_key, go)  # refused at submit: every problem, exit 1
+    if json_out:
+        print_json(final)
+        if final["status"] != "succeeded":
+            raise typer.Exit(1)
+        return
     if final["status"] != "succeeded":
         err = final.get("error") or {}
         console.print(
@@ -174,16 +173,15 @@ def predict(
     top_k: Annotated[int, typer.Option(min=0, help="also list the k likeliest destinations")] = 0,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Probability that SRC links to each DST at time T, and/or its top-k destinations."""
     links = [{"src": _node(src), "dst": _node(d), "t": t} for d in dst or []]
     top = [{"src": _node(src), "t": t, "k": top_k}] if top_k else []
-    with _client(url, api_key) as c:
-        try:
-            out = c.temporal_predict(model, links=links, top_k=top)
-        except AutoGLMError as exc:
-            _print_problems(Path(model), exc)
-            raise typer.Exit(1) from None
+    out = call(url, api_key, lambda c: c.temporal_predict(model, links=links, top_k=top))
+    if json_out:
+        print_json(out)
+        return
     table = Table("src", "dst", "t", "probability")
     for row in out.get("links", []):
         table.add_row(

@@ -16,14 +16,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from open_autoglm.cli.common import JsonOpt, KeyOpt, UrlOpt, call, print_json
+
 __all__ = ["app"]
 
 app = typer.Typer(help="Text models: fine-tune a classifier on a table.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True)
 
-UrlOpt = Annotated[str | None, typer.Option("--url", envvar="AUTOGLM_URL", help="server URL")]
-KeyOpt = Annotated[str | None, typer.Option("--api-key", envvar="AUTOGLM_API_KEY", help="API key")]
 _FORMATS = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _MEDIA = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv"}
 _TERMINAL = ("succeeded", "failed", "cancelled")
@@ -113,10 +113,9 @@ def train(
     wait: Annotated[bool, typer.Option(help="follow the job with a progress bar")] = True,
     url: UrlOpt = None,
     api_key: KeyOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Upload FILE, fine-tune MODEL on it, print the test metrics and the registered name."""
-    from open_autoglm.cli.common import call
-
     fmt = _FORMATS.get(file.suffix.lower())
     if fmt is None or not file.is_file():
         console.print(f"[red]{escape(str(file))}: expected a .parquet, .csv or .jsonl file[/red]")
@@ -149,6 +148,11 @@ def train(
         return follow(c, task["id"]) if wait else task
 
     task = call(url, api_key, go)  # refused at submit (bad params): every problem, exit 1
+    if json_out:
+        print_json(task)
+        if wait and task["status"] != "succeeded":
+            raise typer.Exit(1)
+        return
     if not wait:
         console.print(f"task [bold]{task['id']}[/bold] {task['status']}")
         return

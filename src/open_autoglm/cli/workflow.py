@@ -49,7 +49,10 @@ _STYLE = {
 }
 
 
-def _report(exc: errors.AutoGLMError) -> None:
+def _report(exc: errors.AutoGLMError, as_json: bool = False) -> None:
+    if as_json:
+        print_json(exc.to_dict())
+        raise typer.Exit(1)
     typer.echo(f"error: {exc.message}", err=True)
     for d in exc.details:
         loc = ".".join(str(p) for p in d.get("loc", [])) or "(root)"
@@ -63,6 +66,7 @@ def validate(
     inputs: Annotated[
         str | None, typer.Option("--inputs", help="run inputs as JSON, checked against the spec")
     ] = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Check FILE as the server would (its plugins, its task checks); list every problem."""
     from open_autoglm.cli.offline import validate_workflow
@@ -73,11 +77,14 @@ def validate(
         if inputs is not None:
             bind_inputs(spec, json.loads(inputs))
     except errors.ValidationError as exc:
-        _report(exc)
+        _report(exc, json_out)
         return
     except json.JSONDecodeError as exc:
-        typer.echo(f"error: --inputs is not JSON: {exc}", err=True)
-        raise typer.Exit(1) from None
+        _report(errors.ValidationError(f"--inputs is not JSON: {exc}"), json_out)
+        return
+    if json_out:
+        print_json({"valid": True, "name": spec.name, "steps": [s.name for s in spec.steps]})
+        return
     typer.echo(f"ok: workflow {spec.name!r} is valid ({len(spec.steps)} steps)")
 
 
@@ -87,6 +94,7 @@ def graph(
     output: Annotated[Path, typer.Option("--output", "-o", help="PNG file to write")] = Path(
         "dag.png"
     ),
+    json_out: JsonOpt = False,
 ) -> None:
     """Draw FILE's DAG to a PNG."""
     from open_autoglm.spec.workflow import load_workflow, validate_workflow
@@ -95,9 +103,12 @@ def graph(
     try:
         spec = validate_workflow(load_workflow(file))
     except errors.ValidationError as exc:
-        _report(exc)
+        _report(exc, json_out)
         return
     path = render_workflow_png(spec, output)
+    if json_out:
+        print_json({"path": str(path), "steps": len(spec.steps)})
+        return
     typer.echo(f"wrote {path}")
 
 

@@ -76,6 +76,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_POLICY: tuple[int, float] = (32, 0.002)
 _MB = 1024 * 1024
+# The cache key of a model's gradient copy ("#" is never in a model name).
+_GRADIENTS = "#gradients"
 _SERVING_FIELDS = ("dtype", "device", "max_batch_size", "max_wait_ms", "memory_mb", "options")
 
 ReplicaBackend = Literal["process", "ray"]
@@ -179,7 +181,7 @@ class ModelService:
         self.inprocess_threads = inprocess_threads
         self._slots = threading.BoundedSemaphore(cpu_slots) if cpu_slots else None
         self._specs: dict[str, ModelSpec] = {}
-        self._meta: dict[str, dict[str, float]] = {}
+        self._meta: dict[str, dict[str, Any]] = {}
         self._upstreams: dict[str, Upstream] = {}
         self._lock = threading.Lock()
         # Loaded wrappers for introspection only; weak, so eviction really frees them.
@@ -195,14 +197,23 @@ class ModelService:
         for row in self.storage.list_models():
             self._remember(row)
 
-    def register(self, *, replace: bool = False, **entry: Any) -> dict[str, Any]:
-        """Validate and store an entry (the graph tasks call this with keyword arguments)."""
-        return self.put(entry, replace=replace)
+    def register(
+        self, *, replace: bool = False, private_to: str | None = None, **entry: Any
+    ) -> dict[str, Any]:
+        """Validate and store an entry (training tasks call this with keyword arguments, and
+        ``private_to`` their owner, so a key's trained model is not every key's)."""
+        return self.put(entry, replace=replace, principal=private_to, private_to=private_to)
 
     def put(
-        self, raw: Any, *, replace: bool = False, principal: str | None = None
+        self,
+        raw: Any,
+        *,
+        replace: bool = False,
+        principal: str | None = None,
+        private_to: str | None = None,
     ) -> dict[str, Any]:
-        """Validate and store an entry; ``principal``: who registers it (an admin key's owner)."""
+        """Validate and store an entry; ``principal``: who registers it; ``private_to``: the
+        one owner (besides admins) who may see and use it, None for every key."""
         spec = raw if isinstance(raw, ModelSpec) else parse_model_spec(raw)
         self._check_source(spec)
         data = spec.model_dump(mode="json")
@@ -219,6 +230,7 @@ class ModelService:
             },
             replace=replace,
             principal=principal,
+            private_to=private_to,
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
         return self._public(self._remember(row))
@@ -246,8 +258,34 @@ class ModelService:
         with self._lock:
             return self._specs.get(name)
 
-    def list(self) -> list[dict[str, Any]]:
-        return [self._public(self._remember(row)) for row in self.storage.list_models()]
+    def list(self, *, reader: str | None = None) -> list[dict[str, Any]]:
+        """Every entry ``reader`` may see (all of them for None: an admin, or no keys)."""
+        specs = [self._remember(row) for row in self.storage.list_models()]
+        return [self._public(s) for s in specs if self.visible(s.name, reader)]
+
+    def visible(self, name: str, reader: str | None) -> bool:
+        """Whether ``reader`` (None: an admin, or no keys) may see and use a known model: a
+        model private to another owner answers as if it were not registered."""
+        if reader is None:
+            return True
+        with self._lock:
+            meta = self._meta.get(name)
+        if meta is None:  # registered by another replica: read it once
+            try:
+                self.spec(name)
+            except NotFoundError:
+                return False
+            with self._lock:
+                meta = self._meta.get(name, {})
+        private_to = meta.get("private_to")
+        return private_to is None or private_to == reader
+
+    def get_for(self, name: str, reader: str | None) -> dict[str, Any]:
+        """The entry, if ``reader`` may see it (else the same 404 an unknown name gets)."""
+        entry = self.get(name)
+        if not self.visible(name, reader):
+            raise NotFoundError(f"model {name!r} is not registered")
+        return entry
 
     def delete(self, name: str) -> None:
         self.storage.delete_model(name)
@@ -272,6 +310,7 @@ class ModelService:
             self._meta[spec.name] = {
                 "created_at": row.get("created_at", 0.0),
                 "updated_at": row.get("updated_at", 0.0),
+                "private_to": row.get("private_to"),
             }
         return spec
 
@@ -282,6 +321,7 @@ class ModelService:
             self._meta.pop(name, None)
             self._upstreams.pop(name, None)
         self.cache.evict(name)
+        self.cache.evict(name + _GRADIENTS)
 
     def _public(self, spec: ModelSpec) -> dict[str, Any]:
         out = spec.model_dump(mode="json")
@@ -292,6 +332,30 @@ class ModelService:
         return out
 
     # -- serving -----------------------------------------------------------------------------
+
+    @contextmanager
+    def lease_for_gradients(self, name: str) -> Iterator[Any]:
+        """Pin a float32, torch-Linear copy of the hf model ``name`` that autograd runs
+        through (explanations): in the same cache and memory budget as the served models, so
+        explaining can never hold memory the budget does not see."""
+        spec = self.spec(name)
+        if spec.backend is not ModelBackend.HF:
+            raise ValidationError(
+                f"model {name!r} has backend {spec.backend.value!r}; only 'hf' models load here"
+            )
+        with self.cache.lease(name + _GRADIENTS) as model:
+            yield model
+
+    def _load_gradient_copy(self, name: str) -> Any:
+        from open_autoglm.ml.text.loading import load_model
+
+        spec = self.spec(name)
+        if spec.role is None:
+            raise ValidationError(f"model {name!r} has no role to load for gradients")
+        log.info("loading model %s for gradients (float32, in process)", name)
+        self._limit_threads()
+        path = self.text_loader.resolve_directory(self._entry(spec))
+        return load_model(path, spec.role, dtype="float32", linear="torch")
 
     @contextmanager
     def lease(self, name: str) -> Iterator[Any]:
@@ -342,8 +406,16 @@ class ModelService:
             wait_ms = 0.0 if self.replicas_for(spec) else DEFAULT_BATCH_POLICY[1] * 1000.0
         return spec.max_batch_size, wait_ms / 1000.0
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self, *, reader: str | None = None) -> dict[str, Any]:
+        """The cache's figures and each loaded model's; for ``reader``, only the models it
+        may see (a name is already something another owner's key must not learn)."""
         stats = self.cache.stats()
+        if reader is not None:
+            stats["models"] = {
+                key: info
+                for key, info in stats["models"].items()
+                if self.visible(key.removesuffix(_GRADIENTS), reader)
+            }
         with self._lock:
             upstreams = dict(self._upstreams)
         stats["upstreams"] = {name: up.state() for name, up in upstreams.items()}
@@ -463,6 +535,8 @@ class ModelService:
         return model
 
     def _load_timed(self, name: str) -> Any:
+        if name.endswith(_GRADIENTS):
+            return self._load_gradient_copy(name.removesuffix(_GRADIENTS))
         spec = self.spec(name)
         replicas = self.replicas_for(spec)
         log.info(
@@ -500,6 +574,8 @@ class ModelService:
             torch.set_num_threads(self.inprocess_threads)
 
     def _estimate(self, name: str) -> int:
+        if name.endswith(_GRADIENTS):  # one float32 copy in this process
+            return self._estimate_one(self.spec(name.removesuffix(_GRADIENTS)))
         spec = self.spec(name)
         return self._estimate_one(spec) * max(1, self.replicas_for(spec))
 

@@ -241,7 +241,12 @@ class StorageHub:
     # -- model registry ----------------------------------------------------------------------
 
     def put_model(
-        self, entry: dict[str, Any], *, replace: bool = False, principal: str | None = None
+        self,
+        entry: dict[str, Any],
+        *,
+        replace: bool = False,
+        principal: str | None = None,
+        private_to: str | None = None,
     ) -> dict[str, Any]:
         now = time.time()
         with self.engine.begin() as conn:
@@ -258,6 +263,7 @@ class StorageHub:
                 "config": entry.get("config", {}),
                 "updated_at": now,
                 "principal": principal,
+                "private_to": private_to,
             }
             if found is None:
                 conn.execute(models.insert().values(created_at=now, **row))

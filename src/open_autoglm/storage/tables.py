@@ -115,6 +115,8 @@ models = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("updated_at", sa.Float, nullable=False),
     sa.Column("principal", sa.String(200)),  # who registered it (an admin key's owner)
+    # The owner a training task registered it for (only they and admins see it); NULL: shared.
+    sa.Column("private_to", sa.String(200)),
 )
 
 artifacts = sa.Table(

@@ -94,11 +94,14 @@ class TaskType:
         handler: ``handler(ctx) -> result``; raise ``TaskFailedError(retryable=...)`` to fail.
         params_model: pydantic model validating ``params`` (and the flat form's extra keys).
         requires_model: the spec must name a ``model``.
+        names_model: the spec's ``model``, when given, is a registered model (checked at
+            submit time, as for ``requires_model``).
         mode: thread (in-process) or process (killable, for long/training work).
         batch_handler: optional ``batch_handler(ctxs)`` for dynamic batching: one result per
             context in order, or ``(index, result)`` pairs yielded as each is ready.
         batch_key: fields of params that must be equal for two tasks to share a batch.
         artifact_params: fields of params that hold artifact ids (checked at submit time).
+        model_params: fields of params that name registered models (checked at submit time).
     """
 
     name: str
@@ -106,11 +109,13 @@ class TaskType:
     params_model: type[BaseModel] = EmptyParams
     description: str = ""
     requires_model: bool = False
+    names_model: bool = False
     requires_input: bool = False
     mode: ExecutionMode = ExecutionMode.THREAD
     batch_handler: BatchHandler | None = None
     batch_key: tuple[str, ...] = ()
     artifact_params: tuple[str, ...] = ()
+    model_params: tuple[str, ...] = ()
     plugin: str = "builtin"
     # What a task of this type needs when its spec gives no ``resources``.
     default_resources: Mapping[str, float] = field(default_factory=lambda: {"cpu": 1.0})

@@ -8,9 +8,6 @@ and stores the pictures as artifacts linked from the result.
 
 from __future__ import annotations
 
-import json
-import threading
-from collections import OrderedDict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,31 +46,6 @@ class ExplainParams(BaseModel):
     epochs: int = Field(default=100, ge=1, le=2000, description="GNNExplainer epochs")
     max_evals: int = Field(default=200, ge=10, le=5000, description="SHAP evaluations")
     pictures: bool = True
-
-
-# Gradient-capable model copies, kept for a few calls: loading costs more than explaining.
-_CACHE: OrderedDict[tuple[str, str], Any] = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 2
-
-
-def _loaded_for_gradients(models: Any, name: str, role: str) -> Any:
-    from open_autoglm.ml.text.loading import load_model
-    from open_autoglm.ml.text.model_loader import TextModelLoader
-
-    entry = models.local_entry(name)
-    key = (name, json.dumps(entry, sort_keys=True, default=str))
-    with _CACHE_LOCK:
-        if key in _CACHE:
-            _CACHE.move_to_end(key)
-            return _CACHE[key]
-    path = TextModelLoader(cache_dir=models.cache_dir).resolve_directory(entry)
-    loaded = load_model(path, role, dtype="float32", linear="torch")
-    with _CACHE_LOCK:
-        _CACHE[key] = loaded
-        while len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return loaded
 
 
 def _explained_task(ctx: TaskContext, task_id: str) -> tuple[str, Any, Any]:
@@ -159,14 +131,15 @@ def _explain_text(ctx: TaskContext, params: ExplainParams, models: Any, spec: An
             f"no explainer for model {spec.name!r} (serves {spec.task_types})",
             details=[{"loc": ["model"], "msg": "text classifiers, embedding and graph models"}],
         )
-    loaded = _loaded_for_gradients(models, spec.name, spec.role)
     ctx.log(f"explaining {spec.name} ({family.value}) with {params.method}")
-    out = explainer_for(family)(
-        loaded, _texts(payload), method=params.method, target=params.target if params.target
-        is not None else target, steps=params.steps, internal_batch_size=params.internal_batch_size,
-        output=params.output, max_evals=params.max_evals, seed=params.seed, top_k=params.top_k,
-        pair=params.pair, on_text=_progress(ctx),
-    )  # fmt: skip
+    with models.lease_for_gradients(spec.name) as loaded:  # counted in the model budget
+        out = explainer_for(family)(
+            loaded, _texts(payload), method=params.method, target=params.target if params.target
+            is not None else target, steps=params.steps,
+            internal_batch_size=params.internal_batch_size, output=params.output,
+            max_evals=params.max_evals, seed=params.seed, top_k=params.top_k, pair=params.pair,
+            on_text=_progress(ctx),
+        )  # fmt: skip
     if params.pictures:
         out["pictures"] = _store_text_pictures(ctx, out, params.top_k)
     out.pop("_attributions", None)
@@ -257,6 +230,7 @@ def explain_task_types() -> list[TaskType]:
     return [
         TaskType(
             name="explain",
+            names_model=True,
             handler=_explain,
             params_model=ExplainParams,
             description=(

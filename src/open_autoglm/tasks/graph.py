@@ -443,6 +443,7 @@ def graph_task_types() -> list[TaskType]:
         ),
         TaskType(
             name="graph-predict",
+            names_model=True,
             handler=_graph_predict,
             params_model=GraphPredictParams,
             description="Classify nodes with a trained graph model (GraphSAGE: new nodes too).",

@@ -495,9 +495,11 @@ def fusion_task_types() -> list[TaskType]:
             requires_input=True,
             mode=ExecutionMode.PROCESS,
             resources_for=lambda p: {"cpu": p.distributed.cpus},
+            model_params=("text_model",),
         ),
         TaskType(
             name="fusion-predict",
+            names_model=True,
             handler=_fusion_predict,
             params_model=FusionPredictParams,
             description="Classify table rows with a trained fusion model (with probabilities).",

@@ -1,4 +1,4 @@
-"""Check, at submit time, that what a task names exists: its model and the artifacts it reads.
+"""Check, at submit time, that what a task names exists: its models and the artifacts it reads.
 
 A task that names an unregistered model or a missing artifact can only fail once it runs; the
 server knows the answer when the task arrives, so it refuses it then (404 for a name that is
@@ -45,10 +45,15 @@ def check_references(
     """
     problems: list[dict[str, Any]] = []
     malformed: list[dict[str, Any]] = []
-    if ttype.requires_model and spec.model and model_exists is not None:
-        if not model_exists(spec.model):
-            msg = f"model {spec.model!r} is not registered (see GET /v1/models/registry)"
-            problems.append({"loc": ["model"], "msg": msg})
+    params = spec.params if isinstance(spec.params, dict) else {}
+    named: list[tuple[list[str | int], Any]] = []
+    if ttype.requires_model or ttype.names_model:
+        named.append((["model"], spec.model))
+    named += [(["params", p], params.get(p)) for p in ttype.model_params]
+    for loc, name in named:
+        if isinstance(name, str) and name and model_exists is not None and not model_exists(name):
+            msg = f"model {name!r} is not registered (see GET /v1/models/registry)"
+            problems.append({"loc": loc, "msg": msg})
     for loc, ref in artifact_references(spec, ttype):
         if not isinstance(ref, str) or not ref.strip():
             malformed.append({"loc": loc, "msg": "artifact id must be a non-empty string"})

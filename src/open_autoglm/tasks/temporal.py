@@ -492,6 +492,7 @@ def temporal_task_types() -> list[TaskType]:
         ),
         TaskType(
             name="temporal-predict",
+            names_model=True,
             handler=_temporal_predict,
             params_model=TemporalPredictParams,
             description="Link probabilities and top-k destinations at given times; "

@@ -12,6 +12,7 @@ whose source is ``{"artifacts": {"config.json": id, "model.safetensors": id, ...
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Annotated
 
@@ -118,10 +119,11 @@ def _exists(service: ModelService, name: str) -> bool:
 
 
 @router.get("", summary="List registered models with their load state")
-async def list_models(runtime: Rt) -> JSONResponse:
+async def list_models(request: Request, runtime: Rt) -> JSONResponse:
     service = model_service(runtime)
-    models = await run_in_threadpool(service.list)
-    return JSONResponse({"models": models, "cache": service.stats()})
+    reader = principal_of(request).only_owner
+    models = await run_in_threadpool(functools.partial(service.list, reader=reader))
+    return JSONResponse({"models": models, "cache": service.stats(reader=reader)})
 
 
 @router.post(
@@ -142,8 +144,9 @@ async def register_model(request: Request, runtime: Rt, replace: bool = False) -
 
 
 @router.get("/{name}", summary="One registry entry")
-async def get_model(name: ModelName, runtime: Rt) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(model_service(runtime).get, name))
+async def get_model(request: Request, name: ModelName, runtime: Rt) -> JSONResponse:
+    reader = principal_of(request).only_owner
+    return JSONResponse(await run_in_threadpool(model_service(runtime).get_for, name, reader))
 
 
 @router.delete(

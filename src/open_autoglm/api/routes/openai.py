@@ -158,12 +158,14 @@ Rt = Annotated[Runtime, Depends(get_runtime)]
 # -- request bodies ----------------------------------------------------------------------------
 
 
-async def _spec_serving(service: ModelService, name: str, task: str) -> ModelSpec:
+async def _spec_serving(service: ModelService, name: str, task: str, request: Request) -> ModelSpec:
     try:
         # A thread hop costs more than the rest of the route; only a first use reads storage.
         spec = service.cached_spec(name)
         if spec is None:
             spec = await run_in_threadpool(service.spec, name)
+        if not service.visible(name, principal_of(request).only_owner):  # another's model
+            raise errors.NotFoundError(name)
     except errors.NotFoundError:
         raise errors.NotFoundError(f"The model '{name}' does not exist") from None
     if not spec.serves(task):
@@ -288,10 +290,11 @@ def _model_card(entry: dict[str, Any], stats: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.get("/models", summary="OpenAI: list models (with load state and cache stats)")
-async def list_models(runtime: Rt) -> JSONResponse:
+async def list_models(request: Request, runtime: Rt) -> JSONResponse:
     service = model_service(runtime)
-    entries = await run_in_threadpool(service.list)
-    stats = service.stats()
+    reader = principal_of(request).only_owner
+    entries = await run_in_threadpool(functools.partial(service.list, reader=reader))
+    stats = service.stats(reader=reader)
     cache = {k: v for k, v in stats.items() if k not in ("models", "upstreams")}
     return JSONResponse(
         {"object": "list", "data": [_model_card(e, stats) for e in entries], "cache": cache}
@@ -299,10 +302,11 @@ async def list_models(runtime: Rt) -> JSONResponse:
 
 
 @router.get("/models/{model_id}", summary="OpenAI: one model")
-async def get_model(model_id: str, runtime: Rt) -> JSONResponse:
+async def get_model(request: Request, model_id: str, runtime: Rt) -> JSONResponse:
     service = model_service(runtime)
     try:
-        entry = await run_in_threadpool(service.get, model_id)
+        reader = principal_of(request).only_owner
+        entry = await run_in_threadpool(service.get_for, model_id, reader)
     except errors.NotFoundError:
         raise errors.NotFoundError(f"The model '{model_id}' does not exist") from None
     return JSONResponse(_model_card(entry, service.stats()))
@@ -314,7 +318,7 @@ async def embeddings(request: Request) -> Response:
     raw = await json_body(request)
     body: EmbeddingRequest = parse_request(EmbeddingRequest, raw)
     service = model_service(runtime)
-    spec = await _spec_serving(service, body.model, "embedding")
+    spec = await _spec_serving(service, body.model, "embedding", request)
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(request, service, body.model, "/embeddings", raw, False)
     texts = [body.input] if isinstance(body.input, str) else body.input
@@ -344,7 +348,7 @@ async def completions(request: Request) -> Response:
     raw = await json_body(request)
     body: CompletionRequest = parse_request(CompletionRequest, raw)
     service = model_service(runtime)
-    spec = await _spec_serving(service, body.model, "text-generation")
+    spec = await _spec_serving(service, body.model, "text-generation", request)
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(request, service, body.model, "/completions", raw, body.stream)
     params = body.params(body.max_tokens, chat=False)
@@ -381,7 +385,7 @@ async def chat_completions(request: Request) -> Response:
     raw = await json_body(request)
     body: ChatCompletionRequest = parse_request(ChatCompletionRequest, raw)
     service = model_service(runtime)
-    spec = await _spec_serving(service, body.model, "chat")
+    spec = await _spec_serving(service, body.model, "chat", request)
     if spec.backend is ModelBackend.OPENAI:
         return await _forward(request, service, body.model, "/chat/completions", raw, body.stream)
     messages = [m.for_template() for m in body.messages]

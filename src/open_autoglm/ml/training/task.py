@@ -228,7 +228,12 @@ def register_model(ctx: TaskContext, *, name: str, **entry: Any) -> str | None:
         ctx.log("no models service here; the model is reachable through its artifacts")
         return None
     try:
-        models.register(name=name, **entry)
+        # A key's trained model is its own (and admins'), as its task is.
+        owner = ctx.service("tasks").owner_of(ctx.task_id)
+    except KeyError:
+        owner = None
+    try:
+        models.register(name=name, private_to=owner, **entry)
     except AutoGLMError as exc:  # e.g. the name is taken: training still succeeded
         ctx.log(f"model registration failed: {exc.message}", level="warning")
         return None
