@@ -182,7 +182,7 @@ def test_a_model_key_a_trained_is_key_a_own(keys: Keys) -> None:
     graph = community_graph(n_per_class=6, classes=2, dim=4, seed=1)
     spec = {"task_type": "graph-train", "input": graph,
             "params": {"kind": "sage", "hidden": 8, "epochs": 2, "name": "alices"}}  # fmt: skip
-    task = _wait(keys, keys.a, _submit(keys, keys.a, spec)["id"])
+    task = wait_task(keys.client, _submit(keys, keys.a, spec)["id"], headers=auth(keys.a))
     assert task["status"] == "succeeded", task["error"]
     assert task["result"]["registered"] == "alices"
 
