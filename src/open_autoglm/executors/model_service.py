@@ -190,7 +190,7 @@ class ModelService:
     def refresh(self) -> None:
         """Read every entry from storage into memory (at start: batch_policy reads memory)."""
         for row in self.storage.list_models():
-            self._remember(row)
+            self._prepare(self._remember(row))
 
     def register(self, *, replace: bool = False, **entry: Any) -> dict[str, Any]:
         """Validate and store an entry (the graph tasks call this with keyword arguments)."""
@@ -218,7 +218,17 @@ class ModelService:
             principal=principal,
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
-        return self._public(self._remember(row))
+        remembered = self._remember(row)
+        self._prepare(remembered)
+        return self._public(remembered)
+
+    def _prepare(self, spec: ModelSpec) -> None:
+        """Start what a first load of ``spec`` can do ahead (in the background), so the
+        first request pays less of it: for a GGUF model, importing llama.cpp."""
+        if spec.role != "text-generation" or not isinstance(spec.source, str):
+            return
+        with contextlib.suppress(AutoGLMError):  # a bad source is reported when it loads
+            self.text_loader.prepare(self._entry(spec))
 
     def _check_source(self, spec: ModelSpec) -> None:
         """Refuse, before storing, a source the server must not use (422 naming the field)."""
@@ -459,8 +469,10 @@ class ModelService:
                 launcher=_LAUNCHERS[self.replica_backend](self.executor),
             )
         else:
-            self._limit_threads()
-            model = self._load_entry(self._entry(spec))
+            entry = self._entry(spec)
+            if self.text_loader.gguf_source(entry) is None:  # llama.cpp needs no torch
+                self._limit_threads()
+            model = self._load_entry(entry)
         with contextlib.suppress(TypeError):  # not every wrapper takes weak references
             self._loaded[name] = model
         return model

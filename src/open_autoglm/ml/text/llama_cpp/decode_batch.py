@@ -67,7 +67,9 @@ class LlamaDecodeBatch:
         self._ids = itertools.count()
         self._n_batch = model.options.n_batch
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
-        llama_cpp.llama_memory_clear(model.memory, True)
+        # Forget every sequence; the cells keep their (finite) values, masked out until
+        # rewritten: zeroing them again costs 0.1 s per 400 MB of cache on a first request.
+        llama_cpp.llama_memory_clear(model.memory, False)
         self.prompt_tokens_reused = 0  # prompt tokens the prompt cache spared, for stats
         # Requests validated (encoded, sampler built) and about to be added, by id().
         self._checked: dict[int, tuple[GenerationRequest, list[int], Any]] = {}
