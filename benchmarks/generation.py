@@ -8,6 +8,10 @@ tokens, ``--threads`` CPU threads on both sides (the server's executor allotment
 
 - ``llama.cpp``: llama-cpp-python's ``Llama.create_chat_completion`` in this process, one
   stream: the reference every ratio is taken against.
+- ``llama.cpp N seqs raw``: the ceiling of any server on this GGUF: llama-cpp-python's
+  low-level API in this process, one context of ``--clients`` sequences, every prompt
+  prefilled in one ``llama_decode`` and then one token per sequence per ``llama_decode``,
+  greedy argmax in numpy; aggregate tokens/s over the wall time, prefill included.
 - ``one stream``: one streaming client of the server (an ``autoglm serve`` process): tokens/s
   (completion tokens over the request's wall time) and time to first token.
 - ``N clients``: ``--clients`` closed-loop clients at once (non-streaming); aggregate tokens/s
@@ -152,6 +156,55 @@ def reference_once(llm: Any, prompt: str, tokens: int) -> dict[str, float]:
     return {"ttft": first or wall, "wall": wall, "tokens": n}
 
 
+def raw_batch(model: Any, n_seq: int, tokens: int, threads: int) -> dict[str, float]:
+    """``n_seq`` sequences in one context, as a server at its best would decode them."""
+    import llama_cpp
+    import numpy as np
+
+    cp = llama_cpp.llama_context_default_params()
+    cp.n_ctx, cp.n_batch, cp.n_ubatch, cp.n_seq_max = 2048 * n_seq, 512, 512, n_seq
+    cp.n_threads = cp.n_threads_batch = threads
+    cp.kv_unified = False  # as the server: each sequence attends only to its own cells
+    cp.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as Llama's default
+    ctx = llama_cpp.llama_init_from_model(model.model, cp)
+    batch = llama_cpp.llama_batch_init(512, 0, 1)
+    n_vocab = model.n_vocab()
+    try:
+        prompts = [
+            model.tokenize(
+                f"<|im_start|>user\n{PROMPTS[i % len(PROMPTS)]}<|im_end|>\n<|im_start|>assistant\n"
+                .encode(), True, True,
+            )
+            for i in range(n_seq)
+        ]  # fmt: skip
+        start = time.perf_counter()
+        n, outs = 0, []
+        for seq, prompt in enumerate(prompts):
+            for pos, token in enumerate(prompt):
+                batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, pos, 1
+                batch.seq_id[n][0], batch.logits[n] = seq, pos == len(prompt) - 1
+                n += 1
+            outs.append(n - 1)
+        batch.n_tokens = n
+        positions = [len(p) for p in prompts]
+        for _ in range(tokens):
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed")
+            for seq, out in enumerate(outs):
+                logits = np.ctypeslib.as_array(
+                    llama_cpp.llama_get_logits_ith(ctx, out), shape=(n_vocab,)
+                )
+                batch.token[seq], batch.pos[seq] = int(logits.argmax()), positions[seq]
+                batch.n_seq_id[seq], batch.seq_id[seq][0], batch.logits[seq] = 1, seq, True
+                positions[seq] += 1
+            batch.n_tokens, outs = n_seq, list(range(n_seq))
+        wall = time.perf_counter() - start
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+    return {"tokens_per_s": n_seq * tokens / wall}
+
+
 def single(runs: list[dict[str, float]]) -> dict[str, float]:
     return {
         "tokens_per_s": sum(r["tokens"] for r in runs) / sum(r["wall"] for r in runs),
@@ -217,9 +270,10 @@ def main() -> None:
             "warm_s": statistics.median(warm),
             "extra_s": cold - statistics.median(warm),
         }
-        ref_rounds, ours_rounds, many_rounds = [], [], []
+        ref_rounds, ours_rounds, many_rounds, raw_rounds = [], [], [], []
         for _ in range(args.rounds):
             ref_rounds.append(single([reference_once(llm, p, args.tokens) for p in PROMPTS]))
+            raw_rounds.append(raw_batch(llm._model, args.clients, args.tokens, args.threads))
             ours_rounds.append(
                 single(
                     [stream_once(http, url, body("smol", p, args.tokens, True)) for p in PROMPTS]
@@ -229,6 +283,9 @@ def main() -> None:
         med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
         ref_tps, ref_ttft = med(ref_rounds, "tokens_per_s"), med(ref_rounds, "ttft_s")
         rows["llama.cpp"] = {"tokens_per_s": ref_tps, "ttft_s": ref_ttft, "load_s": ref_load}
+        rows[f"llama.cpp {args.clients} seqs raw"] = {
+            "tokens_per_s": med(raw_rounds, "tokens_per_s")
+        }
         rows["one stream"] = {
             "tokens_per_s": med(ours_rounds, "tokens_per_s"),
             "ttft_s": med(ours_rounds, "ttft_s"),

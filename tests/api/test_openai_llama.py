@@ -110,12 +110,6 @@ def test_greedy_equals_llama_cpp_alone(server: str, reference: Any) -> None:
         _same(ask(client, question, GREEDY_TOKENS), _reference(reference, question, GREEDY_TOKENS))
 
 
-@pytest.mark.xfail(
-    reason="one of the eight prompts leaves llama-cpp-python's greedy path at a near-tie when "
-    "decoded beside seven others: llama.cpp's batched decode is not bit-identical to decoding "
-    "one sequence",
-    strict=False,
-)
 def test_greedy_equals_llama_cpp_in_a_batch_of_eight(server: str, reference: Any) -> None:
     client = oai(server)
     with ThreadPoolExecutor(8) as pool:

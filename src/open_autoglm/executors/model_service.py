@@ -195,7 +195,7 @@ class ModelService:
     def refresh(self) -> None:
         """Read every entry from storage into memory (at start: batch_policy reads memory)."""
         for row in self.storage.list_models():
-            self._remember(row)
+            self._prepare(self._remember(row))
 
     def register(
         self, *, replace: bool = False, private_to: str | None = None, **entry: Any
@@ -233,7 +233,17 @@ class ModelService:
             private_to=private_to,
         )
         self._forget(spec.name)  # a replaced entry must not keep serving its old weights
-        return self._public(self._remember(row))
+        remembered = self._remember(row)
+        self._prepare(remembered)
+        return self._public(remembered)
+
+    def _prepare(self, spec: ModelSpec) -> None:
+        """Start what a first load of ``spec`` can do ahead (in the background), so the
+        first request pays less of it: for a GGUF model, importing llama.cpp."""
+        if spec.role != "text-generation" or not isinstance(spec.source, str):
+            return
+        with contextlib.suppress(AutoGLMError):  # a bad source is reported when it loads
+            self.text_loader.prepare(self._entry(spec))
 
     def _check_source(self, spec: ModelSpec) -> None:
         """Refuse, before storing, a source the server must not use (422 naming the field)."""
@@ -559,8 +569,10 @@ class ModelService:
                 on_progress=functools.partial(self._steps.__setitem__, name),
             )
         else:
-            self._limit_threads()
-            model = self._load_entry(self._entry(spec))
+            entry = self._entry(spec)
+            if self.text_loader.gguf_source(entry) is None:  # llama.cpp needs no torch
+                self._limit_threads()
+            model = self._load_entry(entry)
         with contextlib.suppress(TypeError):  # not every wrapper takes weak references
             self._loaded[name] = model
         return model

@@ -4,8 +4,12 @@ outputs (50 schemas), and the GGUF routing of the loader."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import Future
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -13,6 +17,7 @@ import pytest
 from helpers.schemas import json_schemas
 from open_autoglm.errors import TaskCancelledError, ValidationError
 from open_autoglm.ml.text.decode_batch import GenerationRequest
+from open_autoglm.ml.text.llama_cpp.gguf_header import GGUFHeaderError, gguf_metadata
 from open_autoglm.ml.text.llama_cpp.model import (
     LlamaCppModel,
     LlamaCppOptions,
@@ -50,8 +55,8 @@ def test_slot_table_prefers_the_longest_cached_prefix_then_the_lowest_id() -> No
     assert (a.seq_id, a.keep) == (0, 0)
     slots.fed(a.seq_id, [1, 2, 3, 4, 9])
     slots.release(a.seq_id)
-    again = slots.acquire([1, 2, 3, 4])  # the same prompt: all but its last token reused
-    assert (again.seq_id, again.keep) == (0, 3)
+    again = slots.acquire([1, 2, 3, 4])  # the same prompt: all but its last two tokens reused
+    assert (again.seq_id, again.keep) == (0, 2)
     b = slots.acquire([7, 7])  # the lowest free id, so busy ids stay consecutive
     assert (b.seq_id, b.keep) == (1, 0)
     assert slots.free == 1
@@ -78,6 +83,62 @@ def test_gguf_is_served_by_llama_cpp_with_weights_and_kv_cache_counted(
     kv = 2 * 30 * 3 * 64 * 2 * 8 * 1024
     assert smollm2.memory_bytes == pytest.approx(size + kv, rel=0.05)
     assert estimate_gguf_bytes(bundled_smollm2_gguf(), OPTIONS) == size + kv
+
+
+def test_the_gguf_header_reader_agrees_with_llama_cpp(smollm2: LlamaCppModel) -> None:
+    ours = gguf_metadata(bundled_smollm2_gguf())
+    theirs = smollm2._model.metadata()  # llama.cpp's own reading, every value as a string
+    compared = 0
+    for key, value in ours.items():
+        if isinstance(value, int | str) and not isinstance(value, bool):
+            assert str(value) == theirs[key], key
+            compared += 1
+    assert compared >= 20 and ours["llama.block_count"] == 30
+    assert not any(key.startswith("tokenizer.ggml.tokens") for key in ours)  # arrays skipped
+
+
+def test_a_truncated_gguf_is_refused_and_sized_by_its_file(tmp_path: Path) -> None:
+    cut = tmp_path / "cut.gguf"
+    cut.write_bytes(bundled_smollm2_gguf().read_bytes()[:4096])  # ends inside the vocabulary
+    not_gguf = tmp_path / "not.gguf"
+    not_gguf.write_bytes(b"PK\x03\x04" + bytes(64))
+    for path in (cut, not_gguf):
+        with pytest.raises(GGUFHeaderError):
+            gguf_metadata(path)
+        assert estimate_gguf_bytes(path, OPTIONS) == path.stat().st_size
+
+
+_COLD_LOAD = """
+import sys
+from pathlib import Path
+from open_autoglm.executors.model_service import ModelService
+from open_autoglm.storage.hub import StorageHub
+
+root = Path(sys.argv[1])
+storage = StorageHub(f"sqlite:///{root / 'db.sqlite'}", root).open()
+service = ModelService(storage, cache_dir=root / "models", budget_bytes=2**31, inprocess_threads=1,
+                       generation_threads=1)
+service.register(name="s", source="bundled:smollm2", task_types=["text-generation"],
+                 options={"n_ctx": 64, "parallel": 1})
+with service.lease("s") as model:
+    print(type(model).__name__, "torch" in sys.modules, "transformers" in sys.modules)
+service.close()
+storage.close()
+"""
+
+
+def test_loading_a_gguf_model_imports_no_torch(tmp_path: Path) -> None:
+    # torch takes ~2 s to import: a first request to a llama.cpp model must not pay it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOGLM_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _COLD_LOAD, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    )
+    assert out.stdout.split() == ["LlamaCppModel", "False", "False"]
 
 
 def test_prompt_cache_reuses_a_shared_prefix_with_the_same_output(smollm2: LlamaCppModel) -> None:

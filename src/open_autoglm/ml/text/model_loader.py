@@ -81,6 +81,16 @@ class TextModelLoader:
     def __call__(self, entry: Mapping[str, Any]) -> TextModel:
         return self.load(entry)
 
+    def prepare(self, entry: Mapping[str, Any]) -> None:
+        """Warm what loading ``entry`` will need, in a background thread: for a GGUF model,
+        import llama-cpp-python and start its backend (a few hundred ms a first request
+        would otherwise pay). Returns at once; loading works the same whether it ran or not.
+        """
+        if self.gguf_source(entry) is not None:
+            from open_autoglm.ml.text.llama_cpp.model import warm_llama_cpp_in_background
+
+            warm_llama_cpp_in_background()
+
     @staticmethod
     def role_of(entry: Mapping[str, Any]) -> ModelRole:
         """The role an entry is loaded for: its first task type that is a text role."""

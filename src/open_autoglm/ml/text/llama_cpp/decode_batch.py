@@ -1,13 +1,12 @@
-"""Continuous batching on one llama.cpp context: a sequence id per request, one decode per step.
+"""Continuous batching on one llama.cpp context: a sequence id per request, stepped together.
 
 :class:`LlamaDecodeBatch` has the steppable surface of the transformers
 :class:`~open_autoglm.ml.text.decode_batch.DecodeBatch` (``validate``/``add``/``step``/
 ``cancel``/``pop_finished``), so :class:`~open_autoglm.ml.text.engine.GenerationEngine` drives
-either. ``add`` only assigns a sequence slot; each ``step`` builds one ``llama_batch`` with
-the next token of every decoding sequence plus prompt chunks of the newcomers (up to
-``n_batch`` tokens in all: a long prompt is prefilled over several steps while the others
-keep decoding) and runs one ``llama_decode``. Each sequence samples from its own logits with
-its own sampler (``sampler.py``: grammar, penalties, top-k/top-p/temperature or greedy).
+either. ``add`` only assigns a sequence slot; each ``step`` runs one ``llama_decode`` with
+the next token of every decoding sequence, then one per newcomer's prompt chunk (up to
+``n_batch`` prompt tokens a step: a long prompt is prefilled over several steps while the
+others keep decoding). Each sequence samples from its own logits with its own sampler (``sampler.py``: grammar, penalties, top-k/top-p/temperature or greedy).
 
 A finished or cancelled sequence leaves the batch at once and its slot is free for the next
 step; its KV cache stays as a prompt cache (:class:`~open_autoglm.ml.text.llama_cpp.slots.SlotTable`).
@@ -67,7 +66,9 @@ class LlamaDecodeBatch:
         self._ids = itertools.count()
         self._n_batch = model.options.n_batch
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
-        llama_cpp.llama_memory_clear(model.memory, True)
+        # Forget every sequence; the cells keep their (finite) values, masked out until
+        # rewritten: zeroing them again costs 0.1 s per 400 MB of cache on a first request.
+        llama_cpp.llama_memory_clear(model.memory, False)
         self.prompt_tokens_reused = 0  # prompt tokens the prompt cache spared, for stats
         # Requests validated (encoded, sampler built) and about to be added, by id().
         self._checked: dict[int, tuple[GenerationRequest, list[int], Any]] = {}
@@ -148,28 +149,45 @@ class LlamaDecodeBatch:
         return ids
 
     def step(self) -> None:
-        """One ``llama_decode``: a token for each decoding row, prompt chunks for newcomers."""
-        import llama_cpp
+        """One step: a token for each decoding row, then prompt chunks for newcomers.
 
+        The decoding rows share one ``llama_decode``; each newcomer's prompt chunk gets one of
+        its own. Mixed in one call, llama.cpp splits a batch into equal per-sequence slices,
+        so a newcomer's first prompt token would be computed alone in its slice and the
+        rest later: attention over one query takes another kernel than over several, and
+        the logits (hence greedy outputs) then differ from a lone llama.cpp's. Apart, every
+        token is computed as a lone sequence computes it: bit for bit the same output.
+        Decoding costs a token's compute per sequence either way (the weights' kernels are
+        per row), so separate calls cost only their small fixed overhead.
+        """
         if not self._rows:
             return
+        decoding = [r for r in self._rows if len(r.pending) == 1]
+        prefilling = [r for r in self._rows if len(r.pending) > 1]
+        for i in range(0, len(decoding), self._n_batch):
+            self._decode(sorted(decoding[i : i + self._n_batch], key=lambda r: r.seq_id))
+        # Prompt chunks up to n_batch tokens per step in all (at least one), so a burst of
+        # newcomers never stalls the decoding rows for more than about one chunk's compute.
+        room = self._n_batch
+        for row in prefilling:
+            if room <= 0:
+                break
+            room -= min(self._n_batch, len(row.pending))
+            self._decode([row])
+        self._drop_finished()
+
+    def _decode(self, rows: list[_Row]) -> None:
+        """Feed ``rows``' pending tokens (a prompt chunk of at most n_batch tokens for a
+        single row) in one ``llama_decode``; sample each row whose pending tokens all went in.
+        """
+        import llama_cpp
+
         batch = self._batch
         n = 0
-        outputs: list[tuple[_Row, int]] = []  # rows sampling this step, with their logits index
+        outputs: list[tuple[_Row, int]] = []  # rows sampling after this call, logits index
         fed: list[tuple[_Row, int]] = []  # rows and how many of their pending tokens go in
-        # Budget: decoding rows first (one token each), so a long prefill never starves them.
-        takes: dict[int, int] = {}
-        room = self._n_batch
-        for row in sorted(self._rows, key=lambda r: len(r.pending) > 1):
-            take = min(room, len(row.pending))
-            if take:
-                takes[row.row_id] = take
-                room -= take
-        # Tokens in sequence-id order: llama.cpp groups consecutive ids into one pass.
-        for row in sorted(self._rows, key=lambda r: r.seq_id):
-            take = takes.get(row.row_id, 0)
-            if not take:
-                continue
+        for row in rows:
+            take = min(self._n_batch - n, len(row.pending))
             for i in range(take):
                 batch.token[n] = row.pending[i]
                 batch.pos[n] = row.n_past + i
@@ -198,7 +216,6 @@ class LlamaDecodeBatch:
         for row, index in outputs:
             token = row.sampler.sample(self.model.ctx, index)
             self._accept(row, token)
-        self._drop_finished()
 
     def cancel(self, row_ids: Collection[int]) -> list[int]:
         """Stop these rows now; their results (text so far) get finish_reason "cancelled"."""
@@ -247,7 +264,8 @@ class LlamaDecodeBatch:
             text=row.text,
             finish_reason=row.finish_reason or "stop",
             prompt_tokens=len(row.prompt_ids),
-            completion_tokens=row.sampled,
+            # The end-of-generation token is not part of the completion (as llama.cpp counts).
+            completion_tokens=len(row.generated),
             token_ids=tuple(row.generated),
         )
 

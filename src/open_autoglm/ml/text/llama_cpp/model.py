@@ -10,9 +10,11 @@ and the OpenAI routes serve both alike. The weights stay quantised; the context 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from open_autoglm.errors import NotFoundError, ValidationError
 from open_autoglm.ml.text.chat_template import ChatTemplate, plain_transcript
 from open_autoglm.ml.text.decode_batch import GenerationRequest, GenerationResult
+from open_autoglm.ml.text.llama_cpp.gguf_header import gguf_metadata
 from open_autoglm.ml.text.loading import ModelRole
 from open_autoglm.ml.text.sampling import SamplingParams
 
@@ -34,7 +37,10 @@ __all__ = [
     "default_threads",
     "estimate_gguf_bytes",
     "kv_cache_bytes",
+    "warm_llama_cpp_in_background",
 ]
+
+log = logging.getLogger(__name__)
 
 _KV_BYTES_PER_VALUE = 2  # f16 keys and values, llama.cpp's default cache type
 
@@ -87,12 +93,34 @@ def _quiet_llama_logs() -> None:
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
 
 
+@functools.cache
+def warm_llama_cpp_in_background() -> threading.Thread:
+    """Import llama-cpp-python in a daemon thread, once per process; the thread."""
+    thread = threading.Thread(target=_warm_llama_cpp, name="autoglm-llama-import", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm_llama_cpp() -> None:
+    start = time.perf_counter()
+    try:
+        import llama_cpp
+
+        _quiet_llama_logs()
+        llama_cpp.llama_backend_init()
+    except Exception:  # the load itself reports a broken install
+        log.warning("could not import llama-cpp-python ahead of a load", exc_info=True)
+        return
+    log.info("llama.cpp ready in %.2f s", time.perf_counter() - start)
+
+
 class LlamaCppModel:
     """A loaded GGUF model and its multi-sequence context."""
 
     role = ModelRole.TEXT_GENERATION
 
     def __init__(self, path: str | Path, options: LlamaCppOptions | None = None) -> None:
+        start = time.perf_counter()
         import llama_cpp
         from llama_cpp._internals import LlamaModel
 
@@ -102,9 +130,14 @@ class LlamaCppModel:
         self.options = options or LlamaCppOptions()
         _quiet_llama_logs()
         llama_cpp.llama_backend_init()
+        lap = time.perf_counter()
+        log.info("%s: llama.cpp imported in %.2f s", self.path.name, lap - start)
         mparams = llama_cpp.llama_model_default_params()
         mparams.use_mmap = True
         self._model: Any = LlamaModel(path_model=str(self.path), params=mparams, verbose=False)
+        now = time.perf_counter()
+        log.info("%s: weights mapped, vocabulary read in %.2f s", self.path.name, now - lap)
+        lap = now
         self.vocab = self._model.vocab
         n_train = self._model.n_ctx_train()
         self.n_ctx = min(self.options.n_ctx, n_train) if n_train > 0 else self.options.n_ctx
@@ -129,6 +162,13 @@ class LlamaCppModel:
             raise ValidationError(f"llama.cpp could not create a context for {self.path.name}")
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
+        log.info(
+            "%s: context of %d sequences x %d tokens made in %.2f s",
+            self.path.name,
+            self.options.parallel,
+            self.n_ctx,
+            time.perf_counter() - lap,
+        )
         self.n_vocab = self._model.n_vocab()
         meta = self._model.metadata()
         self.template: ChatTemplate | None = None
@@ -272,31 +312,21 @@ def default_threads(allotment: float | None) -> int:
 def estimate_gguf_bytes(path: str | Path, options: LlamaCppOptions) -> int:
     """Bytes a GGUF model will take once loaded (weights + KV cache), before loading it.
 
-    Reads the hyperparameters with a vocabulary-only load (no weights are read).
+    Reads the hyperparameters from the file's header (``gguf_header``): no ``llama_cpp``
+    import, no vocabulary parse, so sizing a model costs milliseconds.
     """
-    import llama_cpp
-    from llama_cpp._internals import LlamaModel
-
     path = Path(path)
     weights = path.stat().st_size
-    _quiet_llama_logs()
-    llama_cpp.llama_backend_init()
-    mparams = llama_cpp.llama_model_default_params()
-    mparams.vocab_only = True
     try:
-        model: Any = LlamaModel(path_model=str(path), params=mparams, verbose=False)
+        meta = gguf_metadata(path)
     except ValueError:
         return weights  # unreadable here; the load itself reports why
-    try:
-        meta = model.metadata()  # hyperparameters are only read from it in this mode
-    finally:
-        model.close()
     arch = meta.get("general.architecture", "")
 
     def value(key: str, default: int = 0) -> int:
         try:
             return int(meta.get(f"{arch}.{key}", default))
-        except ValueError:
+        except (TypeError, ValueError):
             return default
 
     n_layer, n_embd, n_head = (

@@ -59,13 +59,16 @@ class SlotTable:
         """Take the free slot sharing the longest prefix with ``prompt``, else the lowest id.
 
         Low ids first keep the busy ids consecutive, which llama.cpp decodes in one pass.
-        At least the prompt's last token is always fed again: its logits pick the first token.
+        At least the prompt's last two tokens are always fed again: the last one's logits pick
+        the first token, and a one-token chunk would take other attention kernels than the
+        chunk of several a prompt is otherwise fed in (different rounding: a greedy output
+        could then depend on what the cache held).
         """
         free = [s for s in self._slots if not s.busy]
         if not free:
             raise RuntimeError("no free sequence slot")
         best = max(free, key=lambda s: (common_prefix(s.tokens, prompt), -s.seq_id))
-        keep = min(common_prefix(best.tokens, prompt), max(0, len(prompt) - 1))
+        keep = min(common_prefix(best.tokens, prompt), max(0, len(prompt) - 2))
         best.busy = True
         best.last_used = next(self._clock)
         del best.tokens[keep:]
