@@ -31,7 +31,7 @@ serve: $(STAMP)
 # (TEST_WORKERS=0 runs everything in this one process).
 TEST_WORKERS ?= 2
 test: $(STAMP) services
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 services:
 	bash scripts/ensure-services.sh

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,15 +30,18 @@ from open_autoglm.runtime import Runtime
 _RAY_MODULES = ("test_ray_executor.py", "test_ray_actor.py")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup`` (``make test``) a module's tests stay in one
-    worker, so its module fixtures (servers, models) start once; the Ray modules share one
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under ``pytest -n N`` (``make test``) a module's tests go to one worker together, so
+    its module fixtures (servers, models) start once; the Ray modules go together to one
     worker, so two Ray instances never compete for the machine."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            module = item.path.name
-            group = "ray" if module in _RAY_MODULES else str(item.path)
-            item.add_marker(pytest.mark.xdist_group(group))
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "ray" if module.endswith(_RAY_MODULES) else module
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,25 @@ import httpx
 import psutil
 
 from helpers.services import ServerProcess
+from open_autoglm.executors.workers.process import CHILD_MODULE
+from open_autoglm.executors.workers.zygote import ZYGOTE_MODULE
 
 
 def _policies(pid: int) -> set[int]:
     return {os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def _workers(server: int) -> tuple[list[psutil.Process], list[psutil.Process]]:
+    """The server's model replicas (a fresh interpreter each, or forks of the zygote) and
+    the zygote they were forked from (a child of the server itself)."""
+    replicas, zygotes = [], []
+    for p in psutil.Process(server).children(recursive=True):
+        module = p.cmdline()[2:3]
+        if module == [CHILD_MODULE] or (module == [ZYGOTE_MODULE] and p.ppid() != server):
+            replicas.append(p)
+        elif module == [ZYGOTE_MODULE]:
+            zygotes.append(p)
+    return replicas, zygotes
 
 
 def test_server_threads_yield_and_replicas_compute_at_the_default_policy(tmp_path: Path) -> None:
@@ -36,14 +51,12 @@ def test_server_threads_yield_and_replicas_compute_at_the_default_policy(tmp_pat
         got = httpx.post(server.url + "/v1/embeddings", json={"model": "emb", "input": "hi"},
                          timeout=120)  # fmt: skip
         assert got.status_code == 200, got.text
-        replicas = [
-            p
-            for p in psutil.Process(server.proc.pid).children(recursive=True)
-            if "open_autoglm.executors.workers.child" in " ".join(p.cmdline())
-        ]
+        replicas, zygotes = _workers(server.proc.pid)
         assert replicas, "no replica process started"
         for replica in replicas:
             assert _policies(replica.pid) == {os.SCHED_OTHER}
+        for zygote in zygotes:  # it only imports and forks: it yields like the server
+            assert _policies(zygote.pid) == {os.SCHED_BATCH}
         assert _policies(server.proc.pid) == {os.SCHED_BATCH}  # replica dispatch threads too
     finally:
         server.stop()
